@@ -1,0 +1,1 @@
+"""deepz package."""

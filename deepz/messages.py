@@ -1,0 +1,181 @@
+"""The zmq message format between the pipeline and its viewers (version 1).
+
+Spec
+----
+One message is a zmq multipart message of ``2 + n`` frames:
+
+1. topic: the ASCII bytes ``b"deepz"`` (subscribers filter on it);
+2. header: UTF-8 JSON object with
+   - ``"v"``: format version (int, currently 1; readers refuse other major versions),
+   - ``"seq"``: message sequence number from the publisher (int, increasing),
+   - ``"t"``: frame index of the newest frame the message describes (int),
+   - ``"sent"``: host time at publication (``time.time()`` seconds),
+   - ``"arrays"``: list of ``{"name": str, "dtype": numpy dtype string, "shape": [int, ...]}``, one per
+     buffer frame that follows, in order,
+   - ``"stats"``: flat object of pipeline figures (rates in Hz, latencies in ms, counts),
+   - ``"meta"``: free object (planes_um, pixel_size_um, voxel size, recording path ...);
+3. ``n`` raw array buffers, C-contiguous, little-endian, exactly ``prod(shape) * itemsize`` bytes each.
+
+Array names used by the pipeline: ``frame`` (H, W) uint16 raw camera frame; ``volume`` (K, H, W) uint16
+virtual volume; ``track_ids`` (N,) int64; ``track_positions_um`` (N, 3) float32 (z, y, x);
+``trace_ids`` (M,) int64 and ``traces_dff`` (M, W) float32: the recent dF/F window of the tracked neurons;
+``trace_t`` (W,) float64 times of that window in seconds. Any may be absent.
+
+Delivery is latest-only and lossy: the publisher's send high-water mark is small and sends never block, and
+subscribers drain their socket to the newest message (``CONFLATE`` does not support multipart messages).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+VERSION = 1
+TOPIC = b"deepz"
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"
+
+
+class MessageError(ValueError):
+    """A received message does not follow this module's spec."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """One decoded update: named arrays plus the pipeline's stats and metadata."""
+
+    seq: int
+    t: int
+    sent: float
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def encode(
+    seq: int,
+    t: int,
+    arrays: Mapping[str, np.ndarray],
+    stats: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> list[bytes | memoryview]:
+    """Build the multipart frames of one message; array buffers are passed without copying."""
+    contiguous = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    header = {
+        "v": VERSION,
+        "seq": int(seq),
+        "t": int(t),
+        "sent": time.time(),
+        "arrays": [
+            {"name": name, "dtype": a.dtype.newbyteorder("<").str, "shape": list(a.shape)}
+            for name, a in contiguous.items()
+        ],
+        "stats": dict(stats or {}),
+        "meta": dict(meta or {}),
+    }
+    buffers = [memoryview(a.astype(a.dtype.newbyteorder("<"), copy=False)).cast("B") for a in contiguous.values()]
+    return [TOPIC, json.dumps(header).encode(), *buffers]
+
+
+def decode(frames: list[bytes | zmq.Frame]) -> Message:
+    """Parse the multipart frames of one message; raises MessageError on anything off-spec."""
+    raw = [f.buffer if isinstance(f, zmq.Frame) else f for f in frames]
+    if len(raw) < 2 or bytes(raw[0]) != TOPIC:
+        raise MessageError("not a deepz message: missing the b'deepz' topic frame or header")
+    try:
+        header = json.loads(bytes(raw[1]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError(f"message header is not JSON: {exc}") from exc
+    if header.get("v") != VERSION:
+        raise MessageError(f"message format version {header.get('v')!r}; this program reads version {VERSION}")
+    specs = header.get("arrays", [])
+    if len(specs) != len(raw) - 2:
+        raise MessageError(f"header lists {len(specs)} arrays but {len(raw) - 2} buffers arrived")
+    arrays = {}
+    for spec, buf in zip(specs, raw[2:], strict=True):
+        dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if len(memoryview(buf).cast("B")) != expected:
+            raise MessageError(f"array {spec['name']!r}: {len(buf)} bytes, expected {expected} for {shape} {dtype}")
+        arrays[spec["name"]] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    return Message(
+        seq=int(header["seq"]),
+        t=int(header["t"]),
+        sent=float(header["sent"]),
+        arrays=arrays,
+        stats=header.get("stats", {}),
+        meta=header.get("meta", {}),
+    )
+
+
+class Publisher:
+    """PUB socket that never blocks the pipeline: a full queue to a slow subscriber drops the message."""
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context | None = None) -> None:
+        self._ctx = context or zmq.Context.instance()
+        self._socket = self._ctx.socket(zmq.PUB)
+        self._socket.setsockopt(zmq.SNDHWM, 2)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        try:
+            self._socket.bind(address)
+        except zmq.ZMQError as exc:
+            self._socket.close()
+            raise OSError(
+                f"cannot publish on {address}: {exc}. Another deepz run may hold the port; "
+                "pass --publish tcp://127.0.0.1:OTHER_PORT."
+            ) from exc
+        self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._seq = 0
+        self.dropped = 0
+
+    def publish(self, t: int, arrays: Mapping[str, np.ndarray], stats=None, meta=None) -> bool:
+        """Send one message without blocking; returns False when zmq dropped it."""
+        self._seq += 1
+        try:
+            self._socket.send_multipart(encode(self._seq, t, arrays, stats, meta), flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        return True
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
+class Subscriber:
+    """SUB socket that hands out only the newest message, discarding older queued ones."""
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context | None = None) -> None:
+        self._ctx = context or zmq.Context.instance()
+        self._socket = self._ctx.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RCVHWM, 4)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.SUBSCRIBE, TOPIC)
+        self._socket.connect(address)
+        self.address = address
+        self.received = 0
+        self.discarded = 0
+
+    def latest(self, timeout_ms: int = 0) -> Message | None:
+        """Return the newest message waiting (waiting up to ``timeout_ms`` for one), or None."""
+        if not self._socket.poll(timeout_ms):
+            return None
+        newest = None
+        while True:
+            try:
+                frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            if newest is not None:
+                self.discarded += 1
+            newest = frames
+        self.received += 1
+        return decode(newest)
+
+    def close(self) -> None:
+        self._socket.close(linger=0)

@@ -1,0 +1,77 @@
+"""The JSON manifest that travels with Deep-Z weights: what the model is, how to feed it, how good it is."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from infer.model import UNetConfig
+
+FORMAT_VERSION = 1
+
+
+class Normalisation(BaseModel):
+    """normalised = (uint16 - offset_adu) / scale_adu, and back."""
+
+    model_config = ConfigDict(extra="forbid")
+    offset_adu: float
+    scale_adu: float = Field(gt=0)
+
+
+class Optics(BaseModel):
+    """The microscope the model was trained for."""
+
+    model_config = ConfigDict(extra="forbid")
+    numerical_aperture: float = 0.75
+    magnification: float = 20.0
+    wavelength_um: float = 0.52
+    pixel_size_um: float = 0.325
+
+
+class Architecture(BaseModel):
+    """UNetConfig fields."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_channels: int
+    depth: int
+    max_channels: int
+    in_channels: int = 2
+    out_channels: int = 1
+    norm: Literal["batch", "instance", "none"] = "batch"
+    residual: bool = True
+
+    def unet_config(self) -> UNetConfig:
+        """The generator configuration."""
+        return UNetConfig(**self.model_dump())
+
+    @classmethod
+    def from_config(cls, config: UNetConfig) -> Architecture:
+        """From a UNetConfig."""
+        return cls(**config.to_dict())
+
+
+class Training(BaseModel):
+    """Provenance: data digest, steps, the recipe used."""
+
+    model_config = ConfigDict(extra="allow")
+    data_digest: str = ""
+    steps: int = 0
+    recipe: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelManifest(BaseModel):
+    """Everything needed to use and judge a model; stored as manifest.json beside weights.safetensors."""
+
+    model_config = ConfigDict(extra="forbid")
+    format_version: int = FORMAT_VERSION
+    name: str
+    architecture: Architecture
+    normalisation: Normalisation
+    optics: Optics = Field(default_factory=Optics)
+    axial_range_um: float = Field(gt=0)
+    axial_step_um: float = Field(gt=0)
+    modality: Literal["widefield", "confocal"] = "widefield"
+    training: Training = Field(default_factory=Training)
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+    weights_sha256: str = ""
