@@ -50,10 +50,10 @@ def save_model(path: str | Path, generator: DeepZGenerator, manifest: ModelManif
     """Write path/weights.safetensors and path/manifest.json (with the weights' sha256); returns path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in generator.state_dict().items()
-             if v.is_floating_point()}
-    state |= {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()
-              if not v.is_floating_point()}
+    state = {
+        k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in generator.state_dict().items()
+    }
     weights = path / WEIGHTS
     tmp = weights.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"format": "deepz", "name": manifest.name})

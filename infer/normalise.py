@@ -13,10 +13,9 @@ def to_normalised(frames: torch.Tensor, norm: Normalisation) -> torch.Tensor:
 
 
 def from_normalised(x: torch.Tensor, norm: Normalisation) -> torch.Tensor:
-    """Normalised float -> uint16-range values, rounded and clipped to 0..65535 (int32 tensor: torch has no
-    general uint16 arithmetic; cast with .numpy().astype(np.uint16))."""
+    """Normalised float -> uint16 tensor, rounded and clipped to 0..65535."""
     return torch.clamp(torch.round(x.to(torch.float32) * norm.scale_adu + norm.offset_adu), 0, 65535).to(
-        torch.int32
+        torch.uint16
     )
 
 

@@ -1,0 +1,62 @@
+"""`deepz bench pipeline`: a live run on the simulator with a measuring subscriber in another process."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from deepz.config import load_config
+
+
+def free_tcp_address() -> str:
+    """A loopback tcp endpoint with a port free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def bench_pipeline(*, seconds: float, rate_hz: float, size: int, planes: int, engine: str,
+                   out: Path | None) -> dict[str, Any]:
+    """Run `deepz live` for `seconds` with a subscriber process; return settings, summary and probe figures."""
+    from deepz.commands.pipeline import run_pipeline
+    from deepz.wiring import software_versions
+
+    address = free_tcp_address()
+    with tempfile.TemporaryDirectory(prefix="deepz-bench-") as tmp:
+        recording = out or Path(tmp) / "bench.zarr"
+        cfg = load_config(None, {
+            "source": {"rate_hz": rate_hz, "size": size},
+            "inference": {"planes": planes, "engine": engine},
+            "recording": {"out": str(recording), "overwrite": True},
+            "publish": {"address": address},
+            "duration_s": seconds,
+            "view": False,
+        })
+        probe_json = Path(tmp) / "probe.json"
+        probe = subprocess.Popen(
+            [sys.executable, "-m", "deepz.probe", address, str(seconds + 120), str(probe_json)]
+        )
+        try:
+            started = time.time()
+            summary = run_pipeline(cfg)
+            wall = time.time() - started
+        finally:
+            probe.wait(timeout=seconds + 60)
+        subscriber = json.loads(probe_json.read_text())
+    return {
+        "benchmark": "pipeline",
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        "versions": software_versions(),
+        "settings": {"seconds": seconds, "rate_hz": rate_hz, "size": size, "planes": planes, "engine": engine},
+        "wall_s": round(wall, 3),
+        "summary": summary,
+        "subscriber": subscriber,
+    }

@@ -1,0 +1,268 @@
+"""`deepz live`, `deepz replay` and `deepz bench pipeline`: run the whole pipeline."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from deepz.config import ConfigError, RunConfig, load_config
+
+log = logging.getLogger(__name__)
+
+ConfigOpt = typer.Option(None, "--config", help="Run config TOML (see configs/); flags override it.")
+OutOpt = typer.Option(None, "--out", help="Recording to write (.zarr).")
+PlanesOpt = typer.Option(None, "--planes", help="Planes K per virtual volume.")
+ZRangeOpt = typer.Option(None, "--z-range", help="Refocus range LOW HIGH in um relative to focus.")
+EngineOpt = typer.Option(None, "--engine", help="auto | torch | torch-opt | onnxruntime | tensorrt.")
+ModelOpt = typer.Option(None, "--model", help="Model directory (default: the shipped model).")
+VolumesOpt = typer.Option(None, "--volumes", help="Store volumes: every | none | N (every Nth).")
+OverwriteOpt = typer.Option(None, "--overwrite", help="Replace an existing recording at --out.")
+TrackOpt = typer.Option(None, "--track/--no-track", help="Detect and track neurons in each volume.")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(2)
+
+
+def _display_available() -> bool:
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _status_printer(stream=sys.stderr):
+    """Status line: rewritten in place on a terminal, one line every few seconds otherwise."""
+    tty = stream.isatty()
+    last = [0.0]
+
+    def show(s: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if not tty and now - last[0] < 5.0:
+            return
+        last[0] = now
+        lat = "-" if s["latency_ms_p50"] is None else f"{s['latency_ms_p50']:.0f}/{s['latency_ms_p99']:.0f} ms"
+        line = (
+            f"t={s['elapsed_s']:6.1f}s  in {s['input_hz']:6.1f} Hz  volumes {s['volume_hz']:5.2f} Hz  "
+            f"latency p50/p99 {lat}  frames {s['frames']}  lost {s['lost']}  skipped {s['skipped']}  "
+            f"queue {s['queue_depth']}"
+        )
+        stream.write(("\r" + line) if tty else (line + "\n"))
+        stream.flush()
+
+    return show
+
+
+def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: bool = False,
+                 on_status=None, status_period_s: float = 1.0) -> dict[str, Any]:
+    """Build every stage from `cfg`, run to the end, close everything; returns the summary."""
+    from deepz import wiring
+    from deepz.messages import Publisher
+    from deepz.pipeline import Pipeline
+
+    live = replay_from is None
+    with contextlib.ExitStack() as stack:
+        if live:
+            source = wiring.build_source(cfg.source)
+        else:
+            source = wiring.build_replay_source(replay_from, realtime=realtime)
+        stack.callback(source.stop)
+        engine, model, planes = wiring.build_engine(cfg.inference, source.frame_shape, source.pixel_size_um)
+        dz = float(planes[1] - planes[0]) if len(planes) > 1 else 1.0
+        voxel_um = (dz, source.pixel_size_um, source.pixel_size_um)
+        recorder = wiring.build_recorder(
+            cfg.recording, frame_shape=source.frame_shape, pixel_size_um=source.pixel_size_um,
+            planes_um=planes, run_config=cfg, model=model,
+            extra_attrs={"replayed_from": str(replay_from)} if replay_from else None,
+        )
+        tracker = wiring.build_tracker(cfg.tracking, voxel_um, planes)
+        publisher = Publisher(cfg.publish.address) if live or cfg.view else None
+        if publisher is not None:
+            stack.callback(publisher.close)
+            log.info("publishing on %s (deepz view --connect %s)", publisher.address, publisher.address)
+        if cfg.view and publisher is not None and _display_available():
+            from display import launch_viewer_process
+
+            viewer = launch_viewer_process(publisher.address)
+            stack.callback(viewer.terminate)
+        elif cfg.view and publisher is not None:
+            log.info("no display: showing a status line; connect a viewer with deepz view --connect %s",
+                     publisher.address)
+        pipeline = Pipeline(
+            source,
+            engine=engine,
+            recorder=recorder,
+            make_record=wiring.frame_record,
+            tracker=tracker,
+            publisher=publisher,
+            live=live or realtime,
+            duration_s=cfg.duration_s,
+            volume_every=cfg.recording.volume_every,
+            publish_max_hz=cfg.publish.max_hz,
+            meta={"planes_um": [float(p) for p in planes], "pixel_size_um": source.pixel_size_um,
+                  "voxel_um": list(voxel_um)},
+            recording=str(cfg.recording.out) if cfg.recording.out else None,
+            queue_depth=(lambda: recorder.stats.queue_depth) if recorder is not None else (lambda: 0),
+        )
+        source.start()
+        summary: dict[str, Any] = {}
+        try:
+            summary = pipeline.run(on_status=on_status, status_period_s=status_period_s)
+        finally:
+            if recorder is not None:
+                summary["recording_stats"] = _writer_summary(recorder)
+                recorder.close(summary=summary)
+        summary["source"] = _source_stats(source)
+        return summary
+
+
+def _writer_summary(recorder) -> dict[str, Any]:
+    s = recorder.stats
+    return {"frames_stored": s.frames_stored, "volumes_stored": s.volumes_stored, "queue_depth": s.queue_depth}
+
+
+def _source_stats(source) -> dict[str, Any]:
+    stats = source.stats
+    return {k: v for k, v in vars(stats).items()} if hasattr(stats, "__dict__") else dict(
+        (f, getattr(stats, f)) for f in getattr(stats, "__slots__", ())
+    )
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    """Nest flat CLI flags into the RunConfig's sections, dropping unset ones."""
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        section, _, name = key.partition("__")
+        if name:
+            sections.setdefault(section, {})[name] = value
+        else:
+            top[section] = value
+    return {**top, **sections}
+
+
+def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
+    lat = summary["frame_to_volume_ms"]
+    typer.echo("")
+    typer.echo(
+        f"{summary['mode']} run ended ({summary['stopped_by']}) after {summary['elapsed_s']:.1f} s: "
+        f"{summary['frames']} frames ({summary['input_hz_mean']} Hz), {summary['frames_lost']} lost; "
+        f"{summary['volumes']} volumes ({summary['volume_hz_mean']} Hz, engine {summary['engine']}), "
+        f"{summary['volumes_skipped']} frames skipped by inference; frame-to-volume latency "
+        f"p50 {lat['p50']} ms, p99 {lat['p99']} ms."
+    )
+    if out is not None:
+        rec = summary.get("recording_stats", {})
+        typer.echo(f"recording: {out} ({rec.get('frames_stored')} frames, {rec.get('volumes_stored')} volumes)")
+        typer.echo(f"view it:   deepz view {out}")
+        typer.echo(f"replay it: deepz replay {out} --out {out.with_name(out.stem + '-replay.zarr')}")
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    @app.command()
+    def live(
+        config: Path = ConfigOpt,
+        mm_config: Path = typer.Option(None, "--mm-config", help="Micro-Manager .cfg of a real rig."),
+        out: Path = OutOpt,
+        duration: float = typer.Option(None, "--duration", help="Seconds to run (default: until Ctrl-C)."),
+        rate: float = typer.Option(None, "--rate", help="Camera frame rate in Hz."),
+        size: int = typer.Option(None, "--size", help="Simulated frame side in pixels."),
+        seed: int = typer.Option(None, "--seed", help="Simulator seed."),
+        planes: int = PlanesOpt,
+        z_range: tuple[float, float] = ZRangeOpt,
+        dpm: str = typer.Option(None, "--dpm", help="uniform | tilt | curved."),
+        engine: str = EngineOpt,
+        model: Path = ModelOpt,
+        volumes: str = VolumesOpt,
+        view: bool = typer.Option(None, "--view/--no-view", help="Open the viewer (needs a display)."),
+        publish: str = typer.Option(None, "--publish", help="zmq endpoint, e.g. tcp://*:5557 for remote viewers."),
+        overwrite: bool = OverwriteOpt,
+        track: bool = TrackOpt,
+    ) -> None:
+        """Acquire live (simulated microscope by default), refocus every frame into a volume, record, show."""
+        try:
+            cfg = load_config(config, _overrides(
+                source__mm_config=mm_config, source__rate_hz=rate, source__size=size, source__seed=seed,
+                inference__planes=planes, inference__z_range_um=z_range, inference__dpm=dpm,
+                inference__engine=engine, inference__model=model, recording__out=out,
+                recording__volumes=volumes, recording__overwrite=overwrite, publish__address=publish,
+                tracking__enabled=track, duration_s=duration, view=view,
+            ))
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
+        summary = _run_cli(cfg, status=_status_printer())
+        _print_summary(summary, cfg.recording.out)
+
+    @app.command()
+    def replay(
+        recording: Path = typer.Argument(..., help="Recording to replay (.zarr)."),
+        out: Path = OutOpt,
+        config: Path = ConfigOpt,
+        model: Path = ModelOpt,
+        planes: int = PlanesOpt,
+        z_range: tuple[float, float] = ZRangeOpt,
+        engine: str = EngineOpt,
+        volumes: str = VolumesOpt,
+        realtime: bool = typer.Option(False, "--realtime", help="Replay at the recorded pace (skips when behind)."),
+        overwrite: bool = OverwriteOpt,
+        track: bool = TrackOpt,
+    ) -> None:
+        """Re-run a recorded movie through inference and tracking into a new store, every frame."""
+        if out is None:
+            raise _fail("replay needs --out NEW.zarr (a recording is never modified in place)")
+        try:
+            cfg = load_config(config, _overrides(
+                inference__planes=planes, inference__z_range_um=z_range, inference__engine=engine,
+                inference__model=model, recording__out=out, recording__volumes=volumes,
+                recording__overwrite=overwrite, tracking__enabled=track, view=False,
+            ))
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
+        summary = _run_cli(cfg, replay_from=recording, realtime=realtime)
+        _print_summary(summary, cfg.recording.out)
+
+    @bench.command("pipeline")
+    def bench_pipeline(
+        json_out: Path = typer.Option(..., "--json", help="Write the results here."),
+        seconds: float = typer.Option(60.0, "--seconds"),
+        rate: float = typer.Option(100.0, "--rate"),
+        size: int = typer.Option(256, "--size"),
+        planes: int = typer.Option(16, "--planes"),
+        engine: str = typer.Option("auto", "--engine"),
+        out: Path = typer.Option(None, "--out", help="Recording path (default: a temporary directory)."),
+    ) -> None:
+        """End-to-end live run on the simulator: rates, latencies, lost/skipped, with a subscriber process."""
+        from deepz.bench_pipeline import bench_pipeline as run_bench
+
+        try:
+            result = run_bench(seconds=seconds, rate_hz=rate, size=size, planes=planes, engine=engine, out=out)
+        except (ConfigError, OSError, RuntimeError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2))
+        typer.echo(json.dumps(result["summary"], indent=2))
+        typer.echo(f"wrote {json_out}")
+
+
+def _run_cli(cfg: RunConfig, *, status=None, replay_from: Path | None = None, realtime: bool = False) -> dict:
+    """run_pipeline with every known failure turned into a one-paragraph error and exit code 2."""
+    from deepz.errors import USER_ERRORS
+
+    try:
+        if replay_from is not None:
+            from deepz.progress import replay_progress
+
+            with replay_progress(replay_from) as progress:
+                return run_pipeline(cfg, replay_from=replay_from, realtime=realtime, on_status=progress,
+                                    status_period_s=0.2)
+        return run_pipeline(cfg, on_status=status)
+    except USER_ERRORS as exc:
+        raise _fail(str(exc)) from None

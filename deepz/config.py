@@ -1,0 +1,130 @@
+"""Typed run configuration: TOML files in configs/ overridden by command-line flags."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or flag is missing, malformed or inconsistent."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """Where frames come from: the simulated microscope or a Micro-Manager hardware config."""
+
+    mm_config: Path | None = Field(None, description="Micro-Manager .cfg of a real rig; None = simulator")
+    rate_hz: float = Field(100.0, gt=0, le=10_000, description="Frame rate asked of the camera")
+    exposure_ms: float | None = Field(None, gt=0, description="Exposure; None = 1000 / rate_hz")
+    size: int = Field(256, ge=32, le=4096, description="Simulated camera frame side in pixels")
+    seed: int = Field(0, description="Simulator seed")
+    neurons: int = Field(180, ge=1, le=2000, description="Simulated nuclei")
+
+
+class InferenceConfig(_Strict):
+    """Which model turns frames into volumes, on which planes, with which engine."""
+
+    model: Path | None = Field(None, description="Model directory; None = the shipped default model")
+    engine: str = Field("auto", description="auto | torch | torch-opt | tensorrt | onnxruntime")
+    planes: int = Field(16, ge=1, le=256, description="Planes K per virtual volume")
+    z_range_um: tuple[float, float] = Field((-10.0, 10.0), description="Refocus range relative to focus")
+    dpm: Literal["uniform", "tilt", "curved"] = "uniform"
+    tilt_um_per_mm: tuple[float, float] = Field((0.0, 0.0), description="dz/dy, dz/dx for --dpm tilt")
+    curvature_um: float = Field(0.0, description="Sag at the field corner for --dpm curved")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+
+    @field_validator("z_range_um")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] >= value[1]:
+            raise ValueError(f"z_range_um must be (low, high) with low < high, got {value}")
+        return value
+
+
+class RecordingConfig(_Strict):
+    """What is written to the Zarr store; raw frames are always recorded when there is a store."""
+
+    out: Path | None = Field(None, description="Recording path (.zarr); None = do not record")
+    volumes: str = Field("every", description="every | none | N (every Nth volume)")
+    overwrite: bool = False
+
+    @field_validator("volumes")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        if value in ("every", "none") or (value.isdigit() and int(value) >= 1):
+            return value
+        raise ValueError(f"volumes must be 'every', 'none' or a positive integer N, got {value!r}")
+
+    @property
+    def volume_every(self) -> int:
+        """Every Nth computed volume is stored; 0 stores none."""
+        return {"every": 1, "none": 0}.get(self.volumes) or int(self.volumes)
+
+
+class TrackingConfig(_Strict):
+    """Neuron detection and online linking on each virtual volume."""
+
+    enabled: bool = True
+    nucleus_um: float = Field(2.5, gt=0)
+    trace_window_s: float = Field(30.0, gt=0, description="dF/F history sent to viewers")
+
+
+class PublishConfig(_Strict):
+    """zmq PUB endpoint for viewers; loopback unless asked otherwise."""
+
+    address: str = "tcp://127.0.0.1:5557"
+    max_hz: float = Field(20.0, gt=0, description="Upper bound on messages per second")
+
+
+class RunConfig(_Strict):
+    """Everything one `deepz live` or `deepz replay` run needs."""
+
+    source: SourceConfig = SourceConfig()
+    inference: InferenceConfig = InferenceConfig()
+    recording: RecordingConfig = RecordingConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    publish: PublishConfig = PublishConfig()
+    duration_s: float | None = Field(None, gt=0, description="Stop after this long; None = until Ctrl-C")
+    view: bool = True
+
+    @model_validator(mode="after")
+    def _source_exists(self) -> RunConfig:
+        cfg = self.source.mm_config
+        if cfg is not None and not cfg.is_file():
+            raise ValueError(f"Micro-Manager config {cfg} does not exist; pass the path of your rig's .cfg file")
+        return self
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML run config (or the defaults) and apply flag overrides (None values are ignored)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist; see configs/ for examples") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    try:
+        return RunConfig.model_validate(_merge(data, overrides or {}))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        where = f"in {path}" if path else "in the command-line flags"
+        raise ConfigError(f"invalid run configuration {where}: {problems}") from None

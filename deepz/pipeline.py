@@ -1,0 +1,297 @@
+"""The running pipeline: camera -> raw store + inference -> volume store + tracking -> viewers.
+
+Four threads hand over through one-item mailboxes. The acquisition loop (the caller's thread) records
+every raw frame; in live mode it never waits for inference: a frame not yet taken when the next arrives is
+marked skipped. In replay mode every hand-over waits, so every frame becomes a volume.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from deepz.stages import Closed, LatencyRecorder, Mailbox, RateMeter
+
+log = logging.getLogger(__name__)
+
+
+class FrameSourceLike(Protocol):
+    frame_shape: tuple[int, int]
+
+    def frames(self): ...  # Iterator[tuple[np.ndarray, FrameMeta]]
+
+    def stop(self) -> None: ...
+
+
+class VolumeEngine(Protocol):
+    name: str
+
+    def run(self, frames: np.ndarray) -> np.ndarray: ...  # (B,H,W) uint16 -> (B,K,H,W) uint16
+
+
+class Recorder(Protocol):
+    def write_frame(self, image: np.ndarray, record: Any) -> None: ...
+
+    def write_volume(self, t: int, volume: np.ndarray) -> None: ...
+
+    def write_tracks(self, t: int, ids, positions_um, intensity, dff) -> None: ...
+
+
+class VolumeTracker(Protocol):
+    def update(self, t: int, time_s: float, volume: np.ndarray) -> Any: ...  # -> TrackSnapshot
+
+    def recent_traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # ids, t_s, dff (M, W)
+
+
+class Publishes(Protocol):
+    def publish(self, t: int, arrays: dict, stats=None, meta=None) -> bool: ...
+
+
+@dataclass
+class PipelineStats:
+    """Running figures of one run; `snapshot()` is what status lines, viewers and the summary show."""
+
+    frames_in: RateMeter = field(default_factory=RateMeter)
+    volumes_out: RateMeter = field(default_factory=RateMeter)
+    tracked: RateMeter = field(default_factory=RateMeter)
+    frame_to_volume: LatencyRecorder = field(default_factory=LatencyRecorder)
+    skipped: int = 0
+    lost: int = 0
+    volumes_stored: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def snapshot(self, queue_depth: int = 0, recording: str | None = None) -> dict[str, Any]:
+        recent = self.frame_to_volume.percentiles(last=200)
+        return {
+            "elapsed_s": round(time.perf_counter() - self.started, 3),
+            "frames": self.frames_in.count,
+            "volumes": self.volumes_out.count,
+            "input_hz": round(self.frames_in.rate(), 2),
+            "volume_hz": round(self.volumes_out.rate(), 2),
+            "latency_ms_p50": recent["p50"],
+            "latency_ms_p99": recent["p99"],
+            "lost": self.lost,
+            "skipped": self.skipped,
+            "queue_depth": queue_depth,
+            "recording": recording,
+        }
+
+
+@dataclass(frozen=True)
+class _Work:
+    t: int
+    image: np.ndarray
+    meta: Any
+
+
+class Pipeline:
+    """Wires one frame source to an engine, a recorder, a tracker and a publisher (each optional)."""
+
+    def __init__(
+        self,
+        source: FrameSourceLike,
+        *,
+        engine: VolumeEngine | None,
+        recorder: Recorder | None,
+        make_record: Callable[[Any, bool], Any] | None = None,
+        tracker: VolumeTracker | None = None,
+        publisher: Publishes | None = None,
+        live: bool = True,
+        duration_s: float | None = None,
+        volume_every: int = 1,
+        publish_max_hz: float = 20.0,
+        meta: dict[str, Any] | None = None,
+        recording: str | None = None,
+        queue_depth: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.source, self.engine, self.recorder, self.tracker = source, engine, recorder, tracker
+        self.publisher, self.live, self.duration_s = publisher, live, duration_s
+        self.make_record = make_record
+        self.volume_every = volume_every
+        self.publish_period = 1.0 / publish_max_hz
+        self.meta = meta or {}
+        self.recording = recording
+        self._queue_depth = queue_depth
+        self.stats = PipelineStats()
+        self._to_infer: Mailbox[_Work] = Mailbox(latest=live)
+        self._to_track: Mailbox[tuple[_Work, np.ndarray]] = Mailbox(latest=live)
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._latest_frame: _Work | None = None
+        self._latest_volume: tuple[int, np.ndarray] | None = None
+        self._latest_tracks: Any = None
+        self._published_key: tuple | None = None
+
+    # --- public ---------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Current figures (thread-safe enough for a status line)."""
+        return self.stats.snapshot(self._queue_depth(), self.recording)
+
+    def stop(self) -> None:
+        """Ask the run to end after the frame in hand; safe from any thread or a signal handler."""
+        self._stop.set()
+
+    def run(self, on_status: Callable[[dict[str, Any]], None] | None = None, status_period_s: float = 1.0) -> dict:
+        """Acquire until the source ends, the duration passes or stop(); returns the run summary."""
+        workers = [threading.Thread(target=self._guard(self._infer_loop), name="deepz-infer", daemon=True)]
+        if self.tracker is not None:
+            workers.append(threading.Thread(target=self._guard(self._track_loop), name="deepz-track", daemon=True))
+        if self.publisher is not None:
+            workers.append(threading.Thread(target=self._guard(self._publish_loop), name="deepz-pub", daemon=True))
+        for w in workers:
+            w.start()
+        interrupted = False
+        self._end_reason = "not started"
+        try:
+            self._acquire_loop(on_status, status_period_s)
+        except KeyboardInterrupt:
+            interrupted = True
+        except Closed:
+            pass  # a stage failed and closed the hand-over; its error is raised below
+        finally:
+            self.source.stop()
+            self._to_infer.close()
+            workers[0].join()
+            self._to_track.close()
+            for w in workers[1:]:
+                self._stop.set()
+                w.join()
+        if self._errors:
+            raise self._errors[0]
+        if on_status is not None:
+            on_status(self.status())
+        return self._summary(interrupted)
+
+    # --- threads --------------------------------------------------------------------------------
+    def _guard(self, loop: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                loop()
+            except BaseException as exc:  # surfaced by run() in the caller's thread
+                log.exception("pipeline stage %s failed", threading.current_thread().name)
+                self._errors.append(exc)
+                self._stop.set()
+                self._to_infer.close()
+                self._to_track.close()
+
+        return run
+
+    def _acquire_loop(self, on_status, status_period_s: float) -> None:
+        start = time.perf_counter()
+        next_status = start + status_period_s
+        previous: _Work | None = None
+        self._end_reason = "source ended"
+        for t, (image, meta) in enumerate(self.source.frames()):
+            now = time.perf_counter()
+            self.stats.frames_in.tick(now)
+            self.stats.lost += int(getattr(meta, "lost_before", 0))
+            work = _Work(t, image, meta)
+            self._latest_frame = work
+            displaced = self._to_infer.put(work) if self.engine is not None else None
+            if previous is not None:
+                self._record(previous, skipped=displaced is not None or self.engine is None)
+            if displaced is not None:
+                self.stats.skipped += 1
+            previous = work
+            if self._errors:
+                self._end_reason = "error"
+                break
+            if on_status is not None and now >= next_status:
+                on_status(self.status())
+                next_status = now + status_period_s
+            if self._stop.is_set():
+                self._end_reason = "stopped"
+                break
+            if self.duration_s is not None and now - start >= self.duration_s:
+                self._end_reason = "duration reached"
+                break
+        if previous is not None:
+            self._record(previous, skipped=self.engine is None)
+
+    def _record(self, work: _Work, skipped: bool) -> None:
+        if self.recorder is not None:
+            self.recorder.write_frame(work.image, self.make_record(work.meta, skipped))
+
+    def _infer_loop(self) -> None:
+        computed = 0
+        while True:
+            try:
+                work = self._to_infer.take()
+            except Closed:
+                return
+            volume = self.engine.run(work.image[np.newaxis])[0]
+            self.stats.frame_to_volume.add(time.time() - work.meta.host_time_s)
+            self.stats.volumes_out.tick()
+            if self.recorder is not None and self.volume_every and computed % self.volume_every == 0:
+                self.recorder.write_volume(work.t, volume)
+                self.stats.volumes_stored += 1
+            computed += 1
+            self._latest_volume = (work.t, volume)
+            if self.tracker is not None:
+                displaced = self._to_track.put((work, volume))
+                if displaced is not None:
+                    log.debug("tracking skipped volume %d", displaced[0].t)
+
+    def _track_loop(self) -> None:
+        while True:
+            try:
+                work, volume = self._to_track.take()
+            except Closed:
+                return
+            snap = self.tracker.update(work.t, float(work.meta.camera_time_s), volume)
+            self.stats.tracked.tick()
+            if self.recorder is not None:
+                self.recorder.write_tracks(work.t, snap.ids, snap.positions_um, snap.intensity, snap.dff)
+            self._latest_tracks = snap
+
+    def _publish_loop(self) -> None:
+        while not self._stop.wait(self.publish_period):
+            self._publish_latest()
+        self._publish_latest()
+
+    def _publish_latest(self) -> None:
+        frame, volume, snap = self._latest_frame, self._latest_volume, self._latest_tracks
+        if frame is None:
+            return
+        key = (frame.t, volume[0] if volume else None, id(snap))
+        if key == self._published_key:
+            return
+        self._published_key = key
+        arrays: dict[str, np.ndarray] = {"frame": frame.image}
+        meta = dict(self.meta, frame_t=frame.t, frame_host_time_s=frame.meta.host_time_s)
+        if volume is not None:
+            arrays["volume"] = volume[1]
+            meta["volume_t"] = volume[0]
+        if snap is not None:
+            arrays["track_ids"] = np.asarray(snap.ids, np.int64)
+            arrays["track_positions_um"] = np.asarray(snap.positions_um, np.float32).reshape(-1, 3)
+            ids, times, dff = self.tracker.recent_traces()
+            arrays.update(trace_ids=ids, trace_t=times, traces_dff=dff)
+        self.publisher.publish(frame.t, arrays, self.status(), meta)
+
+    # --- summary --------------------------------------------------------------------------------
+    def _summary(self, interrupted: bool) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.stats.started
+        latency = self.stats.frame_to_volume.percentiles()
+        frames, volumes = self.stats.frames_in.count, self.stats.volumes_out.count
+        return {
+            "mode": "live" if self.live else "replay",
+            "stopped_by": "interrupted (Ctrl-C)" if interrupted else self._end_reason,
+            "elapsed_s": round(elapsed, 3),
+            "frames": frames,
+            "frames_lost": self.stats.lost,
+            "volumes": volumes,
+            "volumes_stored": self.stats.volumes_stored,
+            "volumes_skipped": self.stats.skipped,
+            "tracked_volumes": self.stats.tracked.count,
+            "input_hz_mean": round(frames / elapsed, 3) if elapsed > 0 else None,
+            "volume_hz_mean": round(volumes / elapsed, 3) if elapsed > 0 else None,
+            "frame_to_volume_ms": latency,
+            "engine": getattr(self.engine, "name", None),
+        }

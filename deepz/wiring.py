@@ -1,0 +1,135 @@
+"""Build each stage from the run configuration: the only place that knows every package."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepz.config import InferenceConfig, RecordingConfig, RunConfig, SourceConfig, TrackingConfig
+
+log = logging.getLogger(__name__)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of this program and the libraries that shape its results."""
+    names = ("deepz-live", "numpy", "torch", "pymmcore-plus", "zarr", "pyzmq", "pyqtgraph", "scipy")
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def build_source(cfg: SourceConfig):
+    """The frame source: the simulated microscope in UniMMCore, or a real rig from its .cfg."""
+    from acquire.mm import MicroManagerSource, open_core
+
+    core = open_core(cfg.mm_config, sim_config=_sim_config(cfg) if cfg.mm_config is None else None)
+    return MicroManagerSource(core, rate_hz=cfg.rate_hz, exposure_ms=cfg.exposure_ms)
+
+
+def _sim_config(cfg: SourceConfig):
+    from acquire.sim import SimConfig
+
+    base = SimConfig()
+    return base.model_copy(
+        update={
+            "seed": cfg.seed,
+            "camera": base.camera.model_copy(update={"shape": (cfg.size, cfg.size)}),
+            "worm": base.worm.model_copy(update={"n_neurons": cfg.neurons}),
+        }
+    )
+
+
+def planes_and_dpm(cfg: InferenceConfig, frame_shape: tuple[int, int], pixel_size_um: float) -> tuple[np.ndarray, np.ndarray]:
+    """The K plane offsets (um) and the (K, H, W) DPM stack asked for by the config."""
+    from infer.dpm import curved_dpm, tilted_dpm, uniform_dpm, uniform_planes
+
+    planes = uniform_planes(*cfg.z_range_um, cfg.planes)
+    if cfg.dpm == "uniform":
+        return planes, uniform_dpm(planes, frame_shape)
+    if cfg.dpm == "tilt":
+        slope_y, slope_x = (s / 1000.0 for s in cfg.tilt_um_per_mm)
+        surface = tilted_dpm(frame_shape, pixel_size_um, slope_y=slope_y, slope_x=slope_x)
+    else:
+        corner_r2 = ((frame_shape[0] / 2) ** 2 + (frame_shape[1] / 2) ** 2) * pixel_size_um**2
+        c = cfg.curvature_um / corner_r2
+        surface = curved_dpm(frame_shape, pixel_size_um, coefficients={(2, 0): c, (0, 2): c})
+    return planes, planes[:, None, None] + surface[None]
+
+
+def build_engine(cfg: InferenceConfig, frame_shape: tuple[int, int], pixel_size_um: float):
+    """Load the model and build the engine for this frame shape and DPM set; returns (engine, model, planes)."""
+    from infer.engine import make_engine
+    from infer.model_io import load_model
+
+    model = load_model(cfg.model)
+    planes, dpm = planes_and_dpm(cfg, frame_shape, pixel_size_um)
+    engine = make_engine(cfg.engine, model, frame_shape, dpm, batch=1, device=cfg.device)
+    log.info("engine %s, %d planes %.2f..%.2f um, model %s", engine.name, len(planes), planes[0], planes[-1],
+             model.manifest.name)
+    return engine, model, planes
+
+
+def build_recorder(
+    cfg: RecordingConfig,
+    *,
+    frame_shape: tuple[int, int],
+    pixel_size_um: float,
+    planes_um: np.ndarray | None,
+    run_config: RunConfig,
+    model: Any | None,
+    extra_attrs: dict[str, Any] | None = None,
+):
+    """Open the recording writer, or None when the run is not recorded."""
+    if cfg.out is None:
+        return None
+    from storage import RecordingWriter
+
+    attrs = {
+        "config": run_config.model_dump(mode="json"),
+        "model_manifest": model.manifest.model_dump(mode="json") if model is not None else None,
+        "model_digest": getattr(model, "digest", None),
+        "versions": software_versions(),
+        **(extra_attrs or {}),
+    }
+    return RecordingWriter(
+        Path(cfg.out),
+        frame_shape=frame_shape,
+        pixel_size_um=pixel_size_um,
+        planes_um=planes_um,
+        volume_every=cfg.volume_every if planes_um is not None else 0,
+        attrs=attrs,
+        overwrite=cfg.overwrite,
+    )
+
+
+def frame_record(meta: Any, volume_skipped: bool):
+    """Storage's per-frame record from a source's frame metadata."""
+    from storage import FrameRecord
+
+    return FrameRecord(
+        image_number=int(meta.image_number),
+        camera_time_s=float(meta.camera_time_s),
+        host_time_s=float(meta.host_time_s),
+        focus_z_um=float(meta.focus_z_um),
+        exposure_ms=float(meta.exposure_ms),
+        lost_before=int(meta.lost_before),
+        volume_skipped=bool(volume_skipped),
+    )
+
+
+def build_tracker(cfg: TrackingConfig, voxel_um: tuple[float, float, float], planes_um: np.ndarray):
+    """The live tracking stage (detection + online linking + dF/F), or None when disabled."""
+    if not cfg.enabled:
+        return None
+    from deepz.tracking_stage import TrackingStage
+
+    return TrackingStage(cfg, voxel_um=voxel_um, planes_um=planes_um)

@@ -1,0 +1,82 @@
+"""Tracked-neuron markers with ID labels on one plot; clicking a marker reports the neuron's ID."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui
+
+_LABEL_BOX_PX = 56  # labels are drawn as cached glyph symbols (one atlas blit each, far cheaper than TextItems)
+_LABEL_FONT_PX = 10
+_MARKER_PX = 10
+_SELECTED_PX = 14
+_MARKER_PEN = pg.mkPen(0, 230, 255, 220, width=1.2)
+_NO_PEN = pg.mkPen(None)
+_NO_BRUSH = pg.mkBrush(None)
+_LABEL_BRUSH = pg.mkBrush(220, 245, 255, 230)
+_label_paths: dict[int, QtGui.QPainterPath] = {}
+_selected_styles: dict[int, tuple[QtGui.QPen, QtGui.QBrush]] = {}
+
+
+def _label_path(neuron_id: int) -> QtGui.QPainterPath:
+    """The neuron's ID as a glyph path, up and to the right of the point, in symbol units (box = 1)."""
+    path = _label_paths.get(neuron_id)
+    if path is None:
+        font = QtGui.QFont()
+        font.setPixelSize(_LABEL_FONT_PX)
+        font.setBold(True)
+        text = QtGui.QPainterPath()
+        text.addText(QtCore.QPointF(_MARKER_PX * 0.5, -_MARKER_PX * 0.3), font, str(neuron_id))
+        path = QtGui.QTransform.fromScale(1 / _LABEL_BOX_PX, 1 / _LABEL_BOX_PX).map(text)
+        _label_paths[neuron_id] = path
+    return path
+
+
+def _selected_style(color: QtGui.QColor) -> tuple[QtGui.QPen, QtGui.QBrush]:
+    """Shared pen and brush per selection colour (pyqtgraph caches symbols by pen/brush identity)."""
+    key = color.rgba()
+    if key not in _selected_styles:
+        _selected_styles[key] = (pg.mkPen(color, width=2), pg.mkBrush(color))
+    return _selected_styles[key]
+
+
+class NeuronMarkers(QtCore.QObject):
+    """Markers and ID labels of tracked neurons on a plot, selected ones filled with their trace colour."""
+
+    clicked = QtCore.Signal(int)
+
+    def __init__(self, plot: pg.PlotItem) -> None:
+        super().__init__()
+        self.labels = pg.ScatterPlotItem(pxMode=True, pen=_NO_PEN, brush=_LABEL_BRUSH, size=_LABEL_BOX_PX)
+        self.labels.setAcceptedMouseButtons(QtCore.Qt.MouseButton.NoButton)
+        self.points = pg.ScatterPlotItem(pxMode=True, symbol="o", hoverable=False)
+        for z, item in enumerate((self.labels, self.points), start=10):
+            item.setZValue(z)
+            plot.addItem(item)
+        self.points.sigClicked.connect(self._on_click)
+
+    def set_points(self, ids: np.ndarray, xy: np.ndarray, selected: Mapping[int, QtGui.QColor],
+                   show_labels: bool) -> None:
+        """Place markers for ``ids`` at plot coordinates ``xy`` (N, 2)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        styles = [_selected_style(selected[i]) if i in selected else (_MARKER_PEN, _NO_BRUSH) for i in ids.tolist()]
+        self.points.setData(
+            x=xy[:, 0], y=xy[:, 1], data=ids,
+            pen=[s[0] for s in styles], brush=[s[1] for s in styles],
+            size=[_SELECTED_PX if i in selected else _MARKER_PX for i in ids.tolist()],
+        )
+        if show_labels:
+            self.labels.setData(x=xy[:, 0], y=xy[:, 1], symbol=[_label_path(i) for i in ids.tolist()])
+        else:
+            self.labels.clear()
+
+    def clear(self) -> None:
+        """Remove all markers and labels."""
+        self.points.clear()
+        self.labels.clear()
+
+    def _on_click(self, _item: pg.ScatterPlotItem, points: list, _event: object) -> None:
+        if len(points):
+            self.clicked.emit(int(points[0].data()))

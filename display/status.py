@@ -1,0 +1,32 @@
+"""The status-bar line: pipeline rates, latency, losses and recording state from a state's stats."""
+
+from __future__ import annotations
+
+import time
+
+from display.state import ViewState
+
+
+def _num(stats: dict, key: str, fmt: str) -> str:
+    value = stats.get(key)
+    return "-" if value is None else format(value, fmt)
+
+
+def format_status(state: ViewState, source: str, *, now: float | None = None) -> str:
+    """One line summarising ``state.stats`` (missing figures show as '-'), prefixed by the data source."""
+    s = state.stats
+    recording = s.get("recording")
+    parts = [
+        source,
+        f"t {state.t}",
+        f"input {_num(s, 'input_hz', '.1f')} Hz",
+        f"volumes {_num(s, 'volume_hz', '.1f')} Hz",
+        f"latency p50 {_num(s, 'latency_ms_p50', '.0f')} / p99 {_num(s, 'latency_ms_p99', '.0f')} ms",
+        f"lost {_num(s, 'lost', '.0f')}",
+        f"skipped {_num(s, 'skipped', '.0f')}",
+        f"queue {_num(s, 'queue_depth', '.0f')}",
+        f"REC {recording}" if recording else "not recording",
+    ]
+    if state.sent is not None:
+        parts.append(f"age {((now or time.time()) - state.sent) * 1000:.0f} ms")
+    return "  |  ".join(parts)

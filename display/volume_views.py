@@ -1,0 +1,97 @@
+"""Orthogonal views of a virtual volume: XY plane (or max projection), XZ and YZ max projections, with neurons."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6 import QtGui
+
+from display.image_panel import ImagePanel
+from display.markers import NeuronMarkers
+from display.state import ViewState
+
+VOLUME_COLORMAP = "inferno"
+_MIN_SLICE_TOLERANCE_UM = 2.0  # a neuron shows on an XY plane within this distance (about a nucleus radius+)
+
+
+@dataclass(frozen=True)
+class VolumeGeometry:
+    """Where a (K, H, W) volume sits in sample coordinates (um)."""
+
+    pixel_um: float
+    planes_um: np.ndarray
+    height: int
+    width: int
+
+    @property
+    def dz_um(self) -> float:
+        """Spacing between planes (1 when there is a single plane)."""
+        return float((self.planes_um[-1] - self.planes_um[0]) / (len(self.planes_um) - 1)) if len(self.planes_um) > 1 else 1.0
+
+    def xy_rect(self) -> tuple[float, float, float, float]:
+        """Image rectangle of an (H, W) image: pixel centres at (row * px, col * px)."""
+        px = self.pixel_um
+        return (-px / 2, -px / 2, self.width * px, self.height * px)
+
+    def xz_rect(self) -> tuple[float, float, float, float]:
+        """Rectangle of the (K, W) XZ projection: x across, z up."""
+        px, dz = self.pixel_um, self.dz_um
+        return (-px / 2, float(self.planes_um[0]) - dz / 2, self.width * px, len(self.planes_um) * dz)
+
+    def yz_rect(self) -> tuple[float, float, float, float]:
+        """Rectangle of the (H, K) YZ projection: z across, y down (shared with the XY view)."""
+        px, dz = self.pixel_um, self.dz_um
+        return (float(self.planes_um[0]) - dz / 2, -px / 2, len(self.planes_um) * dz, self.height * px)
+
+
+class VolumeViews:
+    """XY / XZ / YZ panels of the volume with tracked-neuron markers; ``markers_clicked`` lists their signals."""
+
+    def __init__(self) -> None:
+        self.xy = ImagePanel("XY plane", VOLUME_COLORMAP, x_label="x (um)", y_label="y (um)", invert_y=True,
+                             lock_aspect=True)
+        self.xz = ImagePanel("XZ max projection", VOLUME_COLORMAP, x_label="x (um)", y_label="z (um)",
+                             invert_y=False, lock_aspect=False)
+        self.yz = ImagePanel("YZ max projection", VOLUME_COLORMAP, x_label="z (um)", y_label="y (um)",
+                             invert_y=True, lock_aspect=False)
+        self.xz.plot.setXLink(self.xy.plot)
+        self.yz.plot.setYLink(self.xy.plot)
+        self.markers = {name: NeuronMarkers(panel.plot) for name, panel in
+                        (("xy", self.xy), ("xz", self.xz), ("yz", self.yz))}
+
+    def show(self, state: ViewState, *, z_index: int, max_projection: bool, levels: tuple[float, float],
+             selected: Mapping[int, QtGui.QColor], show_labels: bool) -> None:
+        """Draw the volume of ``state`` (plane ``z_index`` or the XY max projection) and its neurons."""
+        volume = state.volume
+        if volume is None:
+            return
+        planes = state.planes_um
+        geometry = VolumeGeometry(state.pixel_size_um, planes, volume.shape[1], volume.shape[2])
+        z_index = min(max(z_index, 0), volume.shape[0] - 1)
+        if max_projection:
+            self.xy.set_image(volume.max(axis=0), levels, geometry.xy_rect())
+            self.xy.set_title("XY max projection")
+        else:
+            self.xy.set_image(volume[z_index], levels, geometry.xy_rect())
+            self.xy.set_title(f"XY plane z = {planes[z_index]:+.1f} um ({z_index + 1}/{volume.shape[0]})")
+        self.xz.set_image(volume.max(axis=1), levels, geometry.xz_rect())
+        self.yz.set_image(volume.max(axis=2).T, levels, geometry.yz_rect())
+        self._show_neurons(state, geometry, None if max_projection else float(planes[z_index]), selected,
+                           show_labels)
+
+    def _show_neurons(self, state: ViewState, geometry: VolumeGeometry, plane_z: float | None,
+                      selected: Mapping[int, QtGui.QColor], show_labels: bool) -> None:
+        ids, pos = state.track_ids, state.track_positions_um
+        if ids is None or pos is None or len(ids) == 0:
+            for markers in self.markers.values():
+                markers.clear()
+            return
+        z, y, x = pos[:, 0], pos[:, 1], pos[:, 2]
+        on_plane = slice(None)
+        if plane_z is not None:
+            on_plane = np.abs(z - plane_z) <= max(abs(geometry.dz_um), _MIN_SLICE_TOLERANCE_UM)
+        self.markers["xy"].set_points(ids[on_plane], np.column_stack([x, y])[on_plane], selected, show_labels)
+        self.markers["xz"].set_points(ids, np.column_stack([x, z]), selected, show_labels)
+        self.markers["yz"].set_points(ids, np.column_stack([z, y]), selected, show_labels)

@@ -1,0 +1,154 @@
+"""The viewer window: raw frame, orthogonal volume views, neuron markers, traces, contrast and status bar."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from display.contrast import ContrastControl
+from display.image_panel import ImagePanel
+from display.state import ViewState
+from display.status import format_status
+from display.traces_panel import TracesPanel
+from display.volume_views import VolumeViews
+
+SELECTION_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#e377c2", "#bcbd22", "#8c564b", "#1f77b4")
+AUTO_SELECT = 3  # until the user clicks, show the most active neurons' traces
+
+
+class ViewerWindow(QtWidgets.QMainWindow):
+    """Shows ViewState snapshots; the live feed and the recording player both drive it via ``show_state``."""
+
+    selection_changed = QtCore.Signal()
+
+    def __init__(self, source: str = "", *, title: str = "deepz viewer") -> None:
+        super().__init__()
+        self.setWindowTitle(title)
+        self.source = source
+        self.state: ViewState | None = None
+        self._selected: dict[int, QtGui.QColor] = {}
+        self._user_selected = False
+
+        self.raw_contrast = ContrastControl("raw")
+        self.volume_contrast = ContrastControl("volume")
+        self.z_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.z_slider.setMinimumWidth(160)
+        self.z_label = QtWidgets.QLabel("z -")
+        self.mip_box = QtWidgets.QCheckBox("XY max projection")
+        self.labels_box = QtWidgets.QCheckBox("IDs")
+        self.labels_box.setChecked(True)
+        toolbar = QtWidgets.QHBoxLayout()
+        for widget in (self.raw_contrast, self.volume_contrast, QtWidgets.QLabel("<b>z plane</b>"), self.z_slider,
+                       self.z_label, self.mip_box, self.labels_box):
+            toolbar.addWidget(widget)
+        toolbar.addStretch(1)
+
+        self.raw = ImagePanel("Raw camera frame", "CET-L1", x_label="x (um)", y_label="y (um)", invert_y=True,
+                              lock_aspect=True)
+        self.volume = VolumeViews()
+        self.raw.plot.setXLink(self.volume.xy.plot)
+        self.raw.plot.setYLink(self.volume.xy.plot)
+        self.images = pg.GraphicsLayoutWidget()
+        self.images.addItem(self.raw.plot, row=0, col=0, rowspan=2)
+        self.images.addItem(self.volume.xy.plot, row=0, col=1)
+        self.images.addItem(self.volume.yz.plot, row=0, col=2)
+        self.images.addItem(self.volume.xz.plot, row=1, col=1)
+        grid = self.images.ci.layout
+        for col, stretch in enumerate((4, 4, 1)):
+            grid.setColumnStretchFactor(col, stretch)
+        grid.setRowStretchFactor(0, 4)
+        grid.setRowStretchFactor(1, 1)
+
+        self.traces = TracesPanel()
+        self.trace_view = pg.GraphicsLayoutWidget()
+        self.trace_view.addItem(self.traces.curves_plot, row=0, col=0)
+        self.trace_view.addItem(self.traces.raster_plot, row=0, col=1)
+
+        splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        splitter.addWidget(self.images)
+        splitter.addWidget(self.trace_view)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 1)
+        central = QtWidgets.QWidget()
+        self._layout = QtWidgets.QVBoxLayout(central)
+        self._layout.addLayout(toolbar)
+        self._layout.addWidget(splitter, 1)
+        self.setCentralWidget(central)
+        self.status_label = QtWidgets.QLabel(f"{source}  |  waiting for data")
+        self.statusBar().addWidget(self.status_label, 1)
+
+        for control in (self.raw_contrast, self.volume_contrast):
+            control.changed.connect(self._redraw)
+        self.z_slider.valueChanged.connect(self._redraw)
+        self.mip_box.toggled.connect(self._redraw)
+        self.labels_box.toggled.connect(self._redraw)
+        for markers in self.volume.markers.values():
+            markers.clicked.connect(self.toggle_selection)
+
+    @property
+    def selected_ids(self) -> list[int]:
+        """IDs of the neurons whose traces are shown, in selection order."""
+        return list(self._selected)
+
+    def add_controls(self, widget: QtWidgets.QWidget) -> None:
+        """Put an extra control row (e.g. playback) under the views."""
+        self._layout.addWidget(widget)
+
+    def show_message(self, text: str) -> None:
+        """Show a problem or notice in the status bar."""
+        self.status_label.setText(f"{self.source}  |  {text}")
+
+    def show_state(self, state: ViewState) -> None:
+        """Display a new snapshot."""
+        self.state = state
+        if state.volume is not None and self.z_slider.maximum() != state.volume.shape[0] - 1:
+            self.z_slider.blockSignals(True)
+            self.z_slider.setRange(0, state.volume.shape[0] - 1)
+            self.z_slider.setValue(state.volume.shape[0] // 2)
+            self.z_slider.blockSignals(False)
+        if not self._user_selected and not self._selected:
+            self._auto_select(state)
+        self._redraw()
+
+    def toggle_selection(self, neuron_id: int) -> None:
+        """Select a neuron (its trace appears, its markers fill), or deselect it when already selected."""
+        self._user_selected = True
+        if neuron_id in self._selected:
+            del self._selected[neuron_id]
+        else:
+            if len(self._selected) >= len(SELECTION_COLORS):
+                del self._selected[next(iter(self._selected))]
+            used = {c.name() for c in self._selected.values()}
+            free = next(c for c in SELECTION_COLORS if c not in used)
+            self._selected[neuron_id] = QtGui.QColor(free)
+        self.selection_changed.emit()
+        self._redraw()
+
+    def _auto_select(self, state: ViewState) -> None:
+        if state.trace_ids is None or state.traces_dff is None or state.traces_dff.size == 0:
+            return
+        with np.errstate(all="ignore"):
+            spread = np.nan_to_num(np.nanstd(state.traces_dff, axis=1), nan=-1.0)
+        for i, row in enumerate(np.argsort(spread)[::-1][:AUTO_SELECT]):
+            self._selected[int(state.trace_ids[row])] = QtGui.QColor(SELECTION_COLORS[i])
+
+    def _redraw(self) -> None:
+        state = self.state
+        if state is None:
+            return
+        if state.frame is not None:
+            geometry_px = state.pixel_size_um
+            h, w = state.frame.shape
+            self.raw.set_image(state.frame, self.raw_contrast.levels_for(state.frame),
+                               (-geometry_px / 2, -geometry_px / 2, w * geometry_px, h * geometry_px))
+            self.raw.set_title(f"Raw camera frame (t = {state.t})")
+        if state.volume is not None:
+            z = self.z_slider.value()
+            planes = state.planes_um
+            self.z_label.setText(f"z {planes[min(z, len(planes) - 1)]:+.1f} um")
+            self.volume.show(state, z_index=z, max_projection=self.mip_box.isChecked(),
+                             levels=self.volume_contrast.levels_for(state.volume[::2]), selected=self._selected,
+                             show_labels=self.labels_box.isChecked())
+        self.traces.show(state, self._selected)
+        self.status_label.setText(format_status(state, self.source))

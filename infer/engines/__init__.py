@@ -1,0 +1,1 @@
+"""Engine backends: torch eager (reference), optimised torch, onnxruntime, TensorRT."""

@@ -1,0 +1,95 @@
+"""The on-disk layout of a recording: array names, codecs, chunking and OME-NGFF 0.5 metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+from storage.records import FRAME_FIELDS, TRACK_FIELDS
+
+FORMAT_NAME = "deepz-recording"
+FORMAT_VERSION = 1
+ATTRS_KEY = "deepz"
+RAW_ARRAY = "raw/0"
+VOLUME_ARRAY = "volumes/0"
+FRAMES_GROUP = "frames"
+VOLUME_T_ARRAY = "volume_t"
+TRACKS_GROUP = "tracks"
+TRACES_GROUP = "traces"
+TABLE_CHUNK = 65536
+RAW_SHARD_BYTES = 32 * 2**20
+"""Raw frames are buffered and written one shard (about this many bytes) at a time."""
+
+
+def compressors() -> list:
+    """Lossless blosc-zstd level 1 with bit-shuffle (best measured speed/ratio) plus a crc32c checksum."""
+    return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec()]
+
+
+def raw_shard_frames(frame_shape: tuple[int, int]) -> int:
+    """Frames per raw shard: about RAW_SHARD_BYTES, at least 1 and at most 256."""
+    return int(np.clip(RAW_SHARD_BYTES // (2 * frame_shape[0] * frame_shape[1]), 1, 256))
+
+
+def _axis(name: str) -> dict:
+    if name == "t":
+        return {"name": "t", "type": "time", "unit": "second"}
+    return {"name": name, "type": "space", "unit": "micrometer"}
+
+
+def ngff_image_attrs(name: str, axes: str, scale: Sequence[float], translation: Sequence[float]) -> dict:
+    """OME-NGFF 0.5 ``ome`` attributes of a single-resolution image group whose array is ``0``."""
+    transforms = [{"type": "scale", "scale": [float(s) for s in scale]}]
+    if any(translation):
+        transforms.append({"type": "translation", "translation": [float(v) for v in translation]})
+    multiscale = {
+        "name": name,
+        "axes": [_axis(a) for a in axes],
+        "datasets": [{"path": "0", "coordinateTransformations": transforms}],
+    }
+    return {"ome": {"version": "0.5", "multiscales": [multiscale]}}
+
+
+def plane_geometry(planes_um: np.ndarray) -> tuple[float, float]:
+    """(step, first plane) in um of the volume z axis; NGFF needs a regular grid, exact planes are in attrs."""
+    if len(planes_um) < 2:
+        return 1.0, float(planes_um[0]) if len(planes_um) else 0.0
+    return float(np.mean(np.diff(planes_um))), float(planes_um[0])
+
+
+def _table(group: zarr.Group, columns: dict[str, np.dtype]) -> None:
+    for name, dtype in columns.items():
+        group.create_array(name, shape=(0,), chunks=(TABLE_CHUNK,), dtype=dtype, compressors=compressors(),
+                           fill_value=0)
+
+
+def create_layout(
+    root: zarr.Group,
+    *,
+    frame_shape: tuple[int, int],
+    pixel_size_um: float,
+    frame_interval_s: float,
+    planes_um: np.ndarray | None,
+    shard_frames: int,
+) -> None:
+    """Create every group and (empty) array of a new recording under ``root``."""
+    h, w = frame_shape
+    raw = root.create_group("raw", attributes=ngff_image_attrs(
+        "raw", "tyx", (frame_interval_s, pixel_size_um, pixel_size_um), (0, 0, 0)))
+    raw.create_array("0", shape=(0, h, w), chunks=(1, h, w), shards=(shard_frames, h, w), dtype=np.uint16,
+                     compressors=compressors(), fill_value=0, dimension_names=("t", "y", "x"))
+    _table(root.create_group(FRAMES_GROUP), FRAME_FIELDS)
+    if planes_um is not None:
+        dz, z0 = plane_geometry(planes_um)
+        k = len(planes_um)
+        volumes = root.create_group("volumes", attributes=ngff_image_attrs(
+            "volumes", "tzyx", (frame_interval_s, dz, pixel_size_um, pixel_size_um), (0, z0, 0, 0)))
+        volumes.create_array("0", shape=(0, k, h, w), chunks=(1, 1, h, w), shards=(1, k, h, w),
+                             dtype=np.uint16, compressors=compressors(), fill_value=0,
+                             dimension_names=("t", "z", "y", "x"))
+        root.create_array(VOLUME_T_ARRAY, shape=(0,), chunks=(TABLE_CHUNK,), dtype=np.int64,
+                          compressors=compressors(), fill_value=0)
+    _table(root.create_group(TRACKS_GROUP), TRACK_FIELDS)

@@ -1,0 +1,69 @@
+"""Types shared by the recording writer and reader: per-frame records, writer stats and errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRecord:
+    """Metadata stored beside each raw frame (one row of the per-frame arrays)."""
+
+    image_number: int
+    camera_time_s: float
+    host_time_s: float
+    focus_z_um: float
+    exposure_ms: float
+    lost_before: int
+    volume_skipped: bool
+
+
+FRAME_FIELDS: dict[str, np.dtype] = {
+    f.name: np.dtype({"int": np.int64, "float": np.float64, "bool": np.bool_}[f.type])
+    for f in fields(FrameRecord)
+}
+"""Name and on-disk dtype of every per-frame metadata array, in FrameRecord order."""
+
+TRACK_FIELDS: dict[str, np.dtype] = {
+    "t": np.dtype(np.int64),
+    "id": np.dtype(np.int64),
+    "z": np.dtype(np.float32),
+    "y": np.dtype(np.float32),
+    "x": np.dtype(np.float32),
+    "intensity": np.dtype(np.float32),
+    "dff": np.dtype(np.float32),
+}
+"""Columns of the growing tracks table (positions in um, t = frame index)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """A snapshot of the background writer: what was queued, what is durably stored, and any failure."""
+
+    frames_queued: int
+    frames_stored: int
+    volumes_queued: int
+    volumes_stored: int
+    volumes_skipped_by_policy: int
+    track_rows_stored: int
+    queue_depth: int
+    behind: bool
+    error: BaseException | None
+
+
+class WriterError(RuntimeError):
+    """The recording writer cannot take more data (failed, behind, closed) or cannot create the store."""
+
+
+class RecordingExistsError(WriterError, FileExistsError):
+    """The output path already holds data and overwrite was not asked for."""
+
+
+class RecordingError(OSError):
+    """A recording cannot be opened or read (missing, foreign, unsupported or corrupt)."""
+
+
+class CorruptChunkError(RecordingError):
+    """One stored chunk of a recording array cannot be decoded; the rest of the recording stays readable."""

@@ -1,0 +1,117 @@
+"""Neuron activity: mean intensity in a small sphere per neuron, and dF/F against a running-percentile baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from track.volume import as_volume_tensor, gather_windows
+
+__all__ = ["ActivityConfig", "RunningDff", "dff_traces", "sample_intensity", "volume_background"]
+
+
+@dataclass(frozen=True)
+class ActivityConfig:
+    """Sampling sphere and running baseline (window in samples, percentile, floor against division by ~0)."""
+
+    radius_um: float = 1.2
+    baseline_window: int = 300
+    baseline_percentile: float = 20.0
+    min_baseline: float = 1.0
+
+
+def volume_background(volume: torch.Tensor) -> float:
+    """Robust background level of a volume: the median of a strided subsample (most voxels are not nuclei)."""
+    flat = volume.reshape(-1)
+    return float(flat[:: max(1, flat.numel() // 200_000)].median())
+
+
+def sample_intensity(
+    volume: np.ndarray | torch.Tensor,
+    positions_um: np.ndarray,
+    voxel_um: Sequence[float],
+    *,
+    radius_um: float = 1.2,
+    origin_um: Sequence[float] = (0.0, 0.0, 0.0),
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Mean background-subtracted intensity inside a sphere of radius_um around each position (N,) -> (N,)."""
+    vol = as_volume_tensor(volume, device)
+    pos = np.asarray(positions_um, dtype=np.float64).reshape(-1, 3)
+    if len(pos) == 0:
+        return np.zeros(0, np.float32)
+    voxel = np.asarray(voxel_um, dtype=np.float64)
+    radius = tuple(int(r) for r in np.maximum(0, np.floor(radius_um / voxel)))
+    centres = torch.as_tensor(np.rint((pos - np.asarray(origin_um)) / voxel), dtype=torch.long, device=vol.device)
+    windows, offsets, inside = gather_windows(vol, centres, radius)
+    dist2 = ((offsets.double() * torch.as_tensor(voxel, device=vol.device)) ** 2).sum(-1)
+    mask = inside & (dist2 <= radius_um**2)[None]
+    total = (windows * mask).sum(dim=(1, 2, 3))
+    count = mask.sum(dim=(1, 2, 3)).clamp(min=1)
+    return ((total / count) - volume_background(vol)).float().cpu().numpy()
+
+
+class RunningDff:
+    """Per-track dF/F = (F - F0) / F0 with F0 the running percentile of the track's last `window` samples."""
+
+    def __init__(self, config: ActivityConfig | None = None) -> None:
+        self.config = config or ActivityConfig()
+        self._slot: dict[int, int] = {}
+        self._free: list[int] = []
+        self._buffer = np.zeros((0, self.config.baseline_window), np.float64)
+        self._count = np.zeros(0, np.int64)
+
+    def _slots_for(self, ids: np.ndarray) -> np.ndarray:
+        for i in ids.tolist():
+            if i in self._slot:
+                continue
+            if not self._free:
+                grow = max(16, len(self._count))
+                start = len(self._count)
+                self._buffer = np.vstack([self._buffer, np.zeros((grow, self._buffer.shape[1]))])
+                self._count = np.concatenate([self._count, np.zeros(grow, np.int64)])
+                self._free.extend(range(start + grow - 1, start - 1, -1))
+            slot = self._free.pop()
+            self._count[slot] = 0
+            self._slot[i] = slot
+        return np.array([self._slot[i] for i in ids.tolist()], dtype=np.int64)
+
+    def update(self, ids: np.ndarray, intensity: np.ndarray) -> np.ndarray:
+        """Add one sample per id and return its dF/F (N,)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        values = np.asarray(intensity, dtype=np.float64)
+        if ids.shape != values.shape:
+            raise ValueError(f"ids {ids.shape} and intensity {values.shape} must have the same length.")
+        slots = self._slots_for(ids)
+        window = self._buffer.shape[1]
+        self._buffer[slots, self._count[slots] % window] = values
+        self._count[slots] += 1
+        baseline = np.empty(len(ids))
+        full = self._count[slots] >= window
+        if full.any():
+            baseline[full] = np.percentile(self._buffer[slots[full]], self.config.baseline_percentile, axis=1)
+        for k in np.flatnonzero(~full):
+            s = slots[k]
+            baseline[k] = np.percentile(self._buffer[s, : self._count[s]], self.config.baseline_percentile)
+        f0 = np.maximum(baseline, self.config.min_baseline)
+        return ((values - f0) / f0).astype(np.float32)
+
+    def forget(self, ids: np.ndarray) -> None:
+        """Release the buffers of finished tracks."""
+        for i in np.asarray(ids, dtype=np.int64).tolist():
+            slot = self._slot.pop(i, None)
+            if slot is not None:
+                self._free.append(slot)
+
+
+def dff_traces(intensity: np.ndarray, config: ActivityConfig | None = None) -> np.ndarray:
+    """Offline dF/F of (M, T) intensity traces (NaN = not observed) with the same trailing running percentile."""
+    cfg = config or ActivityConfig()
+    frame = pd.DataFrame(np.asarray(intensity, dtype=np.float64).T)
+    baseline = frame.rolling(cfg.baseline_window, min_periods=1).quantile(cfg.baseline_percentile / 100.0)
+    f0 = np.maximum(baseline.to_numpy().T, cfg.min_baseline)
+    return ((intensity - f0) / f0).astype(np.float32)
