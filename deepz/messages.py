@@ -114,7 +114,7 @@ def decode(frames: list[bytes | zmq.Frame]) -> Message:
 
 
 class Publisher:
-    """PUB socket that never blocks the pipeline: a full queue to a slow subscriber drops the message."""
+    """PUB socket that never blocks the pipeline: zmq drops messages to a subscriber whose queue is full."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context | None = None) -> None:
         self._ctx = context or zmq.Context.instance()
@@ -131,17 +131,17 @@ class Publisher:
             ) from exc
         self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._seq = 0
-        self.dropped = 0
 
-    def publish(self, t: int, arrays: Mapping[str, np.ndarray], stats=None, meta=None) -> bool:
-        """Send one message without blocking; returns False when zmq dropped it."""
+    def publish(
+        self,
+        t: int,
+        arrays: Mapping[str, np.ndarray],
+        stats: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Send one message without blocking; arrays must not be modified afterwards (zero-copy)."""
         self._seq += 1
-        try:
-            self._socket.send_multipart(encode(self._seq, t, arrays, stats, meta), flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            self.dropped += 1
-            return False
-        return True
+        self._socket.send_multipart(encode(self._seq, t, arrays, stats, meta), flags=zmq.NOBLOCK, copy=False)
 
     def close(self) -> None:
         self._socket.close(linger=0)

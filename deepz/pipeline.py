@@ -50,7 +50,7 @@ class VolumeTracker(Protocol):
 
 
 class Publishes(Protocol):
-    def publish(self, t: int, arrays: dict, stats=None, meta=None) -> bool: ...
+    def publish(self, t: int, arrays: dict, stats=None, meta=None) -> None: ...
 
 
 @dataclass

@@ -201,11 +201,9 @@ class PairSampler:
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _stack(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised (noisy, target) planes of stack n, cached in memory."""
+        """Raw (noisy, target) planes of stack n, cached in memory in their stored dtypes."""
         if n not in self._cache:
-            noisy = (np.asarray(self.stacks.noisy[n], dtype=np.float32) - self.offset) / self.scale
-            tgt = (np.asarray(self.target[n], dtype=np.float32) - self.offset) / self.scale
-            self._cache[n] = (noisy, tgt)
+            self._cache[n] = (np.asarray(self.stacks.noisy[n]), np.asarray(self.target[n]))
         return self._cache[n]
 
     def state(self) -> dict:
@@ -231,14 +229,15 @@ class PairSampler:
         reach = np.flatnonzero(np.abs(z - z[i]) <= cfg.axial_range_um + 1e-6)
         if rng.random() < cfg.nonuniform_fraction:
             j_map = self._nonuniform_planes(i, reach, cfg.crop)
-            target = np.take_along_axis(tgt[(slice(None), *win)], j_map[None], axis=0)[0]
+            target = np.take_along_axis(tgt[(slice(None), *win)], j_map[None], axis=0)[0].astype(np.float32)
             dpm = z[j_map] - z[i]
         else:
             j = int(rng.choice(reach))
-            target = tgt[(j, *win)]
+            target = tgt[(j, *win)].astype(np.float32)
             dpm = np.full((cfg.crop, cfg.crop), z[j] - z[i], dtype=np.float32)
-        x = np.stack([noisy[(i, *win)], dpm / cfg.axial_range_um]).astype(np.float32)
-        y = target[None].astype(np.float32)
+        image = (noisy[(i, *win)].astype(np.float32) - self.offset) / self.scale
+        x = np.stack([image, dpm / cfg.axial_range_um]).astype(np.float32)
+        y = ((target - self.offset) / self.scale)[None].astype(np.float32)
         if cfg.augment:
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             x, y = (np.rot90(a, k, axes=(1, 2)) for a in (x, y))

@@ -1,1 +1,23 @@
-"""storage package."""
+"""OME-Zarr (Zarr v3, NGFF 0.5) recording store: a durable background writer and a reader."""
+
+from storage.reader import RecordingReader
+from storage.records import (
+    CorruptChunkError,
+    FrameRecord,
+    RecordingError,
+    RecordingExistsError,
+    WriterError,
+    WriterStats,
+)
+from storage.writer import RecordingWriter
+
+__all__ = [
+    "CorruptChunkError",
+    "FrameRecord",
+    "RecordingError",
+    "RecordingExistsError",
+    "RecordingReader",
+    "RecordingWriter",
+    "WriterError",
+    "WriterStats",
+]

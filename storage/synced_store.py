@@ -7,7 +7,7 @@ import os
 import uuid
 from pathlib import Path
 
-from zarr.abc.store import Buffer
+from zarr.core.buffer import Buffer
 from zarr.storage import LocalStore
 
 

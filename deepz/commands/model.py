@@ -1,0 +1,174 @@
+"""`deepz simulate stacks`, `deepz train`, `deepz evaluate`: Deep-Z focal stacks, training and evaluation."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+log = logging.getLogger(__name__)
+
+
+def render_stacks(out: Path, *, n: int, seed: int, shape: tuple[int, int], z_um: list[float],
+                  confocal: bool = False, sim_config: Optional[Path] = None, progress: bool = True) -> Path:
+    """Render n simulated worms (seeds seed*1000 + i, random times) as focal stacks + truth + defocus PSFs."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from acquire.sim import SimConfig, WormSimulator
+    from infer.data import write_stacks
+
+    base = SimConfig.from_toml(sim_config) if sim_config else SimConfig()
+    camera = base.camera.model_copy(update={"shape": tuple(shape)})
+    z = np.asarray(z_um, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    noisy, clean, conf, positions, times = [], [], [], [], []
+    for i in tqdm(range(n), desc="render stacks", disable=not progress):
+        sim = WormSimulator(base.model_copy(update={"camera": camera, "seed": seed * 1000 + i}))
+        t = float(rng.uniform(0, base.worm.motion.period_s))
+        noisy.append(sim.focal_stack(t, z, noise=True))
+        clean.append(sim.focal_stack(t, z, noise=False))
+        if confocal:
+            conf.append(sim.focal_stack(t, z, noise=False, modality="confocal"))
+        positions.append(sim.truth(t).positions_um.astype(np.float32))
+        times.append(t)
+    targets = {"clean": np.stack(clean)} | ({"confocal": np.stack(conf)} if confocal else {})
+    psf_z = np.arange(-abs(z).max(), abs(z).max() + 1e-6, float(np.median(np.diff(z))), dtype=np.float32)
+    optics = base.optics
+    path = write_stacks(
+        out, np.stack(noisy), z, pixel_size_um=optics.pixel_size_um, offset_adu=base.camera.offset_adu,
+        targets=targets, positions_um=positions,
+        attrs={"source": "acquire.sim.WormSimulator", "seed": seed, "t_s": times,
+               "sim_config": base.model_dump(mode="json") | {"camera": camera.model_dump(mode="json")},
+               "optics": {"numerical_aperture": optics.na, "magnification": optics.magnification,
+                          "wavelength_um": optics.emission_um, "pixel_size_um": optics.pixel_size_um}},
+    )
+    _write_defocus_psf(path, sim, psf_z)
+    return path
+
+
+def _write_defocus_psf(path: Path, sim, defocus_um) -> None:
+    """Store the image of a mid-sized nucleus at each defocus (the known PSF for the Wiener baseline)."""
+    import numpy as np
+    import zarr
+
+    bank = sim.stamps("widefield")
+    cls = len(bank.stamps) // 2
+    planes = [bank.stamps[cls][j] for j in bank.plane_index(defocus_um)]
+    size = max(p.shape[0] for p in planes)
+    psf = np.zeros((len(planes), size, size), np.float32)
+    for k, p in enumerate(planes):
+        o = (size - p.shape[0]) // 2
+        psf[k, o:o + p.shape[0], o:o + p.shape[1]] = p
+    root = zarr.open_group(str(path), mode="r+")
+    root.create_array("psf", data=psf)
+    root.create_array("psf_defocus_um", data=np.asarray(defocus_um, np.float32))
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    """Add the model commands to the CLI."""
+    simulate = next((g.typer_instance for g in app.registered_groups if g.name == "simulate"), None)
+    if simulate is None:  # the acquire area may have created the group already
+        simulate = typer.Typer(help="Render simulated data sets.", no_args_is_help=True)
+        app.add_typer(simulate, name="simulate")
+
+    @simulate.command("stacks")
+    def simulate_stacks(
+        n: int = typer.Option(8, "--n", help="Number of worms (one focal stack each)."),
+        out: Path = typer.Option(..., "--out", help="Output Zarr store, e.g. stacks.zarr."),
+        seed: int = typer.Option(0, "--seed", help="Seed: worm i uses simulator seed seed*1000+i."),
+        shape: tuple[int, int] = typer.Option((256, 256), "--shape", help="Frame (H W) in pixels."),
+        z_min: float = typer.Option(-13.0, help="Lowest focus (um)."),
+        z_max: float = typer.Option(13.0, help="Highest focus (um)."),
+        z_step: float = typer.Option(0.5, help="Focus step (um)."),
+        confocal: bool = typer.Option(False, "--confocal", help="Also render confocal targets."),
+        sim_config: Optional[Path] = typer.Option(None, "--sim-config", help="Simulator TOML."),
+    ) -> None:
+        """Render simulated focal stacks (noisy input, clean targets, ground-truth nuclei) for training/eval."""
+        import numpy as np
+
+        z = np.arange(z_min, z_max + z_step / 2, z_step).tolist()
+        path = render_stacks(out, n=n, seed=seed, shape=shape, z_um=z, confocal=confocal, sim_config=sim_config)
+        typer.echo(f"wrote {n} stacks of {len(z)} planes to {path}")
+
+    @app.command("train")
+    def train_cmd(
+        config: Path = typer.Option(..., "--config", help="Training recipe TOML (configs/train-sim.toml)."),
+        target: Optional[str] = typer.Option(None, "--target", help="widefield or confocal (cross-modality)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+        out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Override the recipe's out_dir."),
+    ) -> None:
+        """Train a Deep-Z model on focal stacks (rendered by the simulator first if missing)."""
+        from infer.train import TrainConfig, train
+
+        cfg = TrainConfig.from_toml(config)
+        updates: dict = {}
+        if target:
+            updates |= {"target": target, "name": f"{cfg.name}-{target}", "export_dir": None,
+                        "out_dir": f"{cfg.out_dir}-{target}"}
+        if out_dir:
+            updates["out_dir"] = str(out_dir)
+        cfg = TrainConfig.model_validate(cfg.model_dump() | updates)
+        stacks = Path(cfg.data.stacks)
+        sim = cfg.data.simulate
+        needs_confocal = cfg.target == "confocal"
+        if sim is not None and (not stacks.exists() or (needs_confocal and not (stacks / "confocal").exists())):
+            import numpy as np
+
+            if needs_confocal:
+                stacks = stacks.with_name(stacks.stem + "-confocal.zarr")
+                cfg = TrainConfig.model_validate(cfg.model_dump() | {
+                    "data": cfg.data.model_dump() | {"stacks": str(stacks)}})
+            if not stacks.exists():
+                z = np.arange(sim.z_min_um, sim.z_max_um + sim.z_step_um / 2, sim.z_step_um).tolist()
+                render_stacks(stacks, n=sim.n, seed=sim.seed, shape=sim.shape, z_um=z,
+                              confocal=sim.confocal or needs_confocal)
+        model_dir = train(cfg, resume=resume)
+        typer.echo(f"model written to {model_dir}" + (f" and {cfg.export_dir}" if cfg.export_dir else ""))
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        model: Path = typer.Argument(..., help="Model directory (weights.safetensors + manifest.json)."),
+        stacks: Optional[Path] = typer.Option(None, "--stacks", help="Held-out stacks (deepz simulate stacks)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Render fresh held-out worms with this seed."),
+        n: int = typer.Option(4, "--n", help="Worms to render with --seed."),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
+        plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for evaluation plots."),
+        targettrack: bool = typer.Option(False, "--targettrack", help="Also image the real targettrack "
+                                         "neuron arrangements through the simulated optics and score them."),
+        update_manifest: bool = typer.Option(False, "--update-manifest",
+                                             help="Store the results in the model's manifest.json."),
+    ) -> None:
+        """Score virtual planes against true planes (PSNR/SSIM/r, baselines) and neurons (F1, axial error)."""
+        import tempfile
+
+        import numpy as np
+
+        from infer.evaluate import evaluate, store_evaluation, summary_lines
+        from infer.model_io import load_model
+
+        if (stacks is None) == (seed is None):
+            raise typer.BadParameter("Give exactly one of --stacks PATH or --seed S.")
+        loaded = load_model(model)
+        rng_um = loaded.manifest.axial_range_um
+        z = np.arange(-rng_um, rng_um + 1e-6, loaded.manifest.axial_step_um).tolist()
+        with tempfile.TemporaryDirectory() as tmp:
+            if seed is not None:
+                stacks = render_stacks(Path(tmp) / "held_out.zarr", n=n, seed=seed, shape=(256, 256), z_um=z,
+                                       confocal=loaded.manifest.modality == "confocal")
+            results = evaluate(loaded, stacks, plots_dir=plots)
+            if targettrack:
+                from deepz.commands.targettrack import render_targettrack
+
+                tt = render_targettrack(Path(tmp) / "targettrack.zarr", z_um=z)
+                results["targettrack"] = evaluate(loaded, tt, plots_dir=plots / "targettrack" if plots else None)
+        results["command"] = {"stacks": str(stacks) if seed is None else None, "seed": seed, "n": n}
+        for line in summary_lines(results):
+            typer.echo(line)
+        if json_out:
+            json_out.write_text(json.dumps(results, indent=1))
+        if update_manifest:
+            store_evaluation(model, results)

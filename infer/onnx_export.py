@@ -1,0 +1,57 @@
+"""Export the generator to ONNX (dynamic batch and frame size) and cache exports on disk by model digest."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from infer.model_io import LoadedModel
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+INPUT_NAME = "x"
+OUTPUT_NAME = "y"
+
+
+def cache_dir() -> Path:
+    """Where exported and compiled engines live: $DEEPZ_CACHE_DIR, else ~/.cache/deepz-live."""
+    root = os.environ.get("DEEPZ_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "deepz-live"
+
+
+def export_onnx(model: LoadedModel, path: str | Path, *, opset: int = OPSET) -> Path:
+    """Write the float32 generator as ONNX: input x (N, 2, H, W), output y (N, 1, H, W); N, H, W dynamic."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    multiple = 2 ** model.generator.config.depth
+    example = torch.zeros(2, 2, 2 * multiple, 2 * multiple)
+    n = torch.export.Dim("n", min=1, max=65536)
+    h = torch.export.Dim("h", min=1, max=8192 // multiple)
+    w = torch.export.Dim("w", min=1, max=8192 // multiple)
+    tmp = path.with_suffix(".tmp.onnx")
+    try:
+        torch.onnx.export(
+            model.generator.eval(), (example,), str(tmp),
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
+            dynamo=True, dynamic_shapes=({0: n, 2: multiple * h, 3: multiple * w},),
+            external_data=False, verbose=False,
+        )
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def cached_onnx(model: LoadedModel) -> Path:
+    """The model's ONNX export in the cache (exported on first use, keyed by weights digest and opset)."""
+    path = cache_dir() / "onnx" / f"{model.manifest.name}-{model.digest[:16]}-opset{OPSET}.onnx"
+    if not path.is_file():
+        log.info("exporting %s (digest %s) to ONNX at %s", model.manifest.name, model.digest[:12], path)
+        export_onnx(model, path)
+    return path

@@ -1,0 +1,115 @@
+"""RecordingReader: opens a deepz recording (complete or interrupted) and serves frames, volumes, tracks and traces."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.storage import LocalStore
+
+from storage import layout
+from storage.recorded_array import RecordedArray
+from storage.records import FRAME_FIELDS, TRACK_FIELDS, RecordingError
+from storage.tables import traces_from_tracks
+
+
+def _open_root(path: Path) -> zarr.Group:
+    if not path.exists():
+        raise RecordingError(f"no recording at {path}: the path does not exist. Check the path and the mount.")
+    if not path.is_dir() or not (path / "zarr.json").is_file():
+        raise RecordingError(f"{path} is not a Zarr v3 store (no zarr.json inside); a deepz recording is one.")
+    try:
+        return zarr.open_group(LocalStore(path, read_only=True), mode="r")
+    except Exception as exc:  # noqa: BLE001 - permission, JSON and zarr format errors all mean "cannot open"
+        raise RecordingError(f"cannot open recording {path}: {type(exc).__name__}: {exc}") from exc
+
+
+class RecordingReader:
+    """Read access to one recording; shows exactly the data the writer committed, also after a crash."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._root = _open_root(self.path)
+        header = self._root.attrs.get(layout.ATTRS_KEY)
+        if not isinstance(header, dict) or header.get("format") != layout.FORMAT_NAME:
+            raise RecordingError(
+                f"{self.path} is a Zarr store written by another program (it has no '{layout.ATTRS_KEY}' "
+                "recording attributes), so deepz refuses to read it as a recording. Open it with zarr or "
+                "ome-zarr instead."
+            )
+        if header["format_version"] > layout.FORMAT_VERSION:
+            raise RecordingError(
+                f"{self.path} uses recording format {header['format_version']}, newer than this deepz "
+                f"(format {layout.FORMAT_VERSION}); upgrade deepz-live to read it."
+            )
+        self._header = header
+        self._progress = header["progress"]
+        self.n_frames: int = int(self._progress["frames"])
+        self.frame_shape: tuple[int, int] = tuple(header["frame_shape"])
+        self.pixel_size_um: float = header["pixel_size_um"]
+        self.frame_interval_s: float = header["frame_interval_s"]
+        self.frames = RecordedArray(self._root[layout.RAW_ARRAY], self.n_frames, layout.RAW_ARRAY)
+        self.has_volumes: bool = layout.VOLUME_ARRAY.split("/")[0] in self._root
+        planes = header["planes_um"]
+        self.planes_um: np.ndarray | None = None if planes is None else np.asarray(planes, np.float64)
+        if self.has_volumes:
+            n_volumes = int(self._progress["volumes"])
+            self.volume_indices: np.ndarray = self._column(layout.VOLUME_T_ARRAY, n_volumes)
+            self._volumes = RecordedArray(self._root[layout.VOLUME_ARRAY], self._root[layout.VOLUME_ARRAY].shape[0],
+                                          layout.VOLUME_ARRAY)
+        else:
+            self.volume_indices = np.zeros(0, np.int64)
+        self._volume_set = set(self.volume_indices.tolist())
+
+    def _column(self, name: str, length: int) -> np.ndarray:
+        return RecordedArray(self._root[name], length, name)[:]
+
+    def frame(self, t: int) -> np.ndarray:
+        """Raw frame ``t`` (H, W) uint16."""
+        return self.frames[t]
+
+    @property
+    def metadata(self) -> dict[str, np.ndarray]:
+        """Per-frame metadata: one 1-D array per FrameRecord field, n_frames long."""
+        return {name: self._column(f"{layout.FRAMES_GROUP}/{name}", self.n_frames) for name in FRAME_FIELDS}
+
+    def volume(self, t: int) -> np.ndarray | None:
+        """The stored volume (K, H, W) uint16 of frame ``t``, or None when none was stored for it."""
+        if t not in self._volume_set:
+            return None
+        return self._volumes[t]
+
+    def tracks(self) -> dict[str, np.ndarray]:
+        """The tracks table: 1-D arrays t, id, z, y, x (um), intensity, dff, one row per neuron per frame."""
+        rows = int(self._progress["track_rows"])
+        return {name: self._column(f"{layout.TRACKS_GROUP}/{name}", rows) for name in TRACK_FIELDS}
+
+    def traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids (M,), t (T,), dff (M, T) NaN-filled): stored at close, rebuilt from tracks when interrupted."""
+        if layout.TRACES_GROUP in self._root:
+            group = self._root[layout.TRACES_GROUP]
+            return group["ids"][:], group["t"][:], group["dff"][:]
+        table = self.tracks()
+        return traces_from_tracks(table["t"], table["id"], table["dff"])
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The run's attributes as given to the writer (config, model manifest ...) plus versions and summary."""
+        return {**self._header["attrs"], "versions": self._header["versions"], "summary": self._header["summary"]}
+
+    @property
+    def complete(self) -> bool:
+        """True when the writer closed the recording after storing everything it was given."""
+        return bool(self._header["complete"])
+
+    @property
+    def stopped_reason(self) -> str | None:
+        """Why the recording ended early or was stopped (None after a normal close)."""
+        if self._header["stopped_reason"] or self.complete:
+            return self._header["stopped_reason"]
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self._progress["host_time_s"]))
+        return (f"interrupted: the writer never closed the recording (crash, kill or power loss); it holds the "
+                f"{self.n_frames} frames committed by {when}")

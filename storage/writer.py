@@ -1,0 +1,369 @@
+"""RecordingWriter: streams raw frames, volumes and tracks into one durable OME-Zarr store on a background thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import zarr
+
+from storage import layout
+from storage.output_path import claim_output
+from storage.records import FRAME_FIELDS, TRACK_FIELDS, FrameRecord, WriterError, WriterStats
+from storage.sinks import Backend, default_backend, open_sink
+from storage.synced_store import SyncedLocalStore
+from storage.tables import traces_from_tracks
+from storage.versions import software_versions
+
+log = logging.getLogger(__name__)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types for attributes: pydantic models, dataclasses, numpy values and paths are converted."""
+
+    def convert(obj: Any) -> Any:
+        if hasattr(obj, "model_dump"):
+            return obj.model_dump(mode="json")
+        if is_dataclass(obj) and not isinstance(obj, type):
+            return asdict(obj)
+        if isinstance(obj, np.ndarray | np.generic):
+            return obj.tolist()
+        if isinstance(obj, Path):
+            return str(obj)
+        raise TypeError(f"attribute value {obj!r} of type {type(obj).__name__} cannot be stored as JSON")
+
+    return json.loads(json.dumps(value, default=convert))
+
+
+@dataclass(slots=True)
+class _Frame:
+    image: np.ndarray
+    record: FrameRecord
+
+
+@dataclass(slots=True)
+class _Volume:
+    t: int
+    volume: np.ndarray
+
+
+@dataclass(slots=True)
+class _Tracks:
+    columns: dict[str, np.ndarray]
+
+
+@dataclass(slots=True)
+class _Close:
+    summary: dict | None
+    stopped_reason: str | None
+
+
+class RecordingWriter:
+    """Writes one recording; every call returns at once and raises WriterError if the writer failed or is behind."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        frame_shape: tuple[int, int],
+        pixel_size_um: float,
+        planes_um: np.ndarray | None = None,
+        volume_every: int = 1,
+        attrs: dict | None = None,
+        overwrite: bool = False,
+        queue_frames: int = 512,
+        queue_volumes: int = 8,
+        frame_interval_s: float = 0.01,
+        backend: Backend | None = None,
+        commit_interval_s: float = 1.0,
+        fsync: bool = True,
+    ) -> None:
+        if volume_every < 0 or queue_frames < 1 or queue_volumes < 1:
+            raise ValueError("volume_every must be >= 0 and queue_frames, queue_volumes >= 1")
+        self.path = Path(path)
+        self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
+        self.planes_um = None if planes_um is None else np.asarray(planes_um, np.float64)
+        self.volume_every = volume_every
+        self.backend: Backend = backend or default_backend()
+        self._queue_frames = queue_frames
+        self._queue_volumes = queue_volumes
+        self._commit_interval_s = commit_interval_s
+        self._shard_frames = layout.raw_shard_frames(self.frame_shape)
+        self._header = {
+            "format": layout.FORMAT_NAME,
+            "format_version": layout.FORMAT_VERSION,
+            "frame_shape": list(self.frame_shape),
+            "pixel_size_um": float(pixel_size_um),
+            "frame_interval_s": float(frame_interval_s),
+            "planes_um": None if self.planes_um is None else self.planes_um.tolist(),
+            "volume_every": volume_every,
+            "backend": self.backend,
+            "attrs": _jsonable(attrs or {}),
+            "versions": software_versions(),
+            "summary": None,
+            "progress": {"frames": 0, "volumes": 0, "track_rows": 0, "host_time_s": time.time()},
+            "complete": False,
+            "stopped_reason": None,
+        }
+        self._open_store(pixel_size_um, frame_interval_s, overwrite, fsync)
+        self._lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue()
+        self._counts = {name: 0 for name in ("frames_queued", "volumes_queued", "volumes_skipped_by_policy",
+                                              "frames_pending", "volumes_pending", "volumes_offered")}
+        self._stored = {"frames": 0, "volumes": 0, "track_rows": 0}
+        self._error: BaseException | None = None
+        self._closed = False
+        self._buffer = np.empty((self._shard_frames, *self.frame_shape), np.uint16)
+        self._records: list[FrameRecord] = []
+        self._volume_t: list[int] = []
+        self._tracks: list[dict[str, np.ndarray]] = []
+        self._thread = threading.Thread(target=self._run, name=f"RecordingWriter({self.path.name})", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- caller side (any thread)
+
+    @property
+    def has_volumes(self) -> bool:
+        """Whether this recording stores volumes (planes given and a policy other than none)."""
+        return self.planes_um is not None and self.volume_every > 0
+
+    @property
+    def stats(self) -> WriterStats:
+        """A consistent snapshot; frames_stored counts only frames durably committed to disk."""
+        with self._lock:
+            c, s = self._counts, self._stored
+            return WriterStats(
+                frames_queued=c["frames_queued"],
+                frames_stored=s["frames"],
+                volumes_queued=c["volumes_queued"],
+                volumes_stored=s["volumes"],
+                volumes_skipped_by_policy=c["volumes_skipped_by_policy"],
+                track_rows_stored=s["track_rows"],
+                queue_depth=c["frames_pending"] + c["volumes_pending"],
+                behind=2 * c["frames_pending"] >= self._queue_frames
+                or 2 * c["volumes_pending"] >= self._queue_volumes,
+                error=self._error,
+            )
+
+    def write_frame(self, image: np.ndarray, record: FrameRecord) -> None:
+        """Queue one raw frame (copied) with its metadata; raises WriterError if it cannot be stored."""
+        self._check_usable()
+        if image.shape != self.frame_shape or image.dtype != np.uint16:
+            raise ValueError(f"frame must be uint16 {self.frame_shape}, got {image.dtype} {image.shape}")
+        with self._lock:
+            if self._counts["frames_pending"] >= self._queue_frames:
+                raise WriterError(
+                    f"recording writer is behind: {self._queue_frames} frames already wait for the disk, so "
+                    f"frame with image number {record.image_number} was NOT stored. Write to a faster disk, "
+                    "raise queue_frames, or lower the frame rate; count this frame as lost."
+                )
+            self._counts["frames_pending"] += 1
+            self._counts["frames_queued"] += 1
+        self._queue.put(_Frame(image.copy(), record))
+
+    def write_volume(self, t: int, volume: np.ndarray) -> None:
+        """Queue the volume of frame ``t`` if the volume policy keeps it; raises WriterError if it cannot."""
+        self._check_usable()
+        if self.planes_um is None:
+            raise ValueError("this recording has no volumes (planes_um=None); do not call write_volume")
+        shape = (len(self.planes_um), *self.frame_shape)
+        if volume.shape != shape or volume.dtype != np.uint16:
+            raise ValueError(f"volume must be uint16 {shape}, got {volume.dtype} {volume.shape}")
+        with self._lock:
+            offered = self._counts["volumes_offered"]
+            self._counts["volumes_offered"] += 1
+            if self.volume_every == 0 or offered % self.volume_every:
+                self._counts["volumes_skipped_by_policy"] += 1
+                return
+            if self._counts["volumes_pending"] >= self._queue_volumes:
+                raise WriterError(
+                    f"recording writer is behind: {self._queue_volumes} volumes already wait for the disk, so "
+                    f"the volume of frame {t} was NOT stored (raw frames are kept; replay can recompute it). "
+                    "Store fewer volumes (volume_every) or raise queue_volumes."
+                )
+            self._counts["volumes_pending"] += 1
+            self._counts["volumes_queued"] += 1
+        self._queue.put(_Volume(int(t), volume.copy()))
+
+    def write_tracks(
+        self, t: int, ids: np.ndarray, positions_um: np.ndarray, intensity: np.ndarray, dff: np.ndarray
+    ) -> None:
+        """Queue the tracked neurons of frame ``t``: ids (N,), positions (N, 3) z, y, x in um, intensity, dF/F."""
+        self._check_usable()
+        positions = np.asarray(positions_um, np.float32).reshape(-1, 3)
+        n = len(positions)
+        columns = {"t": np.full(n, t), "id": ids, "z": positions[:, 0], "y": positions[:, 1], "x": positions[:, 2],
+                   "intensity": intensity, "dff": dff}
+        table = {k: np.asarray(v, TRACK_FIELDS[k]).reshape(-1) for k, v in columns.items()}
+        if any(len(v) != n for v in table.values()):
+            raise ValueError(f"tracks of frame {t}: ids, intensity and dff must all have {n} entries")
+        self._queue.put(_Tracks(table))
+
+    def close(self, summary: dict | None = None, *, stopped_reason: str | None = None) -> None:
+        """Flush everything queued, write traces and summary, mark the recording complete; idempotent."""
+        self._finish(summary, stopped_reason, raise_error=True)
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        reason = None if exc is None else f"stopped by {type(exc).__name__}: {exc}"
+        self._finish(None, reason, raise_error=exc is None)
+
+    def _finish(self, summary: dict | None, stopped_reason: str | None, *, raise_error: bool) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_Close(summary, stopped_reason))
+            self._thread.join()
+        if self._error is not None and raise_error:
+            raise WriterError(
+                f"recording {self.path} stopped early: {self._error}. The first {self._stored['frames']} frames "
+                "are stored and readable."
+            ) from self._error
+
+    def _check_usable(self) -> None:
+        if self._error is not None:
+            raise WriterError(
+                f"the recording writer for {self.path} failed: {self._error}. Nothing after frame "
+                f"{self._stored['frames']} can be stored; the frames before it are safe. Stop acquisition and "
+                "fix the cause (disk full? removed?) before recording again."
+            ) from self._error
+        if self._closed:
+            raise WriterError(f"recording {self.path} is closed; open a new RecordingWriter to record more")
+
+    # ---------------------------------------------------------------- store setup (caller thread)
+
+    def _open_store(self, pixel_size_um: float, frame_interval_s: float, overwrite: bool, fsync: bool) -> None:
+        claim_output(self.path, overwrite=overwrite)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._store = SyncedLocalStore(self.path, fsync=fsync)
+            self._root = zarr.create_group(self._store, zarr_format=3, attributes={layout.ATTRS_KEY: self._header})
+            layout.create_layout(
+                self._root, frame_shape=self.frame_shape, pixel_size_um=pixel_size_um,
+                frame_interval_s=frame_interval_s, planes_um=self.planes_um if self.has_volumes else None,
+                shard_frames=self._shard_frames,
+            )
+            self._store.sync_directories()
+            self._raw = open_sink(self.backend, self._root, self.path, layout.RAW_ARRAY, fsync=fsync)
+            self._volumes = (open_sink(self.backend, self._root, self.path, layout.VOLUME_ARRAY, fsync=fsync)
+                             if self.has_volumes else None)
+        except OSError as exc:
+            raise WriterError(
+                f"cannot create recording at {self.path}: {exc}. Choose a directory you can write to on a disk "
+                "with free space."
+            ) from exc
+        self._frame_arrays = {name: self._root[f"{layout.FRAMES_GROUP}/{name}"] for name in FRAME_FIELDS}
+        self._track_arrays = {name: self._root[f"{layout.TRACKS_GROUP}/{name}"] for name in TRACK_FIELDS}
+        self._volume_t_array = self._root[layout.VOLUME_T_ARRAY] if self.has_volumes else None
+
+    # ---------------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        next_commit = time.monotonic() + self._commit_interval_s
+        try:
+            while True:
+                pending = bool(self._records or self._volume_t or self._tracks)
+                timeout = max(0.0, next_commit - time.monotonic()) if pending else None
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    item = None
+                if isinstance(item, _Close):
+                    self._commit()
+                    self._close_store(item)
+                    return
+                if item is not None:
+                    self._handle(item)
+                if item is None or (isinstance(item, _Frame) and self._at_shard_end()):
+                    self._commit()
+                    next_commit = time.monotonic() + self._commit_interval_s
+        except BaseException as exc:  # noqa: BLE001 - kept and re-raised to the caller on its next call
+            log.error("recording writer for %s failed: %s", self.path, exc)
+            self._error = exc
+            self._mark_stopped(f"writer failed: {type(exc).__name__}: {exc}")
+
+    def _at_shard_end(self) -> bool:
+        return (self._stored["frames"] + len(self._records)) % self._shard_frames == 0
+
+    def _handle(self, item: _Frame | _Volume | _Tracks) -> None:
+        if isinstance(item, _Frame):
+            self._buffer[(self._stored["frames"] + len(self._records)) % self._shard_frames] = item.image
+            self._records.append(item.record)
+        elif isinstance(item, _Volume):
+            self._volumes.grow(item.t + 1)
+            self._volumes.write(item.t, item.volume[None])
+            self._volume_t.append(item.t)
+            with self._lock:
+                self._counts["volumes_pending"] -= 1
+        else:
+            self._tracks.append(item.columns)
+
+    @staticmethod
+    def _append(array: zarr.Array, start: int, values: np.ndarray) -> None:
+        array.resize((start + len(values),))
+        array[start:] = values
+
+    def _commit(self) -> None:
+        """Write buffered frames and tables, fsync, then advance the durable progress counters."""
+        stored = dict(self._stored)
+        if self._records:
+            n, start = len(self._records), stored["frames"]
+            first = start % self._shard_frames
+            self._raw.grow(start + n)
+            self._raw.write(start, self._buffer[first : first + n])
+            for name, array in self._frame_arrays.items():
+                self._append(array, start, np.array([getattr(r, name) for r in self._records], FRAME_FIELDS[name]))
+            stored["frames"] += n
+        if self._volume_t:
+            self._append(self._volume_t_array, stored["volumes"], np.array(self._volume_t, np.int64))
+            stored["volumes"] += len(self._volume_t)
+        if self._tracks:
+            rows = {k: np.concatenate([t[k] for t in self._tracks]) for k in TRACK_FIELDS}
+            for name, array in self._track_arrays.items():
+                self._append(array, stored["track_rows"], rows[name])
+            stored["track_rows"] += len(rows["t"])
+        if stored == self._stored:
+            return
+        self._store.sync_directories()
+        self._header["progress"] = {**stored, "host_time_s": time.time()}
+        self._write_header()
+        with self._lock:
+            self._counts["frames_pending"] -= stored["frames"] - self._stored["frames"]
+            self._stored = stored
+        self._records, self._volume_t, self._tracks = [], [], []
+
+    def _write_header(self) -> None:
+        self._root.update_attributes({layout.ATTRS_KEY: self._header})
+        self._store.sync_directories()
+
+    def _close_store(self, item: _Close) -> None:
+        n = self._stored["frames"]
+        if self._volumes is not None:
+            self._volumes.grow(n)
+        if self._stored["track_rows"]:
+            columns = {k: self._track_arrays[k][: self._stored["track_rows"]] for k in ("t", "id", "dff")}
+            ids, t, dff = traces_from_tracks(columns["t"], columns["id"], columns["dff"])
+            traces = self._root.create_group(layout.TRACES_GROUP)
+            for name, values in (("ids", ids), ("t", t), ("dff", dff)):
+                traces.create_array(name, data=values, compressors=layout.compressors())
+        self._header.update(complete=True, stopped_reason=item.stopped_reason, summary=_jsonable(item.summary))
+        self._write_header()
+
+    def _mark_stopped(self, reason: str) -> None:
+        """Best effort: record why the writer stopped (the disk may refuse even this)."""
+        self._header["stopped_reason"] = reason
+        try:
+            self._write_header()
+        except Exception as exc:  # noqa: BLE001 - the original failure is what the caller must see
+            log.warning("could not record the stop reason in %s: %s", self.path, exc)
+

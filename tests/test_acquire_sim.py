@@ -1,0 +1,122 @@
+"""Physics and determinism of the simulated microscope (acquire.sim)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acquire.sim import SimConfig, WormSimulator
+from acquire.sim.render import add_stamps
+
+
+@pytest.fixture(scope="module")
+def sim() -> WormSimulator:
+    return WormSimulator(SimConfig(seed=3))
+
+
+def _isolated_bright_neuron(sim: WormSimulator, t: float) -> int:
+    """Index of a bright neuron far (in y, x) from every other and well inside the field."""
+    truth = sim.truth(t)
+    yx = truth.positions_um[:, 1:]
+    dist = np.linalg.norm(yx[:, None] - yx[None], axis=2) + np.eye(len(yx)) * 1e9
+    ok = dist.min(1) > 6.0
+    assert ok.any()
+    return int(np.flatnonzero(ok)[np.argmax(truth.brightness[ok])])
+
+
+def test_flux_is_conserved_through_defocus(sim: WormSimulator) -> None:
+    bank = sim.stamps("widefield")
+    sums = []
+    for dz in (-15.0, -5.0, 0.0, 5.0, 15.0):
+        img = np.zeros((400, 400), np.float32)
+        add_stamps(img, bank, np.array([[200.0, 200.0]]), np.array([dz]), np.array([1]), np.array([1e4]))
+        sums.append(img.sum(dtype=np.float64))
+    np.testing.assert_allclose(sums, 1e4, rtol=1e-4)
+
+
+def test_defocus_above_and_below_focus_differ(sim: WormSimulator) -> None:
+    bank = sim.stamps("widefield")
+    for dz in (2.0, 5.0):
+        above = bank.stamps[1][bank.plane_index(np.array(dz))]
+        below = bank.stamps[1][bank.plane_index(np.array(-dz))]
+        n = min(above.shape[0], below.shape[0])
+        crop = lambda a: a[(a.shape[0] - n) // 2 :][:n, (a.shape[0] - n) // 2 :][:, :n]  # noqa: E731
+        assert np.abs(crop(above) - crop(below)).sum() > 0.1, dz
+        assert not np.isclose(above.max(), below.max(), rtol=0.05), dz
+
+
+def test_confocal_is_optically_sectioned(sim: WormSimulator) -> None:
+    conf, wide = sim.stamps("confocal"), sim.stamps("widefield")
+    at = lambda bank, dz: bank.stamps[1][bank.plane_index(np.array(dz))]  # noqa: E731
+    assert at(conf, 0.0).sum() == pytest.approx(1.0, rel=1e-3)
+    assert at(conf, 5.0).sum() < 0.3 and at(conf, -5.0).sum() < 0.3
+    assert at(conf, 0.0).shape[0] < at(wide, 0.0).shape[0]  # no out-of-focus halo around the nucleus
+
+
+def test_neuron_is_sharpest_at_its_true_z(sim: WormSimulator) -> None:
+    t = 2.0
+    i = _isolated_bright_neuron(sim, t)
+    z, y, x = sim.truth(t).positions_um[i]
+    row, col = int(round(y / sim.pixel_size_um)), int(round(x / sim.pixel_size_um))
+    zs = z + np.arange(-4.0, 4.01, 0.2)
+    stack = sim.focal_stack(t, zs, noise=False)
+    assert stack.shape == (len(zs), *sim.frame_shape) and stack.dtype == np.float32
+    peak = stack[:, row - 1 : row + 2, col - 1 : col + 2].max(axis=(1, 2))
+    assert abs(zs[int(np.argmax(peak))] - z) <= 0.41
+    # and the in-focus image of the neuron peaks at its true (y, x)
+    plane = stack[int(np.argmin(np.abs(zs - z)))]
+    win = plane[row - 5 : row + 6, col - 5 : col + 6]
+    dr, dc = np.unravel_index(np.argmax(win), win.shape)
+    assert abs(dr - 5) <= 1 and abs(dc - 5) <= 1
+
+
+def test_shot_noise_variance_tracks_mean_in_electrons(sim: WormSimulator) -> None:
+    cam = sim.config.camera
+    expected = sim.expected_electrons(1.0, 0.0)
+    noisy = sim.render(1.0, 0.0).astype(np.float64)
+    mean_adu = sim.render(1.0, 0.0, noise=False).astype(np.float64)
+    resid_e = (noisy - mean_adu) / cam.gain_adu_per_e
+    for lo, hi in ((15, 25), (60, 200), (200, 2000)):
+        sel = (expected >= lo) & (expected < hi)
+        assert sel.sum() > 500, (lo, hi)
+        shot_var = resid_e[sel].var() - cam.read_noise_e**2 - 1 / (12 * cam.gain_adu_per_e**2)
+        assert shot_var == pytest.approx(expected[sel].mean(), rel=0.1), (lo, hi)
+    rng = np.random.default_rng(0)
+    for lam in (2.0, 40.0):  # exact-Poisson branch and its normal limit
+        img = sim.camera.digitize(np.full((256, 256), lam, np.float32), rng).astype(np.float64)
+        e = (img - cam.offset_adu) / cam.gain_adu_per_e
+        assert e.mean() == pytest.approx(lam, rel=0.02)
+        assert e.var() - cam.read_noise_e**2 == pytest.approx(lam, rel=0.06)
+
+
+def test_render_is_deterministic_for_a_seed() -> None:
+    a, b = WormSimulator(SimConfig(seed=5)), WormSimulator(SimConfig(seed=5))
+    np.testing.assert_array_equal(a.render(1.25, 0.5), b.render(1.25, 0.5))
+    np.testing.assert_array_equal(a.truth(7.0).positions_um, b.truth(7.0).positions_um)
+    np.testing.assert_array_equal(a.truth(7.0).activity, b.truth(7.0).activity)
+    c = WormSimulator(SimConfig(seed=6))
+    assert not np.array_equal(a.truth(0.0).positions_um, c.truth(0.0).positions_um)
+    assert not np.array_equal(a.render(1.25, 0.5), a.render(1.26, 0.5))
+
+
+def test_truth_has_the_contract_shape_and_moves(sim: WormSimulator) -> None:
+    t0, t1 = sim.truth(0.0), sim.truth(5.0)
+    n = sim.config.worm.n_neurons
+    assert t0.ids.shape == (n,) and t0.positions_um.shape == (n, 3)
+    assert t0.activity.shape == (n,) and t0.brightness.shape == (n,)
+    assert (t0.activity >= 0).all() and (t0.brightness > 0).all()
+    step = np.linalg.norm(t1.positions_um - t0.positions_um, axis=1)
+    assert 0.05 < step.mean() < 10.0
+    assert (t1.positions_um[:, 1] > 0).all() and (t1.positions_um[:, 2] < sim.frame_shape[1] * 0.325).all()
+
+
+def test_activity_rises_fast_and_decays_slowly(sim: WormSimulator) -> None:
+    ts = np.arange(0, 60, 0.05)
+    act = np.array([sim.worm.activity(t) for t in ts])
+    assert act.max() > 0.3 and (act.max(0) > 0).mean() > 0.5
+    i = int(np.argmax(act.max(0)))
+    trace = act[:, i]
+    k = int(np.argmax(trace))
+    rise_start = k - np.argmax(trace[:k][::-1] < 0.1 * trace[k]) if k else 0
+    assert (k - rise_start) * 0.05 <= 0.6
+    assert trace[min(k + 20, len(ts) - 1)] > 0.3 * trace[k]
