@@ -63,7 +63,8 @@ class PipelineStats:
     frame_to_volume: LatencyRecorder = field(default_factory=LatencyRecorder)
     skipped: int = 0
     lost: int = 0
-    volumes_stored: int = 0
+    frames_not_stored: int = 0
+    volumes_not_stored: int = 0
     started: float = field(default_factory=time.perf_counter)
 
     def snapshot(self, queue_depth: int = 0, recording: str | None = None) -> dict[str, Any]:
@@ -76,7 +77,7 @@ class PipelineStats:
             "volume_hz": round(self.volumes_out.rate(), 2),
             "latency_ms_p50": recent["p50"],
             "latency_ms_p99": recent["p99"],
-            "lost": self.lost,
+            "lost": self.lost + self.frames_not_stored,
             "skipped": self.skipped,
             "queue_depth": queue_depth,
             "recording": recording,
@@ -99,12 +100,11 @@ class Pipeline:
         *,
         engine: VolumeEngine | None,
         recorder: Recorder | None,
-        make_record: Callable[[Any, bool], Any] | None = None,
+        make_record: Callable[[Any, bool, int], Any] | None = None,
         tracker: VolumeTracker | None = None,
         publisher: Publishes | None = None,
         live: bool = True,
         duration_s: float | None = None,
-        volume_every: int = 1,
         publish_max_hz: float = 20.0,
         meta: dict[str, Any] | None = None,
         recording: str | None = None,
@@ -113,7 +113,6 @@ class Pipeline:
         self.source, self.engine, self.recorder, self.tracker = source, engine, recorder, tracker
         self.publisher, self.live, self.duration_s = publisher, live, duration_s
         self.make_record = make_record
-        self.volume_every = volume_every
         self.publish_period = 1.0 / publish_max_hz
         self.meta = meta or {}
         self.recording = recording
@@ -127,6 +126,7 @@ class Pipeline:
         self._latest_volume: tuple[int, np.ndarray] | None = None
         self._latest_tracks: Any = None
         self._published_key: tuple | None = None
+        self._unstored_run = 0
 
     # --- public ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -215,11 +215,24 @@ class Pipeline:
             self._record(previous, skipped=self.engine is None)
 
     def _record(self, work: _Work, skipped: bool) -> None:
-        if self.recorder is not None:
-            self.recorder.write_frame(work.image, self.make_record(work.meta, skipped))
+        """Store one raw frame; a frame the writer is too far behind to take is counted as lost."""
+        if self.recorder is None:
+            return
+        from storage import WriterBehindError
+
+        record = self.make_record(work.meta, skipped, self._unstored_run)
+        try:
+            self.recorder.write_frame(work.image, record)
+        except WriterBehindError as exc:
+            self._unstored_run += 1
+            self.stats.frames_not_stored += 1
+            log.warning("%s", exc)
+        else:
+            self._unstored_run = 0
 
     def _infer_loop(self) -> None:
-        computed = 0
+        from storage import WriterBehindError
+
         while True:
             try:
                 work = self._to_infer.take()
@@ -228,10 +241,12 @@ class Pipeline:
             volume = self.engine.run(work.image[np.newaxis])[0]
             self.stats.frame_to_volume.add(time.time() - work.meta.host_time_s)
             self.stats.volumes_out.tick()
-            if self.recorder is not None and self.volume_every and computed % self.volume_every == 0:
-                self.recorder.write_volume(work.t, volume)
-                self.stats.volumes_stored += 1
-            computed += 1
+            if self.recorder is not None:
+                try:
+                    self.recorder.write_volume(work.t, volume)
+                except WriterBehindError as exc:
+                    self.stats.volumes_not_stored += 1
+                    log.warning("%s", exc)
             self._latest_volume = (work.t, volume)
             if self.tracker is not None:
                 displaced = self._to_track.put((work, volume))
@@ -286,8 +301,9 @@ class Pipeline:
             "elapsed_s": round(elapsed, 3),
             "frames": frames,
             "frames_lost": self.stats.lost,
+            "frames_not_stored": self.stats.frames_not_stored,
             "volumes": volumes,
-            "volumes_stored": self.stats.volumes_stored,
+            "volumes_not_stored": self.stats.volumes_not_stored,
             "volumes_skipped": self.stats.skipped,
             "tracked_volumes": self.stats.tracked.count,
             "input_hz_mean": round(frames / elapsed, 3) if elapsed > 0 else None,

@@ -84,6 +84,7 @@ def build_recorder(
     frame_shape: tuple[int, int],
     pixel_size_um: float,
     planes_um: np.ndarray | None,
+    frame_interval_s: float,
     run_config: RunConfig,
     model: Any | None,
     extra_attrs: dict[str, Any] | None = None,
@@ -106,13 +107,14 @@ def build_recorder(
         pixel_size_um=pixel_size_um,
         planes_um=planes_um,
         volume_every=cfg.volume_every if planes_um is not None else 0,
+        frame_interval_s=frame_interval_s,
         attrs=attrs,
         overwrite=cfg.overwrite,
     )
 
 
-def frame_record(meta: Any, volume_skipped: bool):
-    """Storage's per-frame record from a source's frame metadata."""
+def frame_record(meta: Any, volume_skipped: bool, unstored_before: int = 0):
+    """Storage's per-frame record from a source's frame metadata (+ frames the writer could not take)."""
     from storage import FrameRecord
 
     return FrameRecord(
@@ -121,7 +123,7 @@ def frame_record(meta: Any, volume_skipped: bool):
         host_time_s=float(meta.host_time_s),
         focus_z_um=float(meta.focus_z_um),
         exposure_ms=float(meta.exposure_ms),
-        lost_before=int(meta.lost_before),
+        lost_before=int(meta.lost_before) + unstored_before,
         volume_skipped=bool(volume_skipped),
     )
 

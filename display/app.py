@@ -1,4 +1,4 @@
-"""Entry points that own the Qt application: live viewer, recording browser, offscreen screenshot."""
+"""Entry points that own the Qt application: the live viewer and the recording browser."""
 
 from __future__ import annotations
 
@@ -6,6 +6,13 @@ import os
 import sys
 
 from PySide6 import QtWidgets
+
+from display.live import LiveFeed
+from display.playback import PlaybackBar
+from display.recording import RecordingAdapter, RecordingLike
+from display.window import ViewerWindow
+
+WINDOW_SIZE = (1600, 1000)
 
 
 def ensure_app() -> QtWidgets.QApplication:
@@ -16,3 +23,40 @@ def ensure_app() -> QtWidgets.QApplication:
             os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         app = QtWidgets.QApplication(sys.argv[:1])
     return app
+
+
+def open_live_window(address: str) -> tuple[ViewerWindow, LiveFeed]:
+    """A viewer window subscribed to a pipeline's PUB address (not yet shown)."""
+    ensure_app()
+    window = ViewerWindow(f"live {address}", title=f"deepz viewer - live {address}")
+    window.resize(*WINDOW_SIZE)
+    return window, LiveFeed(window, address)
+
+
+def open_recording_window(reader: RecordingLike, t: int | None = None) -> tuple[ViewerWindow, PlaybackBar]:
+    """A viewer window browsing a recording, showing frame ``t`` (default: its last volume); not yet shown."""
+    ensure_app()
+    recording = RecordingAdapter(reader)
+    window = ViewerWindow(recording.describe(), title=f"deepz viewer - {reader.path}")
+    window.resize(*WINDOW_SIZE)
+    player = PlaybackBar(window, recording)
+    player.seek(recording.default_t if t is None else t)
+    return window, player
+
+
+def run_live(address: str) -> int:
+    """Show the live viewer until its window closes; the pipeline is unaffected by either."""
+    app = ensure_app()
+    window, feed = open_live_window(address)
+    window.show()
+    code = app.exec()
+    feed.close()
+    return code
+
+
+def run_recording(reader: RecordingLike, t: int | None = None) -> int:
+    """Browse a recording until the window closes."""
+    app = ensure_app()
+    window, _player = open_recording_window(reader, t)
+    window.show()
+    return app.exec()

@@ -44,8 +44,10 @@ class ContrastControl(QtWidgets.QWidget):
         self.mode_box.setToolTip("auto: 0.5-99.8 percentiles; min-max: full data range; manual: the spin boxes")
         self.min_box, self.max_box = QtWidgets.QDoubleSpinBox(), QtWidgets.QDoubleSpinBox()
         for box in (self.min_box, self.max_box):
-            box.setRange(-1e9, 1e9)
-            box.setDecimals(2)
+            box.setRange(-1e6, 1e6)
+            box.setDecimals(1)
+            box.setMaximumWidth(90)
+            box.setMinimumWidth(60)
             box.setKeyboardTracking(False)
             box.valueChanged.connect(self._manual_edit)
         self.mode_box.currentTextChanged.connect(lambda _: self.changed.emit())
@@ -60,12 +62,13 @@ class ContrastControl(QtWidgets.QWidget):
         """The selected contrast mode."""
         return ContrastMode(self.mode_box.currentText())
 
-    def levels_for(self, image: np.ndarray) -> tuple[float, float]:
-        """Levels to draw ``image`` with; automatic modes also show the levels in the spin boxes."""
+    def levels_for(self, image: np.ndarray, *, show: bool = True) -> tuple[float, float]:
+        """Levels to draw ``image`` with; automatic modes also show them in the spin boxes when ``show``."""
         if self.mode is ContrastMode.MANUAL:
             return self.min_box.value(), self.max_box.value()
         levels = compute_levels(image, self.mode)
-        self._show(levels)
+        if show:
+            self._show(levels)
         return levels
 
     def set_manual(self, lo: float, hi: float) -> None:

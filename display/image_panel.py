@@ -6,6 +6,10 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore
 
+from display.plot_cache import cache_decorations
+
+_EDGE_PADDING = 0.01  # an image touching its axes would drag them into every repaint; a thin margin avoids it
+
 
 class ImagePanel:
     """A PlotItem showing one row-major image placed on a rectangle in plot (um) coordinates."""
@@ -18,6 +22,7 @@ class ImagePanel:
         self.plot.invertY(invert_y)
         self.plot.setAspectLocked(lock_aspect)
         self.plot.getViewBox().setDefaultPadding(0.0)
+        cache_decorations(self.plot)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.image.setColorMap(pg.colormap.get(colormap))
         self.plot.addItem(self.image)
@@ -30,7 +35,9 @@ class ImagePanel:
         if rect != self._rect:
             self._rect = rect
             self.image.setRect(QtCore.QRectF(*rect))
-            self.plot.getViewBox().autoRange(padding=0.0)
+            view = self.plot.getViewBox()
+            view.setRange(QtCore.QRectF(*rect), padding=_EDGE_PADDING)
+            view.disableAutoRange()  # fixed range: new data repaints the image only, not the axes
 
     def set_title(self, title: str) -> None:
         """Change the panel title (skipped when unchanged: setting text triggers layout work)."""

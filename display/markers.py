@@ -51,22 +51,25 @@ class NeuronMarkers(QtCore.QObject):
         super().__init__()
         self.labels = pg.ScatterPlotItem(pxMode=True, pen=_NO_PEN, brush=_LABEL_BRUSH, size=_LABEL_BOX_PX)
         self.labels.setAcceptedMouseButtons(QtCore.Qt.MouseButton.NoButton)
-        self.points = pg.ScatterPlotItem(pxMode=True, symbol="o", hoverable=False)
-        for z, item in enumerate((self.labels, self.points), start=10):
+        self.points = pg.ScatterPlotItem(pxMode=True, symbol="o", pen=_MARKER_PEN, brush=_NO_BRUSH, size=_MARKER_PX)
+        self.selected = pg.ScatterPlotItem(pxMode=True, symbol="o", size=_SELECTED_PX)
+        for z, item in enumerate((self.labels, self.points, self.selected), start=10):
             item.setZValue(z)
-            plot.addItem(item)
-        self.points.sigClicked.connect(self._on_click)
+            plot.addItem(item, ignoreBounds=True)  # markers never change the view range (no axis re-layout)
+            if item is not self.labels:
+                item.sigClicked.connect(self._on_click)
 
     def set_points(self, ids: np.ndarray, xy: np.ndarray, selected: Mapping[int, QtGui.QColor],
                    show_labels: bool) -> None:
-        """Place markers for ``ids`` at plot coordinates ``xy`` (N, 2)."""
+        """Place markers for ``ids`` at plot coordinates ``xy`` (N, 2); uniform style except the few selected."""
         ids = np.asarray(ids, dtype=np.int64)
-        styles = [_selected_style(selected[i]) if i in selected else (_MARKER_PEN, _NO_BRUSH) for i in ids.tolist()]
-        self.points.setData(
-            x=xy[:, 0], y=xy[:, 1], data=ids,
-            pen=[s[0] for s in styles], brush=[s[1] for s in styles],
-            size=[_SELECTED_PX if i in selected else _MARKER_PX for i in ids.tolist()],
-        )
+        is_selected = np.isin(ids, np.fromiter(selected, dtype=np.int64, count=len(selected)))
+        plain = ~is_selected
+        self.points.setData(x=xy[plain, 0], y=xy[plain, 1], data=ids[plain])
+        chosen = ids[is_selected].tolist()
+        styles = [_selected_style(selected[i]) for i in chosen]
+        self.selected.setData(x=xy[is_selected, 0], y=xy[is_selected, 1], data=ids[is_selected],
+                              pen=[s[0] for s in styles], brush=[s[1] for s in styles])
         if show_labels:
             self.labels.setData(x=xy[:, 0], y=xy[:, 1], symbol=[_label_path(i) for i in ids.tolist()])
         else:
@@ -74,8 +77,8 @@ class NeuronMarkers(QtCore.QObject):
 
     def clear(self) -> None:
         """Remove all markers and labels."""
-        self.points.clear()
-        self.labels.clear()
+        for item in (self.points, self.selected, self.labels):
+            item.clear()
 
     def _on_click(self, _item: pg.ScatterPlotItem, points: list, _event: object) -> None:
         if len(points):

@@ -9,9 +9,11 @@ import pyqtgraph as pg
 from PySide6 import QtGui
 
 from display.contrast import ContrastMode, compute_levels
+from display.plot_cache import cache_decorations
 from display.state import ViewState
 
 RASTER_COLORMAP = "viridis"
+_EDGE_PADDING = 0.01  # content that touches an axis drags it into every repaint; a thin margin avoids that
 
 
 class TracesPanel:
@@ -19,20 +21,25 @@ class TracesPanel:
 
     def __init__(self) -> None:
         self.curves_plot = pg.PlotItem(title="dF/F of selected neurons (click a neuron)")
-        self.curves_plot.setLabel("bottom", "time (s)")
+        self.curves_plot.setLabel("bottom", "time relative to now (s)")
         self.curves_plot.setLabel("left", "dF/F")
         self.curves_plot.showGrid(x=True, y=True, alpha=0.2)
         self.legend = self.curves_plot.addLegend(offset=(5, 5), labelTextSize="8pt")
         self.raster_plot = pg.PlotItem(title="dF/F raster, all neurons")
-        self.raster_plot.setLabel("bottom", "time (s)")
+        self.raster_plot.setLabel("bottom", "time relative to now (s)")
         self.raster_plot.setLabel("left", "neuron (row, sorted by ID)")
         self.raster_plot.invertY(True)
         self.raster_plot.getViewBox().setDefaultPadding(0.0)
         self.raster_plot.setXLink(self.curves_plot)
+        for plot in (self.curves_plot, self.raster_plot):
+            plot.disableAutoRange()
+            cache_decorations(plot)
         self.raster = pg.ImageItem(axisOrder="row-major")
         self.raster.setColorMap(pg.colormap.get(RASTER_COLORMAP))
         self.raster_plot.addItem(self.raster)
         self._curves: dict[int, pg.PlotDataItem] = {}
+        self._raster_rect: tuple[float, float, float, float] | None = None
+        self._y_range: tuple[float, float] | None = None
 
     def show(self, state: ViewState, selected: Mapping[int, QtGui.QColor]) -> None:
         """Draw the trace window of ``state``: curves for ``selected`` IDs, raster rows for all."""
@@ -42,13 +49,32 @@ class TracesPanel:
             self._sync_curves({})
             return
         order = np.argsort(ids, kind="stable")
-        dt = float(t[-1] - t[0]) / max(len(t) - 1, 1) or 1.0
-        self.raster.setImage(dff[order], autoLevels=False, levels=compute_levels(dff, ContrastMode.AUTO, 1.0, 99.5))
-        self.raster.setRect(float(t[0]) - dt / 2, -0.5, len(t) * dt, len(ids))
+        # times relative to the newest sample keep the x range still while live data scrolls: no axis re-layout
+        rel_t = np.asarray(t, dtype=np.float64) - float(t[-1])
+        dt = round(-float(rel_t[0]) / max(len(t) - 1, 1), 6) or 1.0
+        self.raster.setImage(np.nan_to_num(dff[order], nan=0.0), autoLevels=False, levels=compute_levels(dff, ContrastMode.AUTO, 1.0, 99.5))
+        rect = (-(len(t) - 0.5) * dt, -0.5, len(t) * dt, float(len(ids)))
+        if rect != self._raster_rect:
+            self._raster_rect = rect
+            self.raster.setRect(*rect)
+            self.raster_plot.setRange(xRange=(rect[0], rect[0] + rect[2]), yRange=(rect[1], rect[1] + rect[3]),
+                                      padding=_EDGE_PADDING)
         rows = {int(i): r for r, i in enumerate(ids.tolist())}
         self._sync_curves({i: c for i, c in selected.items() if i in rows})
         for neuron_id, curve in self._curves.items():
-            curve.setData(t, dff[rows[neuron_id]])
+            curve.setData(rel_t, dff[rows[neuron_id]])
+        self._fit_y([rows[i] for i in self._curves], dff)
+
+    def _fit_y(self, rows: list[int], dff: np.ndarray) -> None:
+        """Y range in 0.5 steps, changed only when the data leave it: a still axis is not re-laid out."""
+        with np.errstate(all="ignore"):
+            values = dff[rows] if rows else dff[:0]
+            lo = float(np.nanmin(values)) if np.isfinite(values).any() else 0.0
+            hi = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
+        y_range = (min(np.floor(lo * 2) / 2, -0.5), max(np.ceil(hi * 2) / 2, 1.0))
+        if y_range != self._y_range:
+            self._y_range = y_range
+            self.curves_plot.setYRange(*y_range, padding=0.02)
 
     def _sync_curves(self, wanted: Mapping[int, QtGui.QColor]) -> None:
         """Add and remove curves (and legend entries) to match ``wanted``; only on selection changes."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PySide6 import QtGui
 
+from display.contrast import ContrastControl
 from display.image_panel import ImagePanel
 from display.markers import NeuronMarkers
 from display.state import ViewState
@@ -61,23 +62,24 @@ class VolumeViews:
         self.markers = {name: NeuronMarkers(panel.plot) for name, panel in
                         (("xy", self.xy), ("xz", self.xz), ("yz", self.yz))}
 
-    def show(self, state: ViewState, *, z_index: int, max_projection: bool, levels: tuple[float, float],
+    def show(self, state: ViewState, *, z_index: int, max_projection: bool, contrast: ContrastControl,
              selected: Mapping[int, QtGui.QColor], show_labels: bool) -> None:
-        """Draw the volume of ``state`` (plane ``z_index`` or the XY max projection) and its neurons."""
+        """Draw the volume of ``state`` (plane ``z_index`` or the XY max projection) and its neurons; the XY
+        image and the projections get their own automatic levels (projections are brighter than planes)."""
         volume = state.volume
         if volume is None:
             return
         planes = state.planes_um
         geometry = VolumeGeometry(state.pixel_size_um, planes, volume.shape[1], volume.shape[2])
         z_index = min(max(z_index, 0), volume.shape[0] - 1)
-        if max_projection:
-            self.xy.set_image(volume.max(axis=0), levels, geometry.xy_rect())
-            self.xy.set_title("XY max projection")
-        else:
-            self.xy.set_image(volume[z_index], levels, geometry.xy_rect())
-            self.xy.set_title(f"XY plane z = {planes[z_index]:+.1f} um ({z_index + 1}/{volume.shape[0]})")
-        self.xz.set_image(volume.max(axis=1), levels, geometry.xz_rect())
-        self.yz.set_image(volume.max(axis=2).T, levels, geometry.yz_rect())
+        xy = volume.max(axis=0) if max_projection else volume[z_index]
+        self.xy.set_image(xy, contrast.levels_for(xy), geometry.xy_rect())
+        self.xy.set_title("XY max projection" if max_projection else
+                          f"XY plane z = {planes[z_index]:+.1f} um ({z_index + 1}/{volume.shape[0]})")
+        xz = volume.max(axis=1)
+        projection_levels = contrast.levels_for(xz, show=False)
+        self.xz.set_image(xz, projection_levels, geometry.xz_rect())
+        self.yz.set_image(volume.max(axis=2).T, projection_levels, geometry.yz_rect())
         self._show_neurons(state, geometry, None if max_projection else float(planes[z_index]), selected,
                            show_labels)
 

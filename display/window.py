@@ -33,7 +33,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.raw_contrast = ContrastControl("raw")
         self.volume_contrast = ContrastControl("volume")
         self.z_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
-        self.z_slider.setMinimumWidth(160)
+        self.z_slider.setMinimumWidth(100)
         self.z_label = QtWidgets.QLabel("z -")
         self.mip_box = QtWidgets.QCheckBox("XY max projection")
         self.labels_box = QtWidgets.QCheckBox("IDs")
@@ -50,7 +50,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.raw.plot.setXLink(self.volume.xy.plot)
         self.raw.plot.setYLink(self.volume.xy.plot)
         self.images = pg.GraphicsLayoutWidget()
-        self.images.addItem(self.raw.plot, row=0, col=0, rowspan=2)
+        self.images.addItem(self.raw.plot, row=0, col=0)
         self.images.addItem(self.volume.xy.plot, row=0, col=1)
         self.images.addItem(self.volume.yz.plot, row=0, col=2)
         self.images.addItem(self.volume.xz.plot, row=1, col=1)
@@ -76,6 +76,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self._layout.addWidget(splitter, 1)
         self.setCentralWidget(central)
         self.status_label = QtWidgets.QLabel(f"{source}  |  waiting for data")
+        self.status_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
         self.statusBar().addWidget(self.status_label, 1)
 
         for control in (self.raw_contrast, self.volume_contrast):
@@ -112,8 +113,11 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self._redraw()
 
     def toggle_selection(self, neuron_id: int) -> None:
-        """Select a neuron (its trace appears, its markers fill), or deselect it when already selected."""
-        self._user_selected = True
+        """Select a neuron (its trace appears, its markers fill), or deselect it when already selected; the
+        first click replaces the automatic choice of the most active neurons."""
+        if not self._user_selected:
+            self._user_selected = True
+            self._selected.clear()
         if neuron_id in self._selected:
             del self._selected[neuron_id]
         else:
@@ -148,7 +152,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
             planes = state.planes_um
             self.z_label.setText(f"z {planes[min(z, len(planes) - 1)]:+.1f} um")
             self.volume.show(state, z_index=z, max_projection=self.mip_box.isChecked(),
-                             levels=self.volume_contrast.levels_for(state.volume[::2]), selected=self._selected,
+                             contrast=self.volume_contrast, selected=self._selected,
                              show_labels=self.labels_box.isChecked())
         self.traces.show(state, self._selected)
         self.status_label.setText(format_status(state, self.source))

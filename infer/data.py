@@ -36,6 +36,8 @@ class FocalStacks:
     attrs: dict = field(default_factory=dict)
     positions_um: list[np.ndarray] | None = None  # per stack, (M, 3) ground-truth nuclei (z, y, x)
     digest: str = ""
+    psf: np.ndarray | None = None  # (D, S, S) image of one nucleus at each defocus (for the Wiener baseline)
+    psf_defocus_um: np.ndarray | None = None  # (D,) defocus = nucleus z - focus z
 
     @property
     def n(self) -> int:
@@ -132,6 +134,8 @@ def open_stacks(path: str | Path, *, z_um: np.ndarray | None = None, pixel_size_
         noisy=node["noisy"], targets=targets, z_um=np.asarray(node["z_um"], dtype=np.float32),
         pixel_size_um=float(attrs["pixel_size_um"]), offset_adu=float(attrs["offset_adu"]), attrs=attrs,
         positions_um=positions, digest=_digest(str(path.resolve()), attrs, node["noisy"].shape),
+        psf=np.asarray(node["psf"]) if "psf" in node else None,
+        psf_defocus_um=np.asarray(node["psf_defocus_um"]) if "psf_defocus_um" in node else None,
     )
 
 

@@ -17,6 +17,7 @@ import torch
 from infer.normalise import from_normalised, network_input, to_normalised
 
 if TYPE_CHECKING:
+    from infer.engines.cuda_pipeline import CudaPipeline
     from infer.model_io import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Engine(ABC):
     """Frames (B, H, W) uint16 + the engine's K DPMs -> volumes (B, K, H, W) uint16, processed on `device`."""
 
     name: str = "engine"
+    pipeline: CudaPipeline | None = None
 
     def __init__(
         self,
@@ -140,9 +142,15 @@ class Engine(ABC):
             raise self.out_of_memory(exc) from exc
 
     def run_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Refocus a stream of frame batches in order; pipelined engines overlap copies with compute."""
-        for frames in batches:
-            yield self.run(frames)
+        """Refocus a stream of frame batches in order; on a GPU pipeline, copies overlap compute."""
+        if self.pipeline is None:
+            for frames in batches:
+                yield self.run(frames)
+            return
+        try:
+            yield from self.pipeline.run_many(self.check_frames(f) for f in batches)
+        except torch.OutOfMemoryError as exc:
+            raise self.out_of_memory(exc) from exc
 
     def out_of_memory(self, exc: BaseException) -> EngineOutOfMemory:
         """The error to raise when the device runs out of memory, naming the fixes."""

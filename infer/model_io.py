@@ -57,6 +57,7 @@ def save_model(path: str | Path, generator: DeepZGenerator, manifest: ModelManif
     weights = path / WEIGHTS
     tmp = weights.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"format": "deepz", "name": manifest.name})
+    tmp.chmod(0o644)
     tmp.replace(weights)
     manifest = manifest.model_copy(update={"weights_sha256": file_sha256(weights)})
     (path / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")

@@ -6,6 +6,7 @@ from storage.records import (
     FrameRecord,
     RecordingError,
     RecordingExistsError,
+    WriterBehindError,
     WriterError,
     WriterStats,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "RecordingExistsError",
     "RecordingReader",
     "RecordingWriter",
+    "WriterBehindError",
     "WriterError",
     "WriterStats",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import zarr
@@ -24,9 +25,12 @@ RAW_SHARD_BYTES = 32 * 2**20
 """Raw frames are buffered and written one shard (about this many bytes) at a time."""
 
 
-def compressors() -> list:
-    """Lossless blosc-zstd level 1 with bit-shuffle (best measured speed/ratio) plus a crc32c checksum."""
-    return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec()]
+Compression = Literal["zstd", "lz4"]
+
+
+def compressors(compression: Compression = "zstd") -> list:
+    """Lossless blosc level 1 with bit-shuffle (zstd: smaller, lz4: faster) plus a crc32c checksum per chunk."""
+    return [BloscCodec(cname=compression, clevel=1, shuffle="bitshuffle"), Crc32cCodec()]
 
 
 def raw_shard_frames(frame_shape: tuple[int, int]) -> int:
@@ -74,13 +78,14 @@ def create_layout(
     frame_interval_s: float,
     planes_um: np.ndarray | None,
     shard_frames: int,
+    compression: Compression,
 ) -> None:
-    """Create every group and (empty) array of a new recording under ``root``."""
+    """Create every group and (empty) array of a new recording under ``root`` (tables always use zstd)."""
     h, w = frame_shape
     raw = root.create_group("raw", attributes=ngff_image_attrs(
         "raw", "tyx", (frame_interval_s, pixel_size_um, pixel_size_um), (0, 0, 0)))
     raw.create_array("0", shape=(0, h, w), chunks=(1, h, w), shards=(shard_frames, h, w), dtype=np.uint16,
-                     compressors=compressors(), fill_value=0, dimension_names=("t", "y", "x"))
+                     compressors=compressors(compression), fill_value=0, dimension_names=("t", "y", "x"))
     _table(root.create_group(FRAMES_GROUP), FRAME_FIELDS)
     if planes_um is not None:
         dz, z0 = plane_geometry(planes_um)
@@ -88,7 +93,7 @@ def create_layout(
         volumes = root.create_group("volumes", attributes=ngff_image_attrs(
             "volumes", "tzyx", (frame_interval_s, dz, pixel_size_um, pixel_size_um), (0, z0, 0, 0)))
         volumes.create_array("0", shape=(0, k, h, w), chunks=(1, 1, h, w), shards=(1, k, h, w),
-                             dtype=np.uint16, compressors=compressors(), fill_value=0,
+                             dtype=np.uint16, compressors=compressors(compression), fill_value=0,
                              dimension_names=("t", "z", "y", "x"))
         root.create_array(VOLUME_T_ARRAY, shape=(0,), chunks=(TABLE_CHUNK,), dtype=np.int64,
                           compressors=compressors(), fill_value=0)

@@ -16,15 +16,25 @@ from storage.records import FRAME_FIELDS, TRACK_FIELDS, RecordingError
 from storage.tables import traces_from_tracks
 
 
+def _foreign(path: Path) -> RecordingError:
+    return RecordingError(
+        f"{path} is a Zarr store written by another program (it has no '{layout.ATTRS_KEY}' recording "
+        "attributes), so deepz refuses to read it as a recording. Open it with zarr or ome-zarr instead."
+    )
+
+
 def _open_root(path: Path) -> zarr.Group:
     if not path.exists():
         raise RecordingError(f"no recording at {path}: the path does not exist. Check the path and the mount.")
     if not path.is_dir() or not (path / "zarr.json").is_file():
         raise RecordingError(f"{path} is not a Zarr v3 store (no zarr.json inside); a deepz recording is one.")
     try:
-        return zarr.open_group(LocalStore(path, read_only=True), mode="r")
+        node = zarr.open(LocalStore(path, read_only=True), mode="r")
     except Exception as exc:  # noqa: BLE001 - permission, JSON and zarr format errors all mean "cannot open"
         raise RecordingError(f"cannot open recording {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(node, zarr.Group):
+        raise _foreign(path)
+    return node
 
 
 class RecordingReader:
@@ -35,11 +45,7 @@ class RecordingReader:
         self._root = _open_root(self.path)
         header = self._root.attrs.get(layout.ATTRS_KEY)
         if not isinstance(header, dict) or header.get("format") != layout.FORMAT_NAME:
-            raise RecordingError(
-                f"{self.path} is a Zarr store written by another program (it has no '{layout.ATTRS_KEY}' "
-                "recording attributes), so deepz refuses to read it as a recording. Open it with zarr or "
-                "ome-zarr instead."
-            )
+            raise _foreign(self.path)
         if header["format_version"] > layout.FORMAT_VERSION:
             raise RecordingError(
                 f"{self.path} uses recording format {header['format_version']}, newer than this deepz "

@@ -57,6 +57,10 @@ class WriterError(RuntimeError):
     """The recording writer cannot take more data (failed, behind, closed) or cannot create the store."""
 
 
+class WriterBehindError(WriterError):
+    """The writer's bounded queue is full: this item was not stored (the writer itself still works)."""
+
+
 class RecordingExistsError(WriterError, FileExistsError):
     """The output path already holds data and overwrite was not asked for."""
 

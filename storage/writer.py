@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from types import TracebackType
@@ -17,7 +18,8 @@ import zarr
 
 from storage import layout
 from storage.output_path import claim_output
-from storage.records import FRAME_FIELDS, TRACK_FIELDS, FrameRecord, WriterError, WriterStats
+from storage.records import FRAME_FIELDS, TRACK_FIELDS, FrameRecord, WriterBehindError, WriterError, WriterStats
+from storage.shard_buffer import ShardBuffer
 from storage.sinks import Backend, default_backend, open_sink
 from storage.synced_store import SyncedLocalStore
 from storage.tables import traces_from_tracks
@@ -83,6 +85,7 @@ class RecordingWriter:
         queue_volumes: int = 8,
         frame_interval_s: float = 0.01,
         backend: Backend | None = None,
+        compression: layout.Compression = "zstd",
         commit_interval_s: float = 1.0,
         fsync: bool = True,
     ) -> None:
@@ -106,6 +109,7 @@ class RecordingWriter:
             "planes_um": None if self.planes_um is None else self.planes_um.tolist(),
             "volume_every": volume_every,
             "backend": self.backend,
+            "compression": compression,
             "attrs": _jsonable(attrs or {}),
             "versions": software_versions(),
             "summary": None,
@@ -113,7 +117,7 @@ class RecordingWriter:
             "complete": False,
             "stopped_reason": None,
         }
-        self._open_store(pixel_size_um, frame_interval_s, overwrite, fsync)
+        self._open_store(pixel_size_um, frame_interval_s, overwrite, fsync, compression)
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._counts = {name: 0 for name in ("frames_queued", "volumes_queued", "volumes_skipped_by_policy",
@@ -121,10 +125,13 @@ class RecordingWriter:
         self._stored = {"frames": 0, "volumes": 0, "track_rows": 0}
         self._error: BaseException | None = None
         self._closed = False
-        self._buffer = np.empty((self._shard_frames, *self.frame_shape), np.uint16)
         self._records: list[FrameRecord] = []
         self._volume_t: list[int] = []
+        self._volume_writes: list[Future] = []
         self._tracks: list[dict[str, np.ndarray]] = []
+        self._pool = ThreadPoolExecutor(max_workers=len(FRAME_FIELDS), thread_name_prefix="RecordingWriterTables")
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="RecordingWriterIO")
+        self._frames = ShardBuffer(self._raw, self._shard_frames, self.frame_shape, self._io)
         self._thread = threading.Thread(target=self._run, name=f"RecordingWriter({self.path.name})", daemon=True)
         self._thread.start()
 
@@ -160,7 +167,7 @@ class RecordingWriter:
             raise ValueError(f"frame must be uint16 {self.frame_shape}, got {image.dtype} {image.shape}")
         with self._lock:
             if self._counts["frames_pending"] >= self._queue_frames:
-                raise WriterError(
+                raise WriterBehindError(
                     f"recording writer is behind: {self._queue_frames} frames already wait for the disk, so "
                     f"frame with image number {record.image_number} was NOT stored. Write to a faster disk, "
                     "raise queue_frames, or lower the frame rate; count this frame as lost."
@@ -184,7 +191,7 @@ class RecordingWriter:
                 self._counts["volumes_skipped_by_policy"] += 1
                 return
             if self._counts["volumes_pending"] >= self._queue_volumes:
-                raise WriterError(
+                raise WriterBehindError(
                     f"recording writer is behind: {self._queue_volumes} volumes already wait for the disk, so "
                     f"the volume of frame {t} was NOT stored (raw frames are kept; replay can recompute it). "
                     "Store fewer volumes (volume_every) or raise queue_volumes."
@@ -242,7 +249,8 @@ class RecordingWriter:
 
     # ---------------------------------------------------------------- store setup (caller thread)
 
-    def _open_store(self, pixel_size_um: float, frame_interval_s: float, overwrite: bool, fsync: bool) -> None:
+    def _open_store(self, pixel_size_um: float, frame_interval_s: float, overwrite: bool, fsync: bool,
+                    compression: layout.Compression) -> None:
         claim_output(self.path, overwrite=overwrite)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +259,7 @@ class RecordingWriter:
             layout.create_layout(
                 self._root, frame_shape=self.frame_shape, pixel_size_um=pixel_size_um,
                 frame_interval_s=frame_interval_s, planes_um=self.planes_um if self.has_volumes else None,
-                shard_frames=self._shard_frames,
+                shard_frames=self._shard_frames, compression=compression,
             )
             self._store.sync_directories()
             self._raw = open_sink(self.backend, self._root, self.path, layout.RAW_ARRAY, fsync=fsync)
@@ -284,53 +292,67 @@ class RecordingWriter:
                     return
                 if item is not None:
                     self._handle(item)
-                if item is None or (isinstance(item, _Frame) and self._at_shard_end()):
+                if time.monotonic() >= next_commit:
                     self._commit()
                     next_commit = time.monotonic() + self._commit_interval_s
         except BaseException as exc:  # noqa: BLE001 - kept and re-raised to the caller on its next call
             log.error("recording writer for %s failed: %s", self.path, exc)
-            self._error = exc
             self._mark_stopped(f"writer failed: {type(exc).__name__}: {exc}")
-
-    def _at_shard_end(self) -> bool:
-        return (self._stored["frames"] + len(self._records)) % self._shard_frames == 0
+            self._error = exc
+        finally:
+            self._io.shutdown(cancel_futures=True)
+            self._pool.shutdown()
 
     def _handle(self, item: _Frame | _Volume | _Tracks) -> None:
         if isinstance(item, _Frame):
-            self._buffer[(self._stored["frames"] + len(self._records)) % self._shard_frames] = item.image
+            self._frames.add(item.image)
             self._records.append(item.record)
-        elif isinstance(item, _Volume):
-            self._volumes.grow(item.t + 1)
-            self._volumes.write(item.t, item.volume[None])
-            self._volume_t.append(item.t)
             with self._lock:
-                self._counts["volumes_pending"] -= 1
+                self._counts["frames_pending"] -= 1
+        elif isinstance(item, _Volume):
+            self._volume_writes.append(self._io.submit(self._write_volume, item))
+            self._volume_t.append(item.t)
         else:
             self._tracks.append(item.columns)
 
-    @staticmethod
-    def _append(array: zarr.Array, start: int, values: np.ndarray) -> None:
-        array.resize((start + len(values),))
-        array[start:] = values
+    def _write_volume(self, item: _Volume) -> None:
+        """IO thread: store one volume; its queue slot frees only once it is written."""
+        self._volumes.grow(item.t + 1)
+        self._volumes.write(item.t, item.volume[None])
+        with self._lock:
+            self._counts["volumes_pending"] -= 1
+
+    def _append_columns(self, arrays: dict[str, zarr.Array], start: int, columns: dict[str, np.ndarray]) -> None:
+        """Write table rows in parallel (each write is an fsync); capacity grows a chunk at a time."""
+        end = start + len(next(iter(columns.values())))
+
+        def append(name: str) -> None:
+            array = arrays[name]
+            if end > array.shape[0]:
+                array.resize((-(-end // layout.TABLE_CHUNK) * layout.TABLE_CHUNK,))
+            array[start:end] = columns[name]
+
+        list(self._pool.map(append, columns))
 
     def _commit(self) -> None:
         """Write buffered frames and tables, fsync, then advance the durable progress counters."""
         stored = dict(self._stored)
+        self._frames.flush()
+        writes, self._volume_writes = self._volume_writes, []
+        for write in writes:
+            write.result()
         if self._records:
-            n, start = len(self._records), stored["frames"]
-            first = start % self._shard_frames
-            self._raw.grow(start + n)
-            self._raw.write(start, self._buffer[first : first + n])
-            for name, array in self._frame_arrays.items():
-                self._append(array, start, np.array([getattr(r, name) for r in self._records], FRAME_FIELDS[name]))
-            stored["frames"] += n
+            start = stored["frames"]
+            self._append_columns(self._frame_arrays, start, {
+                name: np.array([getattr(r, name) for r in self._records], dtype) for name, dtype in FRAME_FIELDS.items()
+            })
+            stored["frames"] += len(self._records)
         if self._volume_t:
-            self._append(self._volume_t_array, stored["volumes"], np.array(self._volume_t, np.int64))
+            self._append_columns({"t": self._volume_t_array}, stored["volumes"], {"t": np.array(self._volume_t)})
             stored["volumes"] += len(self._volume_t)
         if self._tracks:
             rows = {k: np.concatenate([t[k] for t in self._tracks]) for k in TRACK_FIELDS}
-            for name, array in self._track_arrays.items():
-                self._append(array, stored["track_rows"], rows[name])
+            self._append_columns(self._track_arrays, stored["track_rows"], rows)
             stored["track_rows"] += len(rows["t"])
         if stored == self._stored:
             return
@@ -338,7 +360,6 @@ class RecordingWriter:
         self._header["progress"] = {**stored, "host_time_s": time.time()}
         self._write_header()
         with self._lock:
-            self._counts["frames_pending"] -= stored["frames"] - self._stored["frames"]
             self._stored = stored
         self._records, self._volume_t, self._tracks = [], [], []
 
@@ -347,9 +368,15 @@ class RecordingWriter:
         self._store.sync_directories()
 
     def _close_store(self, item: _Close) -> None:
+        """Trim tables to their rows, align the volume t axis with raw, write traces and mark complete."""
         n = self._stored["frames"]
         if self._volumes is not None:
             self._volumes.grow(n)
+            self._volume_t_array.resize((self._stored["volumes"],))
+        for array in self._frame_arrays.values():
+            array.resize((n,))
+        for array in self._track_arrays.values():
+            array.resize((self._stored["track_rows"],))
         if self._stored["track_rows"]:
             columns = {k: self._track_arrays[k][: self._stored["track_rows"]] for k in ("t", "id", "dff")}
             ids, t, dff = traces_from_tracks(columns["t"], columns["id"], columns["dff"])

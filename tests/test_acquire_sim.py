@@ -111,12 +111,19 @@ def test_truth_has_the_contract_shape_and_moves(sim: WormSimulator) -> None:
 
 
 def test_activity_rises_fast_and_decays_slowly(sim: WormSimulator) -> None:
-    ts = np.arange(0, 60, 0.05)
-    act = np.array([sim.worm.activity(t) for t in ts])
-    assert act.max() > 0.3 and (act.max(0) > 0).mean() > 0.5
-    i = int(np.argmax(act.max(0)))
-    trace = act[:, i]
-    k = int(np.argmax(trace))
-    rise_start = k - np.argmax(trace[:k][::-1] < 0.1 * trace[k]) if k else 0
-    assert (k - rise_start) * 0.05 <= 0.6
-    assert trace[min(k + 20, len(ts) - 1)] > 0.3 * trace[k]
+    from acquire.sim.sample import _events
+
+    act = sim.config.worm.activity
+    ids, times, amps = _events(sim.config.seed, 2, sim.config.worm.n_neurons, act.event_rate_hz, act.amplitude)
+    all_ids, all_times = np.concatenate([_events(sim.config.seed, b, sim.config.worm.n_neurons,
+        act.event_rate_hz, act.amplitude)[:2] for b in range(0, 5)], axis=1)  # fmt: skip
+    for n, te, a in zip(ids, times, amps):
+        others = all_times[(all_ids == n) & (all_times != te)]
+        if np.all(np.abs(others - te) > 15):
+            break
+    else:
+        pytest.fail("no isolated activity event")
+    assert sim.worm.activity(te - 0.01)[n] < 0.05 * a
+    assert sim.worm.activity(te + 0.4)[n] > 0.6 * a  # fast rise
+    assert 0.2 * a < sim.worm.activity(te + 1.5)[n] < 0.6 * a  # ~1.5 s decay
+    assert sim.worm.activity(te + 10)[n] < 0.05 * a

@@ -132,14 +132,33 @@ def _crop(plane: np.ndarray) -> np.ndarray:
 
 
 def build_stamps(optics: OpticsConfig, class_diameters_um: np.ndarray, modality: str) -> StampBank:
+    """Defocus stamps of each nucleus size class (see ``_compute_stamps``), memoised in memory and on disk."""
+    if modality not in ("widefield", "confocal"):
+        raise ValueError(f"Unknown modality {modality!r}; use 'widefield' or 'confocal'.")
+    diameters = [round(float(d), 6) for d in class_diameters_um]
+    key = dict(kind="stamps", version=1, optics=optics.model_dump(), diameters=diameters, modality=modality)
+    n_planes = 2 * int(round(optics.stamp_range_um / optics.stamp_step_um)) + 1
+
+    def compute() -> np.ndarray:
+        bank = _compute_stamps(optics, np.asarray(diameters), modality)
+        sizes = np.array([p.shape[0] for c in bank.stamps for p in c], np.float32)
+        return np.concatenate([bank.defocus_um.astype(np.float32), sizes, *[p.ravel() for c in bank.stamps for p in c]])
+
+    flat = _cached(key, compute)
+    defocus, sizes = flat[:n_planes].astype(np.float64), flat[n_planes : n_planes * (1 + len(diameters))]
+    offsets = n_planes * (1 + len(diameters)) + np.concatenate([[0], np.cumsum(sizes.astype(np.int64) ** 2)])
+    planes = [flat[a:b].reshape(int(n), int(n)) for a, b, n in zip(offsets[:-1], offsets[1:], sizes)]
+    stamps = tuple(tuple(planes[c * n_planes : (c + 1) * n_planes]) for c in range(len(diameters)))
+    return StampBank(defocus_um=np.round(defocus, 6), stamps=stamps)
+
+
+def _compute_stamps(optics: OpticsConfig, class_diameters_um: np.ndarray, modality: str) -> StampBank:
     """Defocus stamps of each nucleus size class for "widefield" or "confocal" imaging.
 
     Widefield: every plane of the PSF carries all the light (flux is conserved through defocus), so each stamp
     sums to 1. Confocal: excitation x emission PSF (infinitely small pinhole), scaled so the in-focus stamp sums
     to 1; out-of-focus light falls off (optical sectioning).
     """
-    if modality not in ("widefield", "confocal"):
-        raise ValueError(f"Unknown modality {modality!r}; use 'widefield' or 'confocal'.")
     step, rng_um = optics.stamp_step_um, optics.stamp_range_um
     n_half = int(round(rng_um / step))
     n_margin = int(np.ceil(_MARGIN_UM / step))

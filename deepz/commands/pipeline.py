@@ -78,7 +78,7 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         voxel_um = (dz, source.pixel_size_um, source.pixel_size_um)
         recorder = wiring.build_recorder(
             cfg.recording, frame_shape=source.frame_shape, pixel_size_um=source.pixel_size_um,
-            planes_um=planes, run_config=cfg, model=model,
+            planes_um=planes, frame_interval_s=1.0 / cfg.source.rate_hz, run_config=cfg, model=model,
             extra_attrs={"replayed_from": str(replay_from)} if replay_from else None,
         )
         tracker = wiring.build_tracker(cfg.tracking, voxel_um, planes)
@@ -103,7 +103,6 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             publisher=publisher,
             live=live or realtime,
             duration_s=cfg.duration_s,
-            volume_every=cfg.recording.volume_every,
             publish_max_hz=cfg.publish.max_hz,
             meta={"planes_um": [float(p) for p in planes], "pixel_size_um": source.pixel_size_um,
                   "voxel_um": list(voxel_um)},
@@ -116,22 +115,15 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             summary = pipeline.run(on_status=on_status, status_period_s=status_period_s)
         finally:
             if recorder is not None:
-                summary["recording_stats"] = _writer_summary(recorder)
-                recorder.close(summary=summary)
-        summary["source"] = _source_stats(source)
+                recorder.close(summary=summary or None, stopped_reason=None if summary else "pipeline failed")
+        if recorder is not None:
+            summary["recording_stats"] = _writer_summary(recorder)
         return summary
 
 
 def _writer_summary(recorder) -> dict[str, Any]:
     s = recorder.stats
     return {"frames_stored": s.frames_stored, "volumes_stored": s.volumes_stored, "queue_depth": s.queue_depth}
-
-
-def _source_stats(source) -> dict[str, Any]:
-    stats = source.stats
-    return {k: v for k, v in vars(stats).items()} if hasattr(stats, "__dict__") else dict(
-        (f, getattr(stats, f)) for f in getattr(stats, "__slots__", ())
-    )
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:

@@ -21,8 +21,6 @@ from infer.engines.cuda_pipeline import CudaPipeline
 from infer.engines.torch_eager import cpu_planes_per_call
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
-
     from infer.model_io import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -80,7 +78,6 @@ class TorchOptEngine(Engine):
             else self.generator
         )
         self.dpm_um = torch.from_numpy(self.dpm).to(self.device)
-        self.pipeline: CudaPipeline | None = None
         self.graphs: list[torch.cuda.CUDAGraph] = []
         if self.device.type == "cuda":
             try:
@@ -138,13 +135,3 @@ class TorchOptEngine(Engine):
             return self.pipeline.run(frames)
         with torch.inference_mode():
             return self._volumes(torch.from_numpy(frames)).numpy()
-
-    def run_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Pipelined on the GPU: upload of batch i+1 and download of batch i-1 overlap compute of batch i."""
-        if self.pipeline is None:
-            yield from super().run_many(batches)
-            return
-        try:
-            yield from self.pipeline.run_many(self.check_frames(f) for f in batches)
-        except torch.OutOfMemoryError as exc:
-            raise self.out_of_memory(exc) from exc

@@ -1,0 +1,39 @@
+"""`deepz bench storage`: sustained recording write rates against the disk's own sequential speed."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    """Add the storage commands to the CLI."""
+
+    @bench.command("storage")
+    def bench_storage(
+        json_path: Path = typer.Option(..., "--json", help="Write the results to this JSON file."),
+        seconds: float = typer.Option(8.0, "--seconds", help="Seconds per measurement (disk, raw, volumes)."),
+        directory: Path | None = typer.Option(
+            None, "--dir", help="Directory on the disk to measure (default: a temporary directory)."),
+        backends: list[str] = typer.Option(
+            ["zarr", "tensorstore"], "--backend", help="Backends to compare (repeat the option)."),
+        compressions: list[str] = typer.Option(
+            ["zstd", "lz4"], "--compression", help="Blosc compressors to compare (repeat the option)."),
+    ) -> None:
+        """Raw (512x512 uint16 at 100 Hz) and volume (32x512x512) streams through RecordingWriter."""
+        from storage.bench import run_storage_bench
+
+        with tempfile.TemporaryDirectory(dir=directory, prefix="deepz-bench-storage-") as tmp:
+            results = run_storage_bench(Path(tmp), seconds, tuple(backends), tuple(compressions))
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+        disk = results["disk_sequential_write_mb_s"]
+        typer.echo(f"disk sequential write: {disk} MB/s")
+        for name, result in results["runs"].items():
+            raw, volumes = result["raw"], result["volumes"]
+            typer.echo(f"{name}: raw {raw['mb_per_s']} MB/s = {raw['x_real_time_100hz']}x real time; volumes "
+                       f"{volumes['mb_per_s']} MB/s = {volumes['fraction_of_disk']:.0%} of disk")
+        typer.echo(f"chosen: {results['chosen']}; results in {json_path}")

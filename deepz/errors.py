@@ -1,0 +1,22 @@
+"""The failures a user can fix (bad config, model, device, disk): shown as one paragraph, not a traceback."""
+
+from __future__ import annotations
+
+from acquire.errors import AcquisitionError
+from deepz.config import ConfigError
+from deepz.messages import MessageError
+from infer.engine import EngineError
+from infer.model_io import ModelFileError
+from storage.records import RecordingError, WriterError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    AcquisitionError,
+    ConfigError,
+    EngineError,
+    MessageError,
+    ModelFileError,
+    RecordingError,
+    WriterError,
+    FileNotFoundError,
+    PermissionError,
+)

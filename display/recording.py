@@ -1,0 +1,120 @@
+"""Adapter from a recording reader + time index to the ViewState the live views draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from display.state import ViewState
+
+TRACE_WINDOW = 300  # trace samples shown up to the current time (as the live pipeline's window)
+RATE_WINDOW = 100  # frames over which playback estimates the input and volume rates
+
+
+class RecordingLike(Protocol):
+    """What the viewer reads from a recording (storage.RecordingReader provides it)."""
+
+    path: Path
+    n_frames: int
+    pixel_size_um: float
+    planes_um: np.ndarray | None
+    volume_indices: np.ndarray
+    complete: bool
+    stopped_reason: str | None
+
+    def frame(self, t: int) -> np.ndarray: ...
+    def volume(self, t: int) -> np.ndarray | None: ...
+    def tracks(self) -> dict[str, np.ndarray]: ...
+    def traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    @property
+    def metadata(self) -> dict[str, np.ndarray]: ...
+
+
+class RecordingAdapter:
+    """Serves ViewStates of a recording at any frame index: frame t, the newest volume and tracks at or
+    before t, and the trace window ending there; small tables are loaded once, images read on demand."""
+
+    def __init__(self, reader: RecordingLike, *, trace_window: int = TRACE_WINDOW) -> None:
+        if reader.n_frames == 0:
+            raise ValueError(f"recording {reader.path} holds no frames yet: nothing to show. Wait for the run "
+                             "to store frames, or open another recording.")
+        self.reader = reader
+        self.trace_window = trace_window
+        meta = reader.metadata
+        self._time_s = np.asarray(meta["camera_time_s"], np.float64)
+        self._lost = np.cumsum(meta["lost_before"])
+        self._skipped = np.cumsum(meta["volume_skipped"])
+        self._volume_t = np.sort(np.asarray(reader.volume_indices, np.int64))
+        tracks = reader.tracks()
+        order = np.argsort(tracks["t"], kind="stable")
+        self._tracks = {name: np.asarray(col)[order] for name, col in tracks.items()}
+        self._trace_ids, trace_frames, self._traces = reader.traces()
+        self._trace_frames = np.asarray(trace_frames, np.int64)
+        self.meta = {"planes_um": None if reader.planes_um is None else np.asarray(reader.planes_um).tolist(),
+                     "pixel_size_um": reader.pixel_size_um}
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames in the recording."""
+        return self.reader.n_frames
+
+    @property
+    def default_t(self) -> int:
+        """A representative time: the last frame that has a volume (fullest trace window), else the last frame."""
+        return int(self._volume_t[-1]) if len(self._volume_t) else self.n_frames - 1
+
+    def describe(self) -> str:
+        """The source label for the status bar: path and whether the recording is complete."""
+        state = "complete" if self.reader.complete else f"incomplete: {self.reader.stopped_reason}"
+        return f"recording {self.reader.path} ({self.n_frames} frames, {state})"
+
+    def time_s(self, t: int) -> float:
+        """Camera time of frame ``t`` relative to the first frame, in seconds."""
+        return float(self._time_s[t] - self._time_s[0])
+
+    def state(self, t: int) -> ViewState:
+        """Everything the views show at frame ``t``."""
+        t = int(np.clip(t, 0, self.n_frames - 1))
+        k = np.searchsorted(self._volume_t, t, side="right")
+        volume = self.reader.volume(int(self._volume_t[k - 1])) if k else None
+        ids, positions = self._tracks_at(t)
+        trace_ids, traces, trace_t = self._trace_window(t)
+        return ViewState(t=t, frame=self.reader.frame(t), volume=volume, track_ids=ids, track_positions_um=positions,
+                         trace_ids=trace_ids, traces_dff=traces, trace_t=trace_t, stats=self._stats(t),
+                         meta=self.meta)
+
+    def _tracks_at(self, t: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Neurons of the newest tracked time point at or before ``t``."""
+        times = self._tracks["t"]
+        end = np.searchsorted(times, t, side="right")
+        if end == 0:
+            return None, None
+        start = np.searchsorted(times, times[end - 1], side="left")
+        rows = slice(start, end)
+        positions = np.column_stack([self._tracks[c][rows] for c in ("z", "y", "x")]).astype(np.float32)
+        return self._tracks["id"][rows], positions
+
+    def _trace_window(self, t: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """The last ``trace_window`` trace samples at or before ``t``, with their camera times in seconds."""
+        end = np.searchsorted(self._trace_frames, t, side="right")
+        if end == 0 or len(self._trace_ids) == 0:
+            return None, None, None
+        cols = slice(max(end - self.trace_window, 0), end)
+        frames = self._trace_frames[cols]
+        return self._trace_ids, self._traces[:, cols], self._time_s[np.clip(frames, 0, self.n_frames - 1)]
+
+    def _stats(self, t: int) -> dict[str, float | int | None]:
+        """Rates, losses and skips of the recorded run up to frame ``t`` (as the live status bar shows them)."""
+        first = max(t - RATE_WINDOW, 0)
+        span = self._time_s[t] - self._time_s[first]
+        volumes = self._volume_t[(self._volume_t >= first) & (self._volume_t <= t)]
+        volume_span = self._time_s[volumes[-1]] - self._time_s[volumes[0]] if len(volumes) > 1 else 0.0
+        return {
+            "input_hz": float((t - first) / span) if span > 0 else None,
+            "volume_hz": float((len(volumes) - 1) / volume_span) if volume_span > 0 else None,
+            "lost": int(self._lost[t]),
+            "skipped": int(self._skipped[t]),
+            "recording": None,
+        }

@@ -1,0 +1,31 @@
+"""Offscreen PNG of the viewer on a recording, exactly as the window shows it (tests, README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from display.app import WINDOW_SIZE, ensure_app, open_recording_window
+from display.recording import RecordingLike
+
+
+def render_screenshot(reader: RecordingLike, out: str | Path, *, t: int | None = None,
+                      size: tuple[int, int] = WINDOW_SIZE) -> Path:
+    """Render the viewer at frame ``t`` (default: the last volume) to the PNG ``out``; returns its path.
+    Raises ValueError when ``size`` is below the window's minimum size."""
+    app = ensure_app()
+    window, _player = open_recording_window(reader, t)
+    window.resize(*size)
+    window.show()
+    app.processEvents()
+    if window.size().toTuple() != tuple(size):
+        minimum = window.minimumSizeHint()
+        window.close()
+        raise ValueError(f"a {size[0]}x{size[1]} screenshot is smaller than the viewer's minimum "
+                         f"{minimum.width()}x{minimum.height()}; ask for at least that size.")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not window.grab().save(str(out), "PNG"):
+        raise OSError(f"could not write the screenshot {out}: check that its folder is writable.")
+    window.close()
+    window.deleteLater()
+    return out

@@ -1,0 +1,138 @@
+"""Bad input and faults: existing output, read-only and missing paths, a full disk, corrupt chunks, foreign stores."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from storage import (
+    CorruptChunkError,
+    FrameRecord,
+    RecordingError,
+    RecordingExistsError,
+    RecordingReader,
+    RecordingWriter,
+    WriterBehindError,
+    WriterError,
+)
+
+SHAPE = (64, 64)
+
+
+def _frame(t: int, shape: tuple[int, int] = SHAPE) -> np.ndarray:
+    return np.random.default_rng(t).poisson(300, shape).astype(np.uint16)
+
+
+def _record(t: int) -> FrameRecord:
+    return FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False)
+
+
+def _write(path: Path, n: int, **kwargs) -> None:
+    with RecordingWriter(path, frame_shape=SHAPE, pixel_size_um=1.0, backend="zarr", **kwargs) as writer:
+        for t in range(n):
+            writer.write_frame(_frame(t), _record(t))
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A real small or read-only filesystem (needs mount rights; the test is skipped without them)."""
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_existing_output_is_never_overwritten_without_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "rec.zarr"
+    _write(path, 3)
+    with pytest.raises(RecordingExistsError, match="--overwrite"):
+        _write(path, 5)
+    assert RecordingReader(path).n_frames == 3
+    _write(path, 5, overwrite=True)
+    assert RecordingReader(path).n_frames == 5
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "important.txt").write_text("keep me")
+    with pytest.raises(RecordingExistsError, match="not a Zarr store"):
+        _write(tmp_path / "notes", 1, overwrite=True)
+    assert (tmp_path / "notes" / "important.txt").exists()
+
+
+def test_read_only_directory_gives_a_clear_error_and_recordings_there_stay_readable(tmp_path: Path) -> None:
+    source = tmp_path / "rec.zarr"
+    _write(source, 4)
+    with _tmpfs(tmp_path / "ro", "size=8m") as mount:
+        subprocess.run(["cp", "-r", str(source), str(mount)], check=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        with pytest.raises(WriterError, match="cannot create recording.*Read-only file system"):
+            _write(mount / "new.zarr", 1)
+        reader = RecordingReader(mount / "rec.zarr")
+        np.testing.assert_array_equal(reader.frames[:], np.stack([_frame(t) for t in range(4)]))
+
+
+def test_missing_path_and_non_zarr_path_are_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(RecordingError, match="does not exist"):
+        RecordingReader(tmp_path / "nothing.zarr")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RecordingError, match="not a Zarr v3 store"):
+        RecordingReader(tmp_path / "empty")
+
+
+def test_store_written_by_another_program_is_refused(tmp_path: Path) -> None:
+    zarr.create_array(tmp_path / "foreign.zarr", shape=(4, 8, 8), dtype="uint16")
+    zarr.create_group(tmp_path / "ome.zarr", attributes={"ome": {"version": "0.5", "multiscales": []}})
+    for name in ("foreign.zarr", "ome.zarr"):
+        with pytest.raises(RecordingError, match="another program"):
+            RecordingReader(tmp_path / name)
+
+
+def test_corrupt_chunk_is_named_and_the_rest_stays_readable(tmp_path: Path) -> None:
+    path = tmp_path / "rec.zarr"
+    _write(path, 20)
+    shard = path / "raw" / "0" / "c" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    reader = RecordingReader(path)
+    bad = []
+    for t in range(reader.n_frames):
+        try:
+            np.testing.assert_array_equal(reader.frame(t), _frame(t))
+        except CorruptChunkError as exc:
+            assert f"row t={t}" in str(exc) and "raw/0/c/0/0/0" in str(exc)
+            bad.append(t)
+    assert len(bad) == 1
+    with pytest.raises(CorruptChunkError, match=f"raw/0.*t={bad[0]}"):
+        reader.frames[:]
+    np.testing.assert_array_equal(reader.metadata["image_number"], np.arange(20))
+
+
+@pytest.mark.parametrize("backend", ["zarr", "tensorstore"])
+def test_disk_full_on_a_real_small_filesystem(tmp_path: Path, backend: str) -> None:
+    pytest.importorskip(backend)
+    with _tmpfs(tmp_path / "small", "size=2m") as mount:
+        writer = RecordingWriter(mount / "rec.zarr", frame_shape=(256, 256), pixel_size_um=1.0, backend=backend,
+                                 commit_interval_s=0.02)
+        with pytest.raises(WriterError, match="failed: .*No space left on device") as failure:
+            for t in range(100_000):
+                try:
+                    writer.write_frame(_frame(t, (256, 256)), _record(t))
+                except WriterBehindError:
+                    time.sleep(0.01)
+        assert failure.value.__cause__ is writer.stats.error
+        with pytest.raises(WriterError, match="stopped early"):
+            writer.close()
+        reader = RecordingReader(mount / "rec.zarr")
+        assert reader.n_frames >= writer.stats.frames_stored > 0
+        expected = np.stack([_frame(t, (256, 256)) for t in range(reader.n_frames)])
+        np.testing.assert_array_equal(reader.frames[:], expected)
+        assert not reader.complete
