@@ -89,6 +89,7 @@ class _Work:
     t: int
     image: np.ndarray
     meta: Any
+    origin_s: float  # host time the frame-to-volume latency counts from
 
 
 class Pipeline:
@@ -104,6 +105,7 @@ class Pipeline:
         tracker: VolumeTracker | None = None,
         publisher: Publishes | None = None,
         live: bool = True,
+        live_source: bool = True,
         duration_s: float | None = None,
         publish_max_hz: float = 20.0,
         meta: dict[str, Any] | None = None,
@@ -112,6 +114,7 @@ class Pipeline:
     ) -> None:
         self.source, self.engine, self.recorder, self.tracker = source, engine, recorder, tracker
         self.publisher, self.live, self.duration_s = publisher, live, duration_s
+        self.live_source = live_source
         self.make_record = make_record
         self.publish_period = 1.0 / publish_max_hz
         self.meta = meta or {}
@@ -191,7 +194,7 @@ class Pipeline:
             now = time.perf_counter()
             self.stats.frames_in.tick(now)
             self.stats.lost += int(getattr(meta, "lost_before", 0))
-            work = _Work(t, image, meta)
+            work = _Work(t, image, meta, meta.host_time_s if self.live_source else time.time())
             self._latest_frame = work
             displaced = self._to_infer.put(work) if self.engine is not None else None
             if previous is not None:
@@ -239,7 +242,7 @@ class Pipeline:
             except Closed:
                 return
             volume = self.engine.run(work.image[np.newaxis])[0]
-            self.stats.frame_to_volume.add(time.time() - work.meta.host_time_s)
+            self.stats.frame_to_volume.add(time.time() - work.origin_s)
             self.stats.volumes_out.tick()
             if self.recorder is not None:
                 try:
@@ -279,7 +282,7 @@ class Pipeline:
             return
         self._published_key = key
         arrays: dict[str, np.ndarray] = {"frame": frame.image}
-        meta = dict(self.meta, frame_t=frame.t, frame_host_time_s=frame.meta.host_time_s)
+        meta = dict(self.meta, frame_t=frame.t, frame_host_time_s=frame.origin_s)
         if volume is not None:
             arrays["volume"] = volume[1]
             meta["volume_t"] = volume[0]

@@ -35,6 +35,32 @@ def build_source(cfg: SourceConfig):
     return MicroManagerSource(core, rate_hz=cfg.rate_hz, exposure_ms=cfg.exposure_ms)
 
 
+def build_replay_source(path: Path, *, realtime: bool):
+    """(source, frame interval s): a recording's frames with their recorded metadata, paced when `realtime`."""
+    from acquire.array_source import ArraySource
+    from acquire.frames import FrameMeta
+    from storage import RecordingReader
+
+    reader = RecordingReader(path)
+    if reader.n_frames == 0:
+        raise FileNotFoundError(f"recording {path} holds no frames: nothing to replay")
+    md = reader.metadata
+    metas = [
+        FrameMeta(
+            index=t,
+            image_number=int(md["image_number"][t]),
+            camera_time_s=float(md["camera_time_s"][t]),
+            host_time_s=float(md["host_time_s"][t]),
+            focus_z_um=float(md["focus_z_um"][t]),
+            exposure_ms=float(md["exposure_ms"][t]),
+            lost_before=int(md["lost_before"][t]),
+        )
+        for t in range(reader.n_frames)
+    ]
+    rate = 1.0 / reader.frame_interval_s if realtime else None
+    return ArraySource(reader.frames, metas, rate, pixel_size_um=reader.pixel_size_um), reader.frame_interval_s
+
+
 def _sim_config(cfg: SourceConfig):
     from acquire.sim import SimConfig
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,21 +37,28 @@ def export_onnx(model: LoadedModel, path: str | Path, *, opset: int = OPSET) -> 
     w = torch.export.Dim("w", min=1, max=8192 // multiple)
     tmp = path.with_suffix(".tmp.onnx")
     try:
-        torch.onnx.export(
-            model.generator.eval(), (example,), str(tmp),
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
-            dynamo=True, dynamic_shapes=({0: n, 2: multiple * h, 3: multiple * w},),
-            external_data=False, verbose=False,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.export internals, not actionable here
+            torch.onnx.export(
+                model.generator.eval(), (example,), str(tmp),
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
+                dynamo=True, dynamic_shapes=({0: n, 2: multiple * h, 3: multiple * w},),
+                external_data=False, verbose=False,
+            )
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
+def onnx_cache_path(model: LoadedModel) -> Path:
+    """Where the model's ONNX export is cached: keyed by weights digest and opset."""
+    return cache_dir() / "onnx" / f"{model.manifest.name}-{model.digest[:16]}-opset{OPSET}.onnx"
+
+
 def cached_onnx(model: LoadedModel) -> Path:
-    """The model's ONNX export in the cache (exported on first use, keyed by weights digest and opset)."""
-    path = cache_dir() / "onnx" / f"{model.manifest.name}-{model.digest[:16]}-opset{OPSET}.onnx"
+    """The model's ONNX export from the cache, exported on first use."""
+    path = onnx_cache_path(model)
     if not path.is_file():
         log.info("exporting %s (digest %s) to ONNX at %s", model.manifest.name, model.digest[:12], path)
         export_onnx(model, path)

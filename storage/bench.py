@@ -1,8 +1,9 @@
-"""Storage benchmark: sustained raw and volume write rates of RecordingWriter per backend, against the disk itself."""
+"""Storage benchmark: sustained raw and volume write rates of RecordingWriter, against the disk itself."""
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ def _du(path: Path) -> int:
 
 
 def disk_write_mb_s(directory: Path, seconds: float, block_mb: int = 64) -> float:
-    """Sequential write speed like ``dd bs=64M conv=fdatasync``: incompressible blocks for ``seconds``, then sync."""
+    """Sequential write speed like ``dd bs=64M conv=fdatasync``: random blocks for ``seconds``, then sync."""
     block = np.random.default_rng(0).integers(0, 256, block_mb * 2**20, np.uint8).tobytes()
     path = directory / "disk-speed.bin"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -53,21 +54,35 @@ def _push(call, *args) -> int:
             time.sleep(0.001)
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _record(t: int) -> FrameRecord:
     return FrameRecord(t, t / CAMERA_HZ, time.time(), 0.0, 10.0, 0, False)
 
 
 def raw_stream(directory: Path, backend: Backend, compression: layout.Compression, seconds: float) -> dict:
-    """Feed 512x512 uint16 frames as fast as the writer takes them for ``seconds``; sustained rate incl. close."""
+    """Feed 512x512 uint16 frames as fast as the writer takes them for ``seconds``; rate incl. close."""
     frames = np.stack([blob_volume(FRAME_SHAPE, seed=s) for s in range(16)])
     path = directory / f"raw-{backend}.zarr"
-    start, waits, t = time.perf_counter(), 0, 0
-    with RecordingWriter(path, frame_shape=FRAME_SHAPE, pixel_size_um=0.325, planes_um=None, volume_every=0,
-                         attrs={}, overwrite=True, backend=backend, compression=compression) as writer:
+    start, cpu, waits, t = time.perf_counter(), _cpu_s(), 0, 0
+    with RecordingWriter(
+        path,
+        frame_shape=FRAME_SHAPE,
+        pixel_size_um=0.325,
+        planes_um=None,
+        volume_every=0,
+        attrs={},
+        overwrite=True,
+        backend=backend,
+        compression=compression,
+    ) as writer:
         while time.perf_counter() - start < seconds:
             waits += _push(writer.write_frame, frames[t % len(frames)], _record(t))
             t += 1
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, _cpu_s() - cpu
     stored = writer.stats.frames_stored
     result = {
         "frames_stored": stored,
@@ -78,6 +93,8 @@ def raw_stream(directory: Path, backend: Backend, compression: layout.Compressio
         "x_real_time_100hz": round(stored / elapsed / CAMERA_HZ, 1),
         "compression_ratio": round(stored * frames[0].nbytes / _du(path), 2),
         "producer_waits": waits,
+        "process_cpu_s": round(cpu, 2),
+        "cores_busy": round(cpu / elapsed, 2),
     }
     shutil.rmtree(path)
     return result
@@ -87,13 +104,22 @@ def volume_stream(directory: Path, backend: Backend, compression: layout.Compres
     """Feed 32x512x512 uint16 volumes as fast as the writer takes them for ``seconds``; sustained rate."""
     volumes = [blob_volume((PLANES, *FRAME_SHAPE), seed=s) for s in range(3)]
     path = directory / f"volumes-{backend}.zarr"
-    start, waits, t = time.perf_counter(), 0, 0
-    with RecordingWriter(path, frame_shape=FRAME_SHAPE, pixel_size_um=0.325, planes_um=np.linspace(-10, 10, PLANES),
-                         volume_every=1, attrs={}, overwrite=True, backend=backend, compression=compression) as writer:
+    start, cpu, waits, t = time.perf_counter(), _cpu_s(), 0, 0
+    with RecordingWriter(
+        path,
+        frame_shape=FRAME_SHAPE,
+        pixel_size_um=0.325,
+        planes_um=np.linspace(-10, 10, PLANES),
+        volume_every=1,
+        attrs={},
+        overwrite=True,
+        backend=backend,
+        compression=compression,
+    ) as writer:
         while time.perf_counter() - start < seconds:
             waits += _push(writer.write_volume, t, volumes[t % len(volumes)])
             t += 1
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, _cpu_s() - cpu
     stored = writer.stats.volumes_stored
     result = {
         "volumes_stored": stored,
@@ -102,15 +128,20 @@ def volume_stream(directory: Path, backend: Backend, compression: layout.Compres
         "mb_per_s": round(stored * volumes[0].nbytes / elapsed / 1e6, 1),
         "compression_ratio": round(stored * volumes[0].nbytes / _du(path), 2),
         "producer_waits": waits,
+        "process_cpu_s": round(cpu, 2),
+        "cores_busy": round(cpu / elapsed, 2),
     }
     shutil.rmtree(path)
     return result
 
 
 def run_storage_bench(
-    directory: Path, seconds: float, backends: tuple[Backend, ...], compressions: tuple[layout.Compression, ...]
+    directory: Path,
+    seconds: float,
+    backends: tuple[Backend, ...],
+    compressions: tuple[layout.Compression, ...],
 ) -> dict:
-    """The full storage benchmark as a JSON-ready dict (targets: raw >= 10x real time, volumes >= 80% disk)."""
+    """The storage benchmark as a JSON-ready dict (targets: raw >= 10x real time, volumes >= 80% disk)."""
     directory.mkdir(parents=True, exist_ok=True)
     disk = disk_write_mb_s(directory, seconds)
     results: dict = {
@@ -119,9 +150,9 @@ def run_storage_bench(
         "load_average_start": list(os.getloadavg()),
         "content": CONTENT_DESCRIPTION,
         "codecs": "blosc <compression> clevel 1 + bitshuffle, then crc32c per chunk",
-        "layout": f"raw sharded ({layout.raw_shard_frames(FRAME_SHAPE)},512,512) of (1,512,512) chunks; volumes "
-                  f"sharded (1,{PLANES},512,512) of (1,1,512,512) chunks; fsync before every progress commit",
-        "rates": "sustained: from the first frame until close() returned (queue drained, fsynced), uncompressed",
+        "layout": f"raw sharded ({layout.raw_shard_frames(FRAME_SHAPE)},512,512) of (1,512,512) chunks; "
+        f"volumes sharded (1,{PLANES},512,512) of (1,1,512,512) chunks; fsync before every progress commit",
+        "rates": "sustained, uncompressed MB/s: first frame until close() returned (queue drained, fsynced)",
         "disk_sequential_write_mb_s": round(disk, 1),
         "disk_method": "64 MiB incompressible blocks for --seconds, then fdatasync (like dd conv=fdatasync)",
         "runs": {},

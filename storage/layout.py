@@ -23,19 +23,29 @@ TRACES_GROUP = "traces"
 TABLE_CHUNK = 65536
 RAW_SHARD_BYTES = 32 * 2**20
 """Raw frames are buffered and written one shard (about this many bytes) at a time."""
+QUEUE_BYTES = 512 * 2**20
 
 
 Compression = Literal["zstd", "lz4"]
 
 
+DEFAULT_COMPRESSION: Compression = "lz4"
+"""Measured fastest here for both streams (bench/results/storage-cpu-2026-11-21.json); zstd packs smaller."""
+
+
 def compressors(compression: Compression = "zstd") -> list:
-    """Lossless blosc level 1 with bit-shuffle (zstd: smaller, lz4: faster) plus a crc32c checksum per chunk."""
+    """Lossless blosc level 1 with bit-shuffle (zstd: smaller, lz4: faster) and a crc32c per chunk."""
     return [BloscCodec(cname=compression, clevel=1, shuffle="bitshuffle"), Crc32cCodec()]
 
 
 def raw_shard_frames(frame_shape: tuple[int, int]) -> int:
     """Frames per raw shard: about RAW_SHARD_BYTES, at least 1 and at most 256."""
     return int(np.clip(RAW_SHARD_BYTES // (2 * frame_shape[0] * frame_shape[1]), 1, 256))
+
+
+def default_queue_frames(frame_shape: tuple[int, int]) -> int:
+    """Writer queue length: about QUEUE_BYTES of frames (10 s of 512x512 at 100 Hz), 8 to 1024 frames."""
+    return int(np.clip(QUEUE_BYTES // (2 * frame_shape[0] * frame_shape[1]), 8, 1024))
 
 
 def _axis(name: str) -> dict:
@@ -58,7 +68,7 @@ def ngff_image_attrs(name: str, axes: str, scale: Sequence[float], translation: 
 
 
 def plane_geometry(planes_um: np.ndarray) -> tuple[float, float]:
-    """(step, first plane) in um of the volume z axis; NGFF needs a regular grid, exact planes are in attrs."""
+    """(step, first plane) in um of the volume z axis; NGFF needs a grid, exact planes are in attrs."""
     if len(planes_um) < 2:
         return 1.0, float(planes_um[0]) if len(planes_um) else 0.0
     return float(np.mean(np.diff(planes_um))), float(planes_um[0])
@@ -66,8 +76,9 @@ def plane_geometry(planes_um: np.ndarray) -> tuple[float, float]:
 
 def _table(group: zarr.Group, columns: dict[str, np.dtype]) -> None:
     for name, dtype in columns.items():
-        group.create_array(name, shape=(0,), chunks=(TABLE_CHUNK,), dtype=dtype, compressors=compressors(),
-                           fill_value=0)
+        group.create_array(
+            name, shape=(0,), chunks=(TABLE_CHUNK,), dtype=dtype, compressors=compressors(), fill_value=0
+        )
 
 
 def create_layout(
@@ -82,19 +93,48 @@ def create_layout(
 ) -> None:
     """Create every group and (empty) array of a new recording under ``root`` (tables always use zstd)."""
     h, w = frame_shape
-    raw = root.create_group("raw", attributes=ngff_image_attrs(
-        "raw", "tyx", (frame_interval_s, pixel_size_um, pixel_size_um), (0, 0, 0)))
-    raw.create_array("0", shape=(0, h, w), chunks=(1, h, w), shards=(shard_frames, h, w), dtype=np.uint16,
-                     compressors=compressors(compression), fill_value=0, dimension_names=("t", "y", "x"))
+    raw = root.create_group(
+        "raw",
+        attributes=ngff_image_attrs(
+            "raw", "tyx", (frame_interval_s, pixel_size_um, pixel_size_um), (0, 0, 0)
+        ),
+    )
+    raw.create_array(
+        "0",
+        shape=(0, h, w),
+        chunks=(1, h, w),
+        shards=(shard_frames, h, w),
+        dtype=np.uint16,
+        compressors=compressors(compression),
+        fill_value=0,
+        dimension_names=("t", "y", "x"),
+    )
     _table(root.create_group(FRAMES_GROUP), FRAME_FIELDS)
     if planes_um is not None:
         dz, z0 = plane_geometry(planes_um)
         k = len(planes_um)
-        volumes = root.create_group("volumes", attributes=ngff_image_attrs(
-            "volumes", "tzyx", (frame_interval_s, dz, pixel_size_um, pixel_size_um), (0, z0, 0, 0)))
-        volumes.create_array("0", shape=(0, k, h, w), chunks=(1, 1, h, w), shards=(1, k, h, w),
-                             dtype=np.uint16, compressors=compressors(compression), fill_value=0,
-                             dimension_names=("t", "z", "y", "x"))
-        root.create_array(VOLUME_T_ARRAY, shape=(0,), chunks=(TABLE_CHUNK,), dtype=np.int64,
-                          compressors=compressors(), fill_value=0)
+        volumes = root.create_group(
+            "volumes",
+            attributes=ngff_image_attrs(
+                "volumes", "tzyx", (frame_interval_s, dz, pixel_size_um, pixel_size_um), (0, z0, 0, 0)
+            ),
+        )
+        volumes.create_array(
+            "0",
+            shape=(0, k, h, w),
+            chunks=(1, 1, h, w),
+            shards=(1, k, h, w),
+            dtype=np.uint16,
+            compressors=compressors(compression),
+            fill_value=0,
+            dimension_names=("t", "z", "y", "x"),
+        )
+        root.create_array(
+            VOLUME_T_ARRAY,
+            shape=(0,),
+            chunks=(TABLE_CHUNK,),
+            dtype=np.int64,
+            compressors=compressors(),
+            fill_value=0,
+        )
     _table(root.create_group(TRACKS_GROUP), TRACK_FIELDS)

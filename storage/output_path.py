@@ -9,7 +9,7 @@ from storage.records import RecordingExistsError
 
 
 def claim_output(path: Path, *, overwrite: bool) -> None:
-    """Make sure ``path`` is free for a new store, deleting an old Zarr store there only when ``overwrite``."""
+    """Make ``path`` free for a new store, deleting an old Zarr store there only when ``overwrite``."""
     if not path.exists():
         return
     if not overwrite:

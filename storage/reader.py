@@ -1,4 +1,4 @@
-"""RecordingReader: opens a deepz recording (complete or interrupted) and serves frames, volumes, tracks and traces."""
+"""RecordingReader: opens a recording (complete or interrupted): frames, volumes, tracks and traces."""
 
 from __future__ import annotations
 
@@ -25,9 +25,13 @@ def _foreign(path: Path) -> RecordingError:
 
 def _open_root(path: Path) -> zarr.Group:
     if not path.exists():
-        raise RecordingError(f"no recording at {path}: the path does not exist. Check the path and the mount.")
+        raise RecordingError(
+            f"no recording at {path}: the path does not exist. Check the path and the mount."
+        )
     if not path.is_dir() or not (path / "zarr.json").is_file():
-        raise RecordingError(f"{path} is not a Zarr v3 store (no zarr.json inside); a deepz recording is one.")
+        raise RecordingError(
+            f"{path} is not a Zarr v3 store (no zarr.json inside); a deepz recording is one."
+        )
     try:
         node = zarr.open(LocalStore(path, read_only=True), mode="r")
     except Exception as exc:  # noqa: BLE001 - permission, JSON and zarr format errors all mean "cannot open"
@@ -63,9 +67,10 @@ class RecordingReader:
         self.planes_um: np.ndarray | None = None if planes is None else np.asarray(planes, np.float64)
         if self.has_volumes:
             n_volumes = int(self._progress["volumes"])
-            self.volume_indices: np.ndarray = self._column(layout.VOLUME_T_ARRAY, n_volumes)
-            self._volumes = RecordedArray(self._root[layout.VOLUME_ARRAY], self._root[layout.VOLUME_ARRAY].shape[0],
-                                          layout.VOLUME_ARRAY)
+            self.volume_indices: np.ndarray = np.sort(self._column(layout.VOLUME_T_ARRAY, n_volumes))
+            self._volumes = RecordedArray(
+                self._root[layout.VOLUME_ARRAY], self._root[layout.VOLUME_ARRAY].shape[0], layout.VOLUME_ARRAY
+            )
         else:
             self.volume_indices = np.zeros(0, np.int64)
         self._volume_set = set(self.volume_indices.tolist())
@@ -94,7 +99,7 @@ class RecordingReader:
         return {name: self._column(f"{layout.TRACKS_GROUP}/{name}", rows) for name in TRACK_FIELDS}
 
     def traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids (M,), t (T,), dff (M, T) NaN-filled): stored at close, rebuilt from tracks when interrupted."""
+        """(ids (M,), t (T,), dff (M, T) NaN-filled): stored at close, else rebuilt from tracks."""
         if layout.TRACES_GROUP in self._root:
             group = self._root[layout.TRACES_GROUP]
             return group["ids"][:], group["t"][:], group["dff"][:]
@@ -103,8 +108,12 @@ class RecordingReader:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        """The run's attributes as given to the writer (config, model manifest ...) plus versions and summary."""
-        return {**self._header["attrs"], "versions": self._header["versions"], "summary": self._header["summary"]}
+        """The run's attributes given to the writer (config, model manifest ...) plus versions and summary."""
+        return {
+            **self._header["attrs"],
+            "versions": self._header["versions"],
+            "summary": self._header["summary"],
+        }
 
     @property
     def complete(self) -> bool:
@@ -117,5 +126,7 @@ class RecordingReader:
         if self._header["stopped_reason"] or self.complete:
             return self._header["stopped_reason"]
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self._progress["host_time_s"]))
-        return (f"interrupted: the writer never closed the recording (crash, kill or power loss); it holds the "
-                f"{self.n_frames} frames committed by {when}")
+        return (
+            f"interrupted: the writer never closed the recording (crash, kill or power loss); it holds the "
+            f"{self.n_frames} frames committed by {when}"
+        )

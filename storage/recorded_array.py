@@ -1,4 +1,4 @@
-"""Read-only view of the committed part of a recording array that names the corrupt chunk when a read fails."""
+"""Committed rows of a recording array of a recording array; names the corrupt chunk when a read fails."""
 
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ class RecordedArray:
             except Exception as exc:  # noqa: BLE001 - any decode failure marks this row
                 key = "/".join(["c", str(int(t) // shard_rows)] + ["0"] * (self.ndim - 1))
                 return CorruptChunkError(
-                    f"{self._name}: the chunk holding row t={int(t)} (file {self._name}/{key}) is corrupt and "
+                    f"{self._name}: the chunk holding row t={int(t)} (file {self._name}/{key}) is corrupt "
+                    "and "
                     f"cannot be decoded ({type(exc).__name__}: {exc}). The rest of the recording is still "
                     "readable; skip this row or restore the file from a backup."
                 )

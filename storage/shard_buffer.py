@@ -12,7 +12,9 @@ from storage.sinks import ArraySink
 class ShardBuffer:
     """Two shard-sized buffers: one fills while the other is compressed and written, so IO overlaps intake."""
 
-    def __init__(self, sink: ArraySink, shard_frames: int, frame_shape: tuple[int, int], io: ThreadPoolExecutor):
+    def __init__(
+        self, sink: ArraySink, shard_frames: int, frame_shape: tuple[int, int], io: ThreadPoolExecutor
+    ):
         self._sink = sink
         self._shard = shard_frames
         self._io = io

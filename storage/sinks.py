@@ -58,7 +58,9 @@ class TensorStoreSink:
         self._array[start : start + len(block)].write(block).result()
 
 
-def open_sink(backend: Backend, group: zarr.Group, store_root: Path, array_path: str, *, fsync: bool) -> ArraySink:
+def open_sink(
+    backend: Backend, group: zarr.Group, store_root: Path, array_path: str, *, fsync: bool
+) -> ArraySink:
     """The sink for ``array_path`` (already created in ``group``) on the chosen backend."""
     if backend == "tensorstore":
         return TensorStoreSink(store_root, array_path, fsync=fsync)

@@ -43,7 +43,7 @@ def _put_synced(path: Path, data: memoryview, exclusive: bool) -> set[Path]:
 
 
 class SyncedLocalStore(LocalStore):
-    """LocalStore that fdatasyncs every file before renaming it into place; `sync_directories` commits renames."""
+    """LocalStore that fdatasyncs each file before renaming it into place, then commits renames on demand."""
 
     def __init__(self, root: Path | str, *, read_only: bool = False, fsync: bool = True) -> None:
         super().__init__(root, read_only=read_only)
@@ -64,7 +64,7 @@ class SyncedLocalStore(LocalStore):
         self._dirty.update(d for d in dirty if d.is_relative_to(self.root.parent))
 
     def sync_directories(self) -> None:
-        """fsync every directory that gained or replaced a file since the last call (makes renames durable)."""
+        """fsync every directory that gained or replaced a file since the last call."""
         dirty, self._dirty = self._dirty, set()
         for directory in sorted(dirty):
             _fsync_directory(directory)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def traces_from_tracks(t: np.ndarray, ids: np.ndarray, dff: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def traces_from_tracks(
+    t: np.ndarray, ids: np.ndarray, dff: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids (M,), t (T,), dff (M, T) float32, NaN where a neuron was not tracked) from table columns."""
     unique_ids, id_index = np.unique(ids, return_inverse=True)
     unique_t, t_index = np.unique(t, return_inverse=True)

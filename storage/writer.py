@@ -1,24 +1,30 @@
-"""RecordingWriter: streams raw frames, volumes and tracks into one durable OME-Zarr store on a background thread."""
+"""RecordingWriter: streams frames, volumes and tracks into one durable OME-Zarr store in the background."""
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import numpy as np
 import zarr
 
 from storage import layout
+from storage.jsonable import to_json
 from storage.output_path import claim_output
-from storage.records import FRAME_FIELDS, TRACK_FIELDS, FrameRecord, WriterBehindError, WriterError, WriterStats
+from storage.records import (
+    FRAME_FIELDS,
+    TRACK_FIELDS,
+    FrameRecord,
+    WriterBehindError,
+    WriterError,
+    WriterStats,
+)
 from storage.shard_buffer import ShardBuffer
 from storage.sinks import Backend, default_backend, open_sink
 from storage.synced_store import SyncedLocalStore
@@ -26,23 +32,6 @@ from storage.tables import traces_from_tracks
 from storage.versions import software_versions
 
 log = logging.getLogger(__name__)
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types for attributes: pydantic models, dataclasses, numpy values and paths are converted."""
-
-    def convert(obj: Any) -> Any:
-        if hasattr(obj, "model_dump"):
-            return obj.model_dump(mode="json")
-        if is_dataclass(obj) and not isinstance(obj, type):
-            return asdict(obj)
-        if isinstance(obj, np.ndarray | np.generic):
-            return obj.tolist()
-        if isinstance(obj, Path):
-            return str(obj)
-        raise TypeError(f"attribute value {obj!r} of type {type(obj).__name__} cannot be stored as JSON")
-
-    return json.loads(json.dumps(value, default=convert))
 
 
 @dataclass(slots=True)
@@ -69,7 +58,7 @@ class _Close:
 
 
 class RecordingWriter:
-    """Writes one recording; every call returns at once and raises WriterError if the writer failed or is behind."""
+    """Writes one recording; calls return at once, raising WriterError if the writer failed or is behind."""
 
     def __init__(
         self,
@@ -81,22 +70,22 @@ class RecordingWriter:
         volume_every: int = 1,
         attrs: dict | None = None,
         overwrite: bool = False,
-        queue_frames: int = 512,
+        queue_frames: int | None = None,
         queue_volumes: int = 8,
         frame_interval_s: float = 0.01,
         backend: Backend | None = None,
-        compression: layout.Compression = "zstd",
+        compression: layout.Compression = layout.DEFAULT_COMPRESSION,
         commit_interval_s: float = 1.0,
         fsync: bool = True,
     ) -> None:
-        if volume_every < 0 or queue_frames < 1 or queue_volumes < 1:
+        if volume_every < 0 or (queue_frames or 1) < 1 or queue_volumes < 1:
             raise ValueError("volume_every must be >= 0 and queue_frames, queue_volumes >= 1")
         self.path = Path(path)
         self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
         self.planes_um = None if planes_um is None else np.asarray(planes_um, np.float64)
         self.volume_every = volume_every
         self.backend: Backend = backend or default_backend()
-        self._queue_frames = queue_frames
+        self._queue_frames = queue_frames or layout.default_queue_frames(self.frame_shape)
         self._queue_volumes = queue_volumes
         self._commit_interval_s = commit_interval_s
         self._shard_frames = layout.raw_shard_frames(self.frame_shape)
@@ -110,7 +99,7 @@ class RecordingWriter:
             "volume_every": volume_every,
             "backend": self.backend,
             "compression": compression,
-            "attrs": _jsonable(attrs or {}),
+            "attrs": to_json(attrs or {}),
             "versions": software_versions(),
             "summary": None,
             "progress": {"frames": 0, "volumes": 0, "track_rows": 0, "host_time_s": time.time()},
@@ -120,8 +109,17 @@ class RecordingWriter:
         self._open_store(pixel_size_um, frame_interval_s, overwrite, fsync, compression)
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
-        self._counts = {name: 0 for name in ("frames_queued", "volumes_queued", "volumes_skipped_by_policy",
-                                              "frames_pending", "volumes_pending", "volumes_offered")}
+        self._counts = {
+            name: 0
+            for name in (
+                "frames_queued",
+                "volumes_queued",
+                "volumes_skipped_by_policy",
+                "frames_pending",
+                "volumes_pending",
+                "volumes_offered",
+            )
+        }
         self._stored = {"frames": 0, "volumes": 0, "track_rows": 0}
         self._error: BaseException | None = None
         self._closed = False
@@ -129,10 +127,14 @@ class RecordingWriter:
         self._volume_t: list[int] = []
         self._volume_writes: list[Future] = []
         self._tracks: list[dict[str, np.ndarray]] = []
-        self._pool = ThreadPoolExecutor(max_workers=len(FRAME_FIELDS), thread_name_prefix="RecordingWriterTables")
+        self._pool = ThreadPoolExecutor(
+            max_workers=len(FRAME_FIELDS), thread_name_prefix="RecordingWriterTables"
+        )
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="RecordingWriterIO")
         self._frames = ShardBuffer(self._raw, self._shard_frames, self.frame_shape, self._io)
-        self._thread = threading.Thread(target=self._run, name=f"RecordingWriter({self.path.name})", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"RecordingWriter({self.path.name})", daemon=True
+        )
         self._thread.start()
 
     # ---------------------------------------------------------------- caller side (any thread)
@@ -192,7 +194,8 @@ class RecordingWriter:
                 return
             if self._counts["volumes_pending"] >= self._queue_volumes:
                 raise WriterBehindError(
-                    f"recording writer is behind: {self._queue_volumes} volumes already wait for the disk, so "
+                    f"recording writer is behind: {self._queue_volumes} volumes already wait for the disk, "
+                    "so "
                     f"the volume of frame {t} was NOT stored (raw frames are kept; replay can recompute it). "
                     "Store fewer volumes (volume_every) or raise queue_volumes."
                 )
@@ -203,12 +206,19 @@ class RecordingWriter:
     def write_tracks(
         self, t: int, ids: np.ndarray, positions_um: np.ndarray, intensity: np.ndarray, dff: np.ndarray
     ) -> None:
-        """Queue the tracked neurons of frame ``t``: ids (N,), positions (N, 3) z, y, x in um, intensity, dF/F."""
+        """Queue the tracked neurons of frame ``t``: ids (N,), positions (N, 3) z,y,x um, intensity, dF/F."""
         self._check_usable()
         positions = np.asarray(positions_um, np.float32).reshape(-1, 3)
         n = len(positions)
-        columns = {"t": np.full(n, t), "id": ids, "z": positions[:, 0], "y": positions[:, 1], "x": positions[:, 2],
-                   "intensity": intensity, "dff": dff}
+        columns = {
+            "t": np.full(n, t),
+            "id": ids,
+            "z": positions[:, 0],
+            "y": positions[:, 1],
+            "x": positions[:, 2],
+            "intensity": intensity,
+            "dff": dff,
+        }
         table = {k: np.asarray(v, TRACK_FIELDS[k]).reshape(-1) for k, v in columns.items()}
         if any(len(v) != n for v in table.values()):
             raise ValueError(f"tracks of frame {t}: ids, intensity and dff must all have {n} entries")
@@ -221,8 +231,9 @@ class RecordingWriter:
     def __enter__(self) -> RecordingWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         reason = None if exc is None else f"stopped by {type(exc).__name__}: {exc}"
         self._finish(None, reason, raise_error=exc is None)
 
@@ -233,7 +244,8 @@ class RecordingWriter:
             self._thread.join()
         if self._error is not None and raise_error:
             raise WriterError(
-                f"recording {self.path} stopped early: {self._error}. The first {self._stored['frames']} frames "
+                f"recording {self.path} stopped early: {self._error}. "
+                f"The first {self._stored['frames']} frames "
                 "are stored and readable."
             ) from self._error
 
@@ -241,7 +253,8 @@ class RecordingWriter:
         if self._error is not None:
             raise WriterError(
                 f"the recording writer for {self.path} failed: {self._error}. Nothing after frame "
-                f"{self._stored['frames']} can be stored; the frames before it are safe. Stop acquisition and "
+                f"{self._stored['frames']} can be stored; the frames before it are safe. "
+                "Stop acquisition and "
                 "fix the cause (disk full? removed?) before recording again."
             ) from self._error
         if self._closed:
@@ -249,26 +262,41 @@ class RecordingWriter:
 
     # ---------------------------------------------------------------- store setup (caller thread)
 
-    def _open_store(self, pixel_size_um: float, frame_interval_s: float, overwrite: bool, fsync: bool,
-                    compression: layout.Compression) -> None:
+    def _open_store(
+        self,
+        pixel_size_um: float,
+        frame_interval_s: float,
+        overwrite: bool,
+        fsync: bool,
+        compression: layout.Compression,
+    ) -> None:
         claim_output(self.path, overwrite=overwrite)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._store = SyncedLocalStore(self.path, fsync=fsync)
-            self._root = zarr.create_group(self._store, zarr_format=3, attributes={layout.ATTRS_KEY: self._header})
+            self._root = zarr.create_group(
+                self._store, zarr_format=3, attributes={layout.ATTRS_KEY: self._header}
+            )
             layout.create_layout(
-                self._root, frame_shape=self.frame_shape, pixel_size_um=pixel_size_um,
-                frame_interval_s=frame_interval_s, planes_um=self.planes_um if self.has_volumes else None,
-                shard_frames=self._shard_frames, compression=compression,
+                self._root,
+                frame_shape=self.frame_shape,
+                pixel_size_um=pixel_size_um,
+                frame_interval_s=frame_interval_s,
+                planes_um=self.planes_um if self.has_volumes else None,
+                shard_frames=self._shard_frames,
+                compression=compression,
             )
             self._store.sync_directories()
             self._raw = open_sink(self.backend, self._root, self.path, layout.RAW_ARRAY, fsync=fsync)
-            self._volumes = (open_sink(self.backend, self._root, self.path, layout.VOLUME_ARRAY, fsync=fsync)
-                             if self.has_volumes else None)
+            self._volumes = (
+                open_sink(self.backend, self._root, self.path, layout.VOLUME_ARRAY, fsync=fsync)
+                if self.has_volumes
+                else None
+            )
         except OSError as exc:
             raise WriterError(
-                f"cannot create recording at {self.path}: {exc}. Choose a directory you can write to on a disk "
-                "with free space."
+                f"cannot create recording at {self.path}: {exc}. Choose a directory you can write to "
+                "on a disk with free space."
             ) from exc
         self._frame_arrays = {name: self._root[f"{layout.FRAMES_GROUP}/{name}"] for name in FRAME_FIELDS}
         self._track_arrays = {name: self._root[f"{layout.TRACKS_GROUP}/{name}"] for name in TRACK_FIELDS}
@@ -322,7 +350,9 @@ class RecordingWriter:
         with self._lock:
             self._counts["volumes_pending"] -= 1
 
-    def _append_columns(self, arrays: dict[str, zarr.Array], start: int, columns: dict[str, np.ndarray]) -> None:
+    def _append_columns(
+        self, arrays: dict[str, zarr.Array], start: int, columns: dict[str, np.ndarray]
+    ) -> None:
         """Write table rows in parallel (each write is an fsync); capacity grows a chunk at a time."""
         end = start + len(next(iter(columns.values())))
 
@@ -343,12 +373,19 @@ class RecordingWriter:
             write.result()
         if self._records:
             start = stored["frames"]
-            self._append_columns(self._frame_arrays, start, {
-                name: np.array([getattr(r, name) for r in self._records], dtype) for name, dtype in FRAME_FIELDS.items()
-            })
+            self._append_columns(
+                self._frame_arrays,
+                start,
+                {
+                    name: np.array([getattr(r, name) for r in self._records], dtype)
+                    for name, dtype in FRAME_FIELDS.items()
+                },
+            )
             stored["frames"] += len(self._records)
         if self._volume_t:
-            self._append_columns({"t": self._volume_t_array}, stored["volumes"], {"t": np.array(self._volume_t)})
+            self._append_columns(
+                {"t": self._volume_t_array}, stored["volumes"], {"t": np.array(self._volume_t)}
+            )
             stored["volumes"] += len(self._volume_t)
         if self._tracks:
             rows = {k: np.concatenate([t[k] for t in self._tracks]) for k in TRACK_FIELDS}
@@ -383,7 +420,7 @@ class RecordingWriter:
             traces = self._root.create_group(layout.TRACES_GROUP)
             for name, values in (("ids", ids), ("t", t), ("dff", dff)):
                 traces.create_array(name, data=values, compressors=layout.compressors())
-        self._header.update(complete=True, stopped_reason=item.stopped_reason, summary=_jsonable(item.summary))
+        self._header.update(complete=True, stopped_reason=item.stopped_reason, summary=to_json(item.summary))
         self._write_header()
 
     def _mark_stopped(self, reason: str) -> None:
@@ -393,4 +430,3 @@ class RecordingWriter:
             self._write_header()
         except Exception as exc:  # noqa: BLE001 - the original failure is what the caller must see
             log.warning("could not record the stop reason in %s: %s", self.path, exc)
-

@@ -20,7 +20,8 @@ import numpy as np
 from storage import FrameRecord, RecordingWriter, WriterBehindError, WriterError
 
 path, backend, n_max = sys.argv[1], sys.argv[2], int(sys.argv[3])
-writer = RecordingWriter(path, frame_shape=(128, 128), pixel_size_um=0.5, backend=backend, commit_interval_s=0.05)
+writer = RecordingWriter(path, frame_shape=(128, 128), pixel_size_um=0.5, backend=backend,
+                         commit_interval_s=0.05)
 reported = -1
 try:
     t = 0
@@ -49,8 +50,14 @@ def _frame(t: int) -> np.ndarray:
 def _start(path: Path, backend: str, n_max: int, **kwargs) -> subprocess.Popen:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(path), backend, str(n_max)], stdout=subprocess.PIPE,
-                            text=True, env=env, cwd=root, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), backend, str(n_max)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=root,
+        **kwargs,
+    )
 
 
 def _check_frames(reader: RecordingReader, at_least: int) -> None:

@@ -1,10 +1,10 @@
-"""Bad input and faults: existing output, read-only and missing paths, a full disk, corrupt chunks, foreign stores."""
+"""Bad input and faults: existing output, read-only or missing paths, full disk, corrupt chunk, foreign."""
 
 from __future__ import annotations
 
 import contextlib
-import time
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,7 +44,9 @@ def _write(path: Path, n: int, **kwargs) -> None:
 def _tmpfs(path: Path, options: str) -> Iterator[Path]:
     """A real small or read-only filesystem (needs mount rights; the test is skipped without them)."""
     path.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
+    ).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         yield path
@@ -120,8 +122,13 @@ def test_corrupt_chunk_is_named_and_the_rest_stays_readable(tmp_path: Path) -> N
 def test_disk_full_on_a_real_small_filesystem(tmp_path: Path, backend: str) -> None:
     pytest.importorskip(backend)
     with _tmpfs(tmp_path / "small", "size=2m") as mount:
-        writer = RecordingWriter(mount / "rec.zarr", frame_shape=(256, 256), pixel_size_um=1.0, backend=backend,
-                                 commit_interval_s=0.02)
+        writer = RecordingWriter(
+            mount / "rec.zarr",
+            frame_shape=(256, 256),
+            pixel_size_um=1.0,
+            backend=backend,
+            commit_interval_s=0.02,
+        )
         with pytest.raises(WriterError, match="failed: .*No space left on device") as failure:
             for t in range(100_000):
                 try:

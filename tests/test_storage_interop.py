@@ -19,8 +19,14 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarra
     path = tmp_path_factory.mktemp("interop") / "rec.zarr"
     frames = np.stack([blob_volume((64, 96), n_blobs=10, seed=t) for t in range(12)])
     volume = blob_volume((4, 64, 96), n_blobs=10, seed=99)
-    with RecordingWriter(path, frame_shape=(64, 96), pixel_size_um=0.325, planes_um=PLANES, volume_every=1,
-                         frame_interval_s=0.01) as writer:
+    with RecordingWriter(
+        path,
+        frame_shape=(64, 96),
+        pixel_size_um=0.325,
+        planes_um=PLANES,
+        volume_every=1,
+        frame_interval_s=0.01,
+    ) as writer:
         for t, frame in enumerate(frames):
             writer.write_frame(frame, FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
         writer.write_volume(5, volume)

@@ -28,9 +28,19 @@ def _volume(t: int) -> np.ndarray:
 def test_round_trip_frames_metadata_volumes_tracks(tmp_path: Path, backend: str) -> None:
     pytest.importorskip(backend)
     frames = np.stack([blob_volume(SHAPE, n_blobs=8, seed=t) for t in range(40)])
-    attrs = {"config": {"camera_hz": 100, "path": tmp_path}, "model_manifest": {"name": "tiny", "digest": "abc"}}
-    with RecordingWriter(tmp_path / "rec.zarr", frame_shape=SHAPE, pixel_size_um=0.325, planes_um=PLANES,
-                         volume_every=1, attrs=attrs, backend=backend) as writer:
+    attrs = {
+        "config": {"camera_hz": 100, "path": tmp_path},
+        "model_manifest": {"name": "tiny", "digest": "abc"},
+    }
+    with RecordingWriter(
+        tmp_path / "rec.zarr",
+        frame_shape=SHAPE,
+        pixel_size_um=0.325,
+        planes_um=PLANES,
+        volume_every=1,
+        attrs=attrs,
+        backend=backend,
+    ) as writer:
         for t, frame in enumerate(frames):
             writer.write_frame(frame, _record(t))
             if t % 10 == 0:
@@ -69,8 +79,14 @@ def test_round_trip_frames_metadata_volumes_tracks(tmp_path: Path, backend: str)
 
 @pytest.mark.parametrize(("volume_every", "expected"), [(1, [0, 1, 2, 3, 4, 5]), (3, [0, 3]), (0, [])])
 def test_volume_policy_every_nth_or_none(tmp_path: Path, volume_every: int, expected: list[int]) -> None:
-    with RecordingWriter(tmp_path / "rec.zarr", frame_shape=SHAPE, pixel_size_um=1.0, planes_um=PLANES,
-                         volume_every=volume_every, backend="zarr") as writer:
+    with RecordingWriter(
+        tmp_path / "rec.zarr",
+        frame_shape=SHAPE,
+        pixel_size_um=1.0,
+        planes_um=PLANES,
+        volume_every=volume_every,
+        backend="zarr",
+    ) as writer:
         for t in range(6):
             writer.write_frame(np.zeros(SHAPE, np.uint16), _record(t))
             writer.write_volume(t, _volume(t))
@@ -84,8 +100,9 @@ def test_volume_policy_every_nth_or_none(tmp_path: Path, volume_every: int, expe
 
 def test_full_queue_raises_at_once_and_never_drops_silently(tmp_path: Path) -> None:
     frame = np.random.default_rng(0).poisson(500, (512, 512)).astype(np.uint16)
-    writer = RecordingWriter(tmp_path / "rec.zarr", frame_shape=(512, 512), pixel_size_um=1.0, queue_frames=1,
-                             backend="zarr")
+    writer = RecordingWriter(
+        tmp_path / "rec.zarr", frame_shape=(512, 512), pixel_size_um=1.0, queue_frames=1, backend="zarr"
+    )
     accepted = 0
     with pytest.raises(WriterBehindError, match="behind.*NOT stored"):
         for t in range(100_000):
@@ -102,7 +119,9 @@ def test_full_queue_raises_at_once_and_never_drops_silently(tmp_path: Path) -> N
 def test_writer_failure_is_raised_on_next_call_with_its_cause(tmp_path: Path, backend: str) -> None:
     pytest.importorskip(backend)
     path = tmp_path / "rec.zarr"
-    writer = RecordingWriter(path, frame_shape=SHAPE, pixel_size_um=1.0, commit_interval_s=0.0, backend=backend)
+    writer = RecordingWriter(
+        path, frame_shape=SHAPE, pixel_size_um=1.0, commit_interval_s=0.0, backend=backend
+    )
     shutil.rmtree(path / "raw" / "0")
     (path / "raw" / "0").write_text("not a directory")
     with pytest.raises(WriterError, match="failed") as failure:

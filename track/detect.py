@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 
 from track.volume import as_volume_tensor
 
-__all__ = ["DetectConfig", "Detections", "detect_neurons", "gaussian_blur", "max_filter"]
+__all__ = ["DetectConfig", "Detections", "detect_neurons", "gaussian_blur", "max_filter", "suppress_close"]
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,8 @@ def _subvoxel_offsets(band: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return offsets
 
 
-def _suppress_close(pos_um: np.ndarray, strength: np.ndarray, min_distance_um: float) -> np.ndarray:
-    """Greedy non-maximum suppression in um (brightest first); returns kept indices in input order."""
+def suppress_close(pos_um: np.ndarray, strength: np.ndarray, min_distance_um: float) -> np.ndarray:
+    """Greedy suppression of points closer than min_distance_um (strongest first); kept indices, input order."""
     if len(pos_um) < 2:
         return np.arange(len(pos_um))
     order = np.argsort(-strength, kind="stable")
@@ -134,8 +134,7 @@ def _suppress_close(pos_um: np.ndarray, strength: np.ndarray, min_distance_um: f
         near = tree.query_ball_point(pos_um[i], min_distance_um)
         suppressed[near] = True
         suppressed[i] = False
-    keep = np.flatnonzero(~suppressed)
-    return keep
+    return np.flatnonzero(~suppressed)
 
 
 def detect_neurons(
@@ -167,5 +166,5 @@ def detect_neurons(
     strength = band[idx[:, 0], idx[:, 1], idx[:, 2]]
     pos = (idx.to(torch.float64) + offsets.to(torch.float64)).cpu().numpy() * voxel + np.asarray(origin_um)
     strength_np = strength.float().cpu().numpy()
-    keep = _suppress_close(pos, strength_np, min_dist)
+    keep = suppress_close(pos, strength_np, min_dist)
     return Detections(pos[keep], strength_np[keep])

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from track.activity import sample_intensity
-from track.detect import DetectConfig, Detections, detect_neurons
+from track.detect import DetectConfig, Detections, detect_neurons, suppress_close
 from track.online import OnlineTracker, TrackerConfig, TrackState
 from track.refine import refine_positions
 from track.volume import as_volume_tensor
@@ -46,18 +46,20 @@ class LiveTracker:
         self._count = 0
 
     def detections(self, t: int, volume: torch.Tensor) -> Detections:
-        """Full detection on schedule, else refinement of the predicted positions of the live tracks."""
+        """Full detection on schedule, else refined predicted positions of the live tracks (duplicates: older wins)."""
         cfg = self.config
         full = self._count % cfg.detect_every == 0 or self.tracker.n_active == 0
         self._count += 1
         if full:
-            det = detect_neurons(volume, cfg.voxel_um, config=cfg.detect, origin_um=cfg.origin_um)
-            return det
-        _, predicted = self.tracker.predict(t)
+            return detect_neurons(volume, cfg.voxel_um, config=cfg.detect, origin_um=cfg.origin_um)
+        ids, predicted = self.tracker.predict(t)
         det, found = refine_positions(
             volume, predicted, cfg.voxel_um, radius_um=cfg.refine_radius_um, origin_um=cfg.origin_um
         )
-        return Detections(det.positions_um[found], det.intensity[found])
+        found = np.flatnonzero(found)
+        min_dist = cfg.detect.min_distance_um if cfg.detect.min_distance_um is not None else 0.8 * cfg.detect.nucleus_um
+        keep = found[suppress_close(det.positions_um[found], -ids[found].astype(np.float64), min_dist)]
+        return Detections(det.positions_um[keep], det.intensity[keep])
 
     def process(self, t: int, volume: np.ndarray | torch.Tensor) -> TrackState:
         """Detect or refine, link to tracks, and measure sphere intensity and dF/F for frame t."""

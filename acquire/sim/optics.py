@@ -15,9 +15,9 @@ from scipy.signal import fftconvolve
 from acquire.sim.config import OpticsConfig
 from acquire.sim.sample import ELLIPSOID_ASPECT
 
-_ENERGY_KEPT = 0.998  # stamps are cropped to the square holding this fraction of their light
+_ENERGY_KEPT = 0.99  # stamps are cropped to the square holding this fraction of their light
 _MARGIN_UM = 2.0  # PSF planes computed beyond the stamp range so that nuclei (<= 1.5 um deep) convolve fully
-_lock = threading.Lock()
+_lock = threading.RLock()
 _memory: dict[str, object] = {}
 
 
@@ -136,7 +136,7 @@ def build_stamps(optics: OpticsConfig, class_diameters_um: np.ndarray, modality:
     if modality not in ("widefield", "confocal"):
         raise ValueError(f"Unknown modality {modality!r}; use 'widefield' or 'confocal'.")
     diameters = [round(float(d), 6) for d in class_diameters_um]
-    key = dict(kind="stamps", version=1, optics=optics.model_dump(), diameters=diameters, modality=modality)
+    key = dict(kind="stamps", version=1, kept=_ENERGY_KEPT, optics=optics.model_dump(), diameters=diameters, modality=modality)
     n_planes = 2 * int(round(optics.stamp_range_um / optics.stamp_step_um)) + 1
 
     def compute() -> np.ndarray:

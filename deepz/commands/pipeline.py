@@ -69,16 +69,17 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
     live = replay_from is None
     with contextlib.ExitStack() as stack:
         if live:
-            source = wiring.build_source(cfg.source)
+            source, frame_interval_s = wiring.build_source(cfg.source), 1.0 / cfg.source.rate_hz
         else:
-            source = wiring.build_replay_source(replay_from, realtime=realtime)
+            source, frame_interval_s = wiring.build_replay_source(replay_from, realtime=realtime)
         stack.callback(source.stop)
         engine, model, planes = wiring.build_engine(cfg.inference, source.frame_shape, source.pixel_size_um)
         dz = float(planes[1] - planes[0]) if len(planes) > 1 else 1.0
         voxel_um = (dz, source.pixel_size_um, source.pixel_size_um)
         recorder = wiring.build_recorder(
             cfg.recording, frame_shape=source.frame_shape, pixel_size_um=source.pixel_size_um,
-            planes_um=planes, frame_interval_s=1.0 / cfg.source.rate_hz, run_config=cfg, model=model,
+            planes_um=planes,
+            frame_interval_s=frame_interval_s, run_config=cfg, model=model,
             extra_attrs={"replayed_from": str(replay_from)} if replay_from else None,
         )
         tracker = wiring.build_tracker(cfg.tracking, voxel_um, planes)
@@ -102,6 +103,7 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             tracker=tracker,
             publisher=publisher,
             live=live or realtime,
+            live_source=live,
             duration_s=cfg.duration_s,
             publish_max_hz=cfg.publish.max_hz,
             meta={"planes_um": [float(p) for p in planes], "pixel_size_um": source.pixel_size_um,

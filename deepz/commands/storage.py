@@ -17,11 +17,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         json_path: Path = typer.Option(..., "--json", help="Write the results to this JSON file."),
         seconds: float = typer.Option(8.0, "--seconds", help="Seconds per measurement (disk, raw, volumes)."),
         directory: Path | None = typer.Option(
-            None, "--dir", help="Directory on the disk to measure (default: a temporary directory)."),
+            None, "--dir", help="Directory on the disk to measure (default: a temporary directory)."
+        ),
         backends: list[str] = typer.Option(
-            ["zarr", "tensorstore"], "--backend", help="Backends to compare (repeat the option)."),
+            ["zarr", "tensorstore"], "--backend", help="Backends to compare (repeat the option)."
+        ),
         compressions: list[str] = typer.Option(
-            ["zstd", "lz4"], "--compression", help="Blosc compressors to compare (repeat the option)."),
+            ["zstd", "lz4"], "--compression", help="Blosc compressors to compare (repeat the option)."
+        ),
     ) -> None:
         """Raw (512x512 uint16 at 100 Hz) and volume (32x512x512) streams through RecordingWriter."""
         from storage.bench import run_storage_bench
@@ -34,6 +37,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         typer.echo(f"disk sequential write: {disk} MB/s")
         for name, result in results["runs"].items():
             raw, volumes = result["raw"], result["volumes"]
-            typer.echo(f"{name}: raw {raw['mb_per_s']} MB/s = {raw['x_real_time_100hz']}x real time; volumes "
-                       f"{volumes['mb_per_s']} MB/s = {volumes['fraction_of_disk']:.0%} of disk")
+            typer.echo(
+                f"{name}: raw {raw['mb_per_s']} MB/s = {raw['x_real_time_100hz']}x real time; volumes "
+                f"{volumes['mb_per_s']} MB/s = {volumes['fraction_of_disk']:.0%} of disk"
+            )
         typer.echo(f"chosen: {results['chosen']}; results in {json_path}")

@@ -1,0 +1,208 @@
+"""The simulated microscope as pymmcore-plus UniMMCore Python devices: camera, focus stage, shutter.
+
+Load them from code with :func:`load_simulated_core`, or from a Micro-Manager config file (configs/sim.cfg)::
+
+    #py pyDevice,Z,acquire.sim.devices,SimFocusStage
+    #py pyDevice,Camera,acquire.sim.devices,SimCamera
+    #py Property,Camera,ConfigFile,configs/sim.toml
+
+The camera renders each frame from a WormSimulator at the focus stage's position and the simulated time of
+the exposure (seconds since the camera was initialised). It learns the focus position from the stage's
+``stagePositionChanged`` events (the stage starts at 0 um), so camera and stage need not know each other.
+The simulated light source is always on; the shutter exists so that AutoShutter and MDA work as on a rig.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from pymmcore_plus.experimental.unicore import CameraDevice, ShutterDevice, StageDevice, UniMMCore
+
+from acquire.sim.config import SimConfig
+from acquire.sim.simulator import MODALITIES, WormSimulator
+
+
+class SimCamera(CameraDevice):
+    """A 16-bit camera looking at the simulated worm; frame interval = max(exposure, sensor readout time)."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        super().__init__()
+        self._config = config
+        self._sim: WormSimulator | None = None
+        self._exposure_ms = 10.0
+        self._focus_z_um = 0.0
+        self._t0 = time.perf_counter()
+        self.register_property("ConfigFile", default_value="", is_pre_init=True)
+        self.register_property("FocusDevice", default_value="Z")
+        self.register_property("Modality", default_value="widefield", allowed_values=MODALITIES)
+
+    @property
+    def simulator(self) -> WormSimulator:
+        """The simulator behind the camera (available once the device is initialised)."""
+        if self._sim is None:
+            raise RuntimeError(
+                f"Simulated camera {self.get_label()!r} is not initialised; call core.initializeAllDevices() "
+                "(or use acquire.sim.load_simulated_core) before acquiring."
+            )
+        return self._sim
+
+    def initialize(self) -> None:
+        """Build the simulator (PSF stamps included) and start listening to the focus stage."""
+        config = self._config
+        if config is None:
+            path = str(self.get_property_value("ConfigFile")).strip()
+            config = SimConfig.from_toml(Path(path)) if path else SimConfig()
+        self._sim = WormSimulator(config)
+        self._exposure_ms = config.camera.exposure_ms
+        self._sim.stamps(str(self.get_property_value("Modality")))
+        self.core.events.stagePositionChanged.connect(self._on_stage_moved)
+        self._t0 = time.perf_counter()
+
+    def shutdown(self) -> None:
+        """Stop listening to the focus stage."""
+        self.core.events.stagePositionChanged.disconnect(self._on_stage_moved)
+
+    def _on_stage_moved(self, label: str, position_um: float) -> None:
+        if label == self.get_property_value("FocusDevice"):
+            self._focus_z_um = float(position_um)
+
+    def get_exposure(self) -> float:
+        """Exposure in ms."""
+        return self._exposure_ms
+
+    def set_exposure(self, exposure: float) -> None:
+        """Set the exposure in ms (values from config files arrive as strings)."""
+        value = float(exposure)
+        if not 0 < value <= 60_000:
+            raise ValueError(f"Exposure {value} ms is out of range; use a value in (0, 60000] ms.")
+        self._exposure_ms = value
+
+    def get_readout_time(self) -> float:
+        """Shortest frame interval in ms (rolling readout of the sensor rows)."""
+        return self.simulator.config.camera.readout_interval_ms if self._sim else 0.0
+
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of a frame."""
+        return self.simulator.frame_shape
+
+    def dtype(self) -> np.dtype:
+        """Frames are 16-bit."""
+        return np.dtype(np.uint16)
+
+    def sim_time_s(self) -> float:
+        """Simulated time now: seconds since initialisation."""
+        return time.perf_counter() - self._t0
+
+    def start_sequence(
+        self, n: int | None, get_buffer: Callable[[Sequence[int], np.dtype], np.ndarray]
+    ) -> Iterator[Mapping]:
+        """Free-running acquisition paced at max(exposure, readout); yields metadata after filling each buffer."""
+        sim = self.simulator
+        shape, dtype = self.shape(), self.dtype()
+        modality = str(self.get_property_value("Modality"))
+        exposure = self._exposure_ms
+        interval = max(exposure, sim.config.camera.readout_interval_ms) / 1000
+        due = time.perf_counter()
+        k = 0
+        while n is None or k < n:
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            elif now - due > interval:  # running late by more than a frame: the camera slows down
+                due = now
+            t_s, z = due - self._t0, self._focus_z_um
+            buffer = get_buffer(shape, dtype)
+            buffer[:] = sim.render(t_s, z, modality=modality, exposure_ms=exposure)
+            yield {"CameraTime-s": f"{t_s:.6f}", "FocusZ-um": f"{z:.4f}", "Exposure-ms": f"{exposure:.4f}"}
+            k += 1
+            due += interval
+
+
+class SimFocusStage(StageDevice):
+    """Focus (Z) stage; its position is the sample z in focus, within [LowerLimit-um, UpperLimit-um]."""
+
+    def __init__(self, lower_um: float = -100.0, upper_um: float = 100.0) -> None:
+        super().__init__()
+        self._z_um = 0.0
+        self.register_property("LowerLimit-um", default_value=float(lower_um))
+        self.register_property("UpperLimit-um", default_value=float(upper_um))
+
+    def limits_um(self) -> tuple[float, float]:
+        """(lower, upper) travel limits in um."""
+        return float(self.get_property_value("LowerLimit-um")), float(self.get_property_value("UpperLimit-um"))
+
+    def set_position_um(self, val: float) -> None:
+        """Move to ``val`` um; outside the travel limits raises ValueError and the stage does not move."""
+        z = float(val)
+        lo, hi = self.limits_um()
+        if not lo <= z <= hi:
+            raise ValueError(
+                f"Focus position {z:g} um is outside the travel range [{lo:g}, {hi:g}] um of stage "
+                f"{self.get_label()!r}. Choose positions inside the range, or widen it with the stage's "
+                "'LowerLimit-um' / 'UpperLimit-um' properties if the hardware allows."
+            )
+        self._z_um = z
+        self.core.events.stagePositionChanged.emit(self.get_label(), z)
+
+    def get_position_um(self) -> float:
+        """Current position in um."""
+        return self._z_um
+
+    def home(self) -> None:
+        """Move to 0 um, the nominal focal plane of the worm's midline."""
+        self.set_position_um(0.0)
+
+    def stop(self) -> None:
+        """Moves are instantaneous: there is nothing in flight to stop."""
+
+    def set_origin(self) -> None:
+        """Refuse: positions are sample z, which the simulated camera depends on."""
+        raise ValueError(
+            f"Stage {self.get_label()!r} reports sample z directly and cannot re-zero; "
+            "use relative moves (setRelativePosition) instead."
+        )
+
+
+class SimShutter(ShutterDevice):
+    """A shutter that remembers its state (the simulated light source is always on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._open = False
+
+    def get_open(self) -> bool:
+        """True when open."""
+        return self._open
+
+    def set_open(self, open: bool) -> None:  # noqa: A002 - name fixed by the ShutterDevice API
+        """Open or close."""
+        self._open = bool(open) and str(open) not in ("0", "False")
+
+
+def load_simulated_core(
+    config: SimConfig | None = None,
+    *,
+    camera: str = "Camera",
+    focus: str = "Z",
+    shutter: str = "Shutter",
+    core: UniMMCore | None = None,
+) -> UniMMCore:
+    """A UniMMCore with the simulated camera, focus stage and shutter loaded, initialised and selected."""
+    core = core or UniMMCore()
+    cam = SimCamera(config)
+    core.loadPyDevice(shutter, SimShutter())
+    core.loadPyDevice(focus, SimFocusStage())
+    core.loadPyDevice(camera, cam)
+    try:
+        cam.set_property_value("FocusDevice", focus)
+        core.initializeAllDevices()
+        core.setCameraDevice(camera)
+        core.setFocusDevice(focus)
+        core.setShutterDevice(shutter)
+    except Exception:
+        core.unloadAllDevices()
+        raise
+    return core

@@ -1,0 +1,66 @@
+"""ONNX export checked against torch with onnxruntime; the onnxruntime engine against the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from engines_common import SHAPE, dpm, frames, tiny_model
+
+from infer.bench import relative_error
+from infer.engine import EngineError, make_engine
+from infer.onnx_export import INPUT_NAME, cached_onnx, onnx_cache_path
+
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("engine-cache")
+        mp.setenv("DEEPZ_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(seed=3)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(cache, model):
+    return cached_onnx(model)
+
+
+@pytest.mark.parametrize("shape", [(6, 2, 32, 48), (2, 2, 64, 16)])
+def test_export_matches_torch_for_any_batch_and_frame_size(model, onnx_path, shape):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {INPUT_NAME: x.numpy()})
+    with torch.no_grad():
+        expected = model.generator(x).numpy()
+    assert y.shape == expected.shape
+    assert np.abs(y - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
+
+
+def test_export_is_cached_by_digest(model, onnx_path, cache):
+    mtime = onnx_path.stat().st_mtime_ns
+    assert cached_onnx(model) == onnx_path and onnx_path.stat().st_mtime_ns == mtime
+    assert model.digest[:16] in onnx_path.name and onnx_path.is_relative_to(cache)
+
+
+def test_onnxruntime_engine_matches_reference(model, onnx_path):
+    reference = make_engine("torch", model, SHAPE, dpm(6), batch=2, device="cpu")
+    engine = make_engine("onnxruntime", model, SHAPE, dpm(6), batch=2, device="cpu")
+    batch = frames(2, seed=4)
+    error = relative_error(engine.run(batch), reference.run(batch), model.manifest.normalisation.offset_adu)
+    assert error < 1e-4
+
+
+def test_corrupt_export_says_how_to_reexport(cache):
+    model = tiny_model(seed=9)
+    path = onnx_cache_path(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x08\x07not a complete onnx model")
+    with pytest.raises(EngineError, match="delete that file to re-export"):
+        make_engine("onnxruntime", model, SHAPE, dpm(), device="cpu")
