@@ -98,7 +98,8 @@ def build_engine(cfg: InferenceConfig, frame_shape: tuple[int, int], pixel_size_
 
     model = load_model(cfg.model)
     planes, dpm = planes_and_dpm(cfg, frame_shape, pixel_size_um)
-    engine = make_engine(cfg.engine, model, frame_shape, dpm, batch=1, device=cfg.device)
+    device = None if cfg.device == "auto" else cfg.device
+    engine = make_engine(cfg.engine, model, frame_shape, dpm, batch=1, device=device)
     log.info("engine %s, %d planes %.2f..%.2f um, model %s", engine.name, len(planes), planes[0], planes[-1],
              model.manifest.name)
     return engine, model, planes

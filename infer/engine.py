@@ -262,8 +262,16 @@ def make_engine(
     device: str | torch.device | None = None,
     **options: object,
 ) -> Engine:
-    """Build engine `name` ("auto" = fastest available, logged with the reason); never falls back silently."""
+    """Build engine `name` ("auto" = fastest available, logged with the reason); never falls back silently.
+
+    `options` are keyword arguments of that engine's class (e.g. torch-opt's precision), so they need an
+    explicit name.
+    """
     dev = resolve_device(device)
+    if options and name == "auto":
+        raise EngineInputError(
+            f"engine options {sorted(options)} belong to one engine: name it (e.g. 'torch-opt') instead of 'auto'."
+        )
     if name != "auto":
         reason = engine_unavailable_reason(name, dev)
         if reason is not None:
@@ -277,6 +285,6 @@ def make_engine(
                 "engine auto -> %s on %s: %s%s", candidate, dev, why,
                 f" (skipped: {'; '.join(skipped)})" if skipped else "",
             )
-            return engine_class(candidate)(model, frame_shape, dpm, batch, dev, **options)
+            return engine_class(candidate)(model, frame_shape, dpm, batch, dev)
         skipped.append(f"{candidate}: {reason}")
     raise EngineUnavailable(f"no engine can run on {dev}: {'; '.join(skipped)}")

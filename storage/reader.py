@@ -61,22 +61,30 @@ class RecordingReader:
         self.frame_shape: tuple[int, int] = tuple(header["frame_shape"])
         self.pixel_size_um: float = header["pixel_size_um"]
         self.frame_interval_s: float = header["frame_interval_s"]
-        self.frames = RecordedArray(self._root[layout.RAW_ARRAY], self.n_frames, layout.RAW_ARRAY)
+        self.frames = RecordedArray(self._array(layout.RAW_ARRAY), self.n_frames, layout.RAW_ARRAY)
         self.has_volumes: bool = layout.VOLUME_ARRAY.split("/")[0] in self._root
         planes = header["planes_um"]
         self.planes_um: np.ndarray | None = None if planes is None else np.asarray(planes, np.float64)
         if self.has_volumes:
             n_volumes = int(self._progress["volumes"])
             self.volume_indices: np.ndarray = np.sort(self._column(layout.VOLUME_T_ARRAY, n_volumes))
-            self._volumes = RecordedArray(
-                self._root[layout.VOLUME_ARRAY], self._root[layout.VOLUME_ARRAY].shape[0], layout.VOLUME_ARRAY
-            )
+            volumes = self._array(layout.VOLUME_ARRAY)
+            self._volumes = RecordedArray(volumes, volumes.shape[0], layout.VOLUME_ARRAY)
         else:
             self.volume_indices = np.zeros(0, np.int64)
         self._volume_set = set(self.volume_indices.tolist())
 
+    def _array(self, name: str) -> zarr.Array:
+        try:
+            return self._root[name]
+        except KeyError:
+            raise RecordingError(
+                f"{self.path} is incomplete: its array '{name}' is missing (the writer was stopped while "
+                "creating the store, or files were removed). Nothing can be read from it as a recording."
+            ) from None
+
     def _column(self, name: str, length: int) -> np.ndarray:
-        return RecordedArray(self._root[name], length, name)[:]
+        return RecordedArray(self._array(name), length, name)[:]
 
     def frame(self, t: int) -> np.ndarray:
         """Raw frame ``t`` (H, W) uint16."""

@@ -50,12 +50,18 @@ def test_pipelined_stream_equals_one_by_one(model):
 
 
 def test_cuda_out_of_memory_names_smaller_batch(model):
-    total = torch.cuda.get_device_properties(0).total_memory
-    side = int((total / 4 / 64) ** 0.5) // 16 * 16  # 64 float32 planes of this size exceed the whole GPU
-    with pytest.raises(EngineOutOfMemory, match="smaller batch"):
-        make_engine("torch", model, (side, side), dpm(64, (side, side)), device="cuda").run(
-            np.zeros((1, side, side), np.uint16)
-        )
+    free, _ = torch.cuda.mem_get_info()
+    hog = torch.empty(free - (64 << 20), dtype=torch.uint8, device="cuda")  # leave 64 MiB
+    try:
+        with pytest.raises(EngineOutOfMemory, match="smaller batch"):
+            make_engine("torch", model, (256, 256), dpm(32, (256, 256)), batch=8, device="cuda").run(
+                frames(8, (256, 256))
+            )
+        with pytest.raises(EngineOutOfMemory, match="smaller batch"):
+            make_engine("torch-opt", model, (256, 256), dpm(32, (256, 256)), batch=8, device="cuda")
+    finally:
+        del hog
+        torch.cuda.empty_cache()
 
 
 @pytest.mark.tensorrt

@@ -23,8 +23,13 @@ class DetectConfig:
     nucleus_um: float = 2.5
     threshold: float | None = None  # absolute, on the band-passed volume; None = threshold_sigmas * noise
     threshold_sigmas: float = 5.0
-    min_distance_um: float | None = None  # closest allowed pair of centres; None = 0.8 * nucleus_um
+    min_distance_um: float | None = None  # closest allowed pair of centres; None = 0.6 * nucleus_um
     background_factor: float = 2.0  # background Gaussian sigma = background_factor * nucleus_um
+
+    @property
+    def min_distance(self) -> float:
+        """Effective closest allowed pair of centres in um."""
+        return self.min_distance_um if self.min_distance_um is not None else 0.6 * self.nucleus_um
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,7 @@ def detect_neurons(
     band = smooth - _background(smooth, cfg.background_factor * cfg.nucleus_um / voxel)
     noise = _noise_level(band)
     threshold = float(cfg.threshold) if cfg.threshold is not None else float(cfg.threshold_sigmas * noise)
-    min_dist = cfg.min_distance_um if cfg.min_distance_um is not None else 0.8 * cfg.nucleus_um
+    min_dist = cfg.min_distance
     radius = np.maximum(1, np.floor(min_dist / 2.0 / voxel)).astype(int)
     peaks = (band == max_filter(band, radius.tolist())) & (band > threshold)
     idx = peaks.nonzero()

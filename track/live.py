@@ -57,8 +57,7 @@ class LiveTracker:
             volume, predicted, cfg.voxel_um, radius_um=cfg.refine_radius_um, origin_um=cfg.origin_um
         )
         found = np.flatnonzero(found)
-        min_dist = cfg.detect.min_distance_um if cfg.detect.min_distance_um is not None else 0.8 * cfg.detect.nucleus_um
-        keep = found[suppress_close(det.positions_um[found], -ids[found].astype(np.float64), min_dist)]
+        keep = found[suppress_close(det.positions_um[found], -ids[found].astype(np.float64), cfg.detect.min_distance)]
         return Detections(det.positions_um[keep], det.intensity[keep])
 
     def process(self, t: int, volume: np.ndarray | torch.Tensor) -> TrackState:

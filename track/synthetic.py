@@ -15,13 +15,13 @@ class BlobConfig:
     """Shape of the synthetic scene: volume, voxel size, neuron count, nucleus size, motion, noise."""
 
     shape: tuple[int, int, int] = (32, 512, 512)
-    voxel_um: tuple[float, float, float] = (1.0, 0.325, 0.325)
+    voxel_um: tuple[float, float, float] = (0.65, 0.325, 0.325)
     n_neurons: int = 200
     nucleus_sigma_um: float = 0.7
-    min_spacing_um: float = 3.0
+    min_spacing_um: float = 3.2
     drift_amplitude_um: tuple[float, float, float] = (0.5, 6.0, 9.0)
     drift_period_s: float = 20.0
-    wobble_um: float = 1.0
+    wobble_um: float = 0.3
     brightness: float = 400.0
     background: float = 100.0
     noise: float = 5.0

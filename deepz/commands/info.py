@@ -27,7 +27,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         except ConfigError as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
-        device = resolve_device(cfg.inference.device)
+        device = resolve_device(None if cfg.inference.device == "auto" else cfg.inference.device)
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         engines = {}
         for name in ENGINE_NAMES:

@@ -70,20 +70,20 @@ class TorchOptEngine(Engine):
         if self._precision not in DTYPES:
             raise EngineInputError(f"precision {precision!r} is not one of auto, {', '.join(DTYPES)}.")
         self.dtype = DTYPES[self._precision]
-        generator = fold_batch_norm(model.generator).to(self.device, self.dtype)
-        self.generator = generator.to(memory_format=torch.channels_last)
-        self.forward = (
-            torch.compile(self.generator, mode="max-autotune-no-cudagraphs", dynamic=False, fullgraph=True)
-            if compile
-            else self.generator
-        )
-        self.dpm_um = torch.from_numpy(self.dpm).to(self.device)
         self.graphs: list[torch.cuda.CUDAGraph] = []
-        if self.device.type == "cuda":
-            try:
+        try:
+            generator = fold_batch_norm(model.generator).to(self.device, self.dtype)
+            self.generator = generator.to(memory_format=torch.channels_last)
+            self.forward = (
+                torch.compile(self.generator, mode="max-autotune-no-cudagraphs", dynamic=False, fullgraph=True)
+                if compile
+                else self.generator
+            )
+            self.dpm_um = torch.from_numpy(self.dpm).to(self.device)
+            if self.device.type == "cuda":
                 self._build_gpu(cuda_graphs)
-            except torch.OutOfMemoryError as exc:
-                raise self.out_of_memory(exc) from exc
+        except torch.OutOfMemoryError as exc:
+            raise self.out_of_memory(exc) from exc
         log.info("torch-opt on %s: %s, channels-last, compile=%s, cuda_graphs=%s",
                  self.device, self._precision, compile, bool(self.graphs))
 
