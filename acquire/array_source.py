@@ -32,10 +32,13 @@ class ArraySource:
                 "pass a stack of 2-D frames (e.g. a recording's raw array)."
             )
         if np.dtype(frames.dtype) != np.uint16:
-            raise ValueError(f"ArraySource needs uint16 frames, got {frames.dtype}; convert with .astype(np.uint16).")
+            raise ValueError(
+                f"ArraySource needs uint16 frames, got {frames.dtype}; convert with .astype(np.uint16)."
+            )
         if metas is not None and len(metas) != frames.shape[0]:
             raise ValueError(
-                f"ArraySource got {frames.shape[0]} frames but {len(metas)} metadata records; pass one per frame."
+                f"ArraySource got {frames.shape[0]} frames but {len(metas)} metadata records; "
+                "pass one per frame."
             )
         if rate_hz is not None and rate_hz <= 0:
             raise ValueError(f"rate_hz must be positive or None (as fast as possible), got {rate_hz}.")

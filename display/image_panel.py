@@ -14,8 +14,9 @@ _EDGE_PADDING = 0.01  # an image touching its axes would drag them into every re
 class ImagePanel:
     """A PlotItem showing one row-major image placed on a rectangle in plot (um) coordinates."""
 
-    def __init__(self, title: str, colormap: str, *, x_label: str, y_label: str, invert_y: bool,
-                 lock_aspect: bool) -> None:
+    def __init__(
+        self, title: str, colormap: str, *, x_label: str, y_label: str, invert_y: bool, lock_aspect: bool
+    ) -> None:
         self.plot = pg.PlotItem(title=title)
         self.plot.setLabel("bottom", x_label)
         self.plot.setLabel("left", y_label)
@@ -28,8 +29,9 @@ class ImagePanel:
         self.plot.addItem(self.image)
         self._rect: tuple[float, float, float, float] | None = None
 
-    def set_image(self, image: np.ndarray, levels: tuple[float, float],
-                  rect: tuple[float, float, float, float]) -> None:
+    def set_image(
+        self, image: np.ndarray, levels: tuple[float, float], rect: tuple[float, float, float, float]
+    ) -> None:
         """Draw ``image`` with fixed ``levels`` on ``rect`` = (x, y, width, height) in plot units."""
         self.image.setImage(image, autoLevels=False, levels=levels)
         if rect != self._rect:

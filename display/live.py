@@ -10,7 +10,7 @@ from deepz.messages import MessageError, Subscriber
 from display.state import ViewState
 from display.window import ViewerWindow
 
-POLL_MS = 15  # pull up to ~66 times a second; each pull keeps only the newest message
+POLL_MS = 30  # at most ~33 updates a second (above the 30 fps goal, without spending CPU the pipeline needs)
 STALE_S = 2.0  # no message for this long: say so in the status bar
 
 
@@ -24,6 +24,7 @@ class LiveFeed(QtCore.QObject):
         self.shown = 0
         self._last_arrival = time.monotonic()
         self._timer = QtCore.QTimer(self)
+        self._timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
         self._timer.timeout.connect(self.poll)
         self._timer.start(poll_ms)
 
@@ -37,8 +38,10 @@ class LiveFeed(QtCore.QObject):
         now = time.monotonic()
         if message is None:
             if now - self._last_arrival > STALE_S:
-                self.window.show_message(f"no data for {now - self._last_arrival:.0f} s (pipeline stopped or "
-                                         "not started yet; the viewer reconnects by itself)")
+                self.window.show_message(
+                    f"no data for {now - self._last_arrival:.0f} s (pipeline stopped or "
+                    "not started yet; the viewer reconnects by itself)"
+                )
             return
         self._last_arrival = now
         self.window.show_state(ViewState.from_message(message))

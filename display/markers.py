@@ -8,7 +8,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui
 
-_LABEL_BOX_PX = 56  # labels are drawn as cached glyph symbols (one atlas blit each, far cheaper than TextItems)
+_LABEL_BOX_PX = (
+    56  # labels are drawn as cached glyph symbols (one atlas blit each, far cheaper than TextItems)
+)
 _LABEL_FONT_PX = 10
 _MARKER_PX = 10
 _SELECTED_PX = 14
@@ -17,7 +19,7 @@ _NO_PEN = pg.mkPen(None)
 _NO_BRUSH = pg.mkBrush(None)
 _LABEL_BRUSH = pg.mkBrush(220, 245, 255, 230)
 _label_paths: dict[int, QtGui.QPainterPath] = {}
-_selected_styles: dict[int, tuple[QtGui.QPen, QtGui.QBrush]] = {}
+_selection_styles: dict[int, tuple[QtGui.QPen, QtGui.QBrush]] = {}
 
 
 def _label_path(neuron_id: int) -> QtGui.QPainterPath:
@@ -34,12 +36,14 @@ def _label_path(neuron_id: int) -> QtGui.QPainterPath:
     return path
 
 
-def _selected_style(color: QtGui.QColor) -> tuple[QtGui.QPen, QtGui.QBrush]:
+def selection_style(color: QtGui.QColor) -> tuple[QtGui.QPen, QtGui.QBrush]:
     """Shared pen and brush per selection colour (pyqtgraph caches symbols by pen/brush identity)."""
     key = color.rgba()
-    if key not in _selected_styles:
-        _selected_styles[key] = (pg.mkPen(color, width=2), pg.mkBrush(color))
-    return _selected_styles[key]
+    if key not in _selection_styles:
+        fill = QtGui.QColor(color)
+        fill.setAlpha(90)  # the neuron stays visible under its marker
+        _selection_styles[key] = (pg.mkPen(color, width=2.5), pg.mkBrush(fill))
+    return _selection_styles[key]
 
 
 class NeuronMarkers(QtCore.QObject):
@@ -47,11 +51,14 @@ class NeuronMarkers(QtCore.QObject):
 
     clicked = QtCore.Signal(int)
 
-    def __init__(self, plot: pg.PlotItem) -> None:
+    def __init__(self, plot: pg.PlotItem, *, label_all: bool = True) -> None:
         super().__init__()
+        self.label_all = label_all  # False: only selected neurons get an ID (dense projections stay legible)
         self.labels = pg.ScatterPlotItem(pxMode=True, pen=_NO_PEN, brush=_LABEL_BRUSH, size=_LABEL_BOX_PX)
         self.labels.setAcceptedMouseButtons(QtCore.Qt.MouseButton.NoButton)
-        self.points = pg.ScatterPlotItem(pxMode=True, symbol="o", pen=_MARKER_PEN, brush=_NO_BRUSH, size=_MARKER_PX)
+        self.points = pg.ScatterPlotItem(
+            pxMode=True, symbol="o", pen=_MARKER_PEN, brush=_NO_BRUSH, size=_MARKER_PX
+        )
         self.selected = pg.ScatterPlotItem(pxMode=True, symbol="o", size=_SELECTED_PX)
         for z, item in enumerate((self.labels, self.points, self.selected), start=10):
             item.setZValue(z)
@@ -59,19 +66,28 @@ class NeuronMarkers(QtCore.QObject):
             if item is not self.labels:
                 item.sigClicked.connect(self._on_click)
 
-    def set_points(self, ids: np.ndarray, xy: np.ndarray, selected: Mapping[int, QtGui.QColor],
-                   show_labels: bool) -> None:
-        """Place markers for ``ids`` at plot coordinates ``xy`` (N, 2); uniform style except the few selected."""
+    def set_points(
+        self, ids: np.ndarray, xy: np.ndarray, selected: Mapping[int, QtGui.QColor], show_labels: bool
+    ) -> None:
+        """Place markers for ``ids`` at plot coordinates ``xy`` (N, 2); one style except the selected."""
         ids = np.asarray(ids, dtype=np.int64)
         is_selected = np.isin(ids, np.fromiter(selected, dtype=np.int64, count=len(selected)))
         plain = ~is_selected
         self.points.setData(x=xy[plain, 0], y=xy[plain, 1], data=ids[plain])
         chosen = ids[is_selected].tolist()
-        styles = [_selected_style(selected[i]) for i in chosen]
-        self.selected.setData(x=xy[is_selected, 0], y=xy[is_selected, 1], data=ids[is_selected],
-                              pen=[s[0] for s in styles], brush=[s[1] for s in styles])
+        styles = [selection_style(selected[i]) for i in chosen]
+        self.selected.setData(
+            x=xy[is_selected, 0],
+            y=xy[is_selected, 1],
+            data=ids[is_selected],
+            pen=[s[0] for s in styles],
+            brush=[s[1] for s in styles],
+        )
+        labelled = slice(None) if self.label_all else is_selected
         if show_labels:
-            self.labels.setData(x=xy[:, 0], y=xy[:, 1], symbol=[_label_path(i) for i in ids.tolist()])
+            self.labels.setData(
+                x=xy[labelled, 0], y=xy[labelled, 1], symbol=[_label_path(i) for i in ids[labelled].tolist()]
+            )
         else:
             self.labels.clear()
 

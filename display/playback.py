@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from display.recording import RecordingAdapter
 from display.window import ViewerWindow
@@ -12,7 +12,7 @@ SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0)
 
 
 class PlaybackBar(QtWidgets.QWidget):
-    """Controls under the views; reading errors (a corrupt chunk ...) pause playback and show in the status bar."""
+    """Controls under the views; read errors (a corrupt chunk ...) pause playback, shown in the status bar."""
 
     def __init__(self, window: ViewerWindow, recording: RecordingAdapter) -> None:
         super().__init__(window)
@@ -28,14 +28,27 @@ class PlaybackBar(QtWidgets.QWidget):
         self.time_label = QtWidgets.QLabel()
         layout = QtWidgets.QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for widget, stretch in ((self.play_button, 0), (QtWidgets.QLabel("<b>time</b>"), 0), (self.slider, 1),
-                                (self.time_label, 0), (QtWidgets.QLabel("speed"), 0), (self.speed_box, 0)):
+        for widget, stretch in (
+            (self.play_button, 0),
+            (QtWidgets.QLabel("<b>time</b>"), 0),
+            (self.slider, 1),
+            (self.time_label, 0),
+            (QtWidgets.QLabel("speed"), 0),
+            (self.speed_box, 0),
+        ):
             layout.addWidget(widget, stretch)
         self._timer = QtCore.QTimer(self)
         self._timer.timeout.connect(self._advance)
         self._position = 0.0
         self.play_button.toggled.connect(self.set_playing)
         self.slider.valueChanged.connect(self._show)
+        for key, action in (
+            (QtCore.Qt.Key.Key_Space, lambda: self.set_playing(not self._timer.isActive())),
+            (QtCore.Qt.Key.Key_Left, lambda: self.seek(max(self.slider.value() - 1, 0))),
+            (QtCore.Qt.Key.Key_Right, lambda: self.seek(min(self.slider.value() + 1, recording.n_frames - 1))),
+        ):
+            QtGui.QShortcut(QtGui.QKeySequence(key), window, activated=action)
+        self.play_button.setToolTip("play / pause (Space); Left / Right step one frame")
         window.add_controls(self)
 
     @property

@@ -1,13 +1,22 @@
-"""Launch the live viewer as its own process, so the pipeline never shares an event loop or a crash with it."""
+"""Launch the live viewer as its own process: the pipeline never shares an event loop or a crash with it."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-_ENTRY = "import sys; from display.app import run_live; sys.exit(run_live(sys.argv[1]))"
+VIEWER_NICENESS = 5  # on a busy machine the pipeline gets the CPU first; the viewer just shows fewer updates
+_ENTRY = (
+    "import os, sys; os.nice(int(sys.argv[2])); from display.app import run_live; "
+    "sys.exit(run_live(sys.argv[1]))"
+)
 
 
-def launch_viewer_process(address: str, *, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start a viewer subscribed to ``address``; closing it (or it crashing) never affects the run."""
-    return subprocess.Popen([sys.executable, "-c", _ENTRY, address], env=env, start_new_session=True)
+def launch_viewer_process(
+    address: str, *, env: dict[str, str] | None = None, niceness: int = VIEWER_NICENESS
+) -> subprocess.Popen:
+    """Start a viewer subscribed to ``address`` at lower CPU priority; closing it (or it crashing) never
+    affects the run."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _ENTRY, address, str(niceness)], env=env, start_new_session=True
+    )

@@ -38,8 +38,10 @@ class RecordingAdapter:
 
     def __init__(self, reader: RecordingLike, *, trace_window: int = TRACE_WINDOW) -> None:
         if reader.n_frames == 0:
-            raise ValueError(f"recording {reader.path} holds no frames yet: nothing to show. Wait for the run "
-                             "to store frames, or open another recording.")
+            raise ValueError(
+                f"recording {reader.path} holds no frames yet: nothing to show. Wait for the run "
+                "to store frames, or open another recording."
+            )
         self.reader = reader
         self.trace_window = trace_window
         meta = reader.metadata
@@ -52,8 +54,10 @@ class RecordingAdapter:
         self._tracks = {name: np.asarray(col)[order] for name, col in tracks.items()}
         self._trace_ids, trace_frames, self._traces = reader.traces()
         self._trace_frames = np.asarray(trace_frames, np.int64)
-        self.meta = {"planes_um": None if reader.planes_um is None else np.asarray(reader.planes_um).tolist(),
-                     "pixel_size_um": reader.pixel_size_um}
+        self.meta = {
+            "planes_um": None if reader.planes_um is None else np.asarray(reader.planes_um).tolist(),
+            "pixel_size_um": reader.pixel_size_um,
+        }
 
     @property
     def n_frames(self) -> int:
@@ -62,7 +66,7 @@ class RecordingAdapter:
 
     @property
     def default_t(self) -> int:
-        """A representative time: the last frame that has a volume (fullest trace window), else the last frame."""
+        """A representative time: the last frame with a volume (fullest trace window), else the last frame."""
         return int(self._volume_t[-1]) if len(self._volume_t) else self.n_frames - 1
 
     def describe(self) -> str:
@@ -81,9 +85,18 @@ class RecordingAdapter:
         volume = self.reader.volume(int(self._volume_t[k - 1])) if k else None
         ids, positions = self._tracks_at(t)
         trace_ids, traces, trace_t = self._trace_window(t)
-        return ViewState(t=t, frame=self.reader.frame(t), volume=volume, track_ids=ids, track_positions_um=positions,
-                         trace_ids=trace_ids, traces_dff=traces, trace_t=trace_t, stats=self._stats(t),
-                         meta=self.meta)
+        return ViewState(
+            t=t,
+            frame=self.reader.frame(t),
+            volume=volume,
+            track_ids=ids,
+            track_positions_um=positions,
+            trace_ids=trace_ids,
+            traces_dff=traces,
+            trace_t=trace_t,
+            stats=self._stats(t),
+            meta=self.meta,
+        )
 
     def _tracks_at(self, t: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Neurons of the newest tracked time point at or before ``t``."""
@@ -106,7 +119,7 @@ class RecordingAdapter:
         return self._trace_ids, self._traces[:, cols], self._time_s[np.clip(frames, 0, self.n_frames - 1)]
 
     def _stats(self, t: int) -> dict[str, float | int | None]:
-        """Rates, losses and skips of the recorded run up to frame ``t`` (as the live status bar shows them)."""
+        """Rates, losses and skips of the recorded run up to frame ``t`` (as the live status bar shows)."""
         first = max(t - RATE_WINDOW, 0)
         span = self._time_s[t] - self._time_s[first]
         volumes = self._volume_t[(self._volume_t >= first) & (self._volume_t <= t)]

@@ -8,8 +8,9 @@ from display.app import WINDOW_SIZE, ensure_app, open_recording_window
 from display.recording import RecordingLike
 
 
-def render_screenshot(reader: RecordingLike, out: str | Path, *, t: int | None = None,
-                      size: tuple[int, int] = WINDOW_SIZE) -> Path:
+def render_screenshot(
+    reader: RecordingLike, out: str | Path, *, t: int | None = None, size: tuple[int, int] = WINDOW_SIZE
+) -> Path:
     """Render the viewer at frame ``t`` (default: the last volume) to the PNG ``out``; returns its path.
     Raises ValueError when ``size`` is below the window's minimum size."""
     app = ensure_app()
@@ -20,8 +21,10 @@ def render_screenshot(reader: RecordingLike, out: str | Path, *, t: int | None =
     if window.size().toTuple() != tuple(size):
         minimum = window.minimumSizeHint()
         window.close()
-        raise ValueError(f"a {size[0]}x{size[1]} screenshot is smaller than the viewer's minimum "
-                         f"{minimum.width()}x{minimum.height()}; ask for at least that size.")
+        raise ValueError(
+            f"a {size[0]}x{size[1]} screenshot is smaller than the viewer's minimum "
+            f"{minimum.width()}x{minimum.height()}; ask for at least that size."
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not window.grab().save(str(out), "PNG"):

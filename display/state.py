@@ -12,7 +12,7 @@ from deepz.messages import Message
 
 @dataclass(frozen=True)
 class ViewState:
-    """What the viewer shows at one instant, from a live message or a recording alike; any array may be None."""
+    """What the viewer shows at one instant, from a live message or a recording; any array may be None."""
 
     t: int
     frame: np.ndarray | None = None

@@ -12,8 +12,9 @@ def _num(stats: dict, key: str, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def format_status(state: ViewState, source: str, *, now: float | None = None) -> str:
-    """One line summarising ``state.stats`` (missing figures show as '-'), prefixed by the data source."""
+def format_status(state: ViewState, source: str, *, view_fps: float = 0.0, now: float | None = None) -> str:
+    """One line summarising ``state.stats`` (missing figures show as '-'), prefixed by the data source, with
+    the viewer's own display rate."""
     s = state.stats
     recording = s.get("recording")
     parts = [
@@ -27,6 +28,8 @@ def format_status(state: ViewState, source: str, *, now: float | None = None) ->
         f"queue {_num(s, 'queue_depth', '.0f')}",
         f"REC {recording}" if recording else "not recording",
     ]
+    if view_fps:
+        parts.append(f"display {view_fps:.0f} fps")
     if state.sent is not None:
         parts.append(f"age {((now or time.time()) - state.sent) * 1000:.0f} ms")
     return "  |  ".join(parts)

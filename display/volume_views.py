@@ -1,4 +1,4 @@
-"""Orthogonal views of a virtual volume: XY plane (or max projection), XZ and YZ max projections, with neurons."""
+"""Orthogonal views of a virtual volume: XY plane (or max projection), XZ and YZ max projections, neurons."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from display.markers import NeuronMarkers
 from display.state import ViewState
 
 VOLUME_COLORMAP = "inferno"
+_ZOOM_MARGIN_UM = 15.0  # room around the tracked neurons for the worm's motion
 _MIN_SLICE_TOLERANCE_UM = 2.0  # a neuron shows on an XY plane within this distance (about a nucleus radius+)
 
 
@@ -29,7 +30,11 @@ class VolumeGeometry:
     @property
     def dz_um(self) -> float:
         """Spacing between planes (1 when there is a single plane)."""
-        return float((self.planes_um[-1] - self.planes_um[0]) / (len(self.planes_um) - 1)) if len(self.planes_um) > 1 else 1.0
+        return (
+            float((self.planes_um[-1] - self.planes_um[0]) / (len(self.planes_um) - 1))
+            if len(self.planes_um) > 1
+            else 1.0
+        )
 
     def xy_rect(self) -> tuple[float, float, float, float]:
         """Image rectangle of an (H, W) image: pixel centres at (row * px, col * px)."""
@@ -48,22 +53,47 @@ class VolumeGeometry:
 
 
 class VolumeViews:
-    """XY / XZ / YZ panels of the volume with tracked-neuron markers; ``markers_clicked`` lists their signals."""
+    """XY / XZ / YZ panels of the volume with tracked-neuron markers (``markers[view].clicked``)."""
 
     def __init__(self) -> None:
-        self.xy = ImagePanel("XY plane", VOLUME_COLORMAP, x_label="x (um)", y_label="y (um)", invert_y=True,
-                             lock_aspect=True)
-        self.xz = ImagePanel("XZ max projection", VOLUME_COLORMAP, x_label="x (um)", y_label="z (um)",
-                             invert_y=False, lock_aspect=False)
-        self.yz = ImagePanel("YZ max projection", VOLUME_COLORMAP, x_label="z (um)", y_label="y (um)",
-                             invert_y=True, lock_aspect=False)
+        self.xy = ImagePanel(
+            "XY plane", VOLUME_COLORMAP, x_label="x (um)", y_label="y (um)", invert_y=True, lock_aspect=True
+        )
+        self.xz = ImagePanel(
+            "XZ max projection",
+            VOLUME_COLORMAP,
+            x_label="x (um)",
+            y_label="z (um)",
+            invert_y=False,
+            lock_aspect=False,
+        )
+        self.yz = ImagePanel(
+            "YZ max projection",
+            VOLUME_COLORMAP,
+            x_label="z (um)",
+            y_label="y (um)",
+            invert_y=True,
+            lock_aspect=False,
+        )
         self.xz.plot.setXLink(self.xy.plot)
         self.yz.plot.setYLink(self.xy.plot)
-        self.markers = {name: NeuronMarkers(panel.plot) for name, panel in
-                        (("xy", self.xy), ("xz", self.xz), ("yz", self.yz))}
+        self._zoomed = False
+        self.markers = {
+            "xy": NeuronMarkers(self.xy.plot),
+            "xz": NeuronMarkers(self.xz.plot, label_all=False),
+            "yz": NeuronMarkers(self.yz.plot, label_all=False),
+        }
 
-    def show(self, state: ViewState, *, z_index: int, max_projection: bool, contrast: ContrastControl,
-             selected: Mapping[int, QtGui.QColor], show_labels: bool) -> None:
+    def show(
+        self,
+        state: ViewState,
+        *,
+        z_index: int,
+        max_projection: bool,
+        contrast: ContrastControl,
+        selected: Mapping[int, QtGui.QColor],
+        show_labels: bool,
+    ) -> None:
         """Draw the volume of ``state`` (plane ``z_index`` or the XY max projection) and its neurons; the XY
         image and the projections get their own automatic levels (projections are brighter than planes)."""
         volume = state.volume
@@ -74,26 +104,53 @@ class VolumeViews:
         z_index = min(max(z_index, 0), volume.shape[0] - 1)
         xy = volume.max(axis=0) if max_projection else volume[z_index]
         self.xy.set_image(xy, contrast.levels_for(xy), geometry.xy_rect())
-        self.xy.set_title("XY max projection" if max_projection else
-                          f"XY plane z = {planes[z_index]:+.1f} um ({z_index + 1}/{volume.shape[0]})")
+        self.xy.set_title(
+            "XY max projection"
+            if max_projection
+            else f"XY plane z = {planes[z_index]:+.1f} um ({z_index + 1}/{volume.shape[0]})"
+        )
         xz = volume.max(axis=1)
         projection_levels = contrast.levels_for(xz, show=False)
         self.xz.set_image(xz, projection_levels, geometry.xz_rect())
         self.yz.set_image(volume.max(axis=2).T, projection_levels, geometry.yz_rect())
-        self._show_neurons(state, geometry, None if max_projection else float(planes[z_index]), selected,
-                           show_labels)
+        self._show_neurons(
+            state, geometry, None if max_projection else float(planes[z_index]), selected, show_labels
+        )
 
-    def _show_neurons(self, state: ViewState, geometry: VolumeGeometry, plane_z: float | None,
-                      selected: Mapping[int, QtGui.QColor], show_labels: bool) -> None:
+    def _show_neurons(
+        self,
+        state: ViewState,
+        geometry: VolumeGeometry,
+        plane_z: float | None,
+        selected: Mapping[int, QtGui.QColor],
+        show_labels: bool,
+    ) -> None:
         ids, pos = state.track_ids, state.track_positions_um
         if ids is None or pos is None or len(ids) == 0:
             for markers in self.markers.values():
                 markers.clear()
             return
         z, y, x = pos[:, 0], pos[:, 1], pos[:, 2]
+        if not self._zoomed:
+            self._zoom_to(x, y, geometry)
         on_plane = slice(None)
         if plane_z is not None:
             on_plane = np.abs(z - plane_z) <= max(abs(geometry.dz_um), _MIN_SLICE_TOLERANCE_UM)
         self.markers["xy"].set_points(ids[on_plane], np.column_stack([x, y])[on_plane], selected, show_labels)
         self.markers["xz"].set_points(ids, np.column_stack([x, z]), selected, show_labels)
         self.markers["yz"].set_points(ids, np.column_stack([z, y]), selected, show_labels)
+
+    def _zoom_to(self, x: np.ndarray, y: np.ndarray, geometry: VolumeGeometry) -> None:
+        """Frame the tracked neurons (plus a margin for motion) once, on the first data that has them."""
+        self._zoomed = True
+        x0, y0, width, height = geometry.xy_rect()
+        left, right = (
+            max(float(x.min()) - _ZOOM_MARGIN_UM, x0),
+            min(float(x.max()) + _ZOOM_MARGIN_UM, x0 + width),
+        )
+        top, bottom = (
+            max(float(y.min()) - _ZOOM_MARGIN_UM, y0),
+            min(float(y.max()) + _ZOOM_MARGIN_UM, y0 + height),
+        )
+        if right > left and bottom > top:
+            self.xy.plot.getViewBox().setRange(xRange=(left, right), yRange=(top, bottom), padding=0.0)

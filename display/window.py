@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -20,8 +22,6 @@ AUTO_SELECT = 3  # until the user clicks, show the most active neurons' traces
 class ViewerWindow(QtWidgets.QMainWindow):
     """Shows ViewState snapshots; the live feed and the recording player both drive it via ``show_state``."""
 
-    selection_changed = QtCore.Signal()
-
     def __init__(self, source: str = "", *, title: str = "deepz viewer") -> None:
         super().__init__()
         self.setWindowTitle(title)
@@ -29,6 +29,8 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.state: ViewState | None = None
         self._selected: dict[int, QtGui.QColor] = {}
         self._user_selected = False
+        self._last_show: float | None = None
+        self.view_fps = 0.0  # smoothed rate of show_state calls (what the viewer actually displays)
 
         self.raw_contrast = ContrastControl("raw")
         self.volume_contrast = ContrastControl("volume")
@@ -39,13 +41,21 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.labels_box = QtWidgets.QCheckBox("IDs")
         self.labels_box.setChecked(True)
         toolbar = QtWidgets.QHBoxLayout()
-        for widget in (self.raw_contrast, self.volume_contrast, QtWidgets.QLabel("<b>z plane</b>"), self.z_slider,
-                       self.z_label, self.mip_box, self.labels_box):
+        for widget in (
+            self.raw_contrast,
+            self.volume_contrast,
+            QtWidgets.QLabel("<b>z plane</b>"),
+            self.z_slider,
+            self.z_label,
+            self.mip_box,
+            self.labels_box,
+        ):
             toolbar.addWidget(widget)
         toolbar.addStretch(1)
 
-        self.raw = ImagePanel("Raw camera frame", "CET-L1", x_label="x (um)", y_label="y (um)", invert_y=True,
-                              lock_aspect=True)
+        self.raw = ImagePanel(
+            "Raw camera frame", "CET-L1", x_label="x (um)", y_label="y (um)", invert_y=True, lock_aspect=True
+        )
         self.volume = VolumeViews()
         self.raw.plot.setXLink(self.volume.xy.plot)
         self.raw.plot.setYLink(self.volume.xy.plot)
@@ -76,7 +86,9 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self._layout.addWidget(splitter, 1)
         self.setCentralWidget(central)
         self.status_label = QtWidgets.QLabel(f"{source}  |  waiting for data")
-        self.status_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+        self.status_label.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
         self.statusBar().addWidget(self.status_label, 1)
 
         for control in (self.raw_contrast, self.volume_contrast):
@@ -86,6 +98,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.labels_box.toggled.connect(self._redraw)
         for markers in self.volume.markers.values():
             markers.clicked.connect(self.toggle_selection)
+        self.traces.raster.row_clicked.connect(lambda row: self.toggle_selection(int(self.traces.row_ids[row])))
 
     @property
     def selected_ids(self) -> list[int]:
@@ -102,6 +115,11 @@ class ViewerWindow(QtWidgets.QMainWindow):
 
     def show_state(self, state: ViewState) -> None:
         """Display a new snapshot."""
+        now = time.perf_counter()
+        if self._last_show is not None and now > self._last_show:
+            rate = 1.0 / (now - self._last_show)
+            self.view_fps = 0.9 * self.view_fps + 0.1 * rate if self.view_fps else rate
+        self._last_show = now
         self.state = state
         if state.volume is not None and self.z_slider.maximum() != state.volume.shape[0] - 1:
             self.z_slider.blockSignals(True)
@@ -126,7 +144,6 @@ class ViewerWindow(QtWidgets.QMainWindow):
             used = {c.name() for c in self._selected.values()}
             free = next(c for c in SELECTION_COLORS if c not in used)
             self._selected[neuron_id] = QtGui.QColor(free)
-        self.selection_changed.emit()
         self._redraw()
 
     def _auto_select(self, state: ViewState) -> None:
@@ -142,17 +159,22 @@ class ViewerWindow(QtWidgets.QMainWindow):
         if state is None:
             return
         if state.frame is not None:
-            geometry_px = state.pixel_size_um
+            px = state.pixel_size_um
             h, w = state.frame.shape
-            self.raw.set_image(state.frame, self.raw_contrast.levels_for(state.frame),
-                               (-geometry_px / 2, -geometry_px / 2, w * geometry_px, h * geometry_px))
-            self.raw.set_title(f"Raw camera frame (t = {state.t})")
+            self.raw.set_image(
+                state.frame, self.raw_contrast.levels_for(state.frame), (-px / 2, -px / 2, w * px, h * px)
+            )
         if state.volume is not None:
             z = self.z_slider.value()
             planes = state.planes_um
             self.z_label.setText(f"z {planes[min(z, len(planes) - 1)]:+.1f} um")
-            self.volume.show(state, z_index=z, max_projection=self.mip_box.isChecked(),
-                             contrast=self.volume_contrast, selected=self._selected,
-                             show_labels=self.labels_box.isChecked())
+            self.volume.show(
+                state,
+                z_index=z,
+                max_projection=self.mip_box.isChecked(),
+                contrast=self.volume_contrast,
+                selected=self._selected,
+                show_labels=self.labels_box.isChecked(),
+            )
         self.traces.show(state, self._selected)
-        self.status_label.setText(format_status(state, self.source))
+        self.status_label.setText(format_status(state, self.source, view_fps=self.view_fps))

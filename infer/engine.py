@@ -205,7 +205,7 @@ class Engine(ABC):
         chunks = [c for f in x.split(self.planes) for c in f.split(planes_per_call)] if planes_per_call else [x]
         outputs = [generator(chunk) for chunk in chunks]
         y = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        return from_normalised(y[:, 0], self.norm).view(b, -1, h, w)
+        return from_normalised(y[:, 0], self.norm).reshape(b, -1, h, w)
 
     @abstractmethod
     def _run(self, frames: np.ndarray) -> np.ndarray:

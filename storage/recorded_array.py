@@ -39,7 +39,10 @@ class RecordedArray:
         try:
             return np.asarray(self._array[(first, *rest)])
         except Exception as exc:  # noqa: BLE001 - codec errors have no common type; located and re-raised
-            raise self._locate_corruption(first, exc) from exc
+            corrupt = self._find_corrupt_row(first)
+            if corrupt is None:
+                raise
+            raise corrupt from exc
 
     def _first_axis(self, index: Any) -> Any:
         n = len(self)
@@ -55,7 +58,7 @@ class RecordedArray:
             raise IndexError(f"{self._name}: only in-range integer indices are supported, got {index!r}")
         return np.where(indices < 0, indices + n, indices)
 
-    def _locate_corruption(self, first: Any, cause: Exception) -> CorruptChunkError:
+    def _find_corrupt_row(self, first: Any) -> CorruptChunkError | None:
         """Read row by row to find the first undecodable row and the file that holds it."""
         rows = range(len(self))[first] if isinstance(first, slice) else np.atleast_1d(first)
         shard_rows = (self._array.shards or self._array.chunks)[0]
@@ -66,8 +69,7 @@ class RecordedArray:
                 key = "/".join(["c", str(int(t) // shard_rows)] + ["0"] * (self.ndim - 1))
                 return CorruptChunkError(
                     f"{self._name}: the chunk holding row t={int(t)} (file {self._name}/{key}) is corrupt "
-                    "and "
-                    f"cannot be decoded ({type(exc).__name__}: {exc}). The rest of the recording is still "
-                    "readable; skip this row or restore the file from a backup."
+                    f"and cannot be decoded ({type(exc).__name__}: {exc}). The rest of the recording is "
+                    "still readable; skip this row or restore the file from a backup."
                 )
-        return CorruptChunkError(f"{self._name}: reading {first!r} failed ({type(cause).__name__}: {cause})")
+        return None

@@ -164,10 +164,11 @@ class RecordingWriter:
 
     def write_frame(self, image: np.ndarray, record: FrameRecord) -> None:
         """Queue one raw frame (copied) with its metadata; raises WriterError if it cannot be stored."""
-        self._check_usable()
         if image.shape != self.frame_shape or image.dtype != np.uint16:
             raise ValueError(f"frame must be uint16 {self.frame_shape}, got {image.dtype} {image.shape}")
+        item = _Frame(image.copy(), record)
         with self._lock:
+            self._check_usable()
             if self._counts["frames_pending"] >= self._queue_frames:
                 raise WriterBehindError(
                     f"recording writer is behind: {self._queue_frames} frames already wait for the disk, so "
@@ -176,17 +177,17 @@ class RecordingWriter:
                 )
             self._counts["frames_pending"] += 1
             self._counts["frames_queued"] += 1
-        self._queue.put(_Frame(image.copy(), record))
+            self._queue.put(item)
 
     def write_volume(self, t: int, volume: np.ndarray) -> None:
         """Queue the volume of frame ``t`` if the volume policy keeps it; raises WriterError if it cannot."""
-        self._check_usable()
         if self.planes_um is None:
             raise ValueError("this recording has no volumes (planes_um=None); do not call write_volume")
         shape = (len(self.planes_um), *self.frame_shape)
         if volume.shape != shape or volume.dtype != np.uint16:
             raise ValueError(f"volume must be uint16 {shape}, got {volume.dtype} {volume.shape}")
         with self._lock:
+            self._check_usable()
             offered = self._counts["volumes_offered"]
             self._counts["volumes_offered"] += 1
             if self.volume_every == 0 or offered % self.volume_every:
@@ -195,19 +196,17 @@ class RecordingWriter:
             if self._counts["volumes_pending"] >= self._queue_volumes:
                 raise WriterBehindError(
                     f"recording writer is behind: {self._queue_volumes} volumes already wait for the disk, "
-                    "so "
-                    f"the volume of frame {t} was NOT stored (raw frames are kept; replay can recompute it). "
-                    "Store fewer volumes (volume_every) or raise queue_volumes."
+                    f"so the volume of frame {t} was NOT stored (raw frames are kept; replay can recompute "
+                    "it). Store fewer volumes (volume_every) or raise queue_volumes."
                 )
             self._counts["volumes_pending"] += 1
             self._counts["volumes_queued"] += 1
-        self._queue.put(_Volume(int(t), volume.copy()))
+            self._queue.put(_Volume(int(t), volume.copy()))
 
     def write_tracks(
         self, t: int, ids: np.ndarray, positions_um: np.ndarray, intensity: np.ndarray, dff: np.ndarray
     ) -> None:
         """Queue the tracked neurons of frame ``t``: ids (N,), positions (N, 3) z,y,x um, intensity, dF/F."""
-        self._check_usable()
         positions = np.asarray(positions_um, np.float32).reshape(-1, 3)
         n = len(positions)
         columns = {
@@ -222,7 +221,9 @@ class RecordingWriter:
         table = {k: np.asarray(v, TRACK_FIELDS[k]).reshape(-1) for k, v in columns.items()}
         if any(len(v) != n for v in table.values()):
             raise ValueError(f"tracks of frame {t}: ids, intensity and dff must all have {n} entries")
-        self._queue.put(_Tracks(table))
+        with self._lock:
+            self._check_usable()
+            self._queue.put(_Tracks(table))
 
     def close(self, summary: dict | None = None, *, stopped_reason: str | None = None) -> None:
         """Flush everything queued, write traces and summary, mark the recording complete; idempotent."""
@@ -238,15 +239,15 @@ class RecordingWriter:
         self._finish(None, reason, raise_error=exc is None)
 
     def _finish(self, summary: dict | None, stopped_reason: str | None, *, raise_error: bool) -> None:
-        if not self._closed:
-            self._closed = True
-            self._queue.put(_Close(summary, stopped_reason))
-            self._thread.join()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_Close(summary, stopped_reason))
+        self._thread.join()
         if self._error is not None and raise_error:
             raise WriterError(
                 f"recording {self.path} stopped early: {self._error}. "
-                f"The first {self._stored['frames']} frames "
-                "are stored and readable."
+                f"The first {self._stored['frames']} frames are stored and readable."
             ) from self._error
 
     def _check_usable(self) -> None:
@@ -254,8 +255,7 @@ class RecordingWriter:
             raise WriterError(
                 f"the recording writer for {self.path} failed: {self._error}. Nothing after frame "
                 f"{self._stored['frames']} can be stored; the frames before it are safe. "
-                "Stop acquisition and "
-                "fix the cause (disk full? removed?) before recording again."
+                "Stop acquisition and fix the cause (disk full? removed?) before recording again."
             ) from self._error
         if self._closed:
             raise WriterError(f"recording {self.path} is closed; open a new RecordingWriter to record more")

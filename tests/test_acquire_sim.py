@@ -34,14 +34,18 @@ def test_flux_is_conserved_through_defocus(sim: WormSimulator) -> None:
     np.testing.assert_allclose(sums, 1e4, rtol=1e-4)
 
 
+def _centre(a: np.ndarray, n: int) -> np.ndarray:
+    o = (a.shape[0] - n) // 2
+    return a[o : o + n, o : o + n]
+
+
 def test_defocus_above_and_below_focus_differ(sim: WormSimulator) -> None:
     bank = sim.stamps("widefield")
     for dz in (2.0, 5.0):
         above = bank.stamps[1][bank.plane_index(np.array(dz))]
         below = bank.stamps[1][bank.plane_index(np.array(-dz))]
         n = min(above.shape[0], below.shape[0])
-        crop = lambda a: a[(a.shape[0] - n) // 2 :][:n, (a.shape[0] - n) // 2 :][:, :n]  # noqa: E731
-        assert np.abs(crop(above) - crop(below)).sum() > 0.1, dz
+        assert np.abs(_centre(above, n) - _centre(below, n)).sum() > 0.1, dz
         assert not np.isclose(above.max(), below.max(), rtol=0.05), dz
 
 
@@ -113,10 +117,12 @@ def test_activity_rises_fast_and_decays_slowly(sim: WormSimulator) -> None:
     from acquire.sim.sample import _events
 
     act = sim.config.worm.activity
-    ids, times, amps = _events(sim.config.seed, 2, sim.config.worm.n_neurons, act.event_rate_hz, act.amplitude)
+    ids, times, amps = _events(
+        sim.config.seed, 2, sim.config.worm.n_neurons, act.event_rate_hz, act.amplitude
+    )
     all_ids, all_times = np.concatenate([_events(sim.config.seed, b, sim.config.worm.n_neurons,
         act.event_rate_hz, act.amplitude)[:2] for b in range(0, 5)], axis=1)  # fmt: skip
-    for n, te, a in zip(ids, times, amps):
+    for n, te, a in zip(ids, times, amps):  # noqa: B007 - the matching event is used below
         others = all_times[(all_ids == n) & (all_times != te)]
         if np.all(np.abs(others - te) > 15):
             break

@@ -140,3 +140,37 @@ def test_frames_must_match_the_declared_shape_and_dtype(tmp_path: Path) -> None:
             writer.write_frame(np.zeros(SHAPE, np.float32), _record(0))
         with pytest.raises(ValueError, match="no volumes"):
             writer.write_volume(0, _volume(0))
+
+
+def test_frames_behave_like_an_array(tmp_path: Path) -> None:
+    frames = np.stack([blob_volume(SHAPE, n_blobs=4, seed=t) for t in range(6)])
+    with RecordingWriter(tmp_path / "rec.zarr", frame_shape=SHAPE, pixel_size_um=1.0) as writer:
+        for t, frame in enumerate(frames):
+            writer.write_frame(frame, _record(t))
+    recorded = RecordingReader(tmp_path / "rec.zarr").frames
+    assert (len(recorded), recorded.ndim, recorded.dtype) == (6, 3, np.uint16)
+    np.testing.assert_array_equal(recorded[[1, -1]], frames[[1, -1]])
+    np.testing.assert_array_equal(recorded[2:5, 3, :7], frames[2:5, 3, :7])
+    np.testing.assert_array_equal(np.asarray(recorded), frames)
+    with pytest.raises(IndexError):
+        recorded[6]
+
+
+def test_a_recording_being_written_reads_up_to_its_last_commit(tmp_path: Path) -> None:
+    path = tmp_path / "rec.zarr"
+    writer = RecordingWriter(path, frame_shape=SHAPE, pixel_size_um=1.0, commit_interval_s=0.0)
+    for t in range(3):
+        writer.write_frame(np.full(SHAPE, t, np.uint16), _record(t))
+        writer.write_tracks(t, np.array([4, 5]), np.zeros((2, 3)), np.ones(2), np.array([t, 2 * t]))
+    for _ in range(3000):
+        if writer.stats.track_rows_stored == 6 and writer.stats.frames_stored == 3:
+            break
+        time.sleep(0.01)
+    reader = RecordingReader(path)
+    assert not reader.complete and reader.stopped_reason.startswith("interrupted")
+    assert reader.n_frames == 3
+    ids, t, dff = reader.traces()
+    np.testing.assert_array_equal(ids, [4, 5])
+    np.testing.assert_allclose(dff, [[0, 1, 2], [0, 2, 4]])
+    writer.close()
+    assert RecordingReader(path).complete

@@ -1,4 +1,4 @@
-"""Recorded data in the viewer: a real recording (storage's writer and reader), playback, screenshots, bad paths."""
+"""Recordings in the viewer: real stores (storage writer and reader), playback, screenshots, bad paths."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import zarr  # noqa: E402
-from PySide6 import QtGui  # noqa: E402
+from PySide6 import QtCore, QtGui  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 from view_data import REC_FRAMES, REC_IDS, REC_SHAPE, REC_VOLUME_EVERY, write_recording  # noqa: E402
 
@@ -61,6 +61,10 @@ def test_playback_advances_and_pauses(recording: Path, qtbot) -> None:
     assert window.state.t == t and player.play_button.text() == "Play"
     player.seek(REC_FRAMES - 1)
     assert window.state.t == REC_FRAMES - 1 and window.state.volume is not None
+    window.activateWindow()
+    qtbot.waitActive(window)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_Left)
+    assert window.state.t == REC_FRAMES - 2
 
 
 def test_screenshot_has_the_requested_size_and_shows_data(recording: Path, tmp_path: Path, qtbot) -> None:
@@ -75,19 +79,23 @@ def test_screenshot_has_the_requested_size_and_shows_data(recording: Path, tmp_p
 
 def test_cli_screenshot(recording: Path, tmp_path: Path, qtbot) -> None:
     out = tmp_path / "cli.png"
-    result = CliRunner().invoke(app, ["view", str(recording), "--screenshot", str(out), "--t", "12",
-                                      "--size", "1300x700"])
+    result = CliRunner().invoke(
+        app, ["view", str(recording), "--screenshot", str(out), "--t", "12", "--size", "1300x700"]
+    )
     assert result.exit_code == 0, result.output
     assert QtGui.QImage(str(out)).size().toTuple() == (1300, 700)
     result = CliRunner().invoke(app, ["view", str(recording), "--screenshot", str(out), "--size", "300x200"])
     assert result.exit_code == 2 and "smaller than the viewer's minimum" in result.output
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("missing", "does not exist"),
-    ("plain folder", "not a Zarr v3 store"),
-    ("foreign zarr", "written by another program"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "does not exist"),
+        ("plain folder", "not a Zarr v3 store"),
+        ("foreign zarr", "written by another program"),
+    ],
+)
 def test_bad_recordings_give_a_clear_message(kind: str, message: str, tmp_path: Path, qtbot) -> None:
     path = tmp_path / "bad.zarr"
     if kind == "plain folder":
@@ -103,7 +111,9 @@ def test_bad_recordings_give_a_clear_message(kind: str, message: str, tmp_path: 
 
 
 def test_bad_time_and_arguments_are_rejected(recording: Path) -> None:
-    result = CliRunner().invoke(app, ["view", str(recording), "--screenshot", "x.png", "--t", str(REC_FRAMES)])
+    result = CliRunner().invoke(
+        app, ["view", str(recording), "--screenshot", "x.png", "--t", str(REC_FRAMES)]
+    )
     assert result.exit_code == 2 and "outside the recording" in result.output
     result = CliRunner().invoke(app, ["view"])
     assert result.exit_code == 2 and "either a recording path" in result.output
@@ -111,8 +121,23 @@ def test_bad_time_and_arguments_are_rejected(recording: Path) -> None:
 
 def test_bench_view_writes_json(tmp_path: Path, qtbot) -> None:
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(app, ["bench", "view", "--json", str(out), "--updates", "3", "--size", "64",
-                                      "--planes", "4", "--neurons", "10"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "view",
+            "--json",
+            str(out),
+            "--updates",
+            "3",
+            "--size",
+            "64",
+            "--planes",
+            "4",
+            "--neurons",
+            "10",
+        ],
+    )
     assert result.exit_code == 0, result.output
     import json
 

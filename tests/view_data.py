@@ -31,14 +31,22 @@ def message_arrays(state: ViewState) -> dict[str, np.ndarray]:
 
 
 def write_recording(path: Path) -> Path:
-    """A complete 40-frame recording at 100 Hz with a 5-plane volume, 4 tracked neurons and dF/F every 5 frames."""
+    """A complete 40-frame, 100 Hz recording: 5-plane volumes, 4 tracked neurons and dF/F every 5 frames."""
     rng = np.random.default_rng(1)
     base = np.array([[0.0, 8.0, 10.0], [2.0, 12.0, 20.0], [-3.0, 6.0, 25.0], [4.0, 15.0, 5.0]])
-    with RecordingWriter(path, frame_shape=REC_SHAPE, pixel_size_um=0.325, planes_um=REC_PLANES,
-                         volume_every=1, attrs={"source": "viewer tests"}) as writer:
+    with RecordingWriter(
+        path,
+        frame_shape=REC_SHAPE,
+        pixel_size_um=0.325,
+        planes_um=REC_PLANES,
+        volume_every=1,
+        attrs={"source": "viewer tests"},
+    ) as writer:
         for t in range(REC_FRAMES):
-            writer.write_frame(blob_volume(REC_SHAPE, n_blobs=20, seed=t),
-                               FrameRecord(t, t * 0.01, 100 + t * 0.01, 0.0, 9.0, int(t == 7), t % 5 == 3))
+            writer.write_frame(
+                blob_volume(REC_SHAPE, n_blobs=20, seed=t),
+                FrameRecord(t, t * 0.01, 100 + t * 0.01, 0.0, 9.0, int(t == 7), t % 5 == 3),
+            )
             if t % REC_VOLUME_EVERY == 0:
                 writer.write_volume(t, blob_volume((len(REC_PLANES), *REC_SHAPE), n_blobs=30, seed=100 + t))
                 positions = base + rng.normal(0, 0.2, base.shape)

@@ -20,11 +20,19 @@ __all__ = ["DetectConfig", "Detections", "detect_neurons", "gaussian_blur", "max
 class DetectConfig:
     """Detection parameters in micrometres; defaults suit 2-3 um nuclei."""
 
-    nucleus_um: float = 2.5
+    nucleus_um: float = 2.0  # smallest expected nucleus diameter: sets smoothing and suppression scales
     threshold: float | None = None  # absolute, on the band-passed volume; None = threshold_sigmas * noise
     threshold_sigmas: float = 5.0
+    relative_threshold: float = 0.1  # also drop peaks below this fraction of the 95th-percentile peak
     min_distance_um: float | None = None  # closest allowed pair of centres; None = 0.6 * nucleus_um
     background_factor: float = 2.0  # background Gaussian sigma = background_factor * nucleus_um
+    bin_xy: int | None = None  # average y, x pixels in bins of this size first; None = nucleus_um / 3 per bin
+
+    def bin_for(self, pixel_um: float) -> int:
+        """Lateral binning factor for a pixel size: coarse enough to be fast, fine enough for 3 bins a nucleus."""
+        if self.bin_xy is not None:
+            return max(1, int(self.bin_xy))
+        return max(1, int(self.nucleus_um / 3.0 / pixel_um))
 
     @property
     def min_distance(self) -> float:
@@ -156,6 +164,11 @@ def detect_neurons(
     voxel = np.asarray(voxel_um, dtype=np.float64)
     if voxel.shape != (3,) or not np.all(voxel > 0):
         raise ValueError(f"voxel_um must be three positive sizes (dz, dy, dx) in um, got {voxel_um!r}.")
+    b = cfg.bin_for(float(min(voxel[1:])))
+    if b > 1:
+        vol = F.avg_pool3d(vol[None, None], (1, b, b), ceil_mode=True)[0, 0]
+        origin_um = np.asarray(origin_um, dtype=np.float64) + np.array([0.0, 1.0, 1.0]) * (b - 1) / 2 * voxel
+        voxel = voxel * np.array([1.0, b, b])
     sigma = (cfg.nucleus_um / 4.0) / voxel
     smooth = gaussian_blur(vol, sigma)
     band = smooth - _background(smooth, cfg.background_factor * cfg.nucleus_um / voxel)
@@ -167,8 +180,11 @@ def detect_neurons(
     idx = peaks.nonzero()
     if idx.shape[0] == 0:
         return Detections.empty()
-    offsets = _subvoxel_offsets(band, idx)
     strength = band[idx[:, 0], idx[:, 1], idx[:, 2]]
+    if cfg.relative_threshold > 0 and idx.shape[0] > 1:
+        strong = strength >= cfg.relative_threshold * torch.quantile(strength, 0.95)
+        idx, strength = idx[strong], strength[strong]
+    offsets = _subvoxel_offsets(band, idx)
     pos = (idx.to(torch.float64) + offsets.to(torch.float64)).cpu().numpy() * voxel + np.asarray(origin_um)
     strength_np = strength.float().cpu().numpy()
     keep = suppress_close(pos, strength_np, min_dist)

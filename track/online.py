@@ -19,7 +19,7 @@ class TrackerConfig:
     """Linking parameters: gate (um), frames a track may miss, velocity smoothing, drift search, dF/F baseline."""
 
     max_distance_um: float = 2.0
-    max_gap: int = 5
+    max_gap: int = 20  # frames; at 10 Hz this bridges 2 s of missed detections (e.g. two nuclei merging)
     velocity_smoothing: float = 0.3  # weight of the newest step in the velocity estimate; 0 = no prediction
     drift_correction: bool = True
     drift_search_um: float = 6.0
@@ -76,6 +76,11 @@ class OnlineTracker:
     def n_active(self) -> int:
         """Tracks alive now (observed within the last max_gap frames)."""
         return len(self._ids)
+
+    @property
+    def next_id(self) -> int:
+        """The id the next new track gets (= number of tracks started so far)."""
+        return self._next_id
 
     def predict(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Predicted positions (N, 3) um at frame t of the live tracks, with their ids (N,)."""

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from acquire.errors import SimConfigError
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -50,7 +52,9 @@ class CameraConfig(_Model):
     read_noise_e: float = Field(1.6, ge=0)
     background_e: float = Field(20.0, ge=0, description="Background photo-electrons per pixel per exposure.")
     exact_poisson_below_e: float = Field(
-        10.0, ge=0, description="Pixels expecting fewer electrons get exact Poisson noise, others its normal limit."
+        10.0,
+        ge=0,
+        description="Pixels expecting fewer electrons get exact Poisson noise, others its normal limit.",
     )
     min_frame_interval_ms: float = Field(
         0.0, ge=0, description="Readout-limited shortest frame interval; 0 = scaled from 2048x2048 at 100 Hz."
@@ -115,15 +119,23 @@ class SimConfig(_Model):
         """Read a simulator config from a TOML file (the [sim] table or the whole file)."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise SimConfigError(
                 f"Simulator config {path} does not exist. Pass an existing TOML file "
                 "(see configs/sim.toml for the defaults) or leave the option out to use the defaults."
             )
         try:
             data = tomllib.loads(path.read_text())
             return cls.model_validate(data.get("sim", data))
-        except (tomllib.TOMLDecodeError, ValidationError) as exc:
-            raise ValueError(
-                f"Simulator config {path} is malformed: {exc}. Fix the file; configs/sim.toml lists "
+        except tomllib.TOMLDecodeError as exc:
+            raise SimConfigError(
+                f"Simulator config {path} is not valid TOML: {exc}. Fix the syntax."
+            ) from exc
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()
+            )
+            raise SimConfigError(
+                f"Simulator config {path} is malformed ({problems}). Fix those fields; configs/sim.toml "
+                "lists "
                 "every field with its default."
             ) from exc

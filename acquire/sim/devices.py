@@ -24,6 +24,17 @@ from pymmcore_plus.experimental.unicore import CameraDevice, ShutterDevice, Stag
 from acquire.sim.config import SimConfig
 from acquire.sim.simulator import MODALITIES, WormSimulator
 
+PIXEL_CONFIG = "sim-objective"
+MAX_LAG_S = 2.0  # how far rendering may fall behind the camera clock before exposures are skipped
+
+
+def _resolve(path: Path) -> Path:
+    """A relative ConfigFile is looked up in the working directory, then in the project root."""
+    if path.is_absolute() or path.exists():
+        return path
+    in_project = Path(__file__).resolve().parents[2] / path
+    return in_project if in_project.exists() else path
+
 
 class SimCamera(CameraDevice):
     """A 16-bit camera looking at the simulated worm; frame interval = max(exposure, sensor readout time)."""
@@ -38,6 +49,9 @@ class SimCamera(CameraDevice):
         self.register_property("ConfigFile", default_value="", is_pre_init=True)
         self.register_property("FocusDevice", default_value="Z")
         self.register_property("Modality", default_value="widefield", allowed_values=MODALITIES)
+        self.register_property(
+            "PixelSize-um", getter=SimCamera.pixel_size_um, property_type=float, is_read_only=True
+        )
 
     @property
     def simulator(self) -> WormSimulator:
@@ -54,7 +68,7 @@ class SimCamera(CameraDevice):
         config = self._config
         if config is None:
             path = str(self.get_property_value("ConfigFile")).strip()
-            config = SimConfig.from_toml(Path(path)) if path else SimConfig()
+            config = SimConfig.from_toml(_resolve(Path(path))) if path else SimConfig()
         self._sim = WormSimulator(config)
         self._exposure_ms = config.camera.exposure_ms
         self._sim.stamps(str(self.get_property_value("Modality")))
@@ -80,6 +94,10 @@ class SimCamera(CameraDevice):
             raise ValueError(f"Exposure {value} ms is out of range; use a value in (0, 60000] ms.")
         self._exposure_ms = value
 
+    def pixel_size_um(self) -> float:
+        """Sample-plane pixel size (also the read-only 'PixelSize-um' property)."""
+        return self.simulator.pixel_size_um if self._sim else 0.0
+
     def get_readout_time(self) -> float:
         """Shortest frame interval in ms (rolling readout of the sensor rows)."""
         return self.simulator.config.camera.readout_interval_ms if self._sim else 0.0
@@ -99,26 +117,41 @@ class SimCamera(CameraDevice):
     def start_sequence(
         self, n: int | None, get_buffer: Callable[[Sequence[int], np.dtype], np.ndarray]
     ) -> Iterator[Mapping]:
-        """Free-running acquisition paced at max(exposure, readout); yields metadata after filling each buffer."""
+        """Free-running acquisition: exposure k starts at start + k * max(exposure, readout).
+
+        When rendering falls behind (a busy CPU) the camera catches up at full speed; more than
+        ``MAX_LAG_S`` behind, it skips the missed exposures like a camera whose on-board memory overflowed,
+        and the gap shows in ``CameraFrameNumber``.
+        """
         sim = self.simulator
         shape, dtype = self.shape(), self.dtype()
         modality = str(self.get_property_value("Modality"))
         exposure = self._exposure_ms
         interval = max(exposure, sim.config.camera.readout_interval_ms) / 1000
-        due = time.perf_counter()
-        k = 0
-        while n is None or k < n:
+        start = time.perf_counter()
+        k = done = 0
+        while n is None or done < n:
+            due = start + k * interval
             now = time.perf_counter()
             if due > now:
                 time.sleep(due - now)
-            elif now - due > interval:  # running late by more than a frame: the camera slows down
-                due = now
-            t_s, z = due - self._t0, self._focus_z_um
+            elif now - due > MAX_LAG_S:
+                k += int((now - due) / interval)
+                due = start + k * interval
+            t_s, z = (
+                round(due - self._t0, 6),
+                self._focus_z_um,
+            )  # metadata carries t to 1 us: render the same t
             buffer = get_buffer(shape, dtype)
             buffer[:] = sim.render(t_s, z, modality=modality, exposure_ms=exposure)
-            yield {"CameraTime-s": f"{t_s:.6f}", "FocusZ-um": f"{z:.4f}", "Exposure-ms": f"{exposure:.4f}"}
+            yield {
+                "CameraFrameNumber": str(k),
+                "CameraTime-s": f"{t_s:.6f}",
+                "FocusZ-um": f"{z:.4f}",
+                "Exposure-ms": f"{exposure:.4f}",
+            }
             k += 1
-            due += interval
+            done += 1
 
 
 class SimFocusStage(StageDevice):
@@ -132,7 +165,9 @@ class SimFocusStage(StageDevice):
 
     def limits_um(self) -> tuple[float, float]:
         """(lower, upper) travel limits in um."""
-        return float(self.get_property_value("LowerLimit-um")), float(self.get_property_value("UpperLimit-um"))
+        return float(self.get_property_value("LowerLimit-um")), float(
+            self.get_property_value("UpperLimit-um")
+        )
 
     def set_position_um(self, val: float) -> None:
         """Move to ``val`` um; outside the travel limits raises ValueError and the stage does not move."""
@@ -202,6 +237,9 @@ def load_simulated_core(
         core.setCameraDevice(camera)
         core.setFocusDevice(focus)
         core.setShutterDevice(shutter)
+        core.definePixelSizeConfig(PIXEL_CONFIG)
+        core.setPixelSizeUm(PIXEL_CONFIG, cam.simulator.pixel_size_um)
+        core.setPixelSizeConfig(PIXEL_CONFIG)
     except Exception:
         core.unloadAllDevices()
         raise

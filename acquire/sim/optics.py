@@ -31,8 +31,8 @@ def cache_dir() -> Path:
 class StampBank:
     """Pre-rendered images of one nucleus per size class and defocus, each cropped and centred.
 
-    ``stamps[c][j]`` is the (2r+1, 2r+1) float32 image, in photo-electrons per electron emitted, of a nucleus of
-    class ``c`` whose centre lies ``defocus_um[j]`` above the focal plane (sample z - focus z).
+    ``stamps[c][j]`` is the (2r+1, 2r+1) float32 image, in photo-electrons per electron emitted, of a
+    nucleus of class ``c`` whose centre lies ``defocus_um[j]`` above the focal plane (sample z - focus z).
     """
 
     defocus_um: np.ndarray
@@ -48,7 +48,8 @@ class StampBank:
 def _psf_params(optics: OpticsConfig) -> dict[str, float]:
     return dict(
         NA=optics.na, ns=optics.sample_index, ni=optics.immersion_index, ni0=optics.immersion_index,
-        ng=optics.coverslip_index, ng0=optics.coverslip_index, tg=optics.coverslip_um, tg0=optics.coverslip_um,
+        ng=optics.coverslip_index, ng0=optics.coverslip_index,
+        tg=optics.coverslip_um, tg0=optics.coverslip_um,
         ti0=optics.working_distance_um,
     )  # fmt: skip
 
@@ -77,7 +78,8 @@ def _raw_psf(optics: OpticsConfig, focal_um: np.ndarray, nx: int, wavelength_um:
     import psfmodels
 
     key = dict(kind="psf", params=_psf_params(optics), model=optics.psf_model, pz=optics.depth_um,
-               wvl=wavelength_um, dxy=optics.pixel_size_um, nx=nx, zv=[round(float(z), 6) for z in focal_um])  # fmt: skip
+               wvl=wavelength_um, dxy=optics.pixel_size_um, nx=nx,
+               zv=[round(float(z), 6) for z in focal_um])  # fmt: skip
 
     def compute() -> np.ndarray:
         psf = psfmodels.make_psf(
@@ -92,7 +94,7 @@ def _raw_psf(optics: OpticsConfig, focal_um: np.ndarray, nx: int, wavelength_um:
 def best_focus_um(optics: OpticsConfig) -> float:
     """Nominal focal position (from the coverslip) where a point at ``depth_um`` is sharpest.
 
-    With a refractive-index mismatch this differs from ``depth_um`` (focal shift); defocus is measured from it.
+    With a refractive-index mismatch this differs from ``depth_um`` (focal shift); defocus counts from it.
     """
     scale = max(optics.depth_um, 1.0)
     zv = optics.depth_um + np.arange(-0.4 * scale, 0.1 * scale + 1e-9, 0.01)
@@ -122,13 +124,14 @@ def _ellipsoid(diameter_um: float, px_um: float, dz_um: float, supersample: int 
 
 
 def _crop(plane: np.ndarray) -> np.ndarray:
-    """Smallest centred square holding ``_ENERGY_KEPT`` of the plane's light."""
+    """Smallest centred square holding ``_ENERGY_KEPT`` of the plane's light, rescaled to carry all of it."""
     c = plane.shape[0] // 2
-    total = plane.sum()
+    total = plane.sum(dtype=np.float64)
     for r in range(2, c + 1):
-        if plane[c - r : c + r + 1, c - r : c + r + 1].sum() >= _ENERGY_KEPT * total:
+        kept = plane[c - r : c + r + 1, c - r : c + r + 1]
+        if kept.sum(dtype=np.float64) >= _ENERGY_KEPT * total:
             break
-    return np.ascontiguousarray(plane[c - r : c + r + 1, c - r : c + r + 1], dtype=np.float32)
+    return np.ascontiguousarray(kept * (total / kept.sum(dtype=np.float64)), dtype=np.float32)
 
 
 def build_stamps(optics: OpticsConfig, class_diameters_um: np.ndarray, modality: str) -> StampBank:
@@ -136,13 +139,22 @@ def build_stamps(optics: OpticsConfig, class_diameters_um: np.ndarray, modality:
     if modality not in ("widefield", "confocal"):
         raise ValueError(f"Unknown modality {modality!r}; use 'widefield' or 'confocal'.")
     diameters = [round(float(d), 6) for d in class_diameters_um]
-    key = dict(kind="stamps", version=1, kept=_ENERGY_KEPT, optics=optics.model_dump(), diameters=diameters, modality=modality)
+    key = dict(
+        kind="stamps",
+        version=2,
+        kept=_ENERGY_KEPT,
+        optics=optics.model_dump(),
+        diameters=diameters,
+        modality=modality,
+    )
     n_planes = 2 * int(round(optics.stamp_range_um / optics.stamp_step_um)) + 1
 
     def compute() -> np.ndarray:
         bank = _compute_stamps(optics, np.asarray(diameters), modality)
         sizes = np.array([p.shape[0] for c in bank.stamps for p in c], np.float32)
-        return np.concatenate([bank.defocus_um.astype(np.float32), sizes, *[p.ravel() for c in bank.stamps for p in c]])
+        return np.concatenate(
+            [bank.defocus_um.astype(np.float32), sizes, *[p.ravel() for c in bank.stamps for p in c]]
+        )
 
     flat = _cached(key, compute)
     defocus, sizes = flat[:n_planes].astype(np.float64), flat[n_planes : n_planes * (1 + len(diameters))]
@@ -156,8 +168,8 @@ def _compute_stamps(optics: OpticsConfig, class_diameters_um: np.ndarray, modali
     """Defocus stamps of each nucleus size class for "widefield" or "confocal" imaging.
 
     Widefield: every plane of the PSF carries all the light (flux is conserved through defocus), so each stamp
-    sums to 1. Confocal: excitation x emission PSF (infinitely small pinhole), scaled so the in-focus stamp sums
-    to 1; out-of-focus light falls off (optical sectioning).
+    sums to 1. Confocal: excitation x emission PSF (infinitely small pinhole), scaled so the in-focus stamp
+    sums to 1; out-of-focus light falls off (optical sectioning).
     """
     step, rng_um = optics.stamp_step_um, optics.stamp_range_um
     n_half = int(round(rng_um / step))
@@ -180,8 +192,5 @@ def _compute_stamps(optics: OpticsConfig, class_diameters_um: np.ndarray, modali
             vol /= vol.sum(axis=(1, 2), keepdims=True)
         else:
             vol /= vol[n_half].sum()
-        planes = [_crop(p) for p in vol]
-        if modality == "widefield":
-            planes = [p / p.sum(dtype=np.float64) for p in planes]
-        classes.append(tuple(p.astype(np.float32) for p in planes))
+        classes.append(tuple(_crop(p) for p in vol))
     return StampBank(defocus_um=defocus[centre], stamps=tuple(classes))

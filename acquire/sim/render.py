@@ -23,7 +23,9 @@ def add_stamps(
     h, w = image.shape
     planes = bank.plane_index(defocus_um)
     rows, cols = np.rint(pos_px[:, 0]).astype(np.int64), np.rint(pos_px[:, 1]).astype(np.int64)
-    for r0, c0, j, c, e in zip(rows.tolist(), cols.tolist(), planes.tolist(), size_class.tolist(), electrons.tolist()):
+    for r0, c0, j, c, e in zip(
+        rows.tolist(), cols.tolist(), planes.tolist(), size_class.tolist(), electrons.tolist()
+    ):
         stamp = bank.stamps[c][j]
         half = stamp.shape[0] // 2
         y0, y1, x0, x1 = r0 - half, r0 + half + 1, c0 - half, c0 + half + 1
@@ -47,12 +49,12 @@ class Camera:
         return (electrons * np.float32(cfg.gain_adu_per_e) + np.float32(cfg.offset_adu)).astype(np.float32)
 
     def digitize(self, electrons: np.ndarray, seed: int) -> np.ndarray:
-        """One noisy uint16 exposure of the expected photo-electron image (float32), reproducible from ``seed``.
+        """One noisy uint16 exposure of an expected photo-electron image (float32), reproducible by seed.
 
         Shot noise is exact Poisson where a pixel expects fewer than ``exact_poisson_below_e`` electrons and a
         normal draw with the same mean and variance above it (the Poisson distribution's own large-count
         limit); read noise is added in the same normal draw. The normal draw uses torch's vectorised sampler
-        (about 3x faster than numpy's ziggurat); the arithmetic stays in numpy (single-threaded, no spin-waits).
+        (about 3x faster than numpy's ziggurat); the arithmetic stays in numpy (one thread, no spin-waits).
         """
         cfg = self.config
         e = np.ascontiguousarray(electrons, dtype=np.float32)

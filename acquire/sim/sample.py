@@ -79,7 +79,9 @@ class Worm:
         half_l = cfg.body_length_um / 2
         # centreline y(s): a static sag plus a slowly travelling bend; its slope gives the body normal
         yc = cfg.curvature_um * (1 - (s / half_l) ** 2) + mot.bend_um * np.sin(np.pi * s / half_l + phase)
-        slope = -2 * cfg.curvature_um * s / half_l**2 + mot.bend_um * np.pi / half_l * np.cos(np.pi * s / half_l + phase)
+        slope = -2 * cfg.curvature_um * s / half_l**2 + mot.bend_um * np.pi / half_l * np.cos(
+            np.pi * s / half_l + phase
+        )
         norm = np.sqrt(1 + slope**2)
         cy, cx = self.field_centre_um
         ty = mot.translation_um * np.sin(phase)
@@ -94,7 +96,9 @@ class Worm:
         act = self.config.activity
         horizon = t_s - 12 * act.decay_s
         out = np.zeros(len(self.ids))
-        for block in range(int(np.floor(horizon / ACTIVITY_BLOCK_S)), int(np.floor(t_s / ACTIVITY_BLOCK_S)) + 1):
+        for block in range(
+            int(np.floor(horizon / ACTIVITY_BLOCK_S)), int(np.floor(t_s / ACTIVITY_BLOCK_S)) + 1
+        ):
             ids, times, amps = _events(self.seed, block, len(self.ids), act.event_rate_hz, act.amplitude)
             dt = t_s - times
             keep = dt >= 0

@@ -48,7 +48,9 @@ class WormSimulator:
             raise ValueError(f"Unknown modality {modality!r}; use one of {MODALITIES}.")
         with self._lock:
             if modality not in self._banks:
-                self._banks[modality] = build_stamps(self.config.optics, self.worm.class_diameters_um, modality)
+                self._banks[modality] = build_stamps(
+                    self.config.optics, self.worm.class_diameters_um, modality
+                )
             return self._banks[modality]
 
     def truth(self, t_s: float) -> GroundTruth:
@@ -98,7 +100,7 @@ class WormSimulator:
     def focal_stack(
         self, t_s: float, z_um: Sequence[float], *, noise: bool, modality: str = "widefield"
     ) -> np.ndarray:
-        """(Z, H, W) frames of the sample frozen at time t, one per focus z (uint16 or float32 like render)."""
+        """(Z, H, W) frames of the sample frozen at time t, one per focus z (uint16/float32 like render)."""
         truth = self.truth(t_s)
         planes = []
         for z in z_um:
@@ -108,4 +110,8 @@ class WormSimulator:
                 if noise
                 else self.camera.expected_adu(electrons)
             )
-        return np.stack(planes) if planes else np.empty((0, *self.frame_shape), np.uint16 if noise else np.float32)
+        return (
+            np.stack(planes)
+            if planes
+            else np.empty((0, *self.frame_shape), np.uint16 if noise else np.float32)
+        )

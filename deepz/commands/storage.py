@@ -25,16 +25,17 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         compressions: list[str] = typer.Option(
             ["zstd", "lz4"], "--compression", help="Blosc compressors to compare (repeat the option)."
         ),
+        rounds: int = typer.Option(2, "--rounds", help="Interleaved rounds; the best of them is reported."),
     ) -> None:
         """Raw (512x512 uint16 at 100 Hz) and volume (32x512x512) streams through RecordingWriter."""
         from storage.bench import run_storage_bench
 
         with tempfile.TemporaryDirectory(dir=directory, prefix="deepz-bench-storage-") as tmp:
-            results = run_storage_bench(Path(tmp), seconds, tuple(backends), tuple(compressions))
+            results = run_storage_bench(Path(tmp), seconds, tuple(backends), tuple(compressions), rounds)
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(results, indent=2) + "\n")
         disk = results["disk_sequential_write_mb_s"]
-        typer.echo(f"disk sequential write: {disk} MB/s")
+        typer.echo(f"disk sequential write: {disk['start']} MB/s before, {disk['end']} MB/s after")
         for name, result in results["runs"].items():
             raw, volumes = result["raw"], result["volumes"]
             typer.echo(

@@ -1,4 +1,4 @@
-"""`deepz view` (live over zmq, or a recording; offscreen screenshots) and `deepz bench view` (refresh fps)."""
+"""`deepz view` (live over zmq, or a recording; offscreen screenshots) and `deepz bench view` (refresh)."""
 
 from __future__ import annotations
 
@@ -30,35 +30,51 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @app.command("view")
     def view(
         recording: Path = typer.Argument(None, help="A recording (REC.zarr) to browse."),
-        connect: str = typer.Option(None, "--connect", help="Live: the pipeline's zmq address, e.g. "
-                                    "tcp://127.0.0.1:5557."),
-        screenshot: Path = typer.Option(None, "--screenshot", help="Render the recording offscreen to this PNG "
-                                        "and exit."),
-        t: int = typer.Option(None, "--t", help="Frame index to show (default: the recording's last volume)."),
+        connect: str = typer.Option(
+            None, "--connect", help="Live: the pipeline's zmq address, e.g. tcp://127.0.0.1:5557."
+        ),
+        screenshot: Path = typer.Option(
+            None, "--screenshot", help="Render the recording offscreen to this PNG and exit."
+        ),
+        t: int = typer.Option(
+            None, "--t", help="Frame index to show (default: the recording's last volume)."
+        ),
         size: str = typer.Option("1600x1000", "--size", help="Window size WIDTHxHEIGHT."),
     ) -> None:
         """Show live volumes, neurons and traces from a running pipeline, or browse a recording."""
         if (recording is None) == (connect is None):
-            typer.secho("error: give either a recording path (deepz view REC.zarr) or --connect ADDRESS "
-                        "(deepz view --connect tcp://127.0.0.1:5557), not both or neither.", err=True,
-                        fg=typer.colors.RED)
+            typer.secho(
+                "error: give either a recording path (deepz view REC.zarr) or --connect ADDRESS "
+                "(deepz view --connect tcp://127.0.0.1:5557), not both or neither.",
+                err=True,
+                fg=typer.colors.RED,
+            )
             raise typer.Exit(2)
         if connect is not None:
             if screenshot is not None:
-                typer.secho("error: --screenshot renders a recording; pass REC.zarr instead of --connect.",
-                            err=True, fg=typer.colors.RED)
+                typer.secho(
+                    "error: --screenshot renders a recording; pass REC.zarr instead of --connect.",
+                    err=True,
+                    fg=typer.colors.RED,
+                )
                 raise typer.Exit(2)
             from display.app import run_live
 
             raise typer.Exit(run_live(connect))
         reader = _open_reader(recording)
         if reader.n_frames == 0:
-            typer.secho(f"error: recording {recording} holds no frames yet: nothing to show.", err=True,
-                        fg=typer.colors.RED)
+            typer.secho(
+                f"error: recording {recording} holds no frames yet: nothing to show.",
+                err=True,
+                fg=typer.colors.RED,
+            )
             raise typer.Exit(1)
         if t is not None and not 0 <= t < reader.n_frames:
-            typer.secho(f"error: --t {t} is outside the recording (frames 0..{reader.n_frames - 1}).", err=True,
-                        fg=typer.colors.RED)
+            typer.secho(
+                f"error: --t {t} is outside the recording (frames 0..{reader.n_frames - 1}).",
+                err=True,
+                fg=typer.colors.RED,
+            )
             raise typer.Exit(2)
         if screenshot is not None:
             from display.screenshot import render_screenshot
@@ -85,9 +101,13 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from display.bench import ViewBenchConfig
         from display.bench import bench_view as run
 
-        report = run(ViewBenchConfig(updates=updates, height=size, width=size, planes=planes, neurons=neurons))
-        typer.echo(f"view refresh: {report['fps']:.1f} fps (p50 {report['update_ms']['p50']:.1f} ms, "
-                   f"p99 {report['update_ms']['p99']:.1f} ms per update; target {report['target_fps']:.0f} fps)")
+        report = run(
+            ViewBenchConfig(updates=updates, height=size, width=size, planes=planes, neurons=neurons)
+        )
+        typer.echo(
+            f"view refresh: {report['fps']:.1f} fps (p50 {report['update_ms']['p50']:.1f} ms, "
+            f"p99 {report['update_ms']['p99']:.1f} ms per update; target {report['target_fps']:.0f} fps)"
+        )
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps(report, indent=2) + "\n")

@@ -75,7 +75,7 @@ class TorchOptEngine(Engine):
             generator = fold_batch_norm(model.generator).to(self.device, self.dtype)
             self.generator = generator.to(memory_format=torch.channels_last)
             self.forward = (
-                torch.compile(self.generator, mode="max-autotune-no-cudagraphs", dynamic=False, fullgraph=True)
+                torch.compile(self.generator, dynamic=False, fullgraph=True, options=self._compile_options())
                 if compile
                 else self.generator
             )
@@ -86,6 +86,12 @@ class TorchOptEngine(Engine):
             raise self.out_of_memory(exc) from exc
         log.info("torch-opt on %s: %s, channels-last, compile=%s, cuda_graphs=%s",
                  self.device, self._precision, compile, bool(self.graphs))
+
+    def _compile_options(self) -> dict[str, bool]:
+        """Inductor options: autotuned Triton kernels on the GPU (graphs are ours); frozen, fused oneDNN on CPU."""
+        if self.device.type == "cuda":
+            return {"max_autotune": True, "triton.cudagraphs": False}
+        return {"freezing": True}
 
     @property
     def precision(self) -> str:
@@ -116,7 +122,7 @@ class TorchOptEngine(Engine):
             pool = None
             for slot in self.pipeline.slots:
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool):
+                with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
                     slot.dev_out.copy_(self._volumes(slot.dev_in))
                 pool = graph.pool()
                 self.graphs.append(graph)
@@ -127,7 +133,7 @@ class TorchOptEngine(Engine):
         if self.graphs:
             self.graphs[index].replay()
             return
-        with torch.no_grad():
+        with torch.backends.cudnn.flags(enabled=True, benchmark=True), torch.no_grad():
             dev_out.copy_(self._volumes(dev_in))
 
     def _run(self, frames: np.ndarray) -> np.ndarray:

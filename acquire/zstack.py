@@ -1,0 +1,143 @@
+"""Focal-stack (z-scan) acquisition through the focus stage, and the on-disk stack format.
+
+A stack is (Z, H, W) uint16 frames plus the focus position of each plane, ``z_um`` (Z,) float64, in sample
+z (um; larger = deeper into the sample, as everywhere in deepz). On disk (``save_stack``/``load_stack``):
+
+- ``stack.zarr``: a Zarr v3 group with arrays ``stack`` (Z, H, W) uint16 and ``z_um`` (Z,) float64, and
+  attributes ``pixel_size_um``, ``axes`` = ["z", "y", "x"] and anything passed as ``attrs``.
+- ``stack.tif``: one multi-page TIFF (Z pages, uint16); the first page's ImageDescription is JSON with
+  ``z_um`` (list), ``pixel_size_um``, ``axes`` and the ``attrs``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymmcore_plus import CMMCorePlus
+
+from acquire.errors import AcquisitionError
+from acquire.mm import check_camera_format
+
+
+def _check_range(core: CMMCorePlus, focus: str, z_um: np.ndarray) -> None:
+    """Refuse the scan before moving if the stage publishes limits and a plane lies outside them."""
+    names = set(core.getDevicePropertyNames(focus))
+    if {"LowerLimit-um", "UpperLimit-um"} <= names:
+        lo, hi = (
+            float(core.getProperty(focus, "LowerLimit-um")),
+            float(core.getProperty(focus, "UpperLimit-um")),
+        )
+        bad = z_um[(z_um < lo) | (z_um > hi)]
+        if bad.size:
+            raise AcquisitionError(
+                f"Focus positions {bad.tolist()[:5]} um lie outside the travel range [{lo:g}, {hi:g}] um of "
+                f"stage {focus!r}. Choose a z range inside it (e.g. --z-range {lo:g} {hi:g})."
+            )
+
+
+def acquire_focal_stack(
+    core: CMMCorePlus, z_um: Sequence[float], *, settle_ms: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Snap one frame at each focus position (stepping the core's focus stage); returns (stack, z_um).
+
+    The focus returns to where it was afterwards, also on failure.
+    """
+    z = np.asarray(z_um, dtype=np.float64)
+    if z.ndim != 1 or z.size == 0:
+        raise AcquisitionError(
+            "A focal stack needs at least one z position; pass e.g. --z-range -10 10 --step 0.5."
+        )
+    focus = core.getFocusDevice()
+    if not focus:
+        raise AcquisitionError(
+            "The core has no focus device, so it cannot step through z. Load a Z stage and select it with "
+            "core.setFocusDevice(label) (or 'Property,Core,Focus,<label>' in the .cfg)."
+        )
+    if core.isSequenceRunning():
+        raise AcquisitionError("A sequence acquisition is running; stop live acquisition before a z-scan.")
+    check_camera_format(core)
+    _check_range(core, focus, z)
+    shape = (int(core.getImageHeight()), int(core.getImageWidth()))
+    stack = np.empty((z.size, *shape), np.uint16)
+    start = core.getPosition(focus)
+    try:
+        for i, zi in enumerate(z):
+            core.setPosition(focus, float(zi))
+            core.waitForDevice(focus)
+            if settle_ms:
+                core.sleep(settle_ms)
+            core.snapImage()
+            image = core.getImage()
+            if image.shape != shape or image.dtype != np.uint16:
+                raise AcquisitionError(
+                    f"Camera {core.getCameraDevice()!r} returned a {image.dtype} frame of shape "
+                    f"{image.shape} at "
+                    f"z = {zi:g} um, expected uint16 {shape}. Check the camera's ROI/binning/pixel type."
+                )
+            stack[i] = image
+    finally:
+        core.setPosition(focus, start)
+    return stack, z
+
+
+def z_positions(z_min: float, z_max: float, step: float) -> np.ndarray:
+    """Inclusive, evenly spaced positions from z_min to z_max (step > 0)."""
+    if step <= 0 or z_max < z_min:
+        raise AcquisitionError(
+            f"Bad z range {z_min:g}..{z_max:g} step {step:g}: need z_min <= z_max and a positive step."
+        )
+    n = int(np.floor((z_max - z_min) / step + 1e-9)) + 1
+    return np.round(z_min + step * np.arange(n), 6)
+
+
+def save_stack(
+    path: Path | str,
+    stack: np.ndarray,
+    z_um: np.ndarray,
+    *,
+    pixel_size_um: float,
+    attrs: dict[str, Any] | None = None,
+) -> Path:
+    """Write a stack as ``.zarr`` (group: ``stack`` and ``z_um`` arrays) or ``.tif`` (JSON description)."""
+    path = Path(path)
+    meta = {"pixel_size_um": float(pixel_size_um), "axes": ["z", "y", "x"], **(attrs or {})}
+    if path.suffix == ".zarr":
+        import zarr
+
+        group = zarr.open_group(path, mode="w")
+        group.create_array("stack", data=stack, chunks=(1, *stack.shape[1:]))
+        group.create_array("z_um", data=np.asarray(z_um, np.float64))
+        group.attrs.update(meta)
+    elif path.suffix in (".tif", ".tiff"):
+        import tifffile
+
+        tifffile.imwrite(
+            path,
+            stack,
+            description=json.dumps({**meta, "z_um": [float(v) for v in z_um]}),
+            metadata=None,
+            photometric="minisblack",
+        )
+    else:
+        raise AcquisitionError(f"Unknown stack format {path.suffix!r} for {path}; use a .zarr or .tif path.")
+    return path
+
+
+def load_stack(path: Path | str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read a stack written by save_stack: (stack (Z, H, W) uint16, z_um (Z,), attrs)."""
+    path = Path(path)
+    if path.suffix == ".zarr":
+        import zarr
+
+        group = zarr.open_group(path, mode="r")
+        return np.asarray(group["stack"]), np.asarray(group["z_um"]), dict(group.attrs)
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        meta = json.loads(tif.pages[0].description)
+        stack = tif.asarray()
+    return stack, np.asarray(meta.pop("z_um"), np.float64), meta

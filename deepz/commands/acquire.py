@@ -1,0 +1,159 @@
+"""Acquisition commands: `deepz bench acquire`, `deepz acquire-stack`, `deepz simulate frames`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _sim_config(path: Optional[Path]):
+    from acquire.sim import SimConfig
+
+    return SimConfig.from_toml(path) if path else SimConfig()
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    """Add the acquisition commands to the CLI."""
+
+    @bench.command("acquire")
+    def bench_acquire(
+        size: int = typer.Option(512, "--size", help="Square frame size of the simulated camera (pixels)."),
+        rate: float = typer.Option(100.0, "--rate", help="Target frame rate (Hz)."),
+        seconds: float = typer.Option(60.0, "--seconds", help="Duration of the sustained run (s)."),
+        json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results to this JSON file."),
+        find_max: bool = typer.Option(False, "--find-max", help="Also find the highest sustained rate."),
+        max_sizes: list[int] = typer.Option([512, 2048], "--max-size", help="Frame sizes for --find-max."),
+        trial_seconds: float = typer.Option(5.0, "--trial-seconds", help="Seconds per --find-max trial."),
+        sim_config: Optional[Path] = typer.Option(
+            None, "--sim-config", help="Simulator TOML (configs/sim.toml)."
+        ),
+    ) -> None:
+        """Stream the simulated camera through UniMMCore: sustained rate, frames lost, render time, CPU."""
+        import datetime
+
+        from acquire import bench as ab
+
+        base = _sim_config(sim_config)
+        config = ab.with_size(base, size)
+        results: dict = {
+            "benchmark": "acquire",
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": ab.machine(),
+            "render": ab.render_timing(config),
+        }
+        typer.echo(
+            f"render {size}x{size}: {results['render']['cpu_ms_mean']} ms CPU/frame "
+            f"({results['render']['wall_ms_mean']} ms wall)"
+        )
+        run = ab.stream(config, rate, seconds)
+        run["sustained"] = ab.sustains(run)
+        results["run"] = run
+        typer.echo(
+            f"{size}x{size} at {rate:g} Hz for {run['seconds']:g} s: {run['frames_acquired']} frames, "
+            f"{run['frames_lost']} lost, {run['sustained_rate_hz']} Hz sustained, "
+            f"CPU {run['process_cpu_percent_of_one_core']}% of a core (system {run['system_cpu_percent']}%)"
+        )
+        if find_max:
+            rates = [25, 50, 75, 100, 150, 200, 250, 300, 400]
+            results["find_max"] = [
+                ab.find_max_rate(ab.with_size(base, s), rates, trial_seconds) for s in max_sizes
+            ]
+            for entry in results["find_max"]:
+                typer.echo(
+                    f"highest sustained rate at {entry['size'][0]}: {entry['max_sustained_rate_hz']} Hz"
+                )
+        results["machine"]["load_average_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
+        if json_path:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(results, indent=2) + "\n")
+            typer.echo(f"results in {json_path}")
+
+    @app.command("acquire-stack")
+    def acquire_stack(
+        out: Path = typer.Option(
+            ..., "--out", help="Output stack: .zarr (z_um array beside) or .tif (JSON)."
+        ),
+        z_range: tuple[float, float] = typer.Option(
+            (-10.0, 10.0), "--z-range", help="Lowest and highest z (um)."
+        ),
+        step: float = typer.Option(0.5, "--step", help="Focus step (um)."),
+        mm_config: Optional[Path] = typer.Option(
+            None, "--mm-config", help="Real rig .cfg (default: simulator)."
+        ),
+        sim_config: Optional[Path] = typer.Option(
+            None, "--sim-config", help="Simulator TOML (configs/sim.toml)."
+        ),
+        exposure: Optional[float] = typer.Option(
+            None, "--exposure", help="Exposure (ms); default: camera's."
+        ),
+        settle_ms: float = typer.Option(0.0, "--settle-ms", help="Wait after each focus move (ms)."),
+    ) -> None:
+        """Step the focus stage through z and snap a frame at each plane; save (Z, H, W) + z positions."""
+        from acquire.mm import open_core, pixel_size_um
+        from acquire.zstack import acquire_focal_stack, save_stack, z_positions
+
+        z = z_positions(z_range[0], z_range[1], step)
+        core = open_core(mm_config, sim_config)
+        try:
+            if exposure:
+                core.setExposure(exposure)
+            stack, z_um = acquire_focal_stack(core, z, settle_ms=settle_ms)
+            attrs = {
+                "source": str(mm_config) if mm_config else "acquire.sim",
+                "exposure_ms": core.getExposure(),
+            }
+            save_stack(out, stack, z_um, pixel_size_um=pixel_size_um(core), attrs=attrs)
+        finally:
+            core.unloadAllDevices()
+        typer.echo(
+            f"wrote {stack.shape[0]} planes of {stack.shape[1]}x{stack.shape[2]} "
+            f"({z_um[0]:g}..{z_um[-1]:g} um) to {out}"
+        )
+
+    simulate = next((g.typer_instance for g in app.registered_groups if g.name == "simulate"), None)
+    if simulate is None:
+        simulate = typer.Typer(help="Render simulated data sets.", no_args_is_help=True)
+        app.add_typer(simulate, name="simulate")
+
+    @simulate.command("frames")
+    def simulate_frames(
+        out: Path = typer.Option(..., "--out", help="Output Zarr group (frames, t_s, truth/...)."),
+        seconds: float = typer.Option(2.0, "--seconds", help="Duration (s)."),
+        rate: float = typer.Option(100.0, "--rate", help="Frame rate (Hz)."),
+        focus: float = typer.Option(0.0, "--focus", help="Focus z (um)."),
+        modality: str = typer.Option("widefield", "--modality", help="widefield or confocal."),
+        sim_config: Optional[Path] = typer.Option(
+            None, "--sim-config", help="Simulator TOML (configs/sim.toml)."
+        ),
+    ) -> None:
+        """Render a movie at fixed focus with per-frame ground truth, into a Zarr group.
+
+        Arrays: frames (T, H, W) uint16, t_s (T,), truth/ids (N,), truth/positions_um (T, N, 3) (z, y, x),
+        truth/activity (T, N), truth/brightness (T, N); attrs: focus_z_um, modality, pixel_size_um and
+        sim_config.
+        """
+        import numpy as np
+        import zarr
+
+        from acquire.sim import WormSimulator
+
+        sim = WormSimulator(_sim_config(sim_config))
+        t = np.arange(int(round(seconds * rate))) / rate
+        truths = [sim.truth(float(ti)) for ti in t]
+        root = zarr.open_group(out, mode="w")
+        frames = root.create_array("frames", shape=(len(t), *sim.frame_shape), dtype="uint16",
+                                   chunks=(1, *sim.frame_shape))  # fmt: skip
+        for i, ti in enumerate(t):
+            frames[i] = sim.render(float(ti), focus, modality=modality)
+        root.create_array("t_s", data=t)
+        root.create_array("truth/ids", data=truths[0].ids)
+        for name in ("positions_um", "activity", "brightness"):
+            root.create_array(f"truth/{name}", data=np.stack([getattr(tr, name) for tr in truths]))
+        root.attrs.update({"focus_z_um": focus, "modality": modality, "pixel_size_um": sim.pixel_size_um,
+                           "sim_config": sim.config.model_dump(mode="json")})  # fmt: skip
+        typer.echo(
+            f"wrote {len(t)} frames of {sim.frame_shape[0]}x{sim.frame_shape[1]} with ground truth to {out}"
+        )
