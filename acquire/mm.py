@@ -320,7 +320,7 @@ class MicroManagerSource:
                     if not core.isSequenceRunning():
                         self._sequence_ended()
                         return
-                    time.sleep(0.0005)
+                    time.sleep(0.001)
                     continue
                 image, md = core.popNextImageAndMD()
                 host = time.time()

@@ -16,6 +16,7 @@ app = typer.Typer(
 bench = typer.Typer(help="Measured throughput, latency and resource use, written as JSON.", no_args_is_help=True)
 app.add_typer(bench, name="bench")
 
+NOISY_LOGGERS = ("pymmcore-plus", "zarr", "numcodecs", "asyncio", "fsspec", "PIL", "matplotlib")
 COMMAND_MODULES = ("acquire", "model", "engines", "storage", "tracking", "view", "pipeline", "info")
 
 
@@ -24,7 +25,11 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
+    if not verbose:
+        for noisy in NOISY_LOGGERS:
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 for _name in COMMAND_MODULES:

@@ -7,6 +7,7 @@ from enum import StrEnum
 import numpy as np
 from PySide6 import QtCore, QtWidgets
 
+_HYSTERESIS = 0.03  # automatic levels follow changes beyond 3% of the current display range
 _SUBSAMPLE = 4  # levels from every 4th pixel per axis: 16x less work, same percentiles to display precision
 
 
@@ -54,6 +55,7 @@ class ContrastControl(QtWidgets.QWidget):
             box.setMinimumWidth(60)
             box.setKeyboardTracking(False)
             box.valueChanged.connect(self._manual_edit)
+        self._auto_levels: dict[str, tuple[float, float]] = {}
         self.mode_box.currentTextChanged.connect(lambda _: self.changed.emit())
         layout = QtWidgets.QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -72,19 +74,22 @@ class ContrastControl(QtWidgets.QWidget):
         """The selected contrast mode."""
         return ContrastMode(self.mode_box.currentText())
 
-    def levels_for(self, image: np.ndarray, *, show: bool = True) -> tuple[float, float]:
-        """Levels to draw ``image`` with; automatic modes also show them in the spin boxes when ``show``."""
+    def levels_for(self, image: np.ndarray, *, key: str = "image", show: bool = True) -> tuple[float, float]:
+        """Levels to draw ``image`` with; automatic levels of each ``key`` (one per view) move only when the
+        data's range shifts by more than a few percent, so the display neither flickers nor rebuilds its
+        colour table every frame. Automatic modes also show the levels in the spin boxes when ``show``."""
         if self.mode is ContrastMode.MANUAL:
             return self.min_box.value(), self.max_box.value()
         levels = compute_levels(image, self.mode)
+        last = self._auto_levels.get(key)
+        if last is not None:
+            tolerance = _HYSTERESIS * (last[1] - last[0])
+            if abs(levels[0] - last[0]) <= tolerance and abs(levels[1] - last[1]) <= tolerance:
+                levels = last
+        self._auto_levels[key] = levels
         if show:
             self._show(levels)
         return levels
-
-    def set_manual(self, lo: float, hi: float) -> None:
-        """Switch to manual levels ``lo``..``hi``."""
-        self._show((lo, hi))
-        self.mode_box.setCurrentText(ContrastMode.MANUAL.value)
 
     def _show(self, levels: tuple[float, float]) -> None:
         for box, value in zip((self.min_box, self.max_box), levels, strict=True):

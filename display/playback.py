@@ -45,7 +45,10 @@ class PlaybackBar(QtWidgets.QWidget):
         for key, action in (
             (QtCore.Qt.Key.Key_Space, lambda: self.set_playing(not self._timer.isActive())),
             (QtCore.Qt.Key.Key_Left, lambda: self.seek(max(self.slider.value() - 1, 0))),
-            (QtCore.Qt.Key.Key_Right, lambda: self.seek(min(self.slider.value() + 1, recording.n_frames - 1))),
+            (
+                QtCore.Qt.Key.Key_Right,
+                lambda: self.seek(min(self.slider.value() + 1, recording.n_frames - 1)),
+            ),
         ):
             QtGui.QShortcut(QtGui.QKeySequence(key), window, activated=action)
         self.play_button.setToolTip("play / pause (Space); Left / Right step one frame")

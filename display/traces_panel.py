@@ -92,7 +92,9 @@ class TracesPanel:
         for neuron_id, curve in self._curves.items():
             curve.setData(rel_t, dff[rows[neuron_id]])
         self._fit_y([rows[i] for i in self._curves], dff)
-        marked = [(r, selection_style(selected[i])) for r, i in enumerate(self.row_ids.tolist()) if i in selected]
+        marked = [
+            (r, selection_style(selected[i])) for r, i in enumerate(self.row_ids.tolist()) if i in selected
+        ]
         self.row_marks.setData(
             x=np.full(len(marked), rect[0]),
             y=[r for r, _ in marked],

@@ -103,14 +103,16 @@ class VolumeViews:
         geometry = VolumeGeometry(state.pixel_size_um, planes, volume.shape[1], volume.shape[2])
         z_index = min(max(z_index, 0), volume.shape[0] - 1)
         xy = volume.max(axis=0) if max_projection else volume[z_index]
-        self.xy.set_image(xy, contrast.levels_for(xy), geometry.xy_rect())
+        self.xy.set_image(
+            xy, contrast.levels_for(xy, key="mip" if max_projection else "plane"), geometry.xy_rect()
+        )
         self.xy.set_title(
             "XY max projection"
             if max_projection
             else f"XY plane z = {planes[z_index]:+.1f} um ({z_index + 1}/{volume.shape[0]})"
         )
         xz = volume.max(axis=1)
-        projection_levels = contrast.levels_for(xz, show=False)
+        projection_levels = contrast.levels_for(xz, key="projections", show=False)
         self.xz.set_image(xz, projection_levels, geometry.xz_rect())
         self.yz.set_image(volume.max(axis=2).T, projection_levels, geometry.yz_rect())
         self._show_neurons(

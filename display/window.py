@@ -98,7 +98,9 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.labels_box.toggled.connect(self._redraw)
         for markers in self.volume.markers.values():
             markers.clicked.connect(self.toggle_selection)
-        self.traces.raster.row_clicked.connect(lambda row: self.toggle_selection(int(self.traces.row_ids[row])))
+        self.traces.raster.row_clicked.connect(
+            lambda row: self.toggle_selection(int(self.traces.row_ids[row]))
+        )
 
     @property
     def selected_ids(self) -> list[int]:

@@ -238,15 +238,16 @@ def engine_unavailable_reason(name: str, device: torch.device) -> str | None:
     return engine_class(name).unavailable_reason(device)
 
 
-# Order for "auto", fastest first, per device type; from bench/results (see infer/bench.py).
+# Order for "auto", fastest first, per device type (measured with `deepz bench infer`, bench/results/).
 AUTO_ORDER = {
     "cuda": (
-        ("tensorrt", "TensorRT fp16 engines are the fastest measured backend on NVIDIA GPUs"),
-        ("torch-opt", "torch half precision + CUDA graphs is the fastest backend without TensorRT"),
-        ("torch", "the eager torch reference is the only other CUDA backend"),
+        ("tensorrt", "a TensorRT fp16 engine is the fastest backend on NVIDIA GPUs"),
+        ("torch-opt", "torch fp16 + CUDA graphs is the fastest backend without TensorRT"),
+        ("torch", "the eager float32 reference is the only other CUDA backend"),
     ),
     "cpu": (
-        ("torch-opt", "torch-opt (bf16/channels-last, oneDNN) measured fastest on the CPU"),
+        ("torch-opt", "torch-opt (bf16 where the CPU has it, channels-last, folded batch norm) measured fastest "
+                      "on the CPU, ahead of onnxruntime and 3x the eager reference"),
         ("onnxruntime", "onnxruntime measured next fastest on the CPU"),
         ("torch", "the eager torch reference always runs"),
     ),

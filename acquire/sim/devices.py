@@ -49,6 +49,9 @@ class SimCamera(CameraDevice):
         self.register_property("ConfigFile", default_value="", is_pre_init=True)
         self.register_property("FocusDevice", default_value="Z")
         self.register_property("Modality", default_value="widefield", allowed_values=MODALITIES)
+        # > 0: render this many frames when a sequence starts and cycle through them (benchmarks the
+        # acquisition path without the simulator's render cost; frames then repeat and lag their truth)
+        self.register_property("PrerenderedFrames", default_value=0, limits=(0, 1000))
         self.register_property(
             "PixelSize-um", getter=SimCamera.pixel_size_um, property_type=float, is_read_only=True
         )
@@ -128,6 +131,8 @@ class SimCamera(CameraDevice):
         modality = str(self.get_property_value("Modality"))
         exposure = self._exposure_ms
         interval = max(exposure, sim.config.camera.readout_interval_ms) / 1000
+        n_loop = int(self.get_property_value("PrerenderedFrames"))
+        loop = [sim.render(i * interval, self._focus_z_um, modality=modality) for i in range(n_loop)]
         start = time.perf_counter()
         k = done = 0
         while n is None or done < n:
@@ -143,7 +148,9 @@ class SimCamera(CameraDevice):
                 self._focus_z_um,
             )  # metadata carries t to 1 us: render the same t
             buffer = get_buffer(shape, dtype)
-            buffer[:] = sim.render(t_s, z, modality=modality, exposure_ms=exposure)
+            buffer[:] = (
+                loop[k % n_loop] if loop else sim.render(t_s, z, modality=modality, exposure_ms=exposure)
+            )
             yield {
                 "CameraFrameNumber": str(k),
                 "CameraTime-s": f"{t_s:.6f}",

@@ -24,7 +24,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         rate: float = typer.Option(100.0, "--rate", help="Target frame rate (Hz)."),
         seconds: float = typer.Option(60.0, "--seconds", help="Duration of the sustained run (s)."),
         json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results to this JSON file."),
-        find_max: bool = typer.Option(False, "--find-max", help="Also find the highest sustained rate."),
+        find_max: bool = typer.Option(
+            False,
+            "--find-max",
+            help="Also find the highest sustained rate per size, rendering every frame and (acquisition path "
+            "alone) cycling pre-rendered frames.",
+        ),
         max_sizes: list[int] = typer.Option([512, 2048], "--max-size", help="Frame sizes for --find-max."),
         trial_seconds: float = typer.Option(5.0, "--trial-seconds", help="Seconds per --find-max trial."),
         sim_config: Optional[Path] = typer.Option(
@@ -59,11 +64,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         if find_max:
             rates = [25, 50, 75, 100, 150, 200, 250, 300, 400]
             results["find_max"] = [
-                ab.find_max_rate(ab.with_size(base, s), rates, trial_seconds) for s in max_sizes
+                ab.find_max_rate(ab.with_size(base, s), rates, trial_seconds, prerendered=pre)
+                for s in max_sizes
+                for pre in (0, 8)
             ]
             for entry in results["find_max"]:
                 typer.echo(
-                    f"highest sustained rate at {entry['size'][0]}: {entry['max_sustained_rate_hz']} Hz"
+                    f"highest sustained rate at {entry['size'][0]} ({entry['camera']}): "
+                    f"{entry['max_sustained_rate_hz']} Hz"
                 )
         results["machine"]["load_average_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
         if json_path:
