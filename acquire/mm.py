@@ -162,6 +162,8 @@ class MicroManagerSource:
         self._stopping = threading.Event()
         self._error: BaseException | None = None
         self._lock = threading.Lock()
+        self._exposure_now = 0.0  # fallbacks for cameras whose metadata lacks exposure / focus
+        self._focus_now = 0.0
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -208,6 +210,7 @@ class MicroManagerSource:
         if self.buffer_mb:
             core.setCircularBufferMemoryFootprint(int(self.buffer_mb))
         self._reset_counters()
+        self._empty_queue()
         self._error = None
         self._stopping.clear()
         self._exposure_now = exposure
@@ -294,12 +297,16 @@ class MicroManagerSource:
                 thread.join(timeout=5)
             self._flush_queue()
 
-    def _flush_queue(self) -> None:
+    def _empty_queue(self) -> None:
         while True:
             try:
                 self._queue.get_nowait()
             except queue.Empty:
-                break
+                return
+
+    def _flush_queue(self) -> None:
+        """Discard queued frames and leave the end marker for the consumer."""
+        self._empty_queue()
         self._queue.put(_STOP)
 
     def _put(self, item: object) -> bool:
@@ -314,13 +321,15 @@ class MicroManagerSource:
 
     def _drain(self) -> None:
         core, shape = self.core, self.frame_shape
+        # poll a quarter frame interval (0.5..2 ms): low latency without waking the GIL needlessly
+        poll_s = min(0.002, max(0.0005, 0.25 / self.rate_hz)) if self.rate_hz else 0.001
         try:
             while not self._stopping.is_set():
                 if core.getRemainingImageCount() == 0:
                     if not core.isSequenceRunning():
                         self._sequence_ended()
                         return
-                    time.sleep(0.001)
+                    time.sleep(poll_s)
                     continue
                 image, md = core.popNextImageAndMD()
                 host = time.time()

@@ -93,9 +93,10 @@ class ContrastControl(QtWidgets.QWidget):
 
     def _show(self, levels: tuple[float, float]) -> None:
         for box, value in zip((self.min_box, self.max_box), levels, strict=True):
-            box.blockSignals(True)
-            box.setValue(value)
-            box.blockSignals(False)
+            if round(value, box.decimals()) != box.value():  # an unchanged box is not repainted
+                box.blockSignals(True)
+                box.setValue(value)
+                box.blockSignals(False)
 
     def _manual_edit(self) -> None:
         self.mode_box.blockSignals(True)

@@ -8,10 +8,10 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui
 
-_LABEL_BOX_PX = (
-    56  # labels are drawn as cached glyph symbols (one atlas blit each, far cheaper than TextItems)
-)
+# labels are cached glyph symbols (one atlas blit each, far cheaper than TextItems); the box fits 5 digits
+_LABEL_BOX_PX = 80
 _LABEL_FONT_PX = 10
+_MAX_CACHED_LABELS = 10_000
 _MARKER_PX = 10
 _SELECTED_PX = 14
 _MARKER_PEN = pg.mkPen(0, 230, 255, 220, width=1.2)
@@ -26,6 +26,8 @@ def _label_path(neuron_id: int) -> QtGui.QPainterPath:
     """The neuron's ID as a glyph path, up and to the right of the point, in symbol units (box = 1)."""
     path = _label_paths.get(neuron_id)
     if path is None:
+        if len(_label_paths) >= _MAX_CACHED_LABELS:  # long runs with ID churn: keep the cache bounded
+            _label_paths.clear()
         font = QtGui.QFont()
         font.setPixelSize(_LABEL_FONT_PX)
         font.setBold(True)

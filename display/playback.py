@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from display.recording import RecordingAdapter
@@ -16,7 +18,7 @@ class PlaybackBar(QtWidgets.QWidget):
 
     def __init__(self, window: ViewerWindow, recording: RecordingAdapter) -> None:
         super().__init__(window)
-        self.window, self.recording = window, recording
+        self.viewer, self.recording = window, recording
         self.play_button = QtWidgets.QPushButton("Play")
         self.play_button.setCheckable(True)
         self.slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
@@ -40,6 +42,7 @@ class PlaybackBar(QtWidgets.QWidget):
         self._timer = QtCore.QTimer(self)
         self._timer.timeout.connect(self._advance)
         self._position = 0.0
+        self._clock = time.perf_counter()
         self.play_button.toggled.connect(self.set_playing)
         self.slider.valueChanged.connect(self._show)
         for key, action in (
@@ -76,14 +79,19 @@ class PlaybackBar(QtWidgets.QWidget):
         self.play_button.blockSignals(False)
         self.play_button.setText("Pause" if playing else "Play")
         self._position = float(self.slider.value())
+        self._clock = time.perf_counter()
         if playing:
             self._timer.start(TICK_MS)
         else:
             self._timer.stop()
 
     def _advance(self) -> None:
+        now = time.perf_counter()
+        seconds, self._clock = (
+            (now - self._clock) * self.speed,
+            now,
+        )  # wall time: slow reads do not slow the clock
         t = self.slider.value()
-        seconds = TICK_MS / 1000 * self.speed
         interval = self.recording.time_s(min(t + 1, self.recording.n_frames - 1)) - self.recording.time_s(t)
         self._position += seconds / interval if interval > 0 else 1.0
         nxt = min(int(self._position), self.recording.n_frames - 1)
@@ -96,7 +104,7 @@ class PlaybackBar(QtWidgets.QWidget):
             state = self.recording.state(t)
         except OSError as exc:  # storage.RecordingError / CorruptChunkError: show it, keep the viewer usable
             self.set_playing(False)
-            self.window.show_message(f"cannot read frame {t}: {exc}")
+            self.viewer.show_message(f"cannot read frame {t}: {exc}")
             return
         self.time_label.setText(f"{t + 1}/{self.recording.n_frames}  {self.recording.time_s(t):.2f} s")
-        self.window.show_state(state)
+        self.viewer.show_state(state)

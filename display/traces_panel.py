@@ -38,7 +38,6 @@ class TracesPanel:
         self.curves_plot = pg.PlotItem(title="dF/F of selected neurons (click a neuron)")
         self.curves_plot.setLabel("bottom", "time relative to now (s)")
         self.curves_plot.setLabel("left", "dF/F")
-        self.curves_plot.showGrid(x=True, y=True, alpha=0.2)
         self.legend = self.curves_plot.addLegend(offset=(5, 5), labelTextSize="8pt")
         self.raster_plot = pg.PlotItem(title="dF/F raster, all neurons (click a row)")
         self.raster_plot.setLabel("bottom", "time relative to now (s)")
@@ -74,7 +73,7 @@ class TracesPanel:
         rel_t = np.asarray(t, dtype=np.float64) - float(t[-1])
         dt = round(-float(rel_t[0]) / max(len(t) - 1, 1), 6) or 1.0
         self.raster.setImage(
-            np.nan_to_num(dff[order], nan=0.0),
+            dff[order],  # NaN (neuron not tracked then) draws transparent: the black background
             autoLevels=False,
             levels=compute_levels(dff, ContrastMode.AUTO, 1.0, 99.5),
         )

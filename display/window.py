@@ -149,12 +149,18 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self._redraw()
 
     def _auto_select(self, state: ViewState) -> None:
-        if state.trace_ids is None or state.traces_dff is None or state.traces_dff.size == 0:
+        """Pick the neurons with the widest robust dF/F range among those tracked most of the window."""
+        dff = state.traces_dff
+        if state.trace_ids is None or dff is None or dff.size == 0:
+            return
+        tracked = np.isfinite(dff).mean(axis=1) >= 0.5
+        if not tracked.any():
             return
         with np.errstate(all="ignore"):
-            spread = np.nan_to_num(np.nanstd(state.traces_dff, axis=1), nan=-1.0)
-        for i, row in enumerate(np.argsort(spread)[::-1][:AUTO_SELECT]):
-            self._selected[int(state.trace_ids[row])] = QtGui.QColor(SELECTION_COLORS[i])
+            lo, hi = np.nanpercentile(dff[tracked], [5, 95], axis=1)
+        rows = np.flatnonzero(tracked)[np.argsort(np.nan_to_num(hi - lo, nan=-1.0))[::-1][:AUTO_SELECT]]
+        for color, row in zip(SELECTION_COLORS, rows, strict=False):
+            self._selected[int(state.trace_ids[row])] = QtGui.QColor(color)
 
     def _redraw(self) -> None:
         state = self.state

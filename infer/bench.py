@@ -19,10 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save
 
 from infer.dpm import uniform_dpm, uniform_planes
-from infer.engine import Engine, make_engine, resolve_device
+from infer.engine import make_engine, resolve_device
+from infer.manifest import Architecture, ModelManifest, Normalisation
 from infer.model import DeepZGenerator, UNetConfig, generator_flops_per_plane
+from infer.model_io import LoadedModel, default_model_path, load_model
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +33,10 @@ HALF_TOLERANCE = 1e-2
 FLOAT_TOLERANCE = 1e-3
 
 
-def random_model(config: UNetConfig | None = None, *, seed: int = 0, axial_range_um: float = 10.0):  # noqa: ANN201
+def random_model(
+    config: UNetConfig | None = None, *, seed: int = 0, axial_range_um: float = 10.0
+) -> LoadedModel:
     """A LoadedModel with random weights and batch-norm statistics (benchmarks and tests without training)."""
-    from safetensors.torch import save
-
-    from infer.manifest import Architecture, ModelManifest, Normalisation
-    from infer.model_io import LoadedModel
-
     config = config or UNetConfig()
     generator = torch.Generator().manual_seed(seed)
     model = DeepZGenerator(config)
@@ -60,15 +60,13 @@ def random_model(config: UNetConfig | None = None, *, seed: int = 0, axial_range
     return LoadedModel(generator=model, manifest=manifest, digest=digest)
 
 
-def bench_model(path: str | Path | None = None):  # noqa: ANN201
+def bench_model(path: str | Path | None = None) -> tuple[LoadedModel, str]:
     """(LoadedModel, note): the given or shipped model, else a random model of the default architecture."""
-    from infer.model_io import default_model_path, load_model
-
     if path is not None:
         return load_model(path), f"model {path}"
     if (default_model_path() / "manifest.json").is_file():
         return load_model(), "the shipped default model"
-    return random_model(), "no shipped model found: a random-weight model of the default UNetConfig architecture"
+    return random_model(), "no shipped model: a random-weight model of the default UNetConfig architecture"
 
 
 def _cuda_time(fn: Callable[[], Any], reps: int) -> float:
@@ -161,12 +159,22 @@ def simulated_frames(n: int, frame_shape: tuple[int, int], seed: int) -> np.ndar
 
     sim = WormSimulator(SimConfig(camera=CameraConfig(shape=frame_shape), seed=seed))
     rng = np.random.default_rng(seed)
-    return np.stack([sim.render(float(rng.uniform(0, 5)), float(rng.uniform(-3, 3)), noise=True) for _ in range(n)])
+    times, focus = rng.uniform(0, 5, n), rng.uniform(-3, 3, n)
+    return np.stack([sim.render(float(t), float(z), noise=True) for t, z in zip(times, focus, strict=True)])
+
+
+def engine_spec(spec: str, *, compile: bool = False) -> tuple[str, dict[str, Any]]:
+    """'name' or 'name:precision' (e.g. 'torch-opt:bfloat16') -> (engine name, make_engine options)."""
+    name, _, precision = spec.partition(":")
+    options: dict[str, Any] = {"precision": precision} if precision else {}
+    if compile and name == "torch-opt":
+        options["compile"] = True
+    return name, options
 
 
 def bench_point(
-    name: str,
-    model: Any,
+    spec: str,
+    model: LoadedModel,
     size: int,
     planes: int,
     batch: int,
@@ -175,15 +183,16 @@ def bench_point(
     seconds: float,
     warmup: int,
     peak_tflops: float,
-    options: dict[str, Any] | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Build one engine and measure it: latency (frame in -> volume out), pipelined throughput, memory."""
-    dpm = uniform_dpm(uniform_planes(-0.8 * model.manifest.axial_range_um, 0.8 * model.manifest.axial_range_um,
-                                     planes), (size, size))
+    reach = 0.8 * model.manifest.axial_range_um
+    dpm = uniform_dpm(uniform_planes(-reach, reach, planes), (size, size))
     frames = random_frames((batch, size, size), seed=1)
     with _MemoryProbe(device) as memory:
         t0 = time.perf_counter()
-        engine = make_engine(name, model, (size, size), dpm, batch, device, **(options or {}))
+        name, options = engine_spec(spec, compile=compile)
+        engine = make_engine(name, model, (size, size), dpm, batch, device, **options)
         build_s = time.perf_counter() - t0
         for _ in range(warmup):
             engine.run(frames)
@@ -206,6 +215,7 @@ def bench_point(
     achieved = volumes_per_s * planes * flops / 1e12
     return {
         **engine.describe(),
+        "spec": engine.name + spec[len(name):],
         "size": size,
         "build_s": round(build_s, 3),
         "warmup": warmup,
@@ -226,20 +236,20 @@ def bench_point(
 
 
 def relative_error(volumes: np.ndarray, reference: np.ndarray, offset: float) -> float:
-    """||volumes - reference|| / ||reference - offset||: error relative to the signal above the camera offset."""
+    """||volumes - reference|| / ||reference - offset||: error relative to the signal above the offset."""
     ref = reference.astype(np.float64)
     return float(np.linalg.norm(volumes.astype(np.float64) - ref) / max(np.linalg.norm(ref - offset), 1e-12))
 
 
 def check_engines(
-    names: Sequence[str],
-    model: Any,
+    specs: Sequence[str],
+    model: LoadedModel,
     size: int,
     planes: int,
     device: torch.device,
     *,
     seed: int = 0,
-    options: dict[str, dict[str, Any]] | None = None,
+    compile: bool = False,
 ) -> list[dict[str, Any]]:
     """Each engine vs the torch reference (same device) on fresh random and simulated frames."""
     dpm = uniform_dpm(uniform_planes(-model.manifest.axial_range_um, model.manifest.axial_range_um, planes),
@@ -253,13 +263,15 @@ def check_engines(
     expected = {kind: reference.run(frames) for kind, frames in inputs.items()}
     offset = model.manifest.normalisation.offset_adu
     results = []
-    for name in names:
-        engine = make_engine(name, model, (size, size), dpm, 1, device, **(options or {}).get(name, {}))
+    for spec in specs:
+        name, options = engine_spec(spec, compile=compile)
+        engine = make_engine(name, model, (size, size), dpm, 1, device, **options)
         tolerance = FLOAT_TOLERANCE if engine.precision == "float32" else HALF_TOLERANCE
         volumes = {kind: engine.run(frames) for kind, frames in inputs.items()}
         errors = {kind: relative_error(volumes[kind], expected[kind], offset) for kind in inputs}
         results.append({
             **engine.describe(),
+            "spec": spec,
             "size": size,
             "relative_error": errors,
             "max_abs_error_adu": {
@@ -307,21 +319,24 @@ def run_bench(
     seconds: float = 10.0,
     warmup: int | None = None,
     check: bool = False,
-    options: dict[str, dict[str, Any]] | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Benchmark every (engine, size, planes) point; optional agreement checks; one JSON-friendly dict."""
+    """Benchmark every (engine spec, size, planes) point; optional agreement checks; one JSON-friendly dict.
+
+    An engine spec is a name from ENGINE_NAMES or "auto", optionally with a precision: "torch-opt:bfloat16".
+    """
     dev = resolve_device(device)
     model, note = bench_model(model_path)
     warmup = (5 if dev.type == "cuda" else 1) if warmup is None else warmup
     peak = measure_peak_tflops(dev)
     log.info("measured %s peak: %.2f TFLOP/s", peak["dtype"], peak["tflops"])
     results = []
-    for name in engines:
+    for spec in engines:
         for size in sizes:
             for k in planes:
-                log.info("bench %s on %s: %dx%d, K=%d, B=%d", name, dev, size, size, k, batch)
-                point = bench_point(name, model, size, k, batch, dev, seconds=seconds, warmup=warmup,
-                                    peak_tflops=peak["tflops"], options=(options or {}).get(name))
+                log.info("bench %s on %s: %dx%d, K=%d, B=%d", spec, dev, size, size, k, batch)
+                point = bench_point(spec, model, size, k, batch, dev, seconds=seconds, warmup=warmup,
+                                    peak_tflops=peak["tflops"], compile=compile)
                 log.info("  %.2f volumes/s, %.1f planes/s, latency p50 %.1f ms, p99 %.1f ms, %.1f%% of peak",
                          point["volumes_per_s"], point["planes_per_s"], point["latency_ms"]["p50"],
                          point["latency_ms"]["p99"], 100 * point["peak_fraction"])
@@ -338,8 +353,8 @@ def run_bench(
         "results": results,
     }
     if check:
-        concrete = sorted({p["engine"] for p in results})
-        report["checks"] = check_engines(concrete, model, min(sizes), min(planes), dev, options=options)
+        concrete = list(dict.fromkeys(p["spec"] for p in results))
+        report["checks"] = check_engines(concrete, model, min(sizes), min(planes), dev, compile=compile)
     return report
 
 
@@ -351,9 +366,9 @@ def plot_sweep(report: dict[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax_rate, ax_peak) = plt.subplots(1, 2, figsize=(11, 4.2))
-    keys = sorted({(p["engine"], p["planes"]) for p in report["results"]})
+    keys = sorted({(p["spec"], p["planes"]) for p in report["results"]})
     for engine, k in keys:
-        points = sorted((p for p in report["results"] if (p["engine"], p["planes"]) == (engine, k)),
+        points = sorted((p for p in report["results"] if (p["spec"], p["planes"]) == (engine, k)),
                         key=lambda p: p["size"])
         sizes = [p["size"] for p in points]
         ax_rate.plot(sizes, [p["planes_per_s"] for p in points], "o-", label=f"{engine} K={k}")

@@ -116,7 +116,7 @@ def evaluate(
         rng = float(true.max() - true.min())
         for m, vol in vols.items():
             scores[m]["psnr"].append([psnr(vol[k], true[k], rng) for k in range(len(planes))])
-            scores[m]["ssim"].append([ssim(vol[k], true[k], rng) for k in range(len(planes))])
+            scores[m]["ssim"].append(ssim(vol, true, rng).tolist())
             scores[m]["pearson"].append([pearson(vol[k], true[k]) for k in range(len(planes))])
         if detector is not None and st.positions_um is not None:
             origin = np.array([z0 + planes[0], 0.0, 0.0])

@@ -10,28 +10,34 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5, device: torch.device | None = None) -> torch.Tensor:
+def _gaussian_1d(size: int = 11, sigma: float = 1.5, device: torch.device | None = None) -> torch.Tensor:
     g = torch.exp(-((torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2) ** 2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
+    return g / g.sum()
+
+
+def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter, valid region."""
+    return F.conv2d(F.conv2d(x, g[None, None, None, :]), g[None, None, :, None])
 
 
 def ssim_map(a: torch.Tensor, b: torch.Tensor, data_range: float | torch.Tensor = 1.0) -> torch.Tensor:
     """Per-pixel SSIM (Wang et al. 2004, 11x11 Gaussian window sigma 1.5, valid region) of (N, 1, H, W)."""
-    win = _gaussian_window(device=a.device).to(a.dtype)
+    g = _gaussian_1d(device=a.device).to(a.dtype)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_a, mu_b = F.conv2d(a, win), F.conv2d(b, win)
-    saa = F.conv2d(a * a, win) - mu_a**2
-    sbb = F.conv2d(b * b, win) - mu_b**2
-    sab = F.conv2d(a * b, win) - mu_a * mu_b
+    mu_a, mu_b = _blur(a, g), _blur(b, g)
+    saa = _blur(a * a, g) - mu_a**2
+    sbb = _blur(b * b, g) - mu_b**2
+    sab = _blur(a * b, g) - mu_a * mu_b
     return ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2))
 
 
-def ssim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, data_range: float) -> float:
-    """Mean SSIM of two (H, W) images."""
-    ta = torch.as_tensor(np.asarray(a, dtype=np.float32))[None, None]
-    tb = torch.as_tensor(np.asarray(b, dtype=np.float32))[None, None]
-    return float(ssim_map(ta, tb, data_range).mean())
+def ssim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, data_range: float) -> float | np.ndarray:
+    """Mean SSIM of two (H, W) images, or per plane (K,) of two (K, H, W) stacks."""
+    ta = torch.as_tensor(np.array(a, dtype=np.float32))
+    tb = torch.as_tensor(np.array(b, dtype=np.float32))
+    per_plane = ssim_map(ta.reshape(-1, 1, *ta.shape[-2:]), tb.reshape(-1, 1, *tb.shape[-2:]), data_range)
+    vals = per_plane.mean(dim=(1, 2, 3)).numpy().astype(np.float64)
+    return float(vals[0]) if ta.ndim == 2 else vals
 
 
 def psnr(pred: np.ndarray, true: np.ndarray, data_range: float) -> float:

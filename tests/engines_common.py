@@ -7,12 +7,13 @@ import numpy as np
 from infer.bench import random_frames, random_model
 from infer.dpm import uniform_dpm, uniform_planes
 from infer.model import UNetConfig
+from infer.model_io import LoadedModel
 
 TINY = UNetConfig(base_channels=4, depth=2, max_channels=16)
 SHAPE = (32, 48)
 
 
-def tiny_model(seed: int = 0):  # noqa: ANN201
+def tiny_model(seed: int = 0) -> LoadedModel:
     """A small random-weight LoadedModel (fast on the CPU), axial range +/-10 um."""
     return random_model(TINY, seed=seed)
 

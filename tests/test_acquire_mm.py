@@ -35,18 +35,20 @@ def test_sequence_frames_match_the_simulator_at_their_time_and_focus(core) -> No
             got.append((frame.copy(), meta))
             if meta.index == 20:
                 core.setPosition(2.5)
-            if meta.index >= 60:
+            if meta.focus_z_um == 2.5 or meta.index >= 1000:  # frames already queued show the old focus
                 break
         stats = source.stats
     assert not core.isSequenceRunning()
     assert source.frame_shape == (128, 128) and source.pixel_size_um == pytest.approx(0.325)
     numbers = [m.image_number for _, m in got]
     assert numbers == list(range(len(got))) and [m.index for _, m in got] == numbers
-    assert stats.acquired == len(got) and stats.lost == 0 and stats.overflows == 0 and stats.rate_hz > 0
-    assert all(m.lost_before == 0 and m.exposure_ms == pytest.approx(5.0) for _, m in got)
+    assert stats.acquired == len(got) and stats.overflows == 0 and stats.rate_hz > 0
+    # a starved CPU can make the camera skip exposures; each skip must show up as lost_before
+    skipped = np.array([m.lost_before for _, m in got])
+    assert stats.lost == skipped.sum() and all(m.exposure_ms == pytest.approx(5.0) for _, m in got)
     assert got[0][1].focus_z_um == 0.0 and got[-1][1].focus_z_um == 2.5
     times = np.array([m.camera_time_s for _, m in got])
-    np.testing.assert_allclose(np.diff(times), 0.005, atol=1e-5)
+    np.testing.assert_allclose(np.diff(times), 0.005 * (1 + skipped[1:]), atol=1e-5)
     for frame, meta in (got[0], got[-1]):
         assert frame.dtype == np.uint16 and frame.shape == (128, 128)
         expected = sim.render(meta.camera_time_s, meta.focus_z_um, exposure_ms=meta.exposure_ms)
@@ -91,3 +93,25 @@ def test_snap_renders_at_the_stage_position(core) -> None:
     img = core.getImage()
     assert img.shape == (128, 128) and img.dtype == np.uint16
     assert img.mean() > CONFIG.camera.offset_adu
+
+
+def test_source_restarts_and_stop_is_idempotent(core) -> None:
+    source = MicroManagerSource(core, rate_hz=100)
+    source.stop()
+    for _ in range(2):
+        with source:
+            frame, meta = next(source.frames())
+        assert meta.index == 0 and meta.image_number == 0 and frame.shape == (128, 128)
+        assert source.stats.acquired == 1 and not core.isSequenceRunning()
+    source.stop()
+
+
+def test_sim_cfg_camera_switches_to_confocal(core) -> None:
+    core.setProperty("Camera", "Modality", "confocal")
+    core.snapImage()
+    confocal = core.getImage().astype(np.float64)
+    core.setProperty("Camera", "Modality", "widefield")
+    core.snapImage()
+    widefield = core.getImage().astype(np.float64)
+    # same sample, no out-of-focus haze: less light overall in the confocal image
+    assert confocal.mean() < widefield.mean()

@@ -88,3 +88,13 @@ def test_cli_acquire_stack_bench_and_simulate(tmp_path: Path) -> None:
 
     root = zarr.open_group(movie, mode="r")
     assert root["frames"].shape == (5, 96, 96) and root["truth/positions_um"].shape == (5, 180, 3)
+
+
+def test_useq_mda_z_plan_runs_on_the_simulated_core(core) -> None:
+    import useq
+
+    seen = []
+    core.mda.events.frameReady.connect(lambda img, event, meta: seen.append((img.shape, event.z_pos)))
+    core.mda.run(useq.MDASequence(z_plan={"top": 1.0, "bottom": -1.0, "step": 1.0}))
+    assert [z for _, z in seen] == [-1.0, 0.0, 1.0] and seen[0][0] == (192, 192)
+    assert not core.getShutterOpen()  # AutoShutter closed the simulated shutter again

@@ -27,18 +27,20 @@ def _bench(*args: str) -> None:
 def test_bench_point_with_checks(model_dir, tmp_path):
     out = tmp_path / "infer.json"
     _bench("--model", str(model_dir), "--size", "32", "--planes", "4", "--batch", "2",
-           "--engine", "torch,torch-opt", "--check", "--json", str(out))
+           "--engine", "torch,torch-opt:bfloat16", "--check", "--json", str(out))
     report = json.loads(out.read_text())
     assert report["peak"]["dtype"] == "float32" and report["peak"]["tflops"] > 0
-    assert [p["engine"] for p in report["results"]] == ["torch", "torch-opt"]
+    assert [p["spec"] for p in report["results"]] == ["torch", "torch-opt:bfloat16"]
+    assert [p["precision"] for p in report["results"]] == ["float32", "bfloat16"]
     for point in report["results"]:
         assert point["planes_per_s"] == pytest.approx(4 * point["volumes_per_s"])
         assert point["gflop_per_plane"] == pytest.approx(generator_flops_per_plane(TINY, 32, 32) / 1e9)
         assert point["latency_ms"]["p99"] >= point["latency_ms"]["p50"] > 0
         assert 0 < point["peak_fraction"] and point["device_memory_mb"] >= 0
-    checks = {c["engine"]: c for c in report["checks"]}
-    assert set(checks) == {"torch", "torch-opt"}
-    assert set(checks["torch-opt"]["relative_error"]) == {"random", "simulated"}
+    checks = {c["spec"]: c for c in report["checks"]}
+    assert set(checks) == {"torch", "torch-opt:bfloat16"}
+    assert set(checks["torch-opt:bfloat16"]["relative_error"]) == {"random", "simulated"}
+    assert checks["torch-opt:bfloat16"]["tolerance"] == 1e-2 and checks["torch"]["tolerance"] == 1e-3
     assert all(c["passed"] for c in checks.values())
 
 

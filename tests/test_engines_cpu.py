@@ -47,11 +47,13 @@ def test_torch_opt_matches_reference(model, reference, precision, tolerance):
     assert engine.precision == precision
     inputs = {"random": frames(3, seed=1), "simulated": simulated_frames(1, (64, 64), seed=2)[:, :32, :48]}
     for kind, batch in inputs.items():
-        error = relative_error(engine.run(batch), reference.run(batch), model.manifest.normalisation.offset_adu)
+        offset = model.manifest.normalisation.offset_adu
+        error = relative_error(engine.run(batch), reference.run(batch), offset)
         assert error < tolerance, (kind, error)
 
 
-def test_auto_picks_an_engine_and_says_why(model, caplog):
+def test_auto_picks_an_engine_and_says_why(model, caplog, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPZ_CACHE_DIR", str(tmp_path))
     with caplog.at_level(logging.INFO, logger="infer.engine"):
         engine = make_engine("auto", model, SHAPE, dpm(), device="cpu")
     assert engine.name in ("torch-opt", "onnxruntime", "torch")

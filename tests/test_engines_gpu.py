@@ -35,7 +35,8 @@ def test_torch_opt_half_matches_reference(model, reference, precision):
     engine = make_engine("torch-opt", model, SHAPE, dpm(), batch=2, device="cuda", precision=precision)
     assert engine.graphs, "CUDA graphs should be captured for the fixed batch"
     for kind, batch in _inputs().items():
-        error = relative_error(engine.run(batch), reference.run(batch), model.manifest.normalisation.offset_adu)
+        offset = model.manifest.normalisation.offset_adu
+        error = relative_error(engine.run(batch), reference.run(batch), offset)
         assert error < 1e-2, (kind, error)
 
 
@@ -70,7 +71,8 @@ def test_tensorrt_matches_reference_and_caches(model, reference, tmp_path, monke
     monkeypatch.setenv("DEEPZ_CACHE_DIR", str(tmp_path))
     engine = make_engine("tensorrt", model, SHAPE, dpm(), batch=2, device="cuda")
     for kind, batch in _inputs().items():
-        error = relative_error(engine.run(batch), reference.run(batch), model.manifest.normalisation.offset_adu)
+        offset = model.manifest.normalisation.offset_adu
+        error = relative_error(engine.run(batch), reference.run(batch), offset)
         assert error < 1e-2, (kind, error)
     assert engine.engine_path.is_file()
     mtime = engine.engine_path.stat().st_mtime_ns

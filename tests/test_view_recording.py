@@ -117,6 +117,8 @@ def test_bad_time_and_arguments_are_rejected(recording: Path) -> None:
     assert result.exit_code == 2 and "outside the recording" in result.output
     result = CliRunner().invoke(app, ["view"])
     assert result.exit_code == 2 and "either a recording path" in result.output
+    result = CliRunner().invoke(app, ["view", "--connect", "localhost:5557"])
+    assert result.exit_code == 2 and "cannot subscribe to 'localhost:5557'" in result.output
 
 
 def test_bench_view_writes_json(tmp_path: Path, qtbot) -> None:
@@ -144,3 +146,21 @@ def test_bench_view_writes_json(tmp_path: Path, qtbot) -> None:
     report = json.loads(out.read_text())
     assert report["config"]["height"] == 64 and report["fps"] > 0 and report["view_paints_per_update"] > 0
     assert REC_SHAPE  # the bench builds its own data; recordings are not needed
+
+
+def test_corrupt_chunk_is_reported_in_the_window(tmp_path: Path, qtbot) -> None:
+    path = write_recording(tmp_path / "rec.zarr")
+    chunk = path / "volumes" / "0" / "c" / "20" / "0" / "0" / "0"
+    assert chunk.is_file()
+    chunk.write_bytes(b"not a compressed chunk")
+    window, player = open_recording_window(RecordingReader(path), t=12)
+    qtbot.addWidget(window)
+    player.seek(22)  # needs the volume stored at frame 20
+    assert "cannot read frame 22" in window.status_label.text()
+    assert window.state.t == 12  # the last good view stays up
+    player.seek(30)
+    assert window.state.t == 30 and window.state.volume is not None
+    result = CliRunner().invoke(
+        app, ["view", str(path), "--screenshot", str(tmp_path / "x.png"), "--t", "22"]
+    )
+    assert result.exit_code == 1 and "is corrupt" in result.output and not (tmp_path / "x.png").exists()

@@ -1,4 +1,4 @@
-"""Neuron activity: mean intensity in a small sphere per neuron, and dF/F against a running-percentile baseline."""
+"""Neuron activity: mean intensity in a small sphere per neuron; dF/F over a running-percentile baseline."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def sample_intensity(
         return np.zeros(0, np.float32)
     voxel = np.asarray(voxel_um, dtype=np.float64)
     radius = tuple(int(r) for r in np.maximum(0, np.floor(radius_um / voxel)))
-    centres = torch.as_tensor(np.rint((pos - np.asarray(origin_um)) / voxel), dtype=torch.long, device=vol.device)
+    centres = torch.as_tensor(
+        np.rint((pos - np.asarray(origin_um)) / voxel), dtype=torch.long, device=vol.device
+    )
     windows, offsets, inside = gather_windows(vol, centres, radius)
     dist2 = ((offsets.double() * torch.as_tensor(voxel, device=vol.device)) ** 2).sum(-1)
     mask = inside & (dist2 <= radius_um**2)[None]
@@ -109,7 +111,7 @@ class RunningDff:
 
 
 def dff_traces(intensity: np.ndarray, config: ActivityConfig | None = None) -> np.ndarray:
-    """Offline dF/F of (M, T) intensity traces (NaN = not observed) with the same trailing running percentile."""
+    """Offline dF/F of (M, T) intensity traces (NaN = not observed), same trailing running percentile."""
     cfg = config or ActivityConfig()
     frame = pd.DataFrame(np.asarray(intensity, dtype=np.float64).T)
     baseline = frame.rolling(cfg.baseline_window, min_periods=1).quantile(cfg.baseline_percentile / 100.0)

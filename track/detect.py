@@ -20,19 +20,21 @@ __all__ = ["DetectConfig", "Detections", "detect_neurons", "gaussian_blur", "max
 class DetectConfig:
     """Detection parameters in micrometres; defaults suit 2-3 um nuclei."""
 
-    nucleus_um: float = 2.0  # smallest expected nucleus diameter: sets smoothing and suppression scales
+    nucleus_um: float = (
+        1.5  # band-pass scale (um): 1.5 separates touching 2-3 um nuclei in wide-field volumes
+    )
     threshold: float | None = None  # absolute, on the band-passed volume; None = threshold_sigmas * noise
     threshold_sigmas: float = 5.0
     relative_threshold: float = 0.1  # also drop peaks below this fraction of the 95th-percentile peak
     min_distance_um: float | None = None  # closest allowed pair of centres; None = 0.6 * nucleus_um
-    background_factor: float = 2.0  # background Gaussian sigma = background_factor * nucleus_um
-    bin_xy: int | None = None  # average y, x pixels in bins of this size first; None = nucleus_um / 3 per bin
+    background_factor: float = 0.75  # background Gaussian sigma = background_factor * nucleus_um
+    bin_xy: int | None = None  # average y, x pixels in bins of this size first; None = about nucleus_um / 2.5
 
     def bin_for(self, pixel_um: float) -> int:
-        """Lateral binning factor for a pixel size: coarse enough to be fast, fine enough for 3 bins a nucleus."""
+        """Lateral binning factor for a pixel size: coarse enough to be fast, fine enough for nuclei."""
         if self.bin_xy is not None:
             return max(1, int(self.bin_xy))
-        return max(1, int(self.nucleus_um / 3.0 / pixel_um))
+        return max(1, round(self.nucleus_um / 2.5 / pixel_um))
 
     @property
     def min_distance(self) -> float:
@@ -57,7 +59,7 @@ class Detections:
 
 
 def _gaussian_kernel(sigma_vox: float, device: torch.device) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3.0 * sigma_vox)))
+    radius = max(1, math.ceil(3.0 * sigma_vox))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
     k = torch.exp(-0.5 * (x / sigma_vox) ** 2)
     return k / k.sum()
@@ -70,7 +72,7 @@ def _padded(x: torch.Tensor, axis: int, r: int) -> torch.Tensor:
 
 
 def gaussian_blur(volume: torch.Tensor, sigma_vox: Sequence[float]) -> torch.Tensor:
-    """Separable Gaussian blur of a (Z, Y, X) float tensor (shifted sums, replicate borders); sigma < 0.3 skips."""
+    """Separable Gaussian blur of a (Z, Y, X) tensor (shifted sums, replicate borders); sigma < 0.3 skips."""
     x = volume
     for axis, sigma in enumerate(sigma_vox):
         if sigma < 0.3:
@@ -103,7 +105,9 @@ def _background(smooth: torch.Tensor, sigma_vox: np.ndarray) -> torch.Tensor:
     pool = tuple(int(max(1, min(s // 2, n // 4))) for s, n in zip(sigma_vox, smooth.shape, strict=True))
     coarse = F.avg_pool3d(smooth[None, None], pool, ceil_mode=True)[0, 0]
     coarse = gaussian_blur(coarse, sigma_vox / np.asarray(pool))
-    return F.interpolate(coarse[None, None], size=tuple(smooth.shape), mode="trilinear", align_corners=False)[0, 0]
+    return F.interpolate(coarse[None, None], size=tuple(smooth.shape), mode="trilinear", align_corners=False)[
+        0, 0
+    ]
 
 
 def _noise_level(band: torch.Tensor) -> torch.Tensor:
@@ -135,7 +139,7 @@ def _subvoxel_offsets(band: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def suppress_close(pos_um: np.ndarray, strength: np.ndarray, min_distance_um: float) -> np.ndarray:
-    """Greedy suppression of points closer than min_distance_um (strongest first); kept indices, input order."""
+    """Greedy suppression of points closer than min_distance_um (strongest first); kept indices in order."""
     if len(pos_um) < 2:
         return np.arange(len(pos_um))
     order = np.argsort(-strength, kind="stable")

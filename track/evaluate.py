@@ -15,7 +15,9 @@ __all__ = ["DetectionScore", "TrackingScore", "TrackingScorer", "detection_score
 UNMATCHED = -1
 
 
-def match_points(pred: np.ndarray, true: np.ndarray, max_distance_um: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+def match_points(
+    pred: np.ndarray, true: np.ndarray, max_distance_um: float = 1.5
+) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one minimum-distance matching of (N, 3) to (M, 3) points within max_distance_um: index pairs."""
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 3)
     true = np.asarray(true, dtype=np.float64).reshape(-1, 3)
@@ -65,7 +67,7 @@ def detection_score(pred: np.ndarray, true: np.ndarray, max_distance_um: float =
 
 @dataclass(frozen=True)
 class TrackingScore:
-    """Whole-run scores; a neuron is tracked end to end when it has no switch and is matched in >= 90% of frames."""
+    """Whole-run scores; tracked end to end = no identity switch and matched in >= 90% of the frames."""
 
     n_neurons: int
     n_frames: int
@@ -94,17 +96,27 @@ class TrackingScorer:
         self._times: list[float] = []
         self._truth_ids: np.ndarray | None = None
         self._assigned: list[np.ndarray] = []  # per frame: track id matched to each true neuron, or -1
-        self._measured: list[np.ndarray] = []  # per frame: dF/F measured for each true neuron, NaN if unmatched
+        self._measured: list[
+            np.ndarray
+        ] = []  # per frame: dF/F measured for each true neuron, NaN if unmatched
         self._activity: list[np.ndarray] = []
         self._detection = DetectionScore(0, 0, 0)
 
-    def add(self, t_s: float, truth_ids: np.ndarray, truth_positions_um: np.ndarray, truth_activity: np.ndarray,
-            state: TrackState) -> None:  # fmt: skip
+    def add(
+        self,
+        t_s: float,
+        truth_ids: np.ndarray,
+        truth_positions_um: np.ndarray,
+        truth_activity: np.ndarray,
+        state: TrackState,
+    ) -> None:
         """Record one frame: match the observed tracks to the true neurons present."""
         if self._truth_ids is None:
             self._truth_ids = np.asarray(truth_ids).copy()
         elif not np.array_equal(self._truth_ids, truth_ids):
-            raise ValueError("The set of true neuron ids changed between frames; score one simulated run at a time.")
+            raise ValueError(
+                "The set of true neuron ids changed between frames; score one simulated run at a time."
+            )
         r, c = match_points(state.positions_um, truth_positions_um, self.max_distance_um)
         assigned = np.full(len(truth_ids), UNMATCHED, np.int64)
         assigned[c] = state.ids[r]
@@ -114,7 +126,9 @@ class TrackingScorer:
         self._measured.append(measured)
         self._activity.append(np.asarray(truth_activity, dtype=np.float64))
         self._times.append(float(t_s))
-        self._detection = self._detection + DetectionScore(len(r), len(state.ids) - len(r), len(truth_ids) - len(r))
+        self._detection = self._detection + DetectionScore(
+            len(r), len(state.ids) - len(r), len(truth_ids) - len(r)
+        )
 
     def score(self) -> TrackingScore:
         """Scores over all frames added so far."""

@@ -34,7 +34,7 @@ class LiveTrackerConfig:
 
 
 class LiveTracker:
-    """Turns each incoming (Z, Y, X) volume into a TrackState; call process() once per volume, in time order."""
+    """Turns each (Z, Y, X) volume into a TrackState; call process() once per volume, in time order."""
 
     def __init__(self, config: LiveTrackerConfig, device: str | torch.device | None = None) -> None:
         if config.detect_every < 1:
@@ -46,7 +46,7 @@ class LiveTracker:
         self._count = 0
 
     def detections(self, t: int, volume: torch.Tensor) -> Detections:
-        """Full detection on schedule, else refined predicted positions of the live tracks (duplicates: older wins)."""
+        """Full detection on schedule, else refined predictions of live tracks (duplicates: older wins)."""
         cfg = self.config
         full = self._count % cfg.detect_every == 0 or self.tracker.n_active == 0
         self._count += 1
@@ -57,7 +57,9 @@ class LiveTracker:
             volume, predicted, cfg.voxel_um, radius_um=cfg.refine_radius_um, origin_um=cfg.origin_um
         )
         found = np.flatnonzero(found)
-        keep = found[suppress_close(det.positions_um[found], -ids[found].astype(np.float64), cfg.detect.min_distance)]
+        keep = found[
+            suppress_close(det.positions_um[found], -ids[found].astype(np.float64), cfg.detect.min_distance)
+        ]
         return Detections(det.positions_um[keep], det.intensity[keep])
 
     def process(self, t: int, volume: np.ndarray | torch.Tensor) -> TrackState:

@@ -1,4 +1,4 @@
-"""Offline tracking of a whole recording: detect in every volume, then link globally with gap closing (laptrack)."""
+"""Offline tracking of a recording: detect in every volume, link globally with gap closing (laptrack)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def track_volumes(
     device: str | torch.device | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> TrackTable:
-    """Detect neurons in every volume (in order), link them globally and measure intensity and dF/F per track."""
+    """Detect neurons in every volume (in order), link globally, measure intensity and dF/F per track."""
     cfg = config or OfflineConfig()
     detections: list[Detections] = []
     intensities: list[np.ndarray] = []
@@ -92,7 +92,9 @@ def track_volumes(
         det = detect_neurons(vol, voxel_um, config=detect, origin_um=origin_um)
         detections.append(det)
         intensities.append(
-            sample_intensity(vol, det.positions_um, voxel_um, radius_um=cfg.activity.radius_um, origin_um=origin_um)
+            sample_intensity(
+                vol, det.positions_um, voxel_um, radius_um=cfg.activity.radius_um, origin_um=origin_um
+            )
         )
         if progress is not None:
             progress(i + 1)
@@ -101,11 +103,14 @@ def track_volumes(
     ids_flat = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     positions = np.concatenate([d.positions_um for d in detections]) if detections else np.zeros((0, 3))
     intensity = np.concatenate(intensities).astype(np.float32) if intensities else np.zeros(0, np.float32)
-    return TrackTable(t, ids_flat, positions, intensity, _dff_per_track(t, ids_flat, intensity, len(detections), cfg))
+    return TrackTable(
+        t, ids_flat, positions, intensity, _dff_per_track(t, ids_flat, intensity, len(detections), cfg)
+    )
 
 
-def _dff_per_track(t: np.ndarray, ids: np.ndarray, intensity: np.ndarray, n_frames: int,
-                   cfg: OfflineConfig) -> np.ndarray:  # fmt: skip
+def _dff_per_track(
+    t: np.ndarray, ids: np.ndarray, intensity: np.ndarray, n_frames: int, cfg: OfflineConfig
+) -> np.ndarray:
     """dF/F of every row: each track's intensity trace over frames with the running-percentile baseline."""
     if len(ids) == 0:
         return np.zeros(0, np.float32)

@@ -16,7 +16,7 @@ __all__ = ["OnlineTracker", "TrackState", "TrackerConfig", "estimate_drift"]
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Linking parameters: gate (um), frames a track may miss, velocity smoothing, drift search, dF/F baseline."""
+    """Linking parameters: gate (um), frames a track may miss, velocity smoothing, drift, dF/F baseline."""
 
     max_distance_um: float = 2.0
     max_gap: int = 20  # frames; at 10 Hz this bridges 2 s of missed detections (e.g. two nuclei merging)
@@ -30,7 +30,7 @@ class TrackerConfig:
 
 @dataclass(frozen=True)
 class TrackState:
-    """Tracks observed at frame t: ids (N,), positions (N, 3) um, intensity (N,), dF/F (N,); started/ended ids."""
+    """Tracks observed at frame t: ids, positions (N, 3) um, intensity, dF/F (N,); started/ended ids."""
 
     t: int
     ids: np.ndarray
@@ -45,7 +45,7 @@ class TrackState:
 def estimate_drift(
     predicted: np.ndarray, detected: np.ndarray, search_um: float, iterations: int = 3
 ) -> np.ndarray:
-    """Global translation (3,) um from predictions to detections: median nearest-neighbour residual, iterated."""
+    """Global translation (3,) um from predictions to detections: median nearest-neighbour residual."""
     drift = np.zeros(3)
     if len(predicted) == 0 or len(detected) == 0:
         return drift
@@ -60,7 +60,7 @@ def estimate_drift(
 
 
 class OnlineTracker:
-    """Links detections volume by volume into tracks with stable integer ids (0, 1, 2, ... in order of birth)."""
+    """Links detections volume by volume into tracks with stable integer ids (0, 1, 2 ... by birth)."""
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = config or TrackerConfig()
@@ -89,11 +89,15 @@ class OnlineTracker:
     def update(self, t: int, detections: Detections, intensity: np.ndarray | None = None) -> TrackState:
         """Link this frame's detections to the live tracks and return the tracks observed at t."""
         if self._t is not None and t <= self._t:
-            raise ValueError(f"Frame index {t} is not after the previous one ({self._t}); feed volumes in time order.")
+            raise ValueError(
+                f"Frame index {t} is not after the previous one ({self._t}); feed volumes in time order."
+            )
         det = np.asarray(detections.positions_um, dtype=np.float64).reshape(-1, 3)
         values = detections.intensity if intensity is None else np.asarray(intensity)
         if len(values) != len(det):
-            raise ValueError(f"{len(values)} intensities for {len(det)} detections; pass one value per detection.")
+            raise ValueError(
+                f"{len(values)} intensities for {len(det)} detections; pass one value per detection."
+            )
         cfg = self.config
         ids, pred = self.predict(t)
         drift = np.zeros(3)
@@ -157,7 +161,10 @@ class OnlineTracker:
         lost_ids = self._ids[lost]
         keep = ~lost
         self._ids, self._pos, self._vel, self._last_t = (
-            self._ids[keep], self._pos[keep], self._vel[keep], self._last_t[keep]
+            self._ids[keep],
+            self._pos[keep],
+            self._vel[keep],
+            self._last_t[keep],
         )
         return lost_ids
 

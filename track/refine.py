@@ -24,7 +24,7 @@ def refine_positions(
     min_contrast: float = 0.0,
     device: str | torch.device | None = None,
 ) -> tuple[Detections, np.ndarray]:
-    """Move each position (N, 3) um to the weighted centroid of its window; returns (detections, found (N,) bool).
+    """Move each position (N, 3) um to the weighted centroid of its window; (detections, found (N,) bool).
 
     Weights are the window intensity above the window median inside an ellipsoid of radius_um; a neuron is
     `found` when its window peak exceeds the median by more than min_contrast.

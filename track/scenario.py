@@ -1,4 +1,4 @@
-"""Simulated runs with ground truth: true (focal-stack) or virtual (Deep-Z) volumes through the live tracker."""
+"""Simulated runs with ground truth: true (focal-stack) or virtual (Deep-Z) volumes, live tracker."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class RunConfig:
 
     @property
     def n_volumes(self) -> int:
-        return max(1, int(round(self.seconds * self.rate_hz)))
+        return max(1, round(self.seconds * self.rate_hz))
 
 
 @dataclass
@@ -54,11 +54,15 @@ def simulated_volumes(cfg: RunConfig) -> VolumeStream:
     times = np.arange(cfg.n_volumes) / cfg.rate_hz
     if cfg.source == "blobs":
         if cfg.virtual:
-            raise ValueError("Virtual volumes need the simulator (source='sim'); the blob stand-in has no optics.")
+            raise ValueError(
+                "Virtual volumes need the simulator (source='sim'); the blob stand-in has no optics."
+            )
         from track.synthetic import BlobConfig, BlobWorld
 
         world = BlobWorld(BlobConfig(shape=(cfg.planes, *(cfg.frame_shape or (256, 256))), seed=cfg.seed))
-        gen = ((i, float(t), world.volume(float(t)).numpy(), world.truth(float(t))) for i, t in enumerate(times))
+        gen = (
+            (i, float(t), world.volume(float(t)).numpy(), world.truth(float(t))) for i, t in enumerate(times)
+        )
         return VolumeStream(world.config.voxel_um, (0.0, 0.0, 0.0), gen, {"source": "blobs"})
     from acquire.sim import CameraConfig, SimConfig, WormSimulator
 
@@ -93,13 +97,18 @@ def _virtual_engine(cfg: RunConfig, frame_shape: tuple[int, int], planes: np.nda
     path = default_model_path()
     if not (path / "manifest.json").is_file():
         raise FileNotFoundError(
-            f"No Deep-Z model at {path}; virtual volumes need the shipped model (train it with `deepz train`) "
+            f"No Deep-Z model at {path}; virtual volumes need the shipped model (`deepz train` makes it) "
             "or run the evaluation without --virtual."
         )
     model = load_model(path)
     engine = make_engine(cfg.engine, model, frame_shape, uniform_dpm(planes, frame_shape), batch=1)
-    return engine, {"source": "sim", "volumes": "virtual (Deep-Z)", "model": model.manifest.name,
-                    "model_digest": model.digest, "engine": engine.name}  # fmt: skip
+    return engine, {
+        "source": "sim",
+        "volumes": "virtual (Deep-Z)",
+        "model": model.manifest.name,
+        "model_digest": model.digest,
+        "engine": engine.name,
+    }
 
 
 def evaluate_run(
@@ -112,7 +121,7 @@ def evaluate_run(
     live = live or LiveTrackerConfig(
         voxel_um=stream.voxel_um,
         origin_um=stream.origin_um,
-        tracker=TrackerConfig(max_gap=max(5, int(round(cfg.max_gap_s * cfg.rate_hz)))),
+        tracker=TrackerConfig(max_gap=max(5, round(cfg.max_gap_s * cfg.rate_hz))),
         detect_every=cfg.detect_every,
     )
     tracker = LiveTracker(live)

@@ -8,32 +8,42 @@ import torch
 __all__ = ["as_volume_tensor", "gather_windows"]
 
 
-def as_volume_tensor(volume: np.ndarray | torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+def as_volume_tensor(
+    volume: np.ndarray | torch.Tensor, device: str | torch.device | None = None
+) -> torch.Tensor:
     """Return a finite, non-empty (Z, Y, X) float32 tensor on `device` (default: the input's, else CPU)."""
     if isinstance(volume, torch.Tensor):
         tensor = volume.to(device=device or volume.device)
     else:
         array = np.asarray(volume)
         if array.dtype.kind not in "uif":
-            raise TypeError(f"Volume dtype {array.dtype} is not numeric; pass a uint16 or float (Z, Y, X) array.")
-        tensor = torch.from_numpy(np.ascontiguousarray(array).astype(np.float32, copy=False)).to(device or "cpu")
+            raise TypeError(
+                f"Volume dtype {array.dtype} is not numeric; pass a uint16 or float (Z, Y, X) array."
+            )
+        tensor = torch.from_numpy(np.ascontiguousarray(array).astype(np.float32, copy=False)).to(
+            device or "cpu"
+        )
     if tensor.ndim != 3:
         raise ValueError(
             f"Expected one volume shaped (Z, Y, X), got {tuple(tensor.shape)}; index a single time point "
             "(and channel) before detection."
         )
     if tensor.numel() == 0:
-        raise ValueError(f"Volume is empty (shape {tuple(tensor.shape)}); every axis needs at least one voxel.")
+        raise ValueError(
+            f"Volume is empty (shape {tuple(tensor.shape)}); every axis needs at least one voxel."
+        )
     tensor = tensor.float()
     if not bool(torch.isfinite(tensor.sum())):  # one reduction: NaN/inf propagate
-        raise ValueError("Volume contains NaN or infinite values; replace them (e.g. np.nan_to_num) before detection.")
+        raise ValueError(
+            "Volume contains NaN or infinite values; replace them (e.g. np.nan_to_num) before detection."
+        )
     return tensor
 
 
 def gather_windows(
     volume: torch.Tensor, centres_vox: torch.Tensor, radius_vox: tuple[int, int, int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cut (N, 2rz+1, 2ry+1, 2rx+1) windows around integer centres (N, 3); returns windows, offsets, inside mask."""
+    """Cut (N, 2rz+1, 2ry+1, 2rx+1) windows around integer centres (N, 3): windows, offsets, inside mask."""
     grids = [torch.arange(-r, r + 1, device=volume.device) for r in radius_vox]
     offsets = torch.stack(torch.meshgrid(*grids, indexing="ij"), dim=-1)  # (wz, wy, wx, 3)
     idx = centres_vox[:, None, None, None, :] + offsets[None]

@@ -10,6 +10,10 @@ The camera renders each frame from a WormSimulator at the focus stage's position
 the exposure (seconds since the camera was initialised). It learns the focus position from the stage's
 ``stagePositionChanged`` events (the stage starts at 0 um), so camera and stage need not know each other.
 The simulated light source is always on; the shutter exists so that AutoShutter and MDA work as on a rig.
+
+Ground truth of a frame: ``WormSimulator(config).truth(meta.camera_time_s)`` with the camera's config (the
+simulator is deterministic, so a second instance gives the same sample; the camera renders exactly
+``render(camera_time_s, focus_z_um, exposure_ms=...)``, which the tests check pixel for pixel).
 """
 
 from __future__ import annotations
@@ -113,10 +117,6 @@ class SimCamera(CameraDevice):
         """Frames are 16-bit."""
         return np.dtype(np.uint16)
 
-    def sim_time_s(self) -> float:
-        """Simulated time now: seconds since initialisation."""
-        return time.perf_counter() - self._t0
-
     def start_sequence(
         self, n: int | None, get_buffer: Callable[[Sequence[int], np.dtype], np.ndarray]
     ) -> Iterator[Mapping]:
@@ -132,7 +132,10 @@ class SimCamera(CameraDevice):
         exposure = self._exposure_ms
         interval = max(exposure, sim.config.camera.readout_interval_ms) / 1000
         n_loop = int(self.get_property_value("PrerenderedFrames"))
-        loop = [sim.render(i * interval, self._focus_z_um, modality=modality) for i in range(n_loop)]
+        loop = [
+            sim.render(i * interval, self._focus_z_um, modality=modality, exposure_ms=exposure)
+            for i in range(n_loop)
+        ]
         start = time.perf_counter()
         k = done = 0
         while n is None or done < n:
@@ -143,10 +146,8 @@ class SimCamera(CameraDevice):
             elif now - due > MAX_LAG_S:
                 k += int((now - due) / interval)
                 due = start + k * interval
-            t_s, z = (
-                round(due - self._t0, 6),
-                self._focus_z_um,
-            )  # metadata carries t to 1 us: render the same t
+            t_s = round(due - self._t0, 6)  # the metadata carries t to 1 us: render exactly that t
+            z = self._focus_z_um
             buffer = get_buffer(shape, dtype)
             buffer[:] = (
                 loop[k % n_loop] if loop else sim.render(t_s, z, modality=modality, exposure_ms=exposure)
@@ -154,8 +155,8 @@ class SimCamera(CameraDevice):
             yield {
                 "CameraFrameNumber": str(k),
                 "CameraTime-s": f"{t_s:.6f}",
-                "FocusZ-um": f"{z:.4f}",
-                "Exposure-ms": f"{exposure:.4f}",
+                "FocusZ-um": repr(z),
+                "Exposure-ms": repr(exposure),
             }
             k += 1
             done += 1

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import fftconvolve
+import scipy.fft
 
 from acquire.sim.config import OpticsConfig
 from acquire.sim.sample import ELLIPSOID_ASPECT
@@ -18,6 +19,7 @@ from acquire.sim.sample import ELLIPSOID_ASPECT
 _ENERGY_KEPT = 0.99  # stamps are cropped to the square holding this fraction of their light
 _MARGIN_UM = 2.0  # PSF planes computed beyond the stamp range so that nuclei (<= 1.5 um deep) convolve fully
 _lock = threading.RLock()
+log = logging.getLogger(__name__)
 _memory: dict[str, object] = {}
 
 
@@ -64,6 +66,7 @@ def _cached(key: dict, compute) -> np.ndarray:
         try:
             arr = np.load(path)
         except (OSError, ValueError):
+            log.info("computing %s (once; cached in %s)", key["kind"], path.parent)
             arr = compute()
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
@@ -126,12 +129,12 @@ def _ellipsoid(diameter_um: float, px_um: float, dz_um: float, supersample: int 
 def _crop(plane: np.ndarray) -> np.ndarray:
     """Smallest centred square holding ``_ENERGY_KEPT`` of the plane's light, rescaled to carry all of it."""
     c = plane.shape[0] // 2
-    total = plane.sum(dtype=np.float64)
-    for r in range(2, c + 1):
-        kept = plane[c - r : c + r + 1, c - r : c + r + 1]
-        if kept.sum(dtype=np.float64) >= _ENERGY_KEPT * total:
-            break
-    return np.ascontiguousarray(kept * (total / kept.sum(dtype=np.float64)), dtype=np.float32)
+    ring = np.abs(np.arange(plane.shape[0]) - c)
+    chebyshev = np.maximum(ring[:, None], ring[None, :])  # square "radius" of every pixel
+    energy = np.cumsum(np.bincount(chebyshev.ravel(), weights=plane.ravel().astype(np.float64)))
+    r = max(2, int(np.searchsorted(energy, _ENERGY_KEPT * energy[-1])))
+    kept = plane[c - r : c + r + 1, c - r : c + r + 1]
+    return np.ascontiguousarray(kept * (energy[-1] / kept.sum(dtype=np.float64)), dtype=np.float32)
 
 
 def build_stamps(optics: OpticsConfig, class_diameters_um: np.ndarray, modality: str) -> StampBank:
@@ -184,13 +187,26 @@ def _compute_stamps(optics: OpticsConfig, class_diameters_um: np.ndarray, modali
         ex = psf_stack(optics, defocus, optics.excitation_um, nx).astype(np.float64)
         psf = (ex / ex.max()) * (em / em.sum(axis=(1, 2)).max())
     centre = slice(n_margin, n_margin + 2 * n_half + 1)
-    classes = []
-    for d in class_diameters_um:
-        vol = fftconvolve(psf, _ellipsoid(float(d), optics.pixel_size_um, step), mode="same")[centre]
-        vol = np.clip(vol, 0, None)
-        if modality == "widefield":
-            vol /= vol.sum(axis=(1, 2), keepdims=True)
-        else:
-            vol /= vol[n_half].sum()
-        classes.append(tuple(_crop(p) for p in vol))
+    classes = []  # stamp planes per size class
+    kernels = [_ellipsoid(float(d), optics.pixel_size_um, step) for d in class_diameters_um]
+    pad = np.max([k.shape for k in kernels], axis=0)
+    fshape = [scipy.fft.next_fast_len(int(a + b - 1), real=True) for a, b in zip(psf.shape, pad)]
+    with scipy.fft.set_workers(os.cpu_count() or 1):
+        psf_f = scipy.fft.rfftn(psf, fshape)  # one transform of the PSF serves every size class
+        for kernel in kernels:
+            full = scipy.fft.irfftn(psf_f * scipy.fft.rfftn(kernel, fshape), fshape)
+            # "same"-size crop centred on the PSF, then the stamp range
+            lo = [k // 2 for k in kernel.shape]
+            vol = full[tuple(slice(o, o + n) for o, n in zip(lo, psf.shape))][centre]
+            classes.append(_planes(vol, modality, n_half))
     return StampBank(defocus_um=defocus[centre], stamps=tuple(classes))
+
+
+def _planes(vol: np.ndarray, modality: str, n_half: int) -> tuple[np.ndarray, ...]:
+    """Normalise one size class's stamp volume (see ``_compute_stamps``) and crop its planes."""
+    vol = np.clip(vol, 0, None)
+    if modality == "widefield":
+        vol /= vol.sum(axis=(1, 2), keepdims=True)
+    else:
+        vol /= vol[n_half].sum()
+    return tuple(_crop(p) for p in vol)

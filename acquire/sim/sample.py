@@ -22,7 +22,8 @@ class GroundTruth:
     ids: np.ndarray  # (N,) int
     positions_um: np.ndarray  # (N, 3) float (z, y, x)
     activity: np.ndarray  # (N,) float, calcium signal, 0 = baseline
-    brightness: np.ndarray  # (N,) float, expected photo-electrons of the nucleus at this instant
+    brightness: np.ndarray  # (N,) float, expected photo-electrons of the nucleus at this instant, per
+    # exposure of camera.exposure_ms (frames taken with another exposure scale it proportionally)
 
 
 class Worm:

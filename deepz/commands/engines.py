@@ -18,15 +18,16 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         size: int = typer.Option(512, "--size", help="Frame size (square, pixels per side)."),
         planes: int = typer.Option(32, "--planes", help="Planes K per volume."),
         batch: int = typer.Option(1, "--batch", help="Frames B per engine call."),
-        engine: str = typer.Option("auto", "--engine", help="auto | torch | torch-opt | onnxruntime | tensorrt, "
-                                   "or several separated by commas."),
+        engine: str = typer.Option(
+            "auto", "--engine", help="auto | torch | torch-opt | onnxruntime | tensorrt, optionally "
+            ":precision (torch-opt:bfloat16); several separated by commas.",
+        ),
         device: str = typer.Option(None, "--device", help="cpu | cuda (default: cuda when present)."),
         model: Path = typer.Option(None, "--model", help="Model directory (default: the shipped model)."),
-        seconds: float = typer.Option(None, "--seconds", help="Timed seconds per point (default 10 GPU, 2 CPU)."),
-        warmup: int = typer.Option(None, "--warmup", help="Untimed runs before timing (default 5 GPU, 1 CPU)."),
-        precision: str = typer.Option("auto", "--precision", help="torch-opt: auto | float16 | bfloat16 | float32."),
+        seconds: float = typer.Option(None, "--seconds", help="Timed seconds per point (10 GPU, 2 CPU)."),
+        warmup: int = typer.Option(None, "--warmup", help="Untimed runs first (5 GPU, 1 CPU)."),
         compile_: bool = typer.Option(False, "--compile", help="torch-opt: torch.compile the generator."),
-        sweep: bool = typer.Option(False, "--sweep", help="Sweep --sizes x --planes-list x engines; writes a plot."),
+        sweep: bool = typer.Option(False, "--sweep", help="Sweep sizes x planes x engines, plot."),
         sizes: str = typer.Option("256,512,1024", "--sizes", help="Sweep frame sizes."),
         planes_list: str = typer.Option("16,32,41", "--planes-list", help="Sweep plane counts."),
         check: bool = typer.Option(False, "--check", help="Check each engine against the torch reference."),
@@ -45,20 +46,19 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
         names = [n.strip() for n in engine.split(",") if n.strip()]
-        options = {"torch-opt": {"precision": precision, "compile": compile_}}
         if seconds is None:
             seconds = 10.0 if dev.type == "cuda" else 2.0
         try:
             report = run_bench(
                 names, _ints(sizes) if sweep else [size], _ints(planes_list) if sweep else [planes], batch,
-                str(dev), model_path=model, seconds=seconds, warmup=warmup, check=check, options=options,
+                str(dev), model_path=model, seconds=seconds, warmup=warmup, check=check, compile=compile_,
             )
         except (EngineError, torch.OutOfMemoryError) as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
         for p in report["results"]:
             typer.echo(
-                f"{p['engine']:<12} {p['device']:<6} {p['precision']:<9} {p['size']:>5}px K={p['planes']:<3} "
+                f"{p['spec']:<20} {p['device']:<6} {p['precision']:<9} {p['size']:>5}px K={p['planes']:<3} "
                 f"B={p['batch']}  {p['volumes_per_s']:8.2f} vol/s  {p['planes_per_s']:9.1f} planes/s  "
                 f"latency p50 {p['latency_ms']['p50']:8.1f} ms p99 {p['latency_ms']['p99']:8.1f} ms  "
                 f"{p['achieved_tflops']:.3f} TFLOP/s = {100 * p['peak_fraction']:.1f}% of peak  "
@@ -66,7 +66,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             )
         for c in report.get("checks", []):
             errors = ", ".join(f"{k} {v:.2e}" for k, v in c["relative_error"].items())
-            typer.echo(f"check {c['engine']:<12} {c['precision']:<9} relative error {errors} "
+            typer.echo(f"check {c['spec']:<20} {c['precision']:<9} relative error {errors} "
                        f"(tolerance {c['tolerance']:.0e}): {'ok' if c['passed'] else 'FAILED'}")
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)

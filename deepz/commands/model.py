@@ -36,7 +36,8 @@ def render_stacks(out: Path, *, n: int, seed: int, shape: tuple[int, int], z_um:
         positions.append(sim.truth(t).positions_um.astype(np.float32))
         times.append(t)
     targets = {"clean": np.stack(clean)} | ({"confocal": np.stack(conf)} if confocal else {})
-    psf_z = np.arange(-abs(z).max(), abs(z).max() + 1e-6, float(np.median(np.diff(z))), dtype=np.float32)
+    step = float(np.median(np.diff(z)))
+    psf_z = np.arange(-float(abs(z).max()), float(abs(z).max()) + step / 2, step)
     optics = base.optics
     path = write_stacks(
         out, np.stack(noisy), z, pixel_size_um=optics.pixel_size_um, offset_adu=base.camera.offset_adu,
@@ -48,6 +49,57 @@ def render_stacks(out: Path, *, n: int, seed: int, shape: tuple[int, int], z_um:
     )
     _write_defocus_psf(path, sim, psf_z)
     return path
+
+
+TARGETTRACK = Path(__file__).resolve().parents[3] / "shared" / "data" / "targettrack" / "data" / "data_points"
+TARGETTRACK_VOXEL_UM = (1.5, 0.1625, 0.1625)  # (z, y, x), the lab's stated voxel size
+TARGETTRACK_FRAMES = [("ex2", "gt"), ("ex2", "tar"), ("ex3", "gt"), ("ex3", "tar"), ("ex4", "gt"),
+                      ("ex4", "tar"), ("ex6", "gt"), ("ex6", "tar")]  # ex5 gt = ex3 gt; ex5 tar has 23 points
+
+
+def render_targettrack(out: Path, *, z_um: list[float], root: Path = TARGETTRACK, seed: int = 0,
+                       shape: tuple[int, int] = (256, 256)) -> Path:
+    """Image the real targettrack neuron arrangements (annotated centres) through the simulated optics."""
+    import numpy as np
+
+    from acquire.sim import GroundTruth, SimConfig, WormSimulator
+    from infer.data import write_stacks
+
+    if not root.is_dir():
+        raise FileNotFoundError(f"No targettrack data at {root}; see ../shared/data/targettrack/README.md.")
+    base = SimConfig()
+    camera = base.camera.model_copy(update={"shape": tuple(shape)})
+    px = base.optics.pixel_size_um
+    z = np.asarray(z_um, np.float32)
+    noisy, clean, positions = [], [], []
+    for i, (ex, frame) in enumerate(TARGETTRACK_FRAMES):
+        pts = np.load(root / ex / f"pts_{frame}.npy")
+        pts = pts[~np.isnan(pts[:, 0])]
+        pos = pts[:, ::-1] * np.asarray(TARGETTRACK_VOXEL_UM)  # (x, y, z) voxels -> (z, y, x) um
+        pos = pos - pos.mean(axis=0) + np.array([0.0, (shape[0] - 1) * px / 2, (shape[1] - 1) * px / 2])
+        worm = base.worm.model_copy(update={"n_neurons": len(pos)})
+        sim = WormSimulator(base.model_copy(update={"camera": camera, "worm": worm, "seed": seed * 1000 + i}))
+        synthetic = sim.truth(0.0)  # brightness and ids of a simulated worm, positions from the real one
+        real = GroundTruth(t_s=0.0, ids=synthetic.ids, positions_um=pos, activity=synthetic.activity,
+                           brightness=synthetic.brightness)
+        sim.truth = lambda t_s, real=real: real  # the optics, camera and noise stay the simulator's
+        noisy.append(sim.focal_stack(0.0, z, noise=True))
+        clean.append(sim.focal_stack(0.0, z, noise=False))
+        positions.append(pos.astype(np.float32))
+    path = write_stacks(out, np.stack(noisy), z, pixel_size_um=px, offset_adu=base.camera.offset_adu,
+                        targets={"clean": np.stack(clean)}, positions_um=positions,
+                        attrs={"source": "targettrack annotated neuron centres through acquire.sim optics",
+                               "frames": [f"{e}/{f}" for e, f in TARGETTRACK_FRAMES]})
+    step = float(np.median(np.diff(z)))
+    _write_defocus_psf(path, sim, np.arange(-float(abs(z).max()), float(abs(z).max()) + step / 2, step))
+    return path
+
+
+def neuron_detector():
+    """The tracking package's detector as an infer.evaluate.Detector (positions from the first voxel)."""
+    from track.detect import detect_neurons
+
+    return lambda volume, voxel_um: detect_neurons(volume, voxel_um).positions_um
 
 
 def _write_defocus_psf(path: Path, sim, defocus_um) -> None:
@@ -159,12 +211,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             if seed is not None:
                 stacks = render_stacks(Path(tmp) / "held_out.zarr", n=n, seed=seed, shape=(256, 256), z_um=z,
                                        confocal=loaded.manifest.modality == "confocal")
-            results = evaluate(loaded, stacks, plots_dir=plots)
+            results = evaluate(loaded, stacks, detector=neuron_detector(), plots_dir=plots)
             if targettrack:
-                from deepz.commands.targettrack import render_targettrack
-
                 tt = render_targettrack(Path(tmp) / "targettrack.zarr", z_um=z)
-                results["targettrack"] = evaluate(loaded, tt, plots_dir=plots / "targettrack" if plots else None)
+                results["targettrack"] = evaluate(loaded, tt, detector=neuron_detector(),
+                                                  plots_dir=plots / "targettrack" if plots else None)
         results["command"] = {"stacks": str(stacks) if seed is None else None, "seed": seed, "n": n}
         for line in summary_lines(results):
             typer.echo(line)

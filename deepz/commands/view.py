@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from storage import RecordingReader
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -16,7 +20,8 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _open_reader(path: Path):  # -> storage.RecordingReader
+def _open_reader(path: Path) -> RecordingReader:
+    """Open a recording, or exit with the reader's explanation (missing, foreign, newer format ...)."""
     from storage import RecordingError, RecordingReader
 
     try:
@@ -58,9 +63,21 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                     fg=typer.colors.RED,
                 )
                 raise typer.Exit(2)
+            import zmq
+
             from display.app import run_live
 
-            raise typer.Exit(run_live(connect))
+            try:
+                code = run_live(connect)
+            except zmq.ZMQError as exc:
+                typer.secho(
+                    f"error: cannot subscribe to {connect!r}: {exc}. Give the pipeline's address, "
+                    "e.g. tcp://127.0.0.1:5557 (deepz live logs it).",
+                    err=True,
+                    fg=typer.colors.RED,
+                )
+                raise typer.Exit(2) from None
+            raise typer.Exit(code)
         reader = _open_reader(recording)
         if reader.n_frames == 0:
             typer.secho(
@@ -81,9 +98,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
             try:
                 typer.echo(f"wrote {render_screenshot(reader, screenshot, t=t, size=_size(size))}")
-            except (ValueError, OSError) as exc:
+            except (
+                ValueError,
+                OSError,
+            ) as exc:  # too small (usage: 2); unreadable frame or unwritable PNG (1)
                 typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-                raise typer.Exit(2) from None
+                raise typer.Exit(2 if isinstance(exc, ValueError) else 1) from None
             return
         from display.app import run_recording
 

@@ -46,10 +46,13 @@ class OnnxRuntimeEngine(Engine):
         options.intra_op_num_threads = torch.get_num_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(self.onnx_path), options, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable models
             raise EngineError(
-                f"onnxruntime could not load {self.onnx_path} ({exc}); delete that file to re-export the model."
+                f"onnxruntime could not load {self.onnx_path} ({exc}); delete that file to re-export the "
+                "model."
             ) from exc
         self.dpm_um = torch.from_numpy(self.dpm)
         self.planes_per_call = cpu_planes_per_call(self.frame_shape, self.planes)

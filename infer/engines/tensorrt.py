@@ -64,7 +64,9 @@ def build_serialized_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineError(f"TensorRT could not parse {onnx_path} ({errors}); delete it to re-export the model.")
+        raise EngineError(
+            f"TensorRT could not parse {onnx_path} ({errors}); delete that file to re-export the model."
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     if precision == "float16":
@@ -130,7 +132,9 @@ class TensorRTEngine(Engine):
         self.context.set_input_shape(INPUT_NAME, (self.planes * self.batch, 2, h, w))
         self.dpm_um = torch.from_numpy(self.dpm).to(self.device)
         try:
-            self.pipeline = CudaPipeline(self.batch, self.frame_shape, self.planes, self.device, self._compute)
+            self.pipeline = CudaPipeline(
+                self.batch, self.frame_shape, self.planes, self.device, self._compute
+            )
             self.pipeline.run(np.zeros((self.batch, h, w), np.uint16))  # allocate and warm up once
         except torch.OutOfMemoryError as exc:
             raise self.out_of_memory(exc) from exc

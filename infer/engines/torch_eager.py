@@ -45,5 +45,7 @@ class TorchEngine(Engine):
     def _run(self, frames: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             frames_dev = torch.from_numpy(frames).to(self.device)
-            volumes = self.refocus(self.generator, frames_dev, self.dpm_um, planes_per_call=self.planes_per_call)
+            volumes = self.refocus(
+                self.generator, frames_dev, self.dpm_um, planes_per_call=self.planes_per_call
+            )
             return volumes.cpu().numpy()

@@ -1,0 +1,174 @@
+"""`deepz track`, `deepz evaluate-tracking`, `deepz bench track`: offline tracking, scoring and throughput."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+TARGETTRACK = Path("/work/shared/data/targettrack")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def track_recording(
+    source: Path, out: Path, *, max_distance_um: float, max_gap: int, device: str | None, overwrite: bool
+) -> dict[str, object]:
+    """Re-detect and globally re-link every stored volume of `source`; write tracks to a new store."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from storage import RecordingReader, RecordingWriter
+    from track.offline import OfflineConfig, track_volumes
+
+    reader = RecordingReader(source)
+    if not reader.has_volumes or len(reader.volume_indices) == 0 or reader.planes_um is None:
+        raise typer.BadParameter(
+            f"{source} holds no volumes to track; run `deepz replay {source}` to compute them first."
+        )
+    planes = reader.planes_um
+    dz = float(np.mean(np.diff(planes))) if len(planes) > 1 else 1.0
+    voxel = (dz, reader.pixel_size_um, reader.pixel_size_um)
+    origin = (float(planes[0]), 0.0, 0.0)
+    indices = reader.volume_indices
+    config = OfflineConfig(max_distance_um=max_distance_um, max_gap=max_gap)
+    with tqdm(total=len(indices), desc="detect", unit="vol") as bar:
+        table = track_volumes(
+            (reader.volume(int(t)) for t in indices),
+            voxel,
+            origin_um=origin,
+            config=config,
+            device=device,
+            progress=lambda _: bar.update(1),
+        )
+    attrs = {
+        "tracked_from": str(source),
+        "tracking": {
+            "mode": "offline global LAP (laptrack)",
+            "max_distance_um": max_distance_um,
+            "max_gap": max_gap,
+            "voxel_um": voxel,
+            "origin_um": origin,
+        },
+    }
+    with RecordingWriter(
+        out,
+        frame_shape=reader.frame_shape,
+        pixel_size_um=reader.pixel_size_um,
+        planes_um=None,
+        volume_every=0,
+        attrs=attrs,
+        overwrite=overwrite,
+    ) as writer:
+        for k, t in enumerate(indices):
+            ids, pos, intensity, dff = table.at(k)
+            writer.write_tracks(int(t), ids, pos, intensity, dff)
+    return {"volumes": len(indices), "tracks": len(np.unique(table.ids)), "rows": len(table.ids)}
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    """Add the tracking commands to the CLI."""
+
+    @app.command("track")
+    def track(
+        recording: Path = typer.Argument(..., help="Recording (REC.zarr) with stored volumes."),
+        out: Path = typer.Option(None, "--out", help="New store for the tracks (default: REC.tracks.zarr)."),
+        max_distance_um: float = typer.Option(2.0, help="Largest link distance between volumes (um)."),
+        max_gap: int = typer.Option(20, help="Longest gap (volumes) a track may bridge."),
+        device: str | None = typer.Option(
+            None, help="torch device for detection (cpu, cuda; default: input's)."
+        ),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
+    ) -> None:
+        """Re-detect neurons in every stored volume and re-link them globally (offline, gap closing)."""
+        out = out or recording.with_name(recording.name.removesuffix(".zarr") + ".tracks.zarr")
+        summary = track_recording(
+            recording,
+            out,
+            max_distance_um=max_distance_um,
+            max_gap=max_gap,
+            device=device,
+            overwrite=overwrite,
+        )
+        typer.echo(f"{summary['tracks']} tracks over {summary['volumes']} volumes written to {out}")
+
+    @app.command("evaluate-tracking")
+    def evaluate_tracking(
+        seed: int = typer.Option(0, "--seed", help="Simulator seed."),
+        json_path: Path = typer.Option(..., "--json", help="Write the scores to this JSON file."),
+        seconds: float = typer.Option(60.0, "--seconds", help="Simulated duration (s)."),
+        rate: float = typer.Option(100.0, "--rate", help="Volume rate (Hz)."),
+        virtual: bool = typer.Option(
+            False, "--virtual", help="Deep-Z volumes from one frame (shipped model)."
+        ),
+        planes: int = typer.Option(32, "--planes", help="Planes per volume over z -10..10 um."),
+        detect_every: int = typer.Option(
+            1, "--detect-every", help="Full detection every N volumes, else refine."
+        ),
+        targettrack: Path | None = typer.Option(
+            TARGETTRACK, "--targettrack", help="targettrack data folder for real-data scores ('' to skip)."
+        ),
+    ) -> None:
+        """Score detection, identities and traces on a simulated run (and on real annotated worm volumes)."""
+        from tqdm import tqdm
+
+        from track.scenario import RunConfig, evaluate_run
+        from track.targettrack import evaluate_targettrack
+
+        cfg = RunConfig(
+            seed=seed,
+            seconds=seconds,
+            rate_hz=rate,
+            planes=planes,
+            virtual=virtual,
+            detect_every=detect_every,
+        )
+        with tqdm(total=cfg.n_volumes, desc="track", unit="vol") as bar:
+            result = evaluate_run(cfg, progress=lambda done, _: bar.update(done - bar.n))
+        if targettrack is not None and str(targettrack):
+            result["targettrack"] = evaluate_targettrack(targettrack)
+        _write_json(json_path, result)
+        s = result["score"]
+        typer.echo(
+            f"detection F1 {s['detection']['f1']:.3f}; "
+            f"switches/neuron-min {s['switches_per_neuron_minute']:.3f}; "
+            f"tracked end to end {s['fraction_tracked_end_to_end']:.3f}; "
+            f"median trace r {s['median_trace_r']:.3f}"
+        )
+        if "targettrack" in result:
+            tt = result["targettrack"]
+            typer.echo(
+                f"targettrack: detection F1 {tt['detection']['f1']:.3f}; correspondence accuracy "
+                f"{tt['correspondence_accuracy']:.3f}"
+            )
+        typer.echo(f"results in {json_path}")
+
+    @bench.command("track")
+    def bench_track(
+        json_path: Path = typer.Option(..., "--json", help="Write the results to this JSON file."),
+        volumes: int = typer.Option(10, "--volumes", help="Timed calls per stage (median reported)."),
+        neurons: int = typer.Option(200, "--neurons", help="Neurons per volume."),
+        device: list[str] = typer.Option(
+            None, "--device", help="Devices (repeat; default: cpu and cuda if any)."
+        ),
+        threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch's default)."),
+    ) -> None:
+        """Volumes/s of detection, windowed refinement, linking and activity for 32x512x512 volumes."""
+        import torch
+
+        from track.benchmark import run_track_bench
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+
+        results = run_track_bench(volumes=volumes, neurons=neurons, devices=device or None)
+        _write_json(json_path, results)
+        for name, r in results["results"].items():
+            rates = ", ".join(f"{k} {v:.1f}" for k, v in r["volumes_per_s"].items())
+            live = ", ".join(f"{k} {v:.1f}" for k, v in r["live_tracker_volumes_per_s"].items())
+            typer.echo(f"{name}: volumes/s {rates}; live tracker {live}")
+        typer.echo(f"results in {json_path}")

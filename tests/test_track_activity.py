@@ -1,0 +1,55 @@
+"""Activity: sphere sampling on known volumes, running-percentile dF/F online and offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from track.activity import ActivityConfig, RunningDff, dff_traces, sample_intensity
+
+VOXEL = (0.5, 0.25, 0.25)
+
+
+def test_sphere_mean_minus_background():
+    vol = np.full((20, 40, 40), 100.0, np.float32)
+    vol[8:13, 15:25, 15:25] = 300.0  # a bright box, larger than the 1 um sphere around its centre
+    out = sample_intensity(vol, np.array([[5.0, 5.0, 5.0], [1.0, 1.0, 1.0]]), VOXEL, radius_um=1.0)
+    np.testing.assert_allclose(out, [200.0, 0.0], atol=1e-4)
+    assert sample_intensity(vol, np.zeros((0, 3)), VOXEL).shape == (0,)
+
+
+def test_sphere_at_the_border_uses_only_voxels_inside():
+    vol = np.full((10, 20, 20), 50.0, np.float32)
+    vol[0, 0, 0] = 1050.0
+    out = sample_intensity(vol, np.array([[0.0, 0.0, 0.0]]), VOXEL, radius_um=0.3)
+    assert out[0] > 0
+
+
+def test_sampling_rejects_nan_volume():
+    with pytest.raises(ValueError, match="NaN"):
+        sample_intensity(np.full((4, 4, 4), np.nan), np.zeros((1, 3)), VOXEL)
+
+
+def test_running_dff_constant_then_step():
+    dff = RunningDff(ActivityConfig(baseline_window=10, baseline_percentile=20))
+    ids = np.array([7, 3])
+    for _ in range(10):
+        out = dff.update(ids, np.array([100.0, 50.0]))
+    np.testing.assert_allclose(out, 0.0)
+    np.testing.assert_allclose(dff.update(ids, np.array([150.0, 100.0])), [0.5, 1.0])
+
+
+def test_running_dff_matches_offline_traces_and_reuses_slots():
+    cfg = ActivityConfig(baseline_window=5, baseline_percentile=30)
+    rng = np.random.default_rng(0)
+    traces = 100 + 20 * rng.random((3, 25))
+    online = RunningDff(cfg)
+    got = np.stack([online.update(np.arange(3), traces[:, t]) for t in range(25)], axis=1)
+    np.testing.assert_allclose(got, dff_traces(traces, cfg), rtol=1e-5)
+    online.forget(np.array([0, 1]))
+    np.testing.assert_allclose(online.update(np.array([9]), np.array([80.0])), [0.0])  # fresh buffer
+
+
+def test_running_dff_length_mismatch():
+    with pytest.raises(ValueError, match="same length"):
+        RunningDff().update(np.arange(3), np.ones(2))
