@@ -11,7 +11,7 @@ from PySide6 import QtCore, QtGui
 # labels are cached glyph symbols (one atlas blit each, far cheaper than TextItems); the box fits 5 digits
 _LABEL_BOX_PX = 80
 _LABEL_FONT_PX = 10
-_MAX_CACHED_LABELS = 10_000
+_MAX_CACHED_LABELS = 1_000  # a glyph path is ~10 kB: bounded memory under ID churn
 _MARKER_PX = 10
 _SELECTED_PX = 14
 _MARKER_PEN = pg.mkPen(0, 230, 255, 220, width=1.2)

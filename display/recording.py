@@ -54,6 +54,7 @@ class RecordingAdapter:
         self._tracks = {name: np.asarray(col)[order] for name, col in tracks.items()}
         self._trace_ids, trace_frames, self._traces = reader.traces()
         self._trace_frames = np.asarray(trace_frames, np.int64)
+        self._volume_cache: tuple[int | None, np.ndarray | None] = (None, None)
         self.meta = {
             "planes_um": None if reader.planes_um is None else np.asarray(reader.planes_um).tolist(),
             "pixel_size_um": reader.pixel_size_um,
@@ -82,20 +83,22 @@ class RecordingAdapter:
         """Everything the views show at frame ``t``."""
         t = int(np.clip(t, 0, self.n_frames - 1))
         k = np.searchsorted(self._volume_t, t, side="right")
-        volume = self.reader.volume(int(self._volume_t[k - 1])) if k else None
+        volume_t = int(self._volume_t[k - 1]) if k else None
+        if volume_t != self._volume_cache[0]:  # frames between volumes reuse the one already read
+            self._volume_cache = (volume_t, None if volume_t is None else self.reader.volume(volume_t))
         ids, positions = self._tracks_at(t)
         trace_ids, traces, trace_t = self._trace_window(t)
         return ViewState(
             t=t,
             frame=self.reader.frame(t),
-            volume=volume,
+            volume=self._volume_cache[1],
             track_ids=ids,
             track_positions_um=positions,
             trace_ids=trace_ids,
             traces_dff=traces,
             trace_t=trace_t,
             stats=self._stats(t),
-            meta=self.meta,
+            meta={**self.meta, "volume_t": volume_t},
         )
 
     def _tracks_at(self, t: int) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -57,10 +57,17 @@ class TracesPanel:
         self._curves: dict[int, pg.PlotDataItem] = {}
         self._raster_rect: tuple[float, float, float, float] | None = None
         self._y_range: tuple[float, float] | None = None
+        self._window_key: tuple | None = None
 
-    def show(self, state: ViewState, selected: Mapping[int, QtGui.QColor]) -> None:
-        """Draw the trace window of ``state``: curves for ``selected`` IDs, raster rows for all."""
+    def show(self, state: ViewState, selected: Mapping[int, QtGui.QColor], *, new_data: bool = False) -> None:
+        """Draw the trace window of ``state``: curves for ``selected`` IDs, raster rows for all. With
+        ``new_data``, a window identical in extent to the one shown (traces advance only with volumes) is
+        not drawn again."""
         ids, dff, t = state.trace_ids, state.traces_dff, state.trace_t
+        key = None if t is None or dff is None or len(t) == 0 else (len(t), float(t[-1]), dff.shape)
+        if new_data and key is not None and key == self._window_key:
+            return
+        self._window_key = key
         if ids is None or dff is None or t is None or dff.size == 0:
             self.raster.clear()
             self.row_marks.clear()

@@ -78,6 +78,7 @@ class VolumeViews:
         self.xz.plot.setXLink(self.xy.plot)
         self.yz.plot.setYLink(self.xy.plot)
         self._zoomed = False
+        self._volume_key: object = None
         self.markers = {
             "xy": NeuronMarkers(self.xy.plot),
             "xz": NeuronMarkers(self.xz.plot, label_all=False),
@@ -93,15 +94,35 @@ class VolumeViews:
         contrast: ContrastControl,
         selected: Mapping[int, QtGui.QColor],
         show_labels: bool,
+        new_data: bool = False,
     ) -> None:
         """Draw the volume of ``state`` (plane ``z_index`` or the XY max projection) and its neurons; the XY
-        image and the projections get their own automatic levels (projections are brighter than planes)."""
+        image and the projections get their own automatic levels (projections are brighter than planes).
+        With ``new_data``, the images are kept when the source says the volume is the one already shown
+        (``meta["volume_t"]``: live frames often outpace volumes); the neurons are always redrawn."""
         volume = state.volume
         if volume is None:
             return
         planes = state.planes_um
         geometry = VolumeGeometry(state.pixel_size_um, planes, volume.shape[1], volume.shape[2])
         z_index = min(max(z_index, 0), volume.shape[0] - 1)
+        volume_key = state.meta.get("volume_t")
+        if not (new_data and volume_key is not None and volume_key == self._volume_key):
+            self._volume_key = volume_key
+            self._show_images(volume, planes, geometry, z_index, max_projection, contrast)
+        self._show_neurons(
+            state, geometry, None if max_projection else float(planes[z_index]), selected, show_labels
+        )
+
+    def _show_images(
+        self,
+        volume: np.ndarray,
+        planes: np.ndarray,
+        geometry: VolumeGeometry,
+        z_index: int,
+        max_projection: bool,
+        contrast: ContrastControl,
+    ) -> None:
         xy = volume.max(axis=0) if max_projection else volume[z_index]
         self.xy.set_image(
             xy, contrast.levels_for(xy, key="mip" if max_projection else "plane"), geometry.xy_rect()
@@ -115,9 +136,6 @@ class VolumeViews:
         projection_levels = contrast.levels_for(xz, key="projections", show=False)
         self.xz.set_image(xz, projection_levels, geometry.xz_rect())
         self.yz.set_image(volume.max(axis=2).T, projection_levels, geometry.yz_rect())
-        self._show_neurons(
-            state, geometry, None if max_projection else float(planes[z_index]), selected, show_labels
-        )
 
     def _show_neurons(
         self,

@@ -16,7 +16,7 @@ from display.traces_panel import TracesPanel
 from display.volume_views import VolumeViews
 
 SELECTION_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#e377c2", "#bcbd22", "#8c564b", "#1f77b4")
-AUTO_SELECT = 3  # until the user clicks, show the most active neurons' traces
+AUTO_SELECT = 3  # until the user clicks, show the traces of the most active neurons still tracked
 
 
 class ViewerWindow(QtWidgets.QMainWindow):
@@ -128,9 +128,10 @@ class ViewerWindow(QtWidgets.QMainWindow):
             self.z_slider.setRange(0, state.volume.shape[0] - 1)
             self.z_slider.setValue(state.volume.shape[0] // 2)
             self.z_slider.blockSignals(False)
-        if not self._user_selected and not self._selected:
+        if not self._user_selected and self._auto_selection_stale(state):
+            self._selected.clear()
             self._auto_select(state)
-        self._redraw()
+        self._draw(new_data=True)
 
     def toggle_selection(self, neuron_id: int) -> None:
         """Select a neuron (its trace appears, its markers fill), or deselect it when already selected; the
@@ -148,12 +149,23 @@ class ViewerWindow(QtWidgets.QMainWindow):
             self._selected[neuron_id] = QtGui.QColor(free)
         self._redraw()
 
+    def _auto_selection_stale(self, state: ViewState) -> bool:
+        """True when nothing is selected yet or an automatically chosen neuron is no longer tracked."""
+        if not self._selected:
+            return True
+        if state.trace_ids is None or state.traces_dff is None or state.traces_dff.shape[1] == 0:
+            return False
+        current = set(state.trace_ids[np.isfinite(state.traces_dff[:, -1])].tolist())
+        return not current.issuperset(self._selected)
+
     def _auto_select(self, state: ViewState) -> None:
-        """Pick the neurons with the widest robust dF/F range among those tracked most of the window."""
+        """Pick the neurons with the widest robust dF/F range among those tracked now and for most of the
+        window."""
         dff = state.traces_dff
         if state.trace_ids is None or dff is None or dff.size == 0:
             return
-        tracked = np.isfinite(dff).mean(axis=1) >= 0.5
+        finite = np.isfinite(dff)
+        tracked = (finite.mean(axis=1) >= 0.5) & finite[:, -1]
         if not tracked.any():
             return
         with np.errstate(all="ignore"):
@@ -163,6 +175,11 @@ class ViewerWindow(QtWidgets.QMainWindow):
             self._selected[int(state.trace_ids[row])] = QtGui.QColor(color)
 
     def _redraw(self) -> None:
+        """Draw the current state again after a control or the selection changed."""
+        self._draw(new_data=False)
+
+    def _draw(self, *, new_data: bool) -> None:
+        """Draw the current state; for new data, views whose content is unchanged are skipped."""
         state = self.state
         if state is None:
             return
@@ -183,6 +200,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
                 contrast=self.volume_contrast,
                 selected=self._selected,
                 show_labels=self.labels_box.isChecked(),
+                new_data=new_data,
             )
-        self.traces.show(state, self._selected)
+        self.traces.show(state, self._selected, new_data=new_data)
         self.status_label.setText(format_status(state, self.source, view_fps=self.view_fps))

@@ -230,6 +230,7 @@ def bench_point(
         "pipelined": engine.pipeline is not None,
         "gflop_per_plane": flops / 1e9,
         "achieved_tflops": achieved,
+        "peak_tflops": peak_tflops,
         "peak_fraction": achieved / peak_tflops,
         "device_memory_mb": round(memory.used_mb, 1),
     }
@@ -297,6 +298,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "load_average_1m_start": os.getloadavg()[0],  # other processes competing for the same cores
         "torch": torch.__version__,
         "onnxruntime": version("onnxruntime"),
         "tensorrt": version("tensorrt"),
@@ -328,15 +330,16 @@ def run_bench(
     dev = resolve_device(device)
     model, note = bench_model(model_path)
     warmup = (5 if dev.type == "cuda" else 1) if warmup is None else warmup
-    peak = measure_peak_tflops(dev)
-    log.info("measured %s peak: %.2f TFLOP/s", peak["dtype"], peak["tflops"])
-    results = []
+    env = environment(dev)
+    results, peaks = [], []
     for spec in engines:
         for size in sizes:
             for k in planes:
-                log.info("bench %s on %s: %dx%d, K=%d, B=%d", spec, dev, size, size, k, batch)
+                peaks.append(measure_peak_tflops(dev))  # just before the point: same load on shared CPUs
+                log.info("bench %s on %s: %dx%d, K=%d, B=%d (measured %s peak %.2f TFLOP/s)", spec, dev,
+                         size, size, k, batch, peaks[-1]["dtype"], peaks[-1]["tflops"])
                 point = bench_point(spec, model, size, k, batch, dev, seconds=seconds, warmup=warmup,
-                                    peak_tflops=peak["tflops"], compile=compile)
+                                    peak_tflops=peaks[-1]["tflops"], compile=compile)
                 log.info("  %.2f volumes/s, %.1f planes/s, latency p50 %.1f ms, p99 %.1f ms, %.1f%% of peak",
                          point["volumes_per_s"], point["planes_per_s"], point["latency_ms"]["p50"],
                          point["latency_ms"]["p99"], 100 * point["peak_fraction"])
@@ -344,10 +347,12 @@ def run_bench(
     report: dict[str, Any] = {
         "benchmark": "infer",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "environment": environment(dev),
+        "environment": {**env, "load_average_1m_end": os.getloadavg()[0]},
         "model": {"name": model.manifest.name, "digest": model.digest, "note": note,
                   "architecture": model.manifest.architecture.model_dump()},
-        "peak": peak,
+        "peak": {**peaks[0], "tflops": max(p["tflops"] for p in peaks),
+                 "note": "best of the measurements taken before each point; each point's peak_fraction "
+                         "uses its own peak_tflops"},
         "batch": batch,
         "seconds_per_point": seconds,
         "results": results,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,22 @@ def cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "deepz-live"
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's per-pass INFO logs and internal FutureWarnings (nothing a user can act on)."""
+    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
+
 def export_onnx(model: LoadedModel, path: str | Path, *, opset: int = OPSET) -> Path:
     """Write the float32 generator as ONNX: input x (N, 2, H, W), output y (N, 1, H, W); N, H, W dynamic."""
     path = Path(path)
@@ -37,8 +55,7 @@ def export_onnx(model: LoadedModel, path: str | Path, *, opset: int = OPSET) -> 
     w = torch.export.Dim("w", min=1, max=8192 // multiple)
     tmp = path.with_suffix(".tmp.onnx")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.export internals, not actionable here
+        with _quiet_exporter():
             torch.onnx.export(
                 model.generator.eval(), (example,), str(tmp),
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,

@@ -54,7 +54,7 @@ def _config(stacks: Path, out: Path, steps: int) -> TrainConfig:
         name="tiny", out_dir=str(out), data=DataSection(stacks=str(stacks), val_stacks=1),
         pairs=PairConfig(crop=32, axial_range_um=2.0, input_z_um=1.0),
         model=ModelSection(base_channels=4, depth=2, max_channels=8),
-        train=TrainSection(steps=steps, batch=4, lr=3e-3, adv_start=20, val_every=10, checkpoint_every=10),
+        train=TrainSection(steps=steps, batch=4, lr=3e-3, adv_start=20, val_every=10, checkpoint_every=10, threads=1),
     )
 
 
@@ -89,7 +89,7 @@ def test_cli_renders_stacks_with_the_simulator_and_trains(tmp_path: Path) -> Non
         f'name = "cli"\nout_dir = "{tmp_path / "run"}"\n[data]\nstacks = "{stacks}"\nval_stacks = 1\n'
         "[pairs]\ncrop = 32\naxial_range_um = 1.0\ninput_z_um = 0.5\n"
         "[model]\nbase_channels = 4\ndepth = 2\nmax_channels = 8\n"
-        "[train]\nsteps = 3\nbatch = 2\nval_every = 3\ncheckpoint_every = 3\n"
+        "[train]\nsteps = 3\nbatch = 2\nval_every = 3\ncheckpoint_every = 3\nthreads = 1\n"
     )
     res = runner.invoke(app, ["train", "--config", str(recipe)])
     assert res.exit_code == 0, res.output

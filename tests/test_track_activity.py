@@ -37,10 +37,13 @@ def test_running_dff_constant_then_step():
         out = dff.update(ids, np.array([100.0, 50.0]))
     np.testing.assert_allclose(out, 0.0)
     np.testing.assert_allclose(dff.update(ids, np.array([150.0, 100.0])), [0.5, 1.0])
+    for _ in range(9):  # the cached baseline is refreshed every baseline_every samples once the window is full
+        out = dff.update(ids, np.array([150.0, 100.0]))
+    np.testing.assert_allclose(out, [0.0, 0.0])
 
 
 def test_running_dff_matches_offline_traces_and_reuses_slots():
-    cfg = ActivityConfig(baseline_window=5, baseline_percentile=30)
+    cfg = ActivityConfig(baseline_window=5, baseline_percentile=30, baseline_every=1)
     rng = np.random.default_rng(0)
     traces = 100 + 20 * rng.random((3, 25))
     online = RunningDff(cfg)

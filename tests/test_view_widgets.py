@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -46,3 +47,39 @@ def test_status_line_lists_pipeline_figures() -> None:
     ):
         assert part in text
     assert "lost -" in format_status(type(state)(t=0), "recording")
+
+
+def test_unchanged_volume_is_not_redrawn_until_a_control_changes(qtbot) -> None:
+    from display.window import ViewerWindow
+
+    window = ViewerWindow("test")
+    qtbot.addWidget(window)
+    first, second = small_states()[:2]
+    window.show_state(dataclasses.replace(first, meta={**first.meta, "volume_t": 5}))
+    shown = window.volume.xz.image.image.copy()
+    # a newer frame with the same volume_t: the pipeline re-sends the volume it already sent
+    window.show_state(dataclasses.replace(second, t=1, meta={**second.meta, "volume_t": 5}))
+    np.testing.assert_array_equal(window.volume.xz.image.image, shown)
+    np.testing.assert_array_equal(window.raw.image.image, second.frame)  # the raw frame always updates
+    window.mip_box.setChecked(True)  # a control change redraws from the current state
+    np.testing.assert_array_equal(window.volume.xz.image.image, second.volume.max(axis=1))
+    window.show_state(dataclasses.replace(first, t=2, meta={**first.meta, "volume_t": 9}))
+    np.testing.assert_array_equal(window.volume.xy.image.image, first.volume.max(axis=0))
+
+
+def test_automatic_selection_follows_tracked_neurons(qtbot) -> None:
+    from display.window import ViewerWindow
+
+    window = ViewerWindow("test")
+    qtbot.addWidget(window)
+    state = small_states()[0]
+    window.show_state(state)
+    chosen = window.selected_ids
+    assert len(chosen) == 3
+    lost = state.traces_dff.copy()
+    lost[list(state.trace_ids).index(chosen[0]), -5:] = np.nan  # the tracker lost this neuron
+    window.show_state(dataclasses.replace(state, t=1, traces_dff=lost))
+    assert len(window.selected_ids) == 3 and chosen[0] not in window.selected_ids
+    window.toggle_selection(int(state.trace_ids[0]))  # once the user picks, the choice is theirs
+    window.show_state(dataclasses.replace(state, t=2, traces_dff=np.full_like(lost, np.nan)))
+    assert window.selected_ids == [int(state.trace_ids[0])]

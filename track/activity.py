@@ -21,6 +21,7 @@ class ActivityConfig:
     radius_um: float = 1.2
     baseline_window: int = 300
     baseline_percentile: float = 20.0
+    baseline_every: int = 10  # recompute a full window's percentile every this many samples (cost)
     min_baseline: float = 1.0
 
 
@@ -66,6 +67,7 @@ class RunningDff:
         self._free: list[int] = []
         self._buffer = np.zeros((0, self.config.baseline_window), np.float64)
         self._count = np.zeros(0, np.int64)
+        self._baseline = np.zeros(0, np.float64)
 
     def _slots_for(self, ids: np.ndarray) -> np.ndarray:
         for i in ids.tolist():
@@ -76,6 +78,7 @@ class RunningDff:
                 start = len(self._count)
                 self._buffer = np.vstack([self._buffer, np.zeros((grow, self._buffer.shape[1]))])
                 self._count = np.concatenate([self._count, np.zeros(grow, np.int64)])
+                self._baseline = np.concatenate([self._baseline, np.zeros(grow)])
                 self._free.extend(range(start + grow - 1, start - 1, -1))
             slot = self._free.pop()
             self._count[slot] = 0
@@ -92,14 +95,14 @@ class RunningDff:
         window = self._buffer.shape[1]
         self._buffer[slots, self._count[slots] % window] = values
         self._count[slots] += 1
-        baseline = np.empty(len(ids))
-        full = self._count[slots] >= window
-        if full.any():
-            baseline[full] = np.percentile(self._buffer[slots[full]], self.config.baseline_percentile, axis=1)
-        for k in np.flatnonzero(~full):
-            s = slots[k]
-            baseline[k] = np.percentile(self._buffer[s, : self._count[s]], self.config.baseline_percentile)
-        f0 = np.maximum(baseline, self.config.min_baseline)
+        count = self._count[slots]
+        partial = count <= window
+        due = slots[~partial & ((count - window) % max(1, self.config.baseline_every) == 0)]
+        if len(due):
+            self._baseline[due] = np.percentile(self._buffer[due], self.config.baseline_percentile, axis=1)
+        for s in slots[partial]:
+            self._baseline[s] = np.percentile(self._buffer[s, : self._count[s]], self.config.baseline_percentile)
+        f0 = np.maximum(self._baseline[slots], self.config.min_baseline)
         return ((values - f0) / f0).astype(np.float32)
 
     def forget(self, ids: np.ndarray) -> None:

@@ -101,6 +101,7 @@ class TrackingScorer:
         ] = []  # per frame: dF/F measured for each true neuron, NaN if unmatched
         self._activity: list[np.ndarray] = []
         self._detection = DetectionScore(0, 0, 0)
+        self._in_view: list[np.ndarray] = []
 
     def add(
         self,
@@ -109,8 +110,13 @@ class TrackingScorer:
         truth_positions_um: np.ndarray,
         truth_activity: np.ndarray,
         state: TrackState,
+        in_view: np.ndarray | None = None,
     ) -> None:
-        """Record one frame: match the observed tracks to the true neurons present."""
+        """Record one frame: match the observed tracks to the true neurons.
+
+        in_view (N,) bool marks neurons inside the imaged volume; the others are left out of every score, and
+        tracks matched to them count neither as hits nor as false positives.
+        """
         if self._truth_ids is None:
             self._truth_ids = np.asarray(truth_ids).copy()
         elif not np.array_equal(self._truth_ids, truth_ids):
@@ -118,6 +124,10 @@ class TrackingScorer:
                 "The set of true neuron ids changed between frames; score one simulated run at a time."
             )
         r, c = match_points(state.positions_um, truth_positions_um, self.max_distance_um)
+        view = np.ones(len(truth_ids), bool) if in_view is None else np.asarray(in_view, bool)
+        self._in_view.append(view)
+        n_true, n_out = int(view.sum()), int(np.count_nonzero(~view[c]))
+        r, c = r[view[c]], c[view[c]]
         assigned = np.full(len(truth_ids), UNMATCHED, np.int64)
         assigned[c] = state.ids[r]
         measured = np.full(len(truth_ids), np.nan)
@@ -127,14 +137,15 @@ class TrackingScorer:
         self._activity.append(np.asarray(truth_activity, dtype=np.float64))
         self._times.append(float(t_s))
         self._detection = self._detection + DetectionScore(
-            len(r), len(state.ids) - len(r), len(truth_ids) - len(r)
+            len(r), len(state.ids) - len(r) - n_out, n_true - len(r)
         )
 
     def score(self) -> TrackingScore:
         """Scores over all frames added so far."""
         if not self._times:
             raise ValueError("No frames were added; call add() once per tracked volume before score().")
-        assigned = np.stack(self._assigned, axis=1)  # (N, T)
+        always = np.stack(self._in_view, axis=1).all(axis=1)  # neurons in view for the whole run are scored
+        assigned = np.stack(self._assigned, axis=1)[always]  # (N, T)
         n, n_frames = assigned.shape
         switches = np.zeros(n, np.int64)
         for i in range(n):
@@ -143,7 +154,7 @@ class TrackingScorer:
         coverage = (assigned != UNMATCHED).mean(axis=1)
         times = np.asarray(self._times)
         duration = float(times[-1] - times[0]) + (float(np.median(np.diff(times))) if n_frames > 1 else 0.0)
-        r = self._trace_r(np.stack(self._measured, axis=1), np.stack(self._activity, axis=1))
+        r = self._trace_r(np.stack(self._measured, axis=1)[always], np.stack(self._activity, axis=1)[always])
         return TrackingScore(
             n_neurons=n,
             n_frames=n_frames,
@@ -154,7 +165,7 @@ class TrackingScorer:
             fraction_tracked_end_to_end=float(np.mean((switches == 0) & (coverage >= 0.9))),
             median_trace_r=float(np.median(r)) if len(r) else float("nan"),
             n_trace_r=len(r),
-            notes={"mean_coverage": float(coverage.mean())},
+            notes={"mean_coverage": float(coverage.mean()), "neurons_left_out_of_view": int((~always).sum())},
         )
 
     @staticmethod

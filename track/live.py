@@ -42,7 +42,6 @@ class LiveTracker:
         self.config = config
         self.device = torch.device(device) if device is not None else None
         self.tracker = OnlineTracker(config.tracker)
-        self._noise_contrast = 0.0
         self._count = 0
 
     def detections(self, t: int, volume: torch.Tensor) -> Detections:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
+from scipy.spatial.distance import cdist
 
 from track.activity import ActivityConfig, RunningDff
 from track.detect import Detections
@@ -133,7 +134,7 @@ class OnlineTracker:
         if len(pred) == 0 or len(det) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         gate = self.config.max_distance_um
-        dist = np.linalg.norm(pred[:, None, :] - det[None, :, :], axis=-1)
+        dist = cdist(pred, det)
         cost = dist + self.config.gap_cost_um * np.maximum(gaps, 0)[:, None]
         big = 1e6
         cost[dist > gate] = big

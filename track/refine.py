@@ -36,21 +36,22 @@ def refine_positions(
     voxel = np.asarray(voxel_um, dtype=np.float64)
     origin = np.asarray(origin_um, dtype=np.float64)
     radius = tuple(int(r) for r in np.maximum(1, np.ceil(radius_um / voxel)))
-    voxel_t = torch.as_tensor(voxel, device=vol.device)
-    centre = torch.as_tensor((pos - origin) / voxel, device=vol.device)
-    contrast = torch.zeros(len(pos), dtype=torch.float64, device=vol.device)
+    voxel_t = torch.as_tensor(voxel, dtype=torch.float32, device=vol.device)
+    centre = torch.as_tensor((pos - origin) / voxel, dtype=torch.float32, device=vol.device)
+    contrast = torch.zeros(len(pos), dtype=torch.float32, device=vol.device)
+    offsets = None
     for _ in range(max(1, iterations)):
-        base = centre.round().long()
-        windows, offsets, inside = gather_windows(vol, base, radius)
-        flat = windows.reshape(len(pos), -1).double()
+        base = centre.round()
+        windows, offsets_grid, inside = gather_windows(vol, base.long(), radius)
+        flat, inside = windows.reshape(len(pos), -1), inside.reshape(len(pos), -1)
+        offsets = offsets_grid.reshape(-1, 3).float() if offsets is None else offsets
         median = flat.median(dim=1).values
-        rel = offsets[None].double() + base[:, None, None, None, :] - centre[:, None, None, None, :]
-        mask = inside & (((rel * voxel_t) ** 2).sum(-1) <= radius_um**2)
-        weight = (windows.double() - median[:, None, None, None]).clamp(min=0) * mask
-        total = weight.sum(dim=(1, 2, 3))
-        shift = (weight[..., None] * rel).sum(dim=(1, 2, 3)) / total.clamp(min=1e-12)[:, None]
-        centre = torch.where(total[:, None] > 0, centre + shift, centre)
+        d2 = (((offsets[None] + (base - centre)[:, None]) * voxel_t) ** 2).sum(-1)
+        weight = (flat - median[:, None]).clamp(min=0) * (inside & (d2 <= radius_um**2))
+        total = weight.sum(dim=1)
+        mean_offset = (weight @ offsets) / total.clamp(min=1e-12)[:, None]
+        centre = torch.where(total[:, None] > 0, base + mean_offset, centre)
         contrast = (flat.max(dim=1).values - median).clamp(min=0)
     found = (contrast > min_contrast).cpu().numpy()
-    out = centre.cpu().numpy() * voxel + origin
+    out = centre.double().cpu().numpy() * voxel + origin
     return Detections(out, contrast.float().cpu().numpy()), found

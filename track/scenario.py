@@ -13,7 +13,7 @@ from track.evaluate import TrackingScorer
 from track.live import LiveTracker, LiveTrackerConfig
 from track.online import TrackerConfig
 
-__all__ = ["RunConfig", "VolumeStream", "evaluate_run", "simulated_volumes"]
+__all__ = ["RunConfig", "VolumeStream", "evaluate_run", "in_view", "simulated_volumes"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,13 @@ def _virtual_engine(cfg: RunConfig, frame_shape: tuple[int, int], planes: np.nda
     }
 
 
+def in_view(positions_um: np.ndarray, origin_um, voxel_um, shape, margin_um: float = 1.5) -> np.ndarray:
+    """Neurons whose centre lies inside the imaged volume, at least margin_um from its faces."""
+    lo = np.asarray(origin_um) + margin_um
+    hi = np.asarray(origin_um) + (np.asarray(shape) - 1) * np.asarray(voxel_um) - margin_um
+    return np.all((positions_um >= lo) & (positions_um <= hi), axis=1)
+
+
 def evaluate_run(
     cfg: RunConfig,
     live: LiveTrackerConfig | None = None,
@@ -134,7 +141,8 @@ def evaluate_run(
         state = tracker.process(i, volume)
         t_prev = time.perf_counter()
         tracking_s += t_prev - t0
-        scorer.add(t_s, truth.ids, truth.positions_um, truth.activity, state)
+        view = in_view(truth.positions_um, stream.origin_um, stream.voxel_um, volume.shape)
+        scorer.add(t_s, truth.ids, truth.positions_um, truth.activity, state, in_view=view)
         if progress is not None:
             progress(i + 1, cfg.n_volumes)
     score = scorer.score()

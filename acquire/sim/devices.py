@@ -19,7 +19,9 @@ simulator is deterministic, so a second instance gives the same sample; the came
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ from acquire.sim.config import SimConfig
 from acquire.sim.simulator import MODALITIES, WormSimulator
 
 PIXEL_CONFIG = "sim-objective"
-MAX_LAG_S = 2.0  # how far rendering may fall behind the camera clock before exposures are skipped
+MAX_LAG_S = 5.0  # on-board camera memory: how far rendering may lag the camera clock before frames drop
 
 
 def _resolve(path: Path) -> Path:
@@ -56,6 +58,8 @@ class SimCamera(CameraDevice):
         # > 0: render this many frames when a sequence starts and cycle through them (benchmarks the
         # acquisition path without the simulator's render cost; frames then repeat and lag their truth)
         self.register_property("PrerenderedFrames", default_value=0, limits=(0, 1000))
+        # frames rendered in parallel ahead of their exposure time (2 = use both cores of a small machine)
+        self.register_property("RenderAhead", default_value=2, limits=(1, 8))
         self.register_property(
             "PixelSize-um", getter=SimCamera.pixel_size_um, property_type=float, is_read_only=True
         )
@@ -122,7 +126,9 @@ class SimCamera(CameraDevice):
     ) -> Iterator[Mapping]:
         """Free-running acquisition: exposure k starts at start + k * max(exposure, readout).
 
-        When rendering falls behind (a busy CPU) the camera catches up at full speed; more than
+        ``RenderAhead`` frames are rendered in parallel ahead of their time (numpy/torch release the GIL, so a
+        second core helps); each uses the focus position when its rendering starts, which its metadata
+        reports. When rendering falls behind (a busy CPU) the camera catches up at full speed; more than
         ``MAX_LAG_S`` behind, it skips the missed exposures like a camera whose on-board memory overflowed,
         and the gap shows in ``CameraFrameNumber``.
         """
@@ -136,30 +142,40 @@ class SimCamera(CameraDevice):
             sim.render(i * interval, self._focus_z_um, modality=modality, exposure_ms=exposure)
             for i in range(n_loop)
         ]
+        ahead = max(1, min(int(self.get_property_value("RenderAhead")), n or 2**31))
         start = time.perf_counter()
-        k = done = 0
-        while n is None or done < n:
-            due = start + k * interval
-            now = time.perf_counter()
-            if due > now:
-                time.sleep(due - now)
-            elif now - due > MAX_LAG_S:
-                k += int((now - due) / interval)
-                due = start + k * interval
-            t_s = round(due - self._t0, 6)  # the metadata carries t to 1 us: render exactly that t
+
+        def frame(k: int) -> tuple[int, float, float, np.ndarray]:
+            t_s = round(start + k * interval - self._t0, 6)  # metadata carries t to 1 us: render that t
             z = self._focus_z_um
-            buffer = get_buffer(shape, dtype)
-            buffer[:] = (
-                loop[k % n_loop] if loop else sim.render(t_s, z, modality=modality, exposure_ms=exposure)
-            )
-            yield {
-                "CameraFrameNumber": str(k),
-                "CameraTime-s": f"{t_s:.6f}",
-                "FocusZ-um": repr(z),
-                "Exposure-ms": repr(exposure),
-            }
-            k += 1
-            done += 1
+            image = loop[k % n_loop] if loop else sim.render(t_s, z, modality=modality, exposure_ms=exposure)
+            return k, t_s, z, image
+
+        with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="sim-camera-render") as pool:
+            pending: deque[Future] = deque()
+            next_k = done = 0
+            while n is None or done < n:
+                while len(pending) < ahead and (n is None or done + len(pending) < n):
+                    pending.append(pool.submit(frame, next_k))
+                    next_k += 1
+                k, t_s, z, image = pending.popleft().result()
+                lag = time.perf_counter() - (start + k * interval)
+                if lag < 0:
+                    time.sleep(-lag)
+                elif lag > MAX_LAG_S:  # drop what is queued and resume at the present exposure
+                    for future in pending:
+                        future.cancel()
+                    pending.clear()
+                    next_k = k + 1 + int(lag / interval)
+                buffer = get_buffer(shape, dtype)
+                buffer[:] = image
+                yield {
+                    "CameraFrameNumber": str(k),
+                    "CameraTime-s": f"{t_s:.6f}",
+                    "FocusZ-um": repr(z),
+                    "Exposure-ms": repr(exposure),
+                }
+                done += 1
 
 
 class SimFocusStage(StageDevice):

@@ -62,7 +62,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             f"CPU {run['process_cpu_percent_of_one_core']}% of a core (system {run['system_cpu_percent']}%)"
         )
         if find_max:
-            rates = [25, 50, 75, 100, 150, 200, 250, 300, 400]
+            rates = [10, 20, 25, 50, 75, 100, 150, 200, 250, 300, 400]
             results["find_max"] = [
                 ab.find_max_rate(ab.with_size(base, s), rates, trial_seconds, prerendered=pre)
                 for s in max_sizes

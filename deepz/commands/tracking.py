@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import typer
@@ -106,14 +107,19 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             False, "--virtual", help="Deep-Z volumes from one frame (shipped model)."
         ),
         planes: int = typer.Option(32, "--planes", help="Planes per volume over z -10..10 um."),
+        frame_size: int = typer.Option(0, "--frame-size", help="Square camera frame (px); 0 = simulator's."),
         detect_every: int = typer.Option(
             1, "--detect-every", help="Full detection every N volumes, else refine."
         ),
-        targettrack: Path | None = typer.Option(
-            TARGETTRACK, "--targettrack", help="targettrack data folder for real-data scores ('' to skip)."
+        targettrack: Path = typer.Option(
+            TARGETTRACK, "--targettrack", help="targettrack data folder for the real-data scores."
+        ),
+        skip_targettrack: bool = typer.Option(
+            False, "--skip-targettrack", help="Score the simulated run only."
         ),
     ) -> None:
         """Score detection, identities and traces on a simulated run (and on real annotated worm volumes)."""
+        import torch
         from tqdm import tqdm
 
         from track.scenario import RunConfig, evaluate_run
@@ -126,11 +132,15 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             planes=planes,
             virtual=virtual,
             detect_every=detect_every,
+            frame_shape=(frame_size, frame_size) if frame_size else None,
         )
+        start = time.perf_counter()
         with tqdm(total=cfg.n_volumes, desc="track", unit="vol") as bar:
             result = evaluate_run(cfg, progress=lambda done, _: bar.update(done - bar.n))
-        if targettrack is not None and str(targettrack):
+        if not skip_targettrack:
             result["targettrack"] = evaluate_targettrack(targettrack)
+        result["wall_seconds"] = time.perf_counter() - start
+        result["torch_threads"] = torch.get_num_threads()
         _write_json(json_path, result)
         s = result["score"]
         typer.echo(

@@ -23,6 +23,8 @@ from infer.engines.cuda_pipeline import CudaPipeline
 from infer.onnx_export import INPUT_NAME, OUTPUT_NAME, cache_dir, cached_onnx
 
 if TYPE_CHECKING:
+    import tensorrt
+
     from infer.model_io import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -144,7 +146,7 @@ class TensorRTEngine(Engine):
         """Arithmetic precision the engine was built for."""
         return self._precision
 
-    def _load_or_build(self):  # noqa: ANN202 - tensorrt.ICudaEngine, imported lazily
+    def _load_or_build(self) -> tensorrt.ICudaEngine:
         """Deserialize the cached engine, or build (and cache) it when missing or unreadable."""
         if self.engine_path.is_file():
             engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
