@@ -133,7 +133,7 @@ def open_stacks(path: str | Path, *, z_um: np.ndarray | None = None, pixel_size_
     return FocalStacks(
         noisy=node["noisy"], targets=targets, z_um=np.asarray(node["z_um"], dtype=np.float32),
         pixel_size_um=float(attrs["pixel_size_um"]), offset_adu=float(attrs["offset_adu"]), attrs=attrs,
-        positions_um=positions, digest=_digest(str(path.resolve()), attrs, node["noisy"].shape),
+        positions_um=positions, digest=_digest(attrs, node["noisy"].shape),
         psf=np.asarray(node["psf"]) if "psf" in node else None,
         psf_defocus_um=np.asarray(node["psf_defocus_um"]) if "psf_defocus_um" in node else None,
     )

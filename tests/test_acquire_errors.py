@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,20 @@ class ShrinkingCamera(ByteCamera):
         while True:
             get_buffer((16, 16), np.uint16)[:] = 1
             yield {}
+
+
+class SkippingCamera(ShrinkingCamera):
+    """Delivers uint16 32x32 frames whose own counter skips numbers 3 and 4 (frames the camera dropped)."""
+
+    def start_sequence(self, n, get_buffer):
+        for number in (0, 1, 2, 5, 6, 7):
+            get_buffer((32, 32), np.uint16)[:] = number
+            yield {"CameraFrameNumber": str(number)}
+        while True:  # then idle until stopped
+            time.sleep(0.01)
+            get_buffer((32, 32), np.uint16)[:] = 0
+            number += 1
+            yield {"CameraFrameNumber": str(number)}
 
 
 def _core_with(camera: CameraDevice) -> UniMMCore:
@@ -118,6 +134,16 @@ def test_wrong_shape_stops_acquisition() -> None:
             for _ in source.frames():
                 pass
     assert not core.isSequenceRunning()
+
+
+def test_frames_the_camera_dropped_are_counted() -> None:
+    core = _core_with(SkippingCamera())
+    with MicroManagerSource(core) as source:
+        metas = [meta for _, meta in itertools.islice(source.frames(), 5)]
+        stats = source.stats
+    assert [m.lost_before for m in metas] == [0, 0, 0, 2, 0]
+    assert [m.image_number for m in metas] == [0, 1, 2, 3, 4]  # the core saw no gap: only the camera did
+    assert stats.lost == 2 and stats.overflows == 0
 
 
 def test_no_camera_and_bad_rate() -> None:
