@@ -151,6 +151,7 @@ class Pipeline:
             w.start()
         interrupted = False
         self._end_reason = "not started"
+        acquire_start = time.perf_counter()
         try:
             self._acquire_loop(on_status, status_period_s)
         except KeyboardInterrupt:
@@ -158,6 +159,7 @@ class Pipeline:
         except Closed:
             pass  # a stage failed and closed the hand-over; its error is raised below
         finally:
+            self._acquired_s = time.perf_counter() - acquire_start
             self.source.stop()
             self._to_infer.close()
             workers[0].join()
@@ -295,13 +297,14 @@ class Pipeline:
 
     # --- summary --------------------------------------------------------------------------------
     def _summary(self, interrupted: bool) -> dict[str, Any]:
-        elapsed = time.perf_counter() - self.stats.started
+        elapsed, acquired = time.perf_counter() - self.stats.started, self._acquired_s
         latency = self.stats.frame_to_volume.percentiles()
         frames, volumes = self.stats.frames_in.count, self.stats.volumes_out.count
         return {
             "mode": "live" if self.live else "replay",
             "stopped_by": "interrupted (Ctrl-C)" if interrupted else self._end_reason,
             "elapsed_s": round(elapsed, 3),
+            "acquisition_s": round(acquired, 3),
             "frames": frames,
             "frames_lost": self.stats.lost,
             "frames_not_stored": self.stats.frames_not_stored,
@@ -309,8 +312,8 @@ class Pipeline:
             "volumes_not_stored": self.stats.volumes_not_stored,
             "volumes_skipped": self.stats.skipped,
             "tracked_volumes": self.stats.tracked.count,
-            "input_hz_mean": round(frames / elapsed, 3) if elapsed > 0 else None,
-            "volume_hz_mean": round(volumes / elapsed, 3) if elapsed > 0 else None,
+            "input_hz_mean": round(frames / acquired, 3) if acquired > 0 else None,
+            "volume_hz_mean": round(volumes / acquired, 3) if acquired > 0 else None,
             "frame_to_volume_ms": latency,
             "engine": getattr(self.engine, "name", None),
         }

@@ -52,12 +52,14 @@ def test_torch_opt_matches_reference(model, reference, precision, tolerance):
         assert error < tolerance, (kind, error)
 
 
-def test_auto_picks_an_engine_and_says_why(model, caplog, tmp_path, monkeypatch):
-    monkeypatch.setenv("DEEPZ_CACHE_DIR", str(tmp_path))
+def test_auto_skips_unavailable_engines_and_says_why(model, caplog, monkeypatch):
+    from infer.engines.onnxrt import OnnxRuntimeEngine
+
+    monkeypatch.setattr(OnnxRuntimeEngine, "unavailable_reason", classmethod(lambda cls, device: "not installed"))
     with caplog.at_level(logging.INFO, logger="infer.engine"):
         engine = make_engine("auto", model, SHAPE, dpm(), device="cpu")
-    assert engine.name in ("torch-opt", "onnxruntime", "torch")
-    assert f"engine auto -> {engine.name}" in caplog.text
+    assert engine.name == "torch-opt"
+    assert "engine auto -> torch-opt" in caplog.text and "skipped: onnxruntime: not installed" in caplog.text
 
 
 def test_unavailable_engine_is_an_error_not_a_fallback(model):

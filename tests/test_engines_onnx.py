@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -55,6 +57,12 @@ def test_onnxruntime_engine_matches_reference(model, onnx_path):
     batch = frames(2, seed=4)
     error = relative_error(engine.run(batch), reference.run(batch), model.manifest.normalisation.offset_adu)
     assert error < 1e-4
+
+
+def test_auto_prefers_onnxruntime_on_the_cpu(model, onnx_path, caplog):
+    with caplog.at_level(logging.INFO, logger="infer.engine"):
+        engine = make_engine("auto", model, SHAPE, dpm(), device="cpu")
+    assert engine.name == "onnxruntime" and "engine auto -> onnxruntime on cpu" in caplog.text
 
 
 def test_corrupt_export_says_how_to_reexport(cache):

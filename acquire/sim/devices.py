@@ -18,6 +18,8 @@ simulator is deterministic, so a second instance gives the same sample; the came
 
 from __future__ import annotations
 
+import logging
+
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -241,6 +243,17 @@ class SimShutter(ShutterDevice):
         self._open = bool(open) and str(open) not in ("0", "False")
 
 
+def _python_devices_core() -> UniMMCore:
+    """A UniMMCore for Python devices only; its search for a Micro-Manager install (not needed) is silenced."""
+    logger = logging.getLogger("pymmcore-plus")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return UniMMCore()
+    finally:
+        logger.setLevel(level)
+
+
 def load_simulated_core(
     config: SimConfig | None = None,
     *,
@@ -250,7 +263,7 @@ def load_simulated_core(
     core: UniMMCore | None = None,
 ) -> UniMMCore:
     """A UniMMCore with the simulated camera, focus stage and shutter loaded, initialised and selected."""
-    core = core or UniMMCore()
+    core = core or _python_devices_core()
     cam = SimCamera(config)
     core.loadPyDevice(shutter, SimShutter())
     core.loadPyDevice(focus, SimFocusStage())
