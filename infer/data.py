@@ -98,10 +98,11 @@ def write_stacks(
 
 def open_stacks(path: str | Path, *, z_um: np.ndarray | None = None, pixel_size_um: float = 0.325,
                 offset_adu: float | None = None) -> FocalStacks:
-    """Open stacks written by write_stacks, a Zarr array/group of raw (Z,H,W)/(N,Z,H,W) planes, or a TIFF.
+    """Open stacks written by write_stacks or by `deepz acquire-stack` (Zarr "stack" + "z_um", or TIFF).
 
-    For raw stacks (real microscope), z positions come from a "z_um" array or attribute beside the data,
-    else from the z_um argument; the camera offset defaults to the 0.1st percentile of the data.
+    For raw stacks (real microscope), z positions come from a "z_um" array, attribute or TIFF JSON
+    description, else from the z_um argument; the camera offset defaults to the 0.1st percentile of the data.
+    Raw stacks are their own (noisy) targets.
     """
     path = Path(path)
     if not path.exists():
@@ -109,7 +110,15 @@ def open_stacks(path: str | Path, *, z_um: np.ndarray | None = None, pixel_size_
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
-        return _raw_stacks(tifffile.imread(str(path)), z_um, pixel_size_um, offset_adu, str(path), {})
+        with tifffile.TiffFile(str(path)) as tif:
+            data = tif.asarray()
+            try:  # `deepz acquire-stack` writes its metadata (z_um, pixel_size_um) as a JSON description
+                meta = json.loads(tif.pages[0].description or "{}")
+            except json.JSONDecodeError:
+                meta = {}
+        meta = meta if isinstance(meta, dict) else {}
+        return _raw_stacks(data, _z_from(meta, z_um, path), meta.get("pixel_size_um", pixel_size_um), offset_adu,
+                           str(path), meta)
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
         return _raw_stacks(node, _z_from(node.attrs, z_um, path), pixel_size_um, offset_adu, str(path),

@@ -97,7 +97,7 @@ def evaluate(
     px = st.pixel_size_um
     voxel = (float(np.median(np.diff(planes))) if len(planes) > 1 else 1.0, px, px)
     scores = {m: {k: [] for k in ("psnr", "ssim", "pearson")} for m in METHODS}
-    neurons: dict[str, list] = {"deepz": [], "true_planes": [], "wiener": []}
+    neurons: dict[str, list] = {"deepz": [], "scanned_stack": [], "wiener": []}
     lambdas: list[float] = []
     n_stacks = st.n if max_stacks is None else min(st.n, max_stacks)
     example: dict[str, np.ndarray] = {}
@@ -124,7 +124,8 @@ def evaluate(
                 [z0 + planes[-1], (h - 1) * px - fov_margin_um, (w - 1) * px - fov_margin_um])
             truth = st.positions_um[n]
             truth = truth[np.all((truth >= lo) & (truth <= hi), axis=1)]
-            for m, vol in (("deepz", virtual), ("true_planes", true)) + (
+            scanned = (np.asarray(st.noisy[n], np.float32)[j] - off) / scale  # a real z-scan of the planes
+            for m, vol in (("deepz", virtual), ("scanned_stack", scanned)) + (
                     (("wiener", vols["wiener"]),) if use_wiener else ()):
                 found = detector(np.ascontiguousarray(vol), voxel) + origin
                 found = found[np.all((found[:, 1:] >= lo[1:]) & (found[:, 1:] <= hi[1:]), axis=1)]

@@ -46,6 +46,8 @@ class DataSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stacks: str
     val_stacks: int = 2
+    z_um: list[float] | None = None  # for raw stacks that do not record their z positions
+    pixel_size_um: float = 0.325  # for raw stacks that do not record it
     simulate: SimulateSection | None = None
 
 
@@ -328,7 +330,9 @@ class Trainer:
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
     """Train a Deep-Z model from a recipe; returns the model directory (out_dir/model)."""
-    stacks = open_stacks(config.data.stacks)
+    data = config.data
+    stacks = open_stacks(data.stacks, z_um=np.asarray(data.z_um) if data.z_um else None,
+                         pixel_size_um=data.pixel_size_um)
     trainer = Trainer(config, stacks)
     if resume:
         trainer.load_checkpoint()

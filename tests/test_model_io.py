@@ -65,7 +65,7 @@ def test_tampered_weights_are_rejected(model_dir: Path) -> None:
         load_model(model_dir)
 
 
-def test_weights_of_another_architecture_are_rejected(model_dir: Path, tmp_path: Path) -> None:
+def test_weights_of_another_architecture_are_rejected(model_dir: Path) -> None:
     manifest = json.loads((model_dir / "manifest.json").read_text())
     manifest["architecture"]["base_channels"] = 8
     (model_dir / "manifest.json").write_text(json.dumps(manifest))

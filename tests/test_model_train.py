@@ -94,3 +94,17 @@ def test_cli_renders_stacks_with_the_simulator_and_trains(tmp_path: Path) -> Non
     res = runner.invoke(app, ["train", "--config", str(recipe)])
     assert res.exit_code == 0, res.output
     assert load_model(tmp_path / "run" / "model").manifest.training.steps == 3
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".tif"])
+def test_real_stacks_from_acquire_stack_give_pairs(tmp_path: Path, suffix: str) -> None:
+    from acquire.zstack import save_stack
+
+    stack = (np.random.default_rng(0).poisson(50, (9, 64, 64)) + 100).astype(np.uint16)
+    path = save_stack(tmp_path / f"s{suffix}", stack, np.linspace(2, -2, 9), pixel_size_um=0.2)
+    st = open_stacks(path)
+    assert st.z_um.tolist() == np.linspace(-2, 2, 9).tolist() and st.pixel_size_um == 0.2
+    assert np.array_equal(np.asarray(st.noisy)[0, 0], stack[-1])  # sorted by z; noisy planes are the targets
+    x, y = PairSampler(st, PairConfig(crop=32, axial_range_um=2.0, input_z_um=1.0), offset_adu=st.offset_adu,
+                       scale_adu=100.0).sample(3)
+    assert x.shape == (3, 2, 32, 32) and y.shape == (3, 1, 32, 32)

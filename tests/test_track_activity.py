@@ -37,7 +37,9 @@ def test_running_dff_constant_then_step():
         out = dff.update(ids, np.array([100.0, 50.0]))
     np.testing.assert_allclose(out, 0.0)
     np.testing.assert_allclose(dff.update(ids, np.array([150.0, 100.0])), [0.5, 1.0])
-    for _ in range(9):  # the cached baseline is refreshed every baseline_every samples once the window is full
+    for _ in range(
+        9
+    ):  # the cached baseline is refreshed every baseline_every samples once the window is full
         out = dff.update(ids, np.array([150.0, 100.0]))
     np.testing.assert_allclose(out, [0.0, 0.0])
 

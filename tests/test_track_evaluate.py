@@ -88,7 +88,9 @@ def test_bench_reports_every_stage():
 def test_neurons_out_of_view_are_left_out():
     scorer = TrackingScorer()
     for t in range(3):
-        scorer.add(t, np.arange(2), TRUE, np.zeros(2), state(t, [0, 1], TRUE, [0.0, 0.0]), in_view=[True, t < 2])
+        scorer.add(
+            t, np.arange(2), TRUE, np.zeros(2), state(t, [0, 1], TRUE, [0.0, 0.0]), in_view=[True, t < 2]
+        )
     score = scorer.score()
     assert score.n_neurons == 1
     assert (score.detection.tp, score.detection.fp, score.detection.fn) == (5, 0, 0)

@@ -101,7 +101,9 @@ class RunningDff:
         if len(due):
             self._baseline[due] = np.percentile(self._buffer[due], self.config.baseline_percentile, axis=1)
         for s in slots[partial]:
-            self._baseline[s] = np.percentile(self._buffer[s, : self._count[s]], self.config.baseline_percentile)
+            self._baseline[s] = np.percentile(
+                self._buffer[s, : self._count[s]], self.config.baseline_percentile
+            )
         f0 = np.maximum(self._baseline[slots], self.config.min_baseline)
         return ((values - f0) / f0).astype(np.float32)
 

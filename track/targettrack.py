@@ -26,8 +26,7 @@ def load_example(
     if not frame_path.is_file() or not pts_path.is_file():
         raise FileNotFoundError(
             f"{directory} lacks frame_{which}.npy or pts_{which}.npy; pass a targettrack data_points/exN "
-            "folder "
-            "(see /work/shared/data/targettrack/README.md)."
+            "folder (see /work/shared/data/targettrack/README.md)."
         )
     frame = np.load(frame_path)  # (C, X, Y, Z)
     volume = np.ascontiguousarray(frame[0].transpose(2, 1, 0)).astype(np.float32)
@@ -62,9 +61,8 @@ def link_pair(a: np.ndarray, b: np.ndarray, config: TrackerConfig, align: bool =
     tracker = OnlineTracker(config)
     first = tracker.update(0, Detections(a, np.ones(len(a), np.float32)))
     second = tracker.update(1, Detections(b, np.ones(len(b), np.float32)))
-    id_of_a = dict(zip(first.ids.tolist(), range(len(a)), strict=True))
+    id_of_a = dict(zip(first.ids.tolist(), range(len(a)), strict=True))  # frame 0: id i = row i of a
     out = np.full(len(a), -1, np.int64)
-    # TrackState rows are sorted by id; map them back to input rows via positions
     b_row = {tuple(p): j for j, p in enumerate(b)}
     for tid, pos in zip(second.ids.tolist(), second.positions_um, strict=True):
         if tid in id_of_a:

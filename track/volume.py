@@ -46,7 +46,7 @@ def gather_windows(
     """Cut (N, 2rz+1, 2ry+1, 2rx+1) windows around integer centres (N, 3): windows, offsets, inside mask."""
     grids = [torch.arange(-r, r + 1, device=volume.device) for r in radius_vox]
     offsets = torch.stack(torch.meshgrid(*grids, indexing="ij"), dim=-1)  # (wz, wy, wx, 3)
-    nz, ny, nx = volume.shape
+    _, ny, nx = volume.shape
     axis_idx = [centres_vox[:, a, None] + grids[a][None, :] for a in range(3)]  # (N, w_a) per axis
     ok = [(i >= 0) & (i < n) for i, n in zip(axis_idx, volume.shape, strict=True)]
     inside = ok[0][:, :, None, None] & ok[1][:, None, :, None] & ok[2][:, None, None, :]

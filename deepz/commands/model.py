@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
-
-log = logging.getLogger(__name__)
 
 
 def render_stacks(out: Path, *, n: int, seed: int, shape: tuple[int, int], z_um: list[float],
@@ -217,7 +214,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 results["targettrack"] = evaluate(loaded, tt, detector=neuron_detector(),
                                                   plots_dir=plots / "targettrack" if plots else None)
         results["command"] = {"stacks": str(stacks) if seed is None else None, "seed": seed, "n": n}
-        for line in summary_lines(results):
+        for line in summary_lines(results) + (summary_lines(results["targettrack"]) if targettrack else []):
             typer.echo(line)
         if json_out:
             json_out.write_text(json.dumps(results, indent=1))
