@@ -72,7 +72,7 @@ class TrackingConfig(_Strict):
     """Neuron detection and online linking on each virtual volume."""
 
     enabled: bool = True
-    nucleus_um: float = Field(2.5, gt=0)
+    nucleus_um: float = Field(1.5, gt=0, description="Detection scale (tuned on the simulator's 2-3 um nuclei)")
     trace_window_s: float = Field(30.0, gt=0, description="dF/F history sent to viewers")
 
 

@@ -34,10 +34,16 @@ class TrackingStage:
             maxlen=MAX_TRACE_COLUMNS
         )
         self._lock = threading.Lock()
+        self._volumes = 0
 
     def update(self, t: int, time_s: float, volume: np.ndarray):
-        """Track one volume (frame index t, camera time in s); returns track.online.TrackState."""
-        state = self.tracker.process(t, volume)
+        """Track one volume (frame index t, camera time in s); returns track.online.TrackState.
+
+        The tracker counts in volumes, not frames: live inference skips frames when it falls behind, and
+        linking gates, velocity and gap closing are per step between consecutive volumes.
+        """
+        state = self.tracker.process(self._volumes, volume)
+        self._volumes += 1
         with self._lock:
             self._history.append((time_s, np.asarray(state.ids), np.asarray(state.dff, np.float32)))
             while self._history and time_s - self._history[0][0] > self.window_s:
