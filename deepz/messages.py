@@ -156,7 +156,11 @@ class Subscriber:
         self._socket.setsockopt(zmq.RCVHWM, 4)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.SUBSCRIBE, TOPIC)
-        self._socket.connect(address)
+        try:
+            self._socket.connect(address)
+        except zmq.ZMQError as exc:
+            self._socket.close()
+            raise OSError(f"cannot connect to {address}: {exc}; give an endpoint like tcp://127.0.0.1:5557") from exc
         self.address = address
         self.received = 0
         self.discarded = 0
