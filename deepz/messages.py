@@ -160,7 +160,7 @@ class Subscriber:
             self._socket.connect(address)
         except zmq.ZMQError as exc:
             self._socket.close()
-            raise OSError(f"cannot connect to {address}: {exc}; give an endpoint like tcp://127.0.0.1:5557") from exc
+            raise OSError(f"cannot connect to {address}: {exc}") from exc
         self.address = address
         self.received = 0
         self.discarded = 0

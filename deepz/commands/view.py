@@ -63,15 +63,13 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                     fg=typer.colors.RED,
                 )
                 raise typer.Exit(2)
-            import zmq
-
             from display.app import run_live
 
             try:
                 code = run_live(connect)
-            except zmq.ZMQError as exc:
+            except OSError as exc:
                 typer.secho(
-                    f"error: cannot subscribe to {connect!r}: {exc}. Give the pipeline's address, "
+                    f"error: {exc}. Give the pipeline's address, "
                     "e.g. tcp://127.0.0.1:5557 (deepz live logs it).",
                     err=True,
                     fg=typer.colors.RED,
