@@ -32,10 +32,4 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"deepz.commands.{_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"deepz.commands.{_name}":
-            raise
-        continue
-    _module.register(app, bench)
+    importlib.import_module(f"deepz.commands.{_name}").register(app, bench)

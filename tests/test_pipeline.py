@@ -118,3 +118,29 @@ def test_bad_input_gives_a_clear_error_and_exit_code_2(args, message):
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_info_reports_versions_engines_and_effective_config():
+    proc = subprocess.run([sys.executable, "-m", "deepz", "info", "--json", "--config", "configs/demo.toml"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["engines"]["torch"] == "available"
+    assert report["engines"]["tensorrt"].startswith("unavailable")
+    assert report["config"]["inference"]["planes"] == 16 and report["config"]["duration_s"] == 15
+
+
+@pytest.mark.parametrize("kind", ["tilt", "curved"])
+def test_non_uniform_dpms_follow_the_requested_surface(kind):
+    from deepz.wiring import planes_and_dpm
+
+    cfg = load_config(None, {"inference": {"planes": 3, "dpm": kind, "tilt_um_per_mm": [0.0, 20.0],
+                                           "curvature_um": 2.0}}).inference
+    planes, dpm = planes_and_dpm(cfg, (64, 64), 0.325)
+    assert dpm.shape == (3, 64, 64)
+    np.testing.assert_allclose(dpm.mean(axis=(1, 2)) - planes, dpm[0].mean() - planes[0], atol=1e-4)
+    if kind == "tilt":  # 20 um/mm along x: 64 px * 0.325 um = 20.8 um field -> 0.416 um across
+        np.testing.assert_allclose(dpm[1, 0, -1] - dpm[1, 0, 0], 0.02 * 63 * 0.325, rtol=1e-4)
+        assert np.allclose(dpm[1, :, 0], dpm[1, 0, 0])
+    else:  # 2 um sag at the corners, none at the centre
+        assert dpm[1, 0, 0] - dpm[1].min() == pytest.approx(2.0, rel=0.05)
