@@ -16,7 +16,7 @@ from infer.model_io import MANIFEST, LoadedModel, load_manifest
 
 # (Z, Y, X) volume, voxel (dz, dy, dx) um -> (N, 3) centres in um from the volume's first voxel
 Detector = Callable[[np.ndarray, tuple[float, float, float]], np.ndarray]
-WIENER_LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1)
+WIENER_LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 0.3, 1.0, 3.0)
 METHODS = ("deepz", "input", "wiener")
 
 

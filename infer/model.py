@@ -29,6 +29,8 @@ class UNetConfig:
                 f"UNetConfig needs base_channels >= 1, depth >= 1 and max_channels >= base_channels; got "
                 f"base_channels={self.base_channels}, depth={self.depth}, max_channels={self.max_channels}."
             )
+        if self.norm not in ("batch", "instance", "none"):
+            raise ValueError(f"UNetConfig.norm is {self.norm!r}; use 'batch', 'instance' or 'none'.")
 
     def channels(self) -> list[int]:
         """Feature channels at each resolution level 0..depth."""

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from infer.data import FocalStacks, PairConfig, PairSampler, Target, intensity_scale, open_stacks
 from infer.manifest import Architecture, ModelManifest, Normalisation, Optics, Training
 from infer.metrics import ssim_map
-from infer.model import DeepZGenerator, Discriminator, UNetConfig
+from infer.model import DeepZGenerator, Discriminator, Norm, UNetConfig
 from infer.model_io import save_model
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class ModelSection(BaseModel):
     base_channels: int = 16
     depth: int = 4
     max_channels: int = 128
-    norm: str = "batch"
+    norm: Norm = "batch"
 
 
 class TrainSection(BaseModel):
