@@ -112,8 +112,10 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a TOML run config (or the defaults) and apply flag overrides (None values are ignored)."""
+def load_config(
+    path: Path | None = None, overrides: dict[str, Any] | None = None, *, base: dict[str, Any] | None = None
+) -> RunConfig:
+    """Read a TOML run config over `base` (or the defaults) and apply flag overrides (None values are ignored)."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -123,7 +125,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     try:
-        return RunConfig.model_validate(_merge(data, overrides or {}))
+        return RunConfig.model_validate(_merge(_merge(base or {}, data), overrides or {}))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         where = f"in {path}" if path else "in the command-line flags"

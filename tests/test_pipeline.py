@@ -90,6 +90,20 @@ def test_replay_reproduces_the_live_volumes_exactly(live_run, tmp_path):
     np.testing.assert_array_equal(again.frames[:], live.frames[:])
 
 
+def test_replay_command_defaults_to_the_recorded_settings(live_run, tmp_path):
+    path, _, _ = live_run
+    out = tmp_path / "cli-replay.zarr"
+    proc = subprocess.run([sys.executable, "-m", "deepz", "replay", str(path), "--out", str(out), "--no-track"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"recording: {out}" in proc.stdout
+    live, again = RecordingReader(path), RecordingReader(out)
+    np.testing.assert_array_equal(again.planes_um, live.planes_um)  # 4 planes over +/-6 um, as recorded
+    assert again.attrs["replayed_from"] == str(path) and again.tracks()["t"].size == 0
+    t = int(live.volume_indices[-1])
+    np.testing.assert_array_equal(again.volume(t), live.volume(t))
+
+
 def test_stalled_subscriber_does_not_slow_acquisition(tmp_path):
     address = free_tcp_address()
     probe = _probe(address, tmp_path / "stalled.json", "--stall")

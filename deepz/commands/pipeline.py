@@ -143,6 +143,14 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     return {**top, **sections}
 
 
+def _recorded_settings(recording: Path) -> dict[str, Any]:
+    """The inference and tracking sections of the run config stored in a recording."""
+    from storage import RecordingReader
+
+    recorded = RecordingReader(recording).attrs.get("config") or {}
+    return {key: recorded[key] for key in ("inference", "tracking") if key in recorded}
+
+
 def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
     lat = summary["frame_to_volume_ms"]
     typer.echo("")
@@ -209,16 +217,21 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         overwrite: bool = OverwriteOpt,
         track: bool = TrackOpt,
     ) -> None:
-        """Re-run a recorded movie through inference and tracking into a new store, every frame."""
+        """Re-run a recorded movie through inference and tracking into a new store, every frame.
+
+        Inference and tracking settings default to those the recording was made with.
+        """
+        from deepz.errors import USER_ERRORS
+
         if out is None:
             raise _fail("replay needs --out NEW.zarr (a recording is never modified in place)")
         try:
-            cfg = load_config(config, _overrides(
+            cfg = load_config(config, base=_recorded_settings(recording), overrides=_overrides(
                 inference__planes=planes, inference__z_range_um=z_range, inference__engine=engine,
                 inference__model=model, recording__out=out, recording__volumes=volumes,
                 recording__overwrite=overwrite, tracking__enabled=track, view=False,
             ))
-        except ConfigError as exc:
+        except USER_ERRORS as exc:
             raise _fail(str(exc)) from None
         summary = _run_cli(cfg, replay_from=recording, realtime=realtime)
         _print_summary(summary, cfg.recording.out)
@@ -235,10 +248,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     ) -> None:
         """End-to-end live run on the simulator: rates, latencies, lost/skipped, with a subscriber process."""
         from deepz.bench_pipeline import bench_pipeline as run_bench
+        from deepz.errors import USER_ERRORS
 
         try:
             result = run_bench(seconds=seconds, rate_hz=rate, size=size, planes=planes, engine=engine, out=out)
-        except (ConfigError, OSError, RuntimeError, ValueError) as exc:
+        except USER_ERRORS as exc:
             raise _fail(str(exc)) from None
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2))
