@@ -41,7 +41,9 @@ def test_reference_does_not_depend_on_batching(reference):
     np.testing.assert_array_equal(together, alone)
 
 
-@pytest.mark.parametrize(("precision", "tolerance"), [("float32", 1e-5), ("bfloat16", 1e-2)])
+# fp32: "far under 1e-3" (issue 4); outputs are rounded to whole ADU, so rare 1-ADU flips from the folded
+# batch norm's different summation order show up at the 1e-5 level.
+@pytest.mark.parametrize(("precision", "tolerance"), [("float32", 1e-4), ("bfloat16", 1e-2)])
 def test_torch_opt_matches_reference(model, reference, precision, tolerance):
     engine = make_engine("torch-opt", model, SHAPE, dpm(), batch=3, device="cpu", precision=precision)
     assert engine.precision == precision
