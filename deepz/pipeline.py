@@ -7,6 +7,7 @@ marked skipped. In replay mode every hand-over waits, so every frame becomes a v
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -111,6 +112,7 @@ class Pipeline:
         meta: dict[str, Any] | None = None,
         recording: str | None = None,
         queue_depth: Callable[[], int] = lambda: 0,
+        serialize_compute: bool = False,
     ) -> None:
         self.source, self.engine, self.recorder, self.tracker = source, engine, recorder, tracker
         self.publisher, self.live, self.duration_s = publisher, live, duration_s
@@ -130,6 +132,9 @@ class Pipeline:
         self._latest_tracks: Any = None
         self._published_key: tuple | None = None
         self._unstored_run = 0
+        # On a CPU, inference and tracking share one torch thread pool; running them one at a time keeps each
+        # engine call's thread partitioning, and so its floating-point result, the same live and in replay.
+        self._compute_lock = threading.Lock() if serialize_compute else contextlib.nullcontext()
 
     # --- public ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -243,7 +248,8 @@ class Pipeline:
                 work = self._to_infer.take()
             except Closed:
                 return
-            volume = self.engine.run(work.image[np.newaxis])[0]
+            with self._compute_lock:
+                volume = self.engine.run(work.image[np.newaxis])[0]
             self.stats.frame_to_volume.add(time.time() - work.origin_s)
             self.stats.volumes_out.tick()
             if self.recorder is not None:
@@ -264,7 +270,8 @@ class Pipeline:
                 work, volume = self._to_track.take()
             except Closed:
                 return
-            snap = self.tracker.update(work.t, float(work.meta.camera_time_s), volume)
+            with self._compute_lock:
+                snap = self.tracker.update(work.t, float(work.meta.camera_time_s), volume)
             self.stats.tracked.tick()
             if self.recorder is not None:
                 self.recorder.write_tracks(work.t, snap.ids, snap.positions_um, snap.intensity, snap.dff)

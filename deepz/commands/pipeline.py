@@ -110,6 +110,7 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
                   "voxel_um": list(voxel_um)},
             recording=str(cfg.recording.out) if cfg.recording.out else None,
             queue_depth=(lambda: recorder.stats.queue_depth) if recorder is not None else (lambda: 0),
+            serialize_compute=engine.device.type == "cpu",
         )
         source.start()
         summary: dict[str, Any] = {}
