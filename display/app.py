@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+import shiboken6
 from PySide6 import QtWidgets
 
 from display.live import LiveFeed
@@ -53,6 +54,7 @@ def run_live(address: str) -> int:
     window.show()
     code = app.exec()
     feed.close()
+    dispose(window)
     return code
 
 
@@ -61,4 +63,12 @@ def run_recording(reader: RecordingLike, t: int | None = None) -> int:
     app = ensure_app()
     window, _player = open_recording_window(reader, t)
     window.show()
-    return app.exec()
+    code = app.exec()
+    dispose(window)
+    return code
+
+
+def dispose(window: QtWidgets.QWidget) -> None:
+    """Close and delete a window now, while Python is alive: Qt events during interpreter exit crash PySide6."""
+    window.close()
+    shiboken6.delete(window)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from display.app import WINDOW_SIZE, ensure_app, open_recording_window
+from display.app import WINDOW_SIZE, dispose, ensure_app, open_recording_window
 from display.recording import RecordingLike
 
 
@@ -35,5 +35,4 @@ def render_screenshot(
             raise OSError(f"could not write the screenshot {out}: check that its folder is writable.")
         return out
     finally:
-        window.close()
-        window.deleteLater()
+        dispose(window)
