@@ -132,8 +132,8 @@ class Pipeline:
         self._latest_tracks: Any = None
         self._published_key: tuple | None = None
         self._unstored_run = 0
-        # On a CPU, inference and tracking share one torch thread pool; running them one at a time keeps each
-        # engine call's thread partitioning, and so its floating-point result, the same live and in replay.
+        # On a CPU, inference and tracking share one torch thread pool and two cores; taking turns keeps each
+        # engine call's thread partitioning, and so its result, close to what replay computes.
         self._compute_lock = threading.Lock() if serialize_compute else contextlib.nullcontext()
 
     # --- public ---------------------------------------------------------------------------------

