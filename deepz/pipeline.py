@@ -94,13 +94,13 @@ class _Work:
 
 
 class Pipeline:
-    """Wires one frame source to an engine, a recorder, a tracker and a publisher (each optional)."""
+    """Wires one frame source to an engine and, each optional, a recorder, a tracker and a publisher."""
 
     def __init__(
         self,
         source: FrameSourceLike,
         *,
-        engine: VolumeEngine | None,
+        engine: VolumeEngine,
         recorder: Recorder | None,
         make_record: Callable[[Any, bool, int], Any] | None = None,
         tracker: VolumeTracker | None = None,
@@ -169,8 +169,8 @@ class Pipeline:
             self._to_infer.close()
             workers[0].join()
             self._to_track.close()
+            self._stop.set()
             for w in workers[1:]:
-                self._stop.set()
                 w.join()
         if self._errors:
             raise self._errors[0]
@@ -203,9 +203,9 @@ class Pipeline:
             self.stats.lost += int(getattr(meta, "lost_before", 0))
             work = _Work(t, image, meta, meta.host_time_s if self.live_source else time.time())
             self._latest_frame = work
-            displaced = self._to_infer.put(work) if self.engine is not None else None
+            displaced = self._to_infer.put(work)
             if previous is not None:
-                self._record(previous, skipped=displaced is not None or self.engine is None)
+                self._record(previous, skipped=displaced is not None)
             if displaced is not None:
                 self.stats.skipped += 1
             previous = work
@@ -222,7 +222,7 @@ class Pipeline:
                 self._end_reason = "duration reached"
                 break
         if previous is not None:
-            self._record(previous, skipped=self.engine is None)
+            self._record(previous, skipped=False)  # the inference thread drains it before stopping
 
     def _record(self, work: _Work, skipped: bool) -> None:
         """Store one raw frame; a frame the writer is too far behind to take is counted as lost."""

@@ -10,6 +10,7 @@ from PySide6 import QtWidgets
 
 from display.live import LiveFeed
 from display.playback import PlaybackBar
+from display.process import display_available
 from display.recording import RecordingAdapter, RecordingLike
 from display.window import ViewerWindow
 
@@ -20,9 +21,7 @@ def ensure_app() -> QtWidgets.QApplication:
     """The process's QApplication, created offscreen when there is no display to draw on."""
     app = QtWidgets.QApplication.instance()
     if app is None:
-        if sys.platform.startswith("linux") and not (
-            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-        ):
+        if not display_available():
             os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         app = QtWidgets.QApplication(sys.argv[:1])
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,13 @@ _ENTRY = (
     "import os, sys; os.nice(int(sys.argv[2])); from display.app import run_live; "
     "sys.exit(run_live(sys.argv[1]))"
 )
+
+
+def display_available() -> bool:
+    """True where a window can be shown: macOS, Windows, or a Linux session with X11 or Wayland."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def launch_viewer_process(

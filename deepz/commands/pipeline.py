@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,10 +30,6 @@ TrackOpt = typer.Option(None, "--track/--no-track", help="Detect and track neuro
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(2)
-
-
-def _display_available() -> bool:
-    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _status_printer(stream=sys.stderr):
@@ -87,9 +82,9 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         if publisher is not None:
             stack.callback(publisher.close)
             log.info("publishing on %s (deepz view --connect %s)", publisher.address, publisher.address)
-        if cfg.view and publisher is not None and _display_available():
-            from display import launch_viewer_process
+        from display import display_available, launch_viewer_process
 
+        if cfg.view and publisher is not None and display_available():
             viewer = launch_viewer_process(publisher.address)
             stack.callback(viewer.terminate)
         elif cfg.view and publisher is not None:
