@@ -10,6 +10,8 @@ from infer.model import UNetConfig
 
 FORMAT_VERSION = 1
 
+Task = Literal["refocus", "superres", "isotropic"]
+
 
 class Normalisation(BaseModel):
     """normalised = (uint16 - offset_adu) / scale_adu, and back."""
@@ -72,6 +74,9 @@ class ModelManifest(BaseModel):
     axial_range_um: float = Field(gt=0)
     axial_step_um: float = Field(gt=0)
     modality: Literal["widefield", "confocal"] = "widefield"
+    task: Task = "refocus"  # Deep-Z refocusing, cross-modality super-resolution, or Self-Net isotropic restoration
+    input_optics: Optics | None = None  # superres: the lower-resolution microscope the inputs come from
+    details: dict[str, Any] = Field(default_factory=dict)  # task-specific parameters (e.g. a degradation model)
     training: Training = Field(default_factory=Training)
     evaluation: dict[str, Any] = Field(default_factory=dict)
     weights_sha256: str = ""
