@@ -58,3 +58,18 @@ def test_running_dff_matches_offline_traces_and_reuses_slots():
 def test_running_dff_length_mismatch():
     with pytest.raises(ValueError, match="same length"):
         RunningDff().update(np.arange(3), np.ones(2))
+
+
+def test_dff_floor_scales_with_trace_noise():
+    """A false detection on background (mean ~0, noise 10) gives dF/F of order one, not hundreds."""
+    rng = np.random.default_rng(1)
+    background = rng.normal(0.0, 10.0, 200)
+    neuron = 500.0 + rng.normal(0.0, 10.0, 200)
+    cfg = ActivityConfig(baseline_window=50, baseline_every=1)
+    online = RunningDff(cfg)
+    got = np.stack([online.update(np.arange(2), np.array([b, n])) for b, n in zip(background, neuron)], axis=1)
+    assert np.abs(got[0]).max() < 3.0  # floor ~ 3 sigma = 30: |dF/F| <= (30 + 3 sigma) / 30
+    assert np.abs(got[1, 50:]).max() < 0.15  # a bright neuron's baseline is far above the floor: untouched
+    np.testing.assert_allclose(got, dff_traces(np.stack([background, neuron]), cfg), rtol=1e-5, atol=1e-6)
+    unfloored = dff_traces(background[None], ActivityConfig(baseline_window=50, noise_floor=0.0))
+    assert np.abs(unfloored).max() > 10 * np.abs(got[0]).max()

@@ -16,13 +16,24 @@ __all__ = ["ActivityConfig", "RunningDff", "dff_traces", "sample_intensity", "vo
 
 @dataclass(frozen=True)
 class ActivityConfig:
-    """Sampling sphere and running baseline (window in samples, percentile, floor against division by ~0)."""
+    """Sampling sphere and running baseline (window in samples, percentile, floors against division by ~0).
+
+    The baseline F0 is at least `noise_floor` times the trace's own noise (the robust standard deviation of
+    its sample-to-sample changes over the same window), so a dim or false detection, whose background-
+    subtracted baseline is close to zero, gives dF/F of order one instead of hundreds.
+    """
 
     radius_um: float = 1.2
     baseline_window: int = 300
     baseline_percentile: float = 20.0
     baseline_every: int = 10  # recompute a full window's percentile every this many samples (cost)
-    min_baseline: float = 1.0
+    min_baseline: float = 1.0  # absolute floor of F0 (intensity units)
+    noise_floor: float = 3.0  # F0 >= noise_floor * trace noise
+
+
+# robust standard deviation of a series from the median absolute change between consecutive samples:
+# sigma = 1.4826 * median|x_t - x_(t-1)| / sqrt(2) for white noise
+_MAD_OF_CHANGES_TO_SIGMA = 1.4826 / np.sqrt(2.0)
 
 
 def volume_background(volume: torch.Tensor) -> float:
@@ -68,6 +79,7 @@ class RunningDff:
         self._buffer = np.zeros((0, self.config.baseline_window), np.float64)
         self._count = np.zeros(0, np.int64)
         self._baseline = np.zeros(0, np.float64)
+        self._noise = np.zeros(0, np.float64)
 
     def _slots_for(self, ids: np.ndarray) -> np.ndarray:
         for i in ids.tolist():
@@ -79,6 +91,7 @@ class RunningDff:
                 self._buffer = np.vstack([self._buffer, np.zeros((grow, self._buffer.shape[1]))])
                 self._count = np.concatenate([self._count, np.zeros(grow, np.int64)])
                 self._baseline = np.concatenate([self._baseline, np.zeros(grow)])
+                self._noise = np.concatenate([self._noise, np.zeros(grow)])
                 self._free.extend(range(start + grow - 1, start - 1, -1))
             slot = self._free.pop()
             self._count[slot] = 0
@@ -99,13 +112,17 @@ class RunningDff:
         partial = count <= window
         due = slots[~partial & ((count - window) % max(1, self.config.baseline_every) == 0)]
         if len(due):
-            self._baseline[due] = np.percentile(self._buffer[due], self.config.baseline_percentile, axis=1)
+            oldest_first = (self._count[due, None] + np.arange(window)[None]) % window
+            self._refresh(due, np.take_along_axis(self._buffer[due], oldest_first, axis=1))
         for s in slots[partial]:
-            self._baseline[s] = np.percentile(
-                self._buffer[s, : self._count[s]], self.config.baseline_percentile
-            )
-        f0 = np.maximum(self._baseline[slots], self.config.min_baseline)
-        return ((values - f0) / f0).astype(np.float32)
+            self._refresh(np.array([s]), self._buffer[s : s + 1, : self._count[s]])
+        return _dff(values, self._baseline[slots], self._noise[slots], self.config)
+
+    def _refresh(self, slots: np.ndarray, samples: np.ndarray) -> None:
+        """Recompute baseline and noise of `slots` from their samples (rows, oldest first)."""
+        self._baseline[slots] = np.percentile(samples, self.config.baseline_percentile, axis=1)
+        changes = np.abs(np.diff(samples, axis=1))
+        self._noise[slots] = _MAD_OF_CHANGES_TO_SIGMA * np.median(changes, axis=1) if changes.shape[1] else 0.0
 
     def forget(self, ids: np.ndarray) -> None:
         """Release the buffers of finished tracks."""
@@ -115,10 +132,17 @@ class RunningDff:
                 self._free.append(slot)
 
 
+def _dff(values: np.ndarray, baseline: np.ndarray, noise: np.ndarray, cfg: ActivityConfig) -> np.ndarray:
+    """(F - F0) / F0 with F0 = max(baseline, noise_floor * noise, min_baseline)."""
+    f0 = np.maximum(np.maximum(baseline, cfg.noise_floor * np.nan_to_num(noise)), cfg.min_baseline)
+    return ((values - f0) / f0).astype(np.float32)
+
+
 def dff_traces(intensity: np.ndarray, config: ActivityConfig | None = None) -> np.ndarray:
-    """Offline dF/F of (M, T) intensity traces (NaN = not observed), same trailing running percentile."""
+    """Offline dF/F of (M, T) intensity traces (NaN = not observed), same trailing running percentile and floor."""
     cfg = config or ActivityConfig()
     frame = pd.DataFrame(np.asarray(intensity, dtype=np.float64).T)
     baseline = frame.rolling(cfg.baseline_window, min_periods=1).quantile(cfg.baseline_percentile / 100.0)
-    f0 = np.maximum(baseline.to_numpy().T, cfg.min_baseline)
-    return ((intensity - f0) / f0).astype(np.float32)
+    changes = frame.diff().abs().rolling(max(1, cfg.baseline_window - 1), min_periods=1).median()
+    noise = _MAD_OF_CHANGES_TO_SIGMA * changes.to_numpy().T
+    return _dff(intensity, baseline.to_numpy().T, noise, cfg)
