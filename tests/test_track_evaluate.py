@@ -94,3 +94,16 @@ def test_neurons_out_of_view_are_left_out():
     score = scorer.score()
     assert score.n_neurons == 1
     assert (score.detection.tp, score.detection.fp, score.detection.fn) == (5, 0, 0)
+
+
+def test_end_to_end_is_also_reported_over_resolvable_neurons():
+    """Two neurons stacked 3 um apart in z are closer than wide-field resolution; the third stands alone."""
+    truth = np.array([[0.0, 0.0, 0.0], [3.0, 0.5, 0.0], [0.0, 20.0, 0.0]])
+    scorer = TrackingScorer()
+    for t in range(10):  # the stacked pair merges into one detection that alternates between them
+        seen = [0, 2] if t % 2 else [1, 2]
+        scorer.add(t * 0.1, np.arange(3), truth, np.zeros(3), state(t, [5, 6], truth[seen], [0.0, 0.0]))
+    score = scorer.score()
+    assert score.fraction_tracked_end_to_end == pytest.approx(1 / 3)
+    assert score.notes["neurons_with_unresolvable_neighbour"] == 2
+    assert score.notes["fraction_tracked_end_to_end_resolvable"] == 1.0

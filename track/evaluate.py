@@ -79,7 +79,7 @@ class TrackingScore:
     median_trace_r: float
     n_trace_r: int
     coverage_threshold: float = 0.9
-    notes: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-able dict."""
@@ -88,11 +88,30 @@ class TrackingScore:
         return out
 
 
-class TrackingScorer:
-    """Accumulates per-frame truth and tracker output, then scores identities and traces over the run."""
+def crowded(positions_um: np.ndarray, resolution_um: tuple[float, float]) -> np.ndarray:
+    """(N,) True for points with another point inside the (axial, lateral) resolution ellipsoid around them."""
+    p = np.asarray(positions_um, dtype=np.float64).reshape(-1, 3)
+    axial, lateral = resolution_um
+    e = ((p[:, None, 0] - p[None, :, 0]) / axial) ** 2 + (
+        np.hypot(p[:, None, 1] - p[None, :, 1], p[:, None, 2] - p[None, :, 2]) / lateral
+    ) ** 2
+    np.fill_diagonal(e, np.inf)
+    return (e < 1).any(axis=1)
 
-    def __init__(self, max_distance_um: float = 1.5) -> None:
+
+class TrackingScorer:
+    """Accumulates per-frame truth and tracker output, then scores identities and traces over the run.
+
+    Neurons that come within `resolution_um` (axial, lateral) of another neuron at some frame cannot always be
+    told apart in the volumes; the score also reports end-to-end tracking over the others. The default is for
+    wide-field stacks at 0.75 NA: 4.5 um is the axial FWHM of an isolated simulated nucleus, 2.5 um a nucleus
+    diameter.
+    """
+
+    def __init__(self, max_distance_um: float = 1.5, resolution_um: tuple[float, float] = (4.5, 2.5)) -> None:
         self.max_distance_um = max_distance_um
+        self.resolution_um = resolution_um
+        self._crowded: np.ndarray | None = None
         self._times: list[float] = []
         self._truth_ids: np.ndarray | None = None
         self._assigned: list[np.ndarray] = []  # per frame: track id matched to each true neuron, or -1
@@ -123,6 +142,8 @@ class TrackingScorer:
             raise ValueError(
                 "The set of true neuron ids changed between frames; score one simulated run at a time."
             )
+        near = crowded(truth_positions_um, self.resolution_um)
+        self._crowded = near if self._crowded is None else self._crowded | near
         r, c = match_points(state.positions_um, truth_positions_um, self.max_distance_um)
         view = np.ones(len(truth_ids), bool) if in_view is None else np.asarray(in_view, bool)
         self._in_view.append(view)
@@ -155,6 +176,8 @@ class TrackingScorer:
         times = np.asarray(self._times)
         duration = float(times[-1] - times[0]) + (float(np.median(np.diff(times))) if n_frames > 1 else 0.0)
         r = self._trace_r(np.stack(self._measured, axis=1)[always], np.stack(self._activity, axis=1)[always])
+        tracked = (switches == 0) & (coverage >= 0.9)
+        resolvable = ~self._crowded[always]
         return TrackingScore(
             n_neurons=n,
             n_frames=n_frames,
@@ -162,10 +185,17 @@ class TrackingScorer:
             detection=self._detection,
             identity_switches=int(switches.sum()),
             switches_per_neuron_minute=float(switches.sum() / max(1e-9, n * duration / 60.0)),
-            fraction_tracked_end_to_end=float(np.mean((switches == 0) & (coverage >= 0.9))),
+            fraction_tracked_end_to_end=float(np.mean(tracked)),
             median_trace_r=float(np.median(r)) if len(r) else float("nan"),
             n_trace_r=len(r),
-            notes={"mean_coverage": float(coverage.mean()), "neurons_left_out_of_view": int((~always).sum())},
+            notes={
+                "mean_coverage": float(coverage.mean()),
+                "neurons_left_out_of_view": int((~always).sum()),
+                "resolution_um_axial_lateral": list(self.resolution_um),
+                "neurons_with_unresolvable_neighbour": int((~resolvable).sum()),
+                "fraction_tracked_end_to_end_resolvable": float(np.mean(tracked[resolvable]))
+                if resolvable.any() else float("nan"),
+            },
         )
 
     @staticmethod

@@ -146,7 +146,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         typer.echo(
             f"detection F1 {s['detection']['f1']:.3f}; "
             f"switches/neuron-min {s['switches_per_neuron_minute']:.3f}; "
-            f"tracked end to end {s['fraction_tracked_end_to_end']:.3f}; "
+            f"tracked end to end {s['fraction_tracked_end_to_end']:.3f} "
+            f"({s['notes']['fraction_tracked_end_to_end_resolvable']:.3f} of the "
+            f"{s['n_neurons'] - s['notes']['neurons_with_unresolvable_neighbour']} neurons never closer to another "
+            "than the optical resolution); "
             f"median trace r {s['median_trace_r']:.3f}"
         )
         if "targettrack" in result:
