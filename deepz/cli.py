@@ -17,7 +17,9 @@ bench = typer.Typer(help="Measured throughput, latency and resource use, written
 app.add_typer(bench, name="bench")
 
 NOISY_LOGGERS = ("pymmcore-plus", "zarr", "numcodecs", "asyncio", "fsspec", "PIL", "matplotlib")
-COMMAND_MODULES = ("acquire", "model", "engines", "storage", "tracking", "view", "pipeline", "info")
+COMMAND_MODULES = (
+    "acquire", "model", "engines", "storage", "tracking", "view", "pipeline", "info", "superres", "isotropic",
+)
 
 
 @app.callback()

@@ -21,6 +21,9 @@ class SourceConfig(_Strict):
     """Where frames come from: the simulated microscope or a Micro-Manager hardware config."""
 
     mm_config: Path | None = Field(None, description="Micro-Manager .cfg of a real rig; None = simulator")
+    sim_config: Path | None = Field(
+        None, description="Simulator TOML (optics, camera, worm), e.g. configs/sim-10x.toml; size/seed/neurons apply"
+    )
     rate_hz: float = Field(100.0, gt=0, le=10_000, description="Frame rate asked of the camera")
     exposure_ms: float | None = Field(None, gt=0, description="Exposure; None = 1000 / rate_hz")
     size: int = Field(256, ge=32, le=4096, description="Simulated camera frame side in pixels")
@@ -99,6 +102,9 @@ class RunConfig(_Strict):
         cfg = self.source.mm_config
         if cfg is not None and not cfg.is_file():
             raise ValueError(f"Micro-Manager config {cfg} does not exist; pass the path of your rig's .cfg file")
+        sim = self.source.sim_config
+        if sim is not None and not sim.is_file():
+            raise ValueError(f"simulator config {sim} does not exist; pass a TOML like configs/sim-10x.toml")
         return self
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from deepz.config import InferenceConfig, RecordingConfig, RunConfig, SourceConfig, TrackingConfig
+from deepz.config import ConfigError, InferenceConfig, RecordingConfig, RunConfig, SourceConfig, TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def build_replay_source(path: Path, *, realtime: bool):
 def _sim_config(cfg: SourceConfig):
     from acquire.sim import SimConfig
 
-    base = SimConfig()
+    base = SimConfig.from_toml(cfg.sim_config) if cfg.sim_config is not None else SimConfig()
     return base.model_copy(
         update={
             "seed": cfg.seed,
@@ -92,14 +92,23 @@ def planes_and_dpm(cfg: InferenceConfig, frame_shape: tuple[int, int], pixel_siz
 
 
 def build_engine(cfg: InferenceConfig, frame_shape: tuple[int, int], pixel_size_um: float):
-    """Load the model and build the engine for this frame shape and DPM set; returns (engine, model, planes)."""
+    """Load the model and build the engine for this frame shape and DPM set; returns (engine, model, planes).
+
+    A super-resolution model (task "superres") runs as one plane at dz = 0 behind a bicubic upsampling of
+    the raw frames onto its finer grid.
+    """
     from infer.engine import make_engine
     from infer.model_io import load_model
 
     model = load_model(cfg.model)
     planes, dpm = planes_and_dpm(cfg, frame_shape, pixel_size_um)
     device = None if cfg.device == "auto" else cfg.device
-    engine = make_engine(cfg.engine, model, frame_shape, dpm, batch=1, device=device)
+    if model.manifest.task == "superres":
+        from infer.superres.live import superres_engine_stage
+
+        engine = superres_engine_stage(cfg.engine, model, frame_shape, pixel_size_um, planes, device)
+    else:
+        engine = make_engine(cfg.engine, model, frame_shape, dpm, batch=1, device=device)
     log.info("engine %s, %d planes %.2f..%.2f um, model %s", engine.name, len(planes), planes[0], planes[-1],
              model.manifest.name)
     return engine, model, planes
@@ -116,7 +125,19 @@ def build_recorder(
     model: Any | None,
     extra_attrs: dict[str, Any] | None = None,
 ):
-    """Open the recording writer, or None when the run is not recorded."""
+    """Open the recording writer, or None when the run is not recorded.
+
+    Volumes of a super-resolution model lie on its finer grid (volume_upsample); tracking them would need
+    that grid's voxel size, which the tracking stage is not given, so that combination is refused here.
+    """
+    from infer.superres.live import volume_upsample
+
+    upsample = volume_upsample(model.manifest if model is not None else None)
+    if upsample > 1 and run_config.tracking.enabled:
+        raise ConfigError(
+            f"model {model.manifest.name} super-resolves frames x{upsample}; tracking on its one-plane volumes "
+            "is not supported: turn it off (--no-track, or [tracking] enabled = false)."
+        )
     if cfg.out is None:
         return None
     from storage import RecordingWriter
@@ -137,6 +158,7 @@ def build_recorder(
         frame_interval_s=frame_interval_s,
         attrs=attrs,
         overwrite=cfg.overwrite,
+        volume_upsample=upsample,
     )
 
 

@@ -174,10 +174,10 @@ def _raw_stacks(arr: Any, z_um: np.ndarray | None, pixel_size_um: float, offset_
                        digest=_digest(source, data.shape, float(data.astype(np.float64).sum())))
 
 
-def intensity_scale(stacks: FocalStacks, percentile: float = 99.9) -> float:
-    """A robust bright level above offset (ADU) of the noisy planes: the normalisation scale."""
+def intensity_scale(stacks: Any, percentile: float = 99.9) -> float:
+    """A robust bright level above offset (ADU) of the noisy planes or pair inputs: the normalisation scale."""
     idx = np.linspace(0, stacks.n - 1, min(stacks.n, 8)).astype(int)
-    sample = np.concatenate([np.asarray(stacks.noisy[i])[:, ::4, ::4].ravel() for i in idx])
+    sample = np.concatenate([np.asarray(stacks.noisy[i])[..., ::4, ::4].ravel() for i in idx])
     return max(float(np.percentile(sample, percentile)) - stacks.offset_adu, 1.0)
 
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from infer.manifest import Architecture, ModelManifest, Normalisation, Optics, T
 from infer.metrics import ssim_map
 from infer.model import DeepZGenerator, Discriminator, Norm, UNetConfig
 from infer.model_io import save_model
+from infer.superres.pairs import PairsRecipe, RegisteredPairs, SuperResSampler, ensure_pairs
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class SimulateSection(BaseModel):
 
 
 class DataSection(BaseModel):
-    """Where the focal stacks are; the last val_stacks of them are held out for validation."""
+    """Where the focal stacks (or, for super-resolution, the pairs) are; the last val_stacks are held out."""
 
     model_config = ConfigDict(extra="forbid")
     stacks: str
@@ -49,6 +50,7 @@ class DataSection(BaseModel):
     z_um: list[float] | None = None  # for raw stacks that do not record their z positions
     pixel_size_um: float = 0.325  # for raw stacks that do not record it
     simulate: SimulateSection | None = None
+    simulate_pairs: PairsRecipe | None = None  # task "superres": render the pairs store when missing
 
 
 class ModelSection(BaseModel):
@@ -84,6 +86,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = "deepz"
+    task: Literal["refocus", "superres"] = "refocus"  # superres: registered pairs, a zero DPM, one plane
     out_dir: str = "runs/deepz"
     export_dir: str | None = None
     target: Target = "widefield"
@@ -114,7 +117,7 @@ def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, 
 class Trainer:
     """Owns the networks, optimisers, pair samplers and history of one training run."""
 
-    def __init__(self, config: TrainConfig, stacks: FocalStacks) -> None:
+    def __init__(self, config: TrainConfig, stacks: FocalStacks | RegisteredPairs) -> None:
         self.config, self.stacks = config, stacks
         tc = config.train
         torch.manual_seed(tc.seed)
@@ -128,9 +131,10 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=tc.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=tc.lr, betas=(0.5, 0.999))
         common = dict(offset_adu=self.norm.offset_adu, scale_adu=self.norm.scale_adu, target=config.target)
-        self.sampler = PairSampler(stacks, config.pairs, indices=train_idx, seed=tc.seed, **common)
+        sampler = SuperResSampler if config.task == "superres" else PairSampler
+        self.sampler = sampler(stacks, config.pairs, indices=train_idx, seed=tc.seed, **common)
         self.val_sampler = (
-            PairSampler(stacks, replace(config.pairs, augment=False), indices=self.val_idx, seed=12345, **common)
+            sampler(stacks, replace(config.pairs, augment=False), indices=self.val_idx, seed=12345, **common)
             if self.val_idx else None
         )
         self.step = 0
@@ -246,17 +250,23 @@ class Trainer:
     def manifest(self) -> ModelManifest:
         """The manifest of the generator as trained so far."""
         c = self.config
-        z = self.stacks.z_um
-        step = float(np.median(np.diff(z))) if len(z) > 1 else c.pairs.axial_range_um
-        optics = Optics(**{k: v for k, v in self.stacks.attrs.get("optics", {}).items() if k in Optics.model_fields})
         return ModelManifest(
             name=c.name, architecture=Architecture.from_config(self.unet), normalisation=self.norm,
-            optics=optics.model_copy(update={"pixel_size_um": self.stacks.pixel_size_um}),
-            axial_range_um=c.pairs.axial_range_um, axial_step_um=round(step, 4), modality=c.target,
+            modality=c.target, **self._task_fields(),
             training=Training(data_digest=self.stacks.digest, steps=self.step, recipe=c.model_dump(mode="json"),
                               wall_time_s=round(self.elapsed_s, 1),
                               final_validation=self.val_history[-1] if self.val_history else {}),
         )
+
+    def _task_fields(self) -> dict[str, Any]:
+        """Manifest fields that depend on the task: optics and axial range (refocus) or the pairs' (superres)."""
+        if self.config.task == "superres":
+            return self.stacks.manifest_fields()
+        z = self.stacks.z_um
+        step = float(np.median(np.diff(z))) if len(z) > 1 else self.config.pairs.axial_range_um
+        optics = Optics(**{k: v for k, v in self.stacks.attrs.get("optics", {}).items() if k in Optics.model_fields})
+        return dict(optics=optics.model_copy(update={"pixel_size_um": self.stacks.pixel_size_um}),
+                    axial_range_um=self.config.pairs.axial_range_um, axial_step_um=round(step, 4))
 
     def export(self, path: Path) -> Path:
         """Save the generator (eval mode) + manifest as a model directory."""
@@ -329,10 +339,14 @@ class Trainer:
 
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
-    """Train a Deep-Z model from a recipe; returns the model directory (out_dir/model)."""
+    """Train a Deep-Z (or super-resolution) model from a recipe; returns the model directory (out_dir/model)."""
     data = config.data
-    stacks = open_stacks(data.stacks, z_um=np.asarray(data.z_um) if data.z_um else None,
-                         pixel_size_um=data.pixel_size_um)
+    if config.task == "superres":
+        stacks = ensure_pairs(data.stacks, data.simulate_pairs, pixel_size_um=data.pixel_size_um,
+                              target=config.target, progress=progress)
+    else:
+        stacks = open_stacks(data.stacks, z_um=np.asarray(data.z_um) if data.z_um else None,
+                             pixel_size_um=data.pixel_size_um)
     trainer = Trainer(config, stacks)
     if resume:
         trainer.load_checkpoint()

@@ -90,8 +90,13 @@ def create_layout(
     planes_um: np.ndarray | None,
     shard_frames: int,
     compression: Compression,
+    volume_upsample: int = 1,
 ) -> None:
-    """Create every group and (empty) array of a new recording under ``root`` (tables always use zstd)."""
+    """Create every group and (empty) array of a new recording under ``root`` (tables always use zstd).
+
+    Volumes may lie on a grid ``volume_upsample`` times finer than the frames (super-resolution models);
+    their pixel centres follow the half-pixel convention, hence the NGFF translation of the first pixel.
+    """
     h, w = frame_shape
     raw = root.create_group(
         "raw",
@@ -112,11 +117,12 @@ def create_layout(
     _table(root.create_group(FRAMES_GROUP), FRAME_FIELDS)
     if planes_um is not None:
         dz, z0 = plane_geometry(planes_um)
-        k = len(planes_um)
+        k, u = len(planes_um), volume_upsample
+        h, w, vpx, v0 = h * u, w * u, pixel_size_um / u, -pixel_size_um * (u - 1) / (2 * u)
         volumes = root.create_group(
             "volumes",
             attributes=ngff_image_attrs(
-                "volumes", "tzyx", (frame_interval_s, dz, pixel_size_um, pixel_size_um), (0, z0, 0, 0)
+                "volumes", "tzyx", (frame_interval_s, dz, vpx, vpx), (0, z0, v0, v0)
             ),
         )
         volumes.create_array(

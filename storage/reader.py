@@ -61,6 +61,8 @@ class RecordingReader:
         self.frame_shape: tuple[int, int] = tuple(header["frame_shape"])
         self.pixel_size_um: float = header["pixel_size_um"]
         self.frame_interval_s: float = header["frame_interval_s"]
+        self.volume_upsample: int = int(header.get("volume_upsample", 1))  # > 1: super-resolved volumes
+        self.volume_pixel_size_um: float = self.pixel_size_um / self.volume_upsample
         self.frames = RecordedArray(self._array(layout.RAW_ARRAY), self.n_frames, layout.RAW_ARRAY)
         self.has_volumes: bool = layout.VOLUME_ARRAY.split("/")[0] in self._root
         planes = header["planes_um"]
@@ -96,7 +98,7 @@ class RecordingReader:
         return {name: self._column(f"{layout.FRAMES_GROUP}/{name}", self.n_frames) for name in FRAME_FIELDS}
 
     def volume(self, t: int) -> np.ndarray | None:
-        """The stored volume (K, H, W) uint16 of frame ``t``, or None when none was stored for it."""
+        """The stored volume (K, H, W) uint16 of frame ``t`` (H, W = volume_upsample x the frame's), or None."""
         if t not in self._volume_set:
             return None
         return self._volumes[t]

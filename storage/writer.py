@@ -77,13 +77,15 @@ class RecordingWriter:
         compression: layout.Compression = layout.DEFAULT_COMPRESSION,
         commit_interval_s: float = 1.0,
         fsync: bool = True,
+        volume_upsample: int = 1,
     ) -> None:
-        if volume_every < 0 or (queue_frames or 1) < 1 or queue_volumes < 1:
-            raise ValueError("volume_every must be >= 0 and queue_frames, queue_volumes >= 1")
+        if volume_every < 0 or (queue_frames or 1) < 1 or queue_volumes < 1 or volume_upsample < 1:
+            raise ValueError("volume_every must be >= 0 and queue_frames, queue_volumes, volume_upsample >= 1")
         self.path = Path(path)
         self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
         self.planes_um = None if planes_um is None else np.asarray(planes_um, np.float64)
         self.volume_every = volume_every
+        self.volume_upsample = int(volume_upsample)  # volumes on a grid this many times finer than frames
         self.backend: Backend = backend or default_backend()
         self._queue_frames = queue_frames or layout.default_queue_frames(self.frame_shape)
         self._queue_volumes = queue_volumes
@@ -97,6 +99,7 @@ class RecordingWriter:
             "frame_interval_s": float(frame_interval_s),
             "planes_um": None if self.planes_um is None else self.planes_um.tolist(),
             "volume_every": volume_every,
+            "volume_upsample": self.volume_upsample,
             "backend": self.backend,
             "compression": compression,
             "attrs": to_json(attrs or {}),
@@ -183,7 +186,7 @@ class RecordingWriter:
         """Queue the volume of frame ``t`` if the volume policy keeps it; raises WriterError if it cannot."""
         if self.planes_um is None:
             raise ValueError("this recording has no volumes (planes_um=None); do not call write_volume")
-        shape = (len(self.planes_um), *self.frame_shape)
+        shape = (len(self.planes_um), *(n * self.volume_upsample for n in self.frame_shape))
         if volume.shape != shape or volume.dtype != np.uint16:
             raise ValueError(f"volume must be uint16 {shape}, got {volume.dtype} {volume.shape}")
         with self._lock:
@@ -285,6 +288,7 @@ class RecordingWriter:
                 planes_um=self.planes_um if self.has_volumes else None,
                 shard_frames=self._shard_frames,
                 compression=compression,
+                volume_upsample=self.volume_upsample,
             )
             self._store.sync_directories()
             self._raw = open_sink(self.backend, self._root, self.path, layout.RAW_ARRAY, fsync=fsync)

@@ -1,0 +1,352 @@
+"""Registered (low-resolution input, high-resolution target) image pairs: rendered by the simulator or read
+from disk, and training crops drawn from them in the Deep-Z generator's input format (image + zero DPM).
+
+A pairs store is a Zarr group holding ``input`` (N, h, w) raw camera frames and ``target`` (N, H, W) images
+on a grid ``upsample`` times finer (H = upsample * h), registered with half-pixel-centred sampling: input
+pixel c covers target pixels upsample*c .. upsample*c + upsample - 1. Simulated stores add the focus
+(``focus_z_um``), the true nuclei (``nuclei``: y, x in target pixels and defocus in um, NaN-padded) and the
+input microscope's in-focus PSF on the target grid (``psf``, for the Richardson-Lucy baseline).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+from pydantic import BaseModel, ConfigDict, Field
+
+from infer.data import PairConfig, StackFileError, Target, _digest
+from infer.manifest import Optics
+from infer.superres.upsample import upsample_frames
+
+PairKind = Literal["na", "confocal"]
+MODALITY = {"na": "widefield", "confocal": "confocal"}  # the target modality of each simulated pair kind
+LOW_NA = 0.4  # the "na" pair: a 10x/0.4 NA objective whose camera pixels are UPSAMPLE times larger
+UPSAMPLE = {"na": 2, "confocal": 1}
+PSF_SIZE = 33  # pixels (target grid) of the stored input PSF
+BEAD_DIAMETER_UM = 0.2  # sub-resolution beads: their images are the PSF, so their FWHM is the resolution
+
+
+class PairsRecipe(BaseModel):
+    """How to render training pairs with the simulator when the pairs store does not exist yet."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: PairKind = "na"
+    n: int = Field(24, ge=1, description="worms (simulator seeds seed*1000 + i)")
+    seed: int = 1
+    shape: tuple[int, int] = (256, 256)  # target grid (H, W); the input is H/upsample x W/upsample
+    planes_per_worm: int = Field(3, ge=1)
+    focus_range_um: float = Field(4.0, ge=0, description="focus drawn uniformly within +/- this of the midplane")
+    bead_every: int = Field(0, ge=0, description="every k-th worm carries 0.2 um beads, not nuclei (0 = none)")
+
+
+def collection_efficiency(na: float, immersion_index: float = 1.0) -> float:
+    """Fraction of isotropic emission an objective collects: (1 - cos(asin(NA/n))) / 2."""
+    return (1 - math.cos(math.asin(na / immersion_index))) / 2
+
+
+def optics_of(config: Any) -> Optics:
+    """The manifest's Optics of a simulator OpticsConfig."""
+    return Optics(numerical_aperture=config.na, magnification=config.magnification,
+                  wavelength_um=config.emission_um, pixel_size_um=config.pixel_size_um)
+
+
+def input_sim_config(target: Any, kind: PairKind) -> Any:
+    """The simulator of a pair kind's low-resolution microscope, looking at the same worm as ``target``.
+
+    "na": a 10x/0.4 NA objective with pixels twice as large on half as many of them (so the worm stays
+    centred on the same field); it collects (1-cos) x fewer photons per nucleus while each pixel gathers
+    4x the area of background. "confocal": the wide-field microscope of the target itself.
+    """
+    if kind == "confocal":
+        return target
+    u = UPSAMPLE[kind]
+    h, w = target.camera.shape
+    if h % u or w % u:
+        raise ValueError(f"target shape {h}x{w} must be a multiple of {u} for the {kind!r} pair")
+    light = collection_efficiency(LOW_NA, target.optics.immersion_index) / collection_efficiency(
+        target.optics.na, target.optics.immersion_index)
+    return target.model_copy(update={
+        "optics": target.optics.model_copy(update={
+            "na": LOW_NA, "magnification": target.optics.magnification / u,
+            "pixel_size_um": target.optics.pixel_size_um * u}),
+        "camera": target.camera.model_copy(update={
+            "shape": (h // u, w // u), "background_e": target.camera.background_e * u * u * light}),
+        "worm": target.worm.model_copy(update={"brightness_e": target.worm.brightness_e * light}),
+    })
+
+
+def input_psf(input_config: Any, pixel_size_um: float, size: int = PSF_SIZE) -> np.ndarray:
+    """In-focus PSF (sum 1) of the input microscope sampled on the target grid: Richardson-Lucy's kernel."""
+    from acquire.sim.optics import psf_stack
+
+    optics = input_config.optics.model_copy(update={"pixel_size_um": pixel_size_um})
+    psf = psf_stack(optics, np.zeros(1), optics.emission_um, size)[0].astype(np.float64)
+    return (psf / psf.sum()).astype(np.float32)
+
+
+def render_pairs(out: str | Path, *, kind: PairKind, n: int, seed: int, shape: tuple[int, int] = (256, 256),
+                 planes_per_worm: int = 3, focus_range_um: float = 4.0, bead_every: int = 0,
+                 sim_config: Any = None, progress: bool = True) -> Path:
+    """Render n simulated worms x planes_per_worm focus planes as registered pairs (see the module doc).
+
+    With bead_every = k, every k-th worm's nuclei are sub-resolution beads (BEAD_DIAMETER_UM) at the same
+    places: point-like objects that teach and measure resolution (k = 1: beads only).
+    """
+    from tqdm import tqdm
+
+    from acquire.sim import SimConfig, WormSimulator
+
+    base = sim_config or SimConfig()
+    base = base.model_copy(update={"camera": base.camera.model_copy(update={"shape": tuple(shape)})})
+    modality = MODALITY[kind]
+    rng = np.random.default_rng(seed)
+    inputs, targets, focus, nuclei, worms, times, diameters = [], [], [], [], [], [], []
+    beads = base.worm.model_copy(update={"nucleus_diameter_um": (BEAD_DIAMETER_UM, BEAD_DIAMETER_UM)})
+    for i in tqdm(range(n), desc=f"render {kind} pairs", disable=not progress):
+        is_beads = bead_every > 0 and i % bead_every == bead_every - 1
+        target_cfg = base.model_copy(update={"seed": seed * 1000 + i} | ({"worm": beads} if is_beads else {}))
+        target_sim, input_sim = WormSimulator(target_cfg), WormSimulator(input_sim_config(target_cfg, kind))
+        t = float(rng.uniform(0, base.worm.motion.period_s))
+        truth = target_sim.truth(t)
+        for z in rng.uniform(-focus_range_um, focus_range_um, planes_per_worm):
+            inputs.append(input_sim.render(t, float(z), noise=True))
+            targets.append(target_sim.render(t, float(z), noise=False, modality=modality))
+            pos = truth.positions_um
+            nuclei.append(np.column_stack([pos[:, 1:] / target_sim.pixel_size_um, pos[:, 0] - z]))
+            focus.append(float(z))
+            diameters.append(float(max(target_cfg.worm.nucleus_diameter_um)))
+            worms.append(i)
+            times.append(t)
+    input_cfg = input_sim_config(base, kind)
+    attrs = {
+        "kind": kind, "modality": modality, "seed": seed, "worm": worms, "t_s": times,
+        "nucleus_diameter_um": diameters, "bead_every": bead_every,
+        "source": "acquire.sim.WormSimulator",
+        "optics": optics_of(base.optics).model_dump(), "input_optics": optics_of(input_cfg.optics).model_dump(),
+        "sim_config": base.model_dump(mode="json"), "input_sim_config": input_cfg.model_dump(mode="json"),
+    }
+    return write_pairs(out, np.stack(inputs), np.stack(targets), pixel_size_um=base.optics.pixel_size_um,
+                       offset_adu=base.camera.offset_adu, focus_z_um=np.asarray(focus), nuclei=nuclei,
+                       psf=input_psf(input_cfg, base.optics.pixel_size_um), attrs=attrs)
+
+
+def write_pairs(path: str | Path, inputs: np.ndarray, targets: np.ndarray, *, pixel_size_um: float,
+                offset_adu: float, focus_z_um: np.ndarray | None = None, nuclei: list[np.ndarray] | None = None,
+                psf: np.ndarray | None = None, attrs: dict | None = None) -> Path:
+    """Write a pairs store (Zarr v3 group); checks that inputs and targets are registrable first."""
+    upsample = _upsample_factor(inputs.shape, targets.shape, str(path))
+    root = zarr.open_group(str(path), mode="w")
+    _, h, w = inputs.shape
+    root.create_array("input", data=np.asarray(inputs, np.uint16), chunks=(1, h, w))
+    root.create_array("target", data=np.asarray(targets, np.float32), chunks=(1, *targets.shape[1:]))
+    if focus_z_um is not None:
+        root.create_array("focus_z_um", data=np.asarray(focus_z_um, np.float32))
+    if nuclei is not None:
+        pad = np.full((len(nuclei), max(len(p) for p in nuclei), 3), np.nan, np.float32)
+        for k, p in enumerate(nuclei):
+            pad[k, : len(p)] = p
+        root.create_array("nuclei", data=pad)
+    if psf is not None:
+        root.create_array("psf", data=np.asarray(psf, np.float32))
+    root.attrs.update({"deepz_pairs": 1, "upsample": upsample, "pixel_size_um": float(pixel_size_um),
+                       "input_pixel_size_um": float(pixel_size_um) * upsample, "offset_adu": float(offset_adu),
+                       **(attrs or {})})
+    return Path(path)
+
+
+def _upsample_factor(input_shape: tuple, target_shape: tuple, source: str) -> int:
+    """The whole-number factor between input (N, h, w) and target (N, H, W) grids, or a PairFileError."""
+    if len(input_shape) != 3 or len(target_shape) != 3 or input_shape[0] != target_shape[0]:
+        raise PairFileError(
+            f"{source}: need 'input' (N, h, w) and 'target' (N, H, W) with the same N; got shapes "
+            f"{tuple(input_shape)} and {tuple(target_shape)}."
+        )
+    (_, h, w), (_, hh, ww) = input_shape, target_shape
+    u = hh // h if h else 0
+    if u < 1 or hh != u * h or ww != u * w:
+        raise PairFileError(
+            f"{source}: the target grid {hh}x{ww} is not a whole multiple of the input grid {h}x{w} (same "
+            "factor along both axes); register and crop the pairs so that H = u*h and W = u*w."
+        )
+    return u
+
+
+class PairFileError(StackFileError):
+    """A pairs store cannot be used for super-resolution training or evaluation."""
+
+
+@dataclass
+class RegisteredPairs:
+    """N registered pairs: raw inputs (N, h, w) uint16 and targets (N, H, W) on a grid `upsample` x finer."""
+
+    noisy: Any  # the raw low-resolution camera frames, (N, h, w) uint16 ("noisy" as in FocalStacks)
+    target: Any  # (N, H, W) float32 ADU
+    upsample: int
+    pixel_size_um: float  # of the target grid
+    offset_adu: float
+    modality: Target
+    attrs: dict = field(default_factory=dict)
+    digest: str = ""
+    focus_z_um: np.ndarray | None = None
+    nuclei: np.ndarray | None = None  # (N, M, 3) y, x (target pixels), defocus um; NaN-padded
+    psf: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        """Number of pairs."""
+        return int(self.noisy.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Target grid (H, W)."""
+        return tuple(self.target.shape[-2:])
+
+    def model_input(self, i: int) -> np.ndarray:
+        """Pair i's input as the model sees it: bicubic-upsampled onto the target grid, uint16."""
+        return upsample_frames(np.asarray(self.noisy[i]), self.upsample)
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """The super-resolution parts of a model manifest trained on these pairs."""
+        optics = Optics(**self.attrs.get("optics", {})).model_copy(update={"pixel_size_um": self.pixel_size_um})
+        input_optics = Optics(**self.attrs.get("input_optics", {})).model_copy(
+            update={"pixel_size_um": self.pixel_size_um * self.upsample})
+        return dict(
+            task="superres", optics=optics, input_optics=input_optics,
+            axial_range_um=SUPERRES_AXIAL_UM, axial_step_um=SUPERRES_AXIAL_UM,
+            details={"pair": self.attrs.get("kind", "disk"), "upsample": self.upsample,
+                     "upsampling": "bicubic, half-pixel centres, rounded to uint16 before the network",
+                     "dpm": "zeros: one plane at the focus (planes = [0])"},
+        )
+
+
+# A super-resolution model sees a DPM of zeros; its manifest's axial range and step are nominal (1 um) so that
+# every engine accepts the single plane at dz = 0 and nothing else.
+SUPERRES_AXIAL_UM = 1.0
+
+
+def open_pairs(path: str | Path, *, pixel_size_um: float = 0.325, offset_adu: float | None = None,
+               modality: Target | None = None) -> RegisteredPairs:
+    """Open a pairs store: a Zarr group with 'input' and 'target', or a folder with input.tif + target.tif.
+
+    Real pairs may omit the attributes: the pixel size (of the target grid) and modality come from the
+    arguments, the camera offset defaults to the 0.1st percentile of the inputs.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PairFileError(f"No pairs at {path}; render some with `deepz simulate pairs --out {path}`.")
+    tifs = [path / "input.tif", path / "target.tif"]
+    if all(p.is_file() for p in tifs):
+        import tifffile
+
+        inputs, targets = (tifffile.imread(str(p)) for p in tifs)
+        attrs: dict = {}
+        node: Any = None
+    else:
+        try:
+            node = zarr.open_group(str(path), mode="r")
+        except Exception as exc:  # noqa: BLE001 - any zarr failure means "not a pairs store"
+            raise PairFileError(f"{path} is neither a Zarr group nor a folder with input.tif and target.tif "
+                                f"({type(exc).__name__}: {exc}).") from exc
+        if "input" not in node or "target" not in node:
+            raise PairFileError(f"{path} holds no 'input' and 'target' arrays; write them with "
+                                "infer.superres.pairs.write_pairs or `deepz simulate pairs`.")
+        inputs, targets, attrs = node["input"], node["target"], dict(node.attrs)
+    inputs = inputs[None] if inputs.ndim == 2 else inputs
+    targets = targets[None] if targets.ndim == 2 else targets
+    u = _upsample_factor(inputs.shape, targets.shape, str(path))
+    if np.dtype(inputs.dtype) != np.uint16:
+        raise PairFileError(f"{path}: 'input' must be raw uint16 camera frames, got {inputs.dtype}.")
+    offset = attrs.get("offset_adu", offset_adu)
+    if offset is None:
+        offset = float(np.percentile(np.asarray(inputs[: min(len(inputs), 8)])[:, ::4, ::4], 0.1))
+    mod = attrs.get("modality", modality or "widefield")
+    if modality is not None and mod != modality:
+        raise PairFileError(f"{path} holds {mod} targets but {modality} was asked for; use pairs of that "
+                            "modality or change the recipe's target.")
+
+    def optional(name: str) -> np.ndarray | None:
+        return np.asarray(node[name]) if node is not None and name in node else None
+
+    return RegisteredPairs(
+        noisy=inputs, target=targets, upsample=u, pixel_size_um=float(attrs.get("pixel_size_um", pixel_size_um)),
+        offset_adu=float(offset), modality=mod, attrs=attrs,
+        digest=_digest(attrs or str(path), list(inputs.shape), list(targets.shape)),
+        focus_z_um=optional("focus_z_um"), nuclei=optional("nuclei"), psf=optional("psf"),
+    )
+
+
+def ensure_pairs(stacks: str, recipe: PairsRecipe | None, *, pixel_size_um: float, target: Target,
+                 progress: bool = True) -> RegisteredPairs:
+    """Open the pairs at `stacks`, rendering them from `recipe` first when they do not exist yet."""
+    path = Path(stacks)
+    if recipe is not None and not path.exists():
+        if MODALITY[recipe.kind] != target:
+            raise PairFileError(f"pair kind {recipe.kind!r} makes {MODALITY[recipe.kind]} targets but the recipe "
+                                f"trains for {target!r}; set target = {MODALITY[recipe.kind]!r}.")
+        render_pairs(path, kind=recipe.kind, n=recipe.n, seed=recipe.seed, shape=recipe.shape,
+                     planes_per_worm=recipe.planes_per_worm, focus_range_um=recipe.focus_range_um,
+                     bead_every=recipe.bead_every, progress=progress)
+    return open_pairs(path, pixel_size_um=pixel_size_um, modality=target)
+
+
+class SuperResSampler:
+    """Draws (upsampled input + zero DPM, target) crops from registered pairs, normalised, float32 numpy.
+
+    Same interface as infer.data.PairSampler, so the Deep-Z Trainer trains super-resolution unchanged.
+    """
+
+    def __init__(self, pairs: RegisteredPairs, config: PairConfig, *, offset_adu: float, scale_adu: float,
+                 target: Target = "widefield", indices: list[int] | None = None, seed: int = 0) -> None:
+        if target != pairs.modality:
+            raise PairFileError(f"these pairs hold {pairs.modality} targets, not {target}; set the recipe's "
+                                f"target = {pairs.modality!r}.")
+        self.pairs, self.config = pairs, config
+        self.offset, self.scale = offset_adu, scale_adu
+        self.indices = list(range(pairs.n)) if indices is None else list(indices)
+        self.rng = np.random.default_rng(seed)
+        h, w = pairs.shape
+        if not self.indices or min(h, w) < config.crop:
+            raise PairFileError(f"Cannot draw {config.crop}px crops from {len(self.indices)} pairs of {h}x{w}; "
+                                "use larger or more pairs, or a smaller crop.")
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _pair(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised (upsampled input, target) of pair n, cached."""
+        if n not in self._cache:
+            x = (self.pairs.model_input(n).astype(np.float32) - self.offset) / self.scale
+            y = (np.asarray(self.pairs.target[n], np.float32) - self.offset) / self.scale
+            self._cache[n] = (x, y)
+        return self._cache[n]
+
+    def state(self) -> dict:
+        """RNG state (JSON-able), for resumable training."""
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        """Restore the RNG state."""
+        self.rng.bit_generator.state = state
+
+    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 2, crop, crop) inputs [image, zeros] and (B, 1, crop, crop) targets."""
+        pairs = [self._crop() for _ in range(batch)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    def _crop(self) -> tuple[np.ndarray, np.ndarray]:
+        cfg, rng = self.config, self.rng
+        image, target = self._pair(int(rng.choice(self.indices)))
+        h, w = image.shape
+        y0, x0 = rng.integers(0, h - cfg.crop + 1), rng.integers(0, w - cfg.crop + 1)
+        win = (slice(y0, y0 + cfg.crop), slice(x0, x0 + cfg.crop))
+        x = np.stack([image[win], np.zeros((cfg.crop, cfg.crop), np.float32)])
+        y = target[win][None]
+        if cfg.augment:
+            k, flip = int(rng.integers(4)), bool(rng.integers(2))
+            x, y = (np.rot90(a, k, axes=(1, 2)) for a in (x, y))
+            if flip:
+                x, y = x[..., ::-1], y[..., ::-1]
+        return np.ascontiguousarray(x), np.ascontiguousarray(y)
