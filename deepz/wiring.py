@@ -127,16 +127,16 @@ def build_recorder(
 ):
     """Open the recording writer, or None when the run is not recorded.
 
-    Volumes of a super-resolution model lie on its finer grid (volume_upsample); tracking them would need
-    that grid's voxel size, which the tracking stage is not given, so that combination is refused here.
+    Volumes of a super-resolution model lie on its finer grid (volume_upsample) and are single images, not
+    volumes: 3D neuron tracking on them is refused here.
     """
     from infer.superres.live import volume_upsample
 
     upsample = volume_upsample(model.manifest if model is not None else None)
     if upsample > 1 and run_config.tracking.enabled:
         raise ConfigError(
-            f"model {model.manifest.name} super-resolves frames x{upsample}; tracking on its one-plane volumes "
-            "is not supported: turn it off (--no-track, or [tracking] enabled = false)."
+            f"model {model.manifest.name} super-resolves frames x{upsample} into single images; 3D neuron "
+            "tracking needs volumes: turn it off (--no-track, or [tracking] enabled = false)."
         )
     if cfg.out is None:
         return None

@@ -19,6 +19,7 @@ class RecordingLike(Protocol):
     path: Path
     n_frames: int
     pixel_size_um: float
+    volume_pixel_size_um: float
     planes_um: np.ndarray | None
     volume_indices: np.ndarray
     complete: bool
@@ -58,6 +59,7 @@ class RecordingAdapter:
         self.meta = {
             "planes_um": None if reader.planes_um is None else np.asarray(reader.planes_um).tolist(),
             "pixel_size_um": reader.pixel_size_um,
+            "volume_pixel_size_um": reader.volume_pixel_size_um,
         }
 
     @property

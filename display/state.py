@@ -33,6 +33,12 @@ class ViewState:
         return float(value) if value else 1.0
 
     @property
+    def volume_pixel_size_um(self) -> float:
+        """Pixel size of the volume planes in um: finer than the camera's after super-resolution."""
+        value = self.meta.get("volume_pixel_size_um")
+        return float(value) if value else self.pixel_size_um
+
+    @property
     def planes_um(self) -> np.ndarray | None:
         """Sample z of each volume plane in um, or plane indices when the source does not say."""
         planes = self.meta.get("planes_um")

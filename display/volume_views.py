@@ -104,7 +104,7 @@ class VolumeViews:
         if volume is None:
             return
         planes = state.planes_um
-        geometry = VolumeGeometry(state.pixel_size_um, planes, volume.shape[1], volume.shape[2])
+        geometry = VolumeGeometry(state.volume_pixel_size_um, planes, volume.shape[1], volume.shape[2])
         z_index = min(max(z_index, 0), volume.shape[0] - 1)
         volume_key = state.meta.get("volume_t")
         if not (new_data and volume_key is not None and volume_key == self._volume_key):

@@ -15,6 +15,7 @@ from acquire.sim import SimConfig
 from deepz.bench_pipeline import free_tcp_address
 from deepz.commands.pipeline import run_pipeline
 from deepz.config import ConfigError, load_config
+from display.recording import RecordingAdapter
 from infer.data import PairConfig
 from infer.engine import EngineInputError
 from infer.model_io import load_model
@@ -181,6 +182,8 @@ def test_live_and_replay_super_resolve_frames_and_keep_the_raw_ones(tiny_model, 
     ngff = zarr.open_group(str(tmp_path / "live.zarr"), mode="r")["volumes"].attrs["ome"]["multiscales"][0]
     scale, shift = (t[k] for t, k in zip(ngff["datasets"][0]["coordinateTransformations"], ("scale", "translation")))
     assert scale[-2:] == pytest.approx([0.325, 0.325]) and shift[-2:] == pytest.approx([-0.1625, -0.1625])
+    view = RecordingAdapter(live).state(t)
+    assert view.volume_pixel_size_um == pytest.approx(0.325) and view.pixel_size_um == pytest.approx(0.65)
     yaozarrs = pytest.importorskip("yaozarrs")
     yaozarrs.validate_zarr_store(str(tmp_path / "live.zarr" / "volumes"))
 

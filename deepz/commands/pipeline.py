@@ -69,8 +69,11 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             source, frame_interval_s = wiring.build_replay_source(replay_from, realtime=realtime)
         stack.callback(source.stop)
         engine, model, planes = wiring.build_engine(cfg.inference, source.frame_shape, source.pixel_size_um)
+        from infer.superres.live import volume_upsample
+
         dz = float(planes[1] - planes[0]) if len(planes) > 1 else 1.0
-        voxel_um = (dz, source.pixel_size_um, source.pixel_size_um)
+        volume_px = source.pixel_size_um / volume_upsample(model.manifest)  # finer for super-resolution models
+        voxel_um = (dz, volume_px, volume_px)
         recorder = wiring.build_recorder(
             cfg.recording, frame_shape=source.frame_shape, pixel_size_um=source.pixel_size_um,
             planes_um=planes,
@@ -102,7 +105,7 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             duration_s=cfg.duration_s,
             publish_max_hz=cfg.publish.max_hz,
             meta={"planes_um": [float(p) for p in planes], "pixel_size_um": source.pixel_size_um,
-                  "voxel_um": list(voxel_um)},
+                  "volume_pixel_size_um": volume_px, "voxel_um": list(voxel_um)},
             recording=str(cfg.recording.out) if cfg.recording.out else None,
             queue_depth=(lambda: recorder.stats.queue_depth) if recorder is not None else (lambda: 0),
             serialize_compute=engine.device.type == "cpu",

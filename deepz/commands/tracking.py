@@ -33,7 +33,7 @@ def track_recording(
         )
     planes = reader.planes_um
     dz = float(np.mean(np.diff(planes))) if len(planes) > 1 else 1.0
-    voxel = (dz, reader.pixel_size_um, reader.pixel_size_um)
+    voxel = (dz, reader.volume_pixel_size_um, reader.volume_pixel_size_um)
     origin = (float(planes[0]), 0.0, 0.0)
     indices = reader.volume_indices
     config = OfflineConfig(max_distance_um=max_distance_um, max_gap=max_gap)
