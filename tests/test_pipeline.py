@@ -73,7 +73,9 @@ def test_every_acquired_frame_is_recorded(live_run):
 def test_volumes_and_tracks_are_recorded_and_skips_are_marked(live_run):
     path, summary, _ = live_run
     reader = RecordingReader(path)
-    assert summary["volumes"] >= 1 and reader.volume_indices.size == summary["volumes"]
+    # every computed volume is stored, or counted as not stored when the writer fell behind (a loaded machine)
+    assert summary["volumes"] >= 1
+    assert reader.volume_indices.size == summary["volumes"] - summary["volumes_not_stored"]
     skipped = reader.metadata["volume_skipped"]
     assert int(skipped.sum()) == summary["volumes_skipped"]
     assert not skipped[reader.volume_indices].any()  # a frame with a volume was not skipped
