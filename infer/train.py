@@ -70,6 +70,11 @@ class TrainSection(BaseModel):
     steps: int = 2000
     batch: int = 8
     lr: float = 2e-4
+    lr_drops: list[tuple[int, float]] = Field(default_factory=list)  # [step, lr]: from that step on, use lr
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of a step: lr, or the last drop reached."""
+        return next((lr for at, lr in sorted(self.lr_drops, reverse=True) if step >= at), self.lr)
     l1_weight: float = 1.0
     ssim_weight: float = 0.5
     adv_weight: float = 0.01
@@ -147,6 +152,9 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One generator (and, after adv_start, discriminator) update on a fresh batch."""
         tc = self.config.train
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = tc.lr_at(self.step)
         x_np, y_np = self.sampler.sample(tc.batch)
         x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
         self.g.train()

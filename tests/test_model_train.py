@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from infer.data import PairConfig, PairSampler, open_stacks
 from infer.model_io import load_model
-from infer.train import DataSection, ModelSection, TrainConfig, TrainSection, train
+from infer.train import DataSection, ModelSection, TrainConfig, Trainer, TrainSection, train
 from model_synthetic import OFFSET, write_blob_stacks
 
 
@@ -108,3 +108,13 @@ def test_real_stacks_from_acquire_stack_give_pairs(tmp_path: Path, suffix: str) 
     x, y = PairSampler(st, PairConfig(crop=32, axial_range_um=2.0, input_z_um=1.0), offset_adu=st.offset_adu,
                        scale_adu=100.0).sample(3)
     assert x.shape == (3, 2, 32, 32) and y.shape == (3, 1, 32, 32)
+
+
+def test_learning_rate_drops_at_the_recipe_steps(stacks_path: Path, tmp_path: Path) -> None:
+    config = _config(stacks_path, tmp_path / "run", 6)
+    config.train.lr_drops = [(4, 1e-5), (2, 1e-4)]
+    assert [config.train.lr_at(s) for s in (0, 1, 2, 3, 4, 100)] == [config.train.lr] * 2 + [1e-4] * 2 + [1e-5] * 2
+    trainer = Trainer(config, open_stacks(stacks_path))
+    for _ in range(5):
+        trainer.train_step()
+    assert {g["lr"] for opt in (trainer.opt_g, trainer.opt_d) for g in opt.param_groups} == {1e-5}
