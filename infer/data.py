@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -193,16 +194,50 @@ class PairConfig:
     augment: bool = True
 
 
-class PairSampler:
+class CropSampler(ABC):
+    """What every training-pair sampler shares: a seeded, resumable RNG, batching, rotation/flip augmentation."""
+
+    def __init__(self, config: PairConfig, seed: int) -> None:
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+
+    def state(self) -> dict:
+        """RNG state (JSON-able), for resumable training."""
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        """Restore the RNG state."""
+        self.rng.bit_generator.state = state
+
+    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 2, crop, crop) generator inputs [image, DPM / axial_range] and (B, 1, crop, crop) targets."""
+        pairs = [self._draw() for _ in range(batch)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    @abstractmethod
+    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
+        """One (2, crop, crop) input and its (1, crop, crop) target."""
+
+    def _augmented(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The same random rotation by 90-degree steps and flip of input and target (when augment is on)."""
+        if self.config.augment:
+            k, flip = int(self.rng.integers(4)), bool(self.rng.integers(2))
+            x, y = (np.rot90(a, k, axes=(1, 2)) for a in (x, y))
+            if flip:
+                x, y = x[..., ::-1], y[..., ::-1]
+        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+
+class PairSampler(CropSampler):
     """Draws (input plane, DPM, target) crops from focal stacks, already normalised, as float32 numpy."""
 
     def __init__(self, stacks: FocalStacks, config: PairConfig, *, offset_adu: float, scale_adu: float,
                  target: Target = "widefield", indices: list[int] | None = None, seed: int = 0) -> None:
-        self.stacks, self.config = stacks, config
+        super().__init__(config, seed)
+        self.stacks = stacks
         self.offset, self.scale = offset_adu, scale_adu
         self.target = stacks.target(target)
         self.indices = list(range(stacks.n)) if indices is None else list(indices)
-        self.rng = np.random.default_rng(seed)
         z = stacks.z_um
         self.input_planes = np.flatnonzero(np.abs(z) <= config.input_z_um + 1e-6)
         h, w = stacks.shape
@@ -219,20 +254,7 @@ class PairSampler:
             self._cache[n] = (np.asarray(self.stacks.noisy[n]), np.asarray(self.target[n]))
         return self._cache[n]
 
-    def state(self) -> dict:
-        """RNG state (JSON-able), for resumable training."""
-        return self.rng.bit_generator.state
-
-    def set_state(self, state: dict) -> None:
-        """Restore the RNG state."""
-        self.rng.bit_generator.state = state
-
-    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(B, 2, crop, crop) inputs [image, DPM / axial_range] and (B, 1, crop, crop) targets."""
-        pairs = [self._pair() for _ in range(batch)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-
-    def _pair(self) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
         cfg, rng, z = self.config, self.rng, self.stacks.z_um
         noisy, tgt = self._stack(int(rng.choice(self.indices)))
         h, w = noisy.shape[-2:]
@@ -251,12 +273,7 @@ class PairSampler:
         image = (noisy[(i, *win)].astype(np.float32) - self.offset) / self.scale
         x = np.stack([image, dpm / cfg.axial_range_um]).astype(np.float32)
         y = ((target - self.offset) / self.scale)[None].astype(np.float32)
-        if cfg.augment:
-            k, flip = int(rng.integers(4)), bool(rng.integers(2))
-            x, y = (np.rot90(a, k, axes=(1, 2)) for a in (x, y))
-            if flip:
-                x, y = x[..., ::-1], y[..., ::-1]
-        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+        return self._augmented(x, y)
 
     def _nonuniform_planes(self, i: int, reach: np.ndarray, crop: int) -> np.ndarray:
         """Per-pixel target plane indices of a random tilted + curved surface, snapped to the z grid."""

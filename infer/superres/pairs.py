@@ -19,7 +19,7 @@ import numpy as np
 import zarr
 from pydantic import BaseModel, ConfigDict, Field
 
-from infer.data import PairConfig, StackFileError, Target, _digest
+from infer.data import CropSampler, PairConfig, StackFileError, Target, _digest
 from infer.manifest import Optics
 from infer.superres.upsample import upsample_frames
 
@@ -294,10 +294,10 @@ def ensure_pairs(stacks: str, recipe: PairsRecipe | None, *, pixel_size_um: floa
     return open_pairs(path, pixel_size_um=pixel_size_um, modality=target)
 
 
-class SuperResSampler:
+class SuperResSampler(CropSampler):
     """Draws (upsampled input + zero DPM, target) crops from registered pairs, normalised, float32 numpy.
 
-    Same interface as infer.data.PairSampler, so the Deep-Z Trainer trains super-resolution unchanged.
+    A CropSampler like infer.data.PairSampler, so the Deep-Z Trainer trains super-resolution unchanged.
     """
 
     def __init__(self, pairs: RegisteredPairs, config: PairConfig, *, offset_adu: float, scale_adu: float,
@@ -305,10 +305,10 @@ class SuperResSampler:
         if target != pairs.modality:
             raise PairFileError(f"these pairs hold {pairs.modality} targets, not {target}; set the recipe's "
                                 f"target = {pairs.modality!r}.")
-        self.pairs, self.config = pairs, config
+        super().__init__(config, seed)
+        self.pairs = pairs
         self.offset, self.scale = offset_adu, scale_adu
         self.indices = list(range(pairs.n)) if indices is None else list(indices)
-        self.rng = np.random.default_rng(seed)
         h, w = pairs.shape
         if not self.indices or min(h, w) < config.crop:
             raise PairFileError(f"Cannot draw {config.crop}px crops from {len(self.indices)} pairs of {h}x{w}; "
@@ -323,30 +323,11 @@ class SuperResSampler:
             self._cache[n] = (x, y)
         return self._cache[n]
 
-    def state(self) -> dict:
-        """RNG state (JSON-able), for resumable training."""
-        return self.rng.bit_generator.state
-
-    def set_state(self, state: dict) -> None:
-        """Restore the RNG state."""
-        self.rng.bit_generator.state = state
-
-    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(B, 2, crop, crop) inputs [image, zeros] and (B, 1, crop, crop) targets."""
-        pairs = [self._crop() for _ in range(batch)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-
-    def _crop(self) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
         cfg, rng = self.config, self.rng
         image, target = self._pair(int(rng.choice(self.indices)))
         h, w = image.shape
         y0, x0 = rng.integers(0, h - cfg.crop + 1), rng.integers(0, w - cfg.crop + 1)
         win = (slice(y0, y0 + cfg.crop), slice(x0, x0 + cfg.crop))
         x = np.stack([image[win], np.zeros((cfg.crop, cfg.crop), np.float32)])
-        y = target[win][None]
-        if cfg.augment:
-            k, flip = int(rng.integers(4)), bool(rng.integers(2))
-            x, y = (np.rot90(a, k, axes=(1, 2)) for a in (x, y))
-            if flip:
-                x, y = x[..., ::-1], y[..., ::-1]
-        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+        return self._augmented(x, target[win][None])
