@@ -79,6 +79,7 @@ class TrainSection(BaseModel):
     ssim_weight: float = 0.5
     adv_weight: float = 0.01
     adv_start: int = 200  # steps of pixel/structural loss only before the discriminator joins
+    grad_clip: float = 0.0  # clip each network's gradient norm to this (0 = off); guards against collapses
     val_every: int = 100
     checkpoint_every: int = 100
     max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
@@ -168,6 +169,7 @@ class Trainer:
                 F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
+            self._clip(self.d)
             self.opt_d.step()
             rec["loss_d"] = loss_d.item()
         l1 = (fake - y).abs().mean()
@@ -180,10 +182,16 @@ class Trainer:
             rec["adv"] = adv.item()
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        rec["grad_norm"] = self._clip(self.g)
         self.opt_g.step()
         rec |= {"loss_g": loss.item(), "l1": l1.item(), "ssim": ss.item()}
         self.step += 1
         return rec
+
+    def _clip(self, net: torch.nn.Module) -> float:
+        """Clip the network's gradient norm to train.grad_clip (when set); returns the norm before clipping."""
+        limit = self.config.train.grad_clip
+        return float(torch.nn.utils.clip_grad_norm_(net.parameters(), limit if limit > 0 else float("inf")))
 
     # -- validation ------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from infer.data import PairConfig, PairSampler, open_stacks
@@ -118,3 +119,14 @@ def test_learning_rate_drops_at_the_recipe_steps(stacks_path: Path, tmp_path: Pa
     for _ in range(5):
         trainer.train_step()
     assert {g["lr"] for opt in (trainer.opt_g, trainer.opt_d) for g in opt.param_groups} == {1e-5}
+
+
+def test_gradient_clipping_bounds_the_update_norm(stacks_path: Path, tmp_path: Path) -> None:
+    config = _config(stacks_path, tmp_path / "run", 2)
+    config.train.grad_clip = 1e-3
+    trainer = Trainer(config, open_stacks(stacks_path))
+    rec = trainer.train_step()
+    grads = [p.grad for p in trainer.g.parameters() if p.grad is not None]
+    clipped = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    assert rec["grad_norm"] > 10 * config.train.grad_clip  # the raw norm is recorded, before clipping
+    assert clipped == pytest.approx(config.train.grad_clip, rel=1e-3)
