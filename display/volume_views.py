@@ -132,6 +132,8 @@ class VolumeViews:
             if max_projection
             else f"XY plane z = {planes[z_index]:+.1f} um ({z_index + 1}/{volume.shape[0]})"
         )
+        for panel in (self.xz, self.yz):  # a single plane (super-resolution) has no axial extent to project
+            panel.plot.setVisible(volume.shape[0] > 1)
         xz = volume.max(axis=1)
         projection_levels = contrast.levels_for(xz, key="projections", show=False)
         self.xz.set_image(xz, projection_levels, geometry.xz_rect())

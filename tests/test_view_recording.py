@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -13,12 +14,21 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import zarr  # noqa: E402
 from PySide6 import QtCore, QtGui  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
-from view_data import REC_FRAMES, REC_IDS, REC_SHAPE, REC_VOLUME_EVERY, write_recording  # noqa: E402
+from view_data import (  # noqa: E402
+    REC_FRAMES,
+    REC_IDS,
+    REC_SHAPE,
+    REC_VOLUME_EVERY,
+    small_states,
+    write_recording,
+)
 
 from deepz.cli import app  # noqa: E402
 from display.app import open_recording_window  # noqa: E402
+from display.contrast import ContrastControl  # noqa: E402
 from display.recording import RecordingAdapter  # noqa: E402
 from display.screenshot import render_screenshot  # noqa: E402
+from display.volume_views import VolumeViews  # noqa: E402
 from storage import RecordingReader  # noqa: E402
 
 
@@ -164,3 +174,16 @@ def test_corrupt_chunk_is_reported_in_the_window(tmp_path: Path, qtbot) -> None:
         app, ["view", str(path), "--screenshot", str(tmp_path / "x.png"), "--t", "22"]
     )
     assert result.exit_code == 1 and "is corrupt" in result.output and not (tmp_path / "x.png").exists()
+
+
+def test_single_plane_volumes_hide_the_axial_projections(qtbot) -> None:
+    """A super-resolved image is a one-plane volume: XZ/YZ projections would only show stripes."""
+    state = small_states()[0]
+    views, contrast = VolumeViews(), ContrastControl("volume")
+    qtbot.addWidget(contrast)
+    views.show(state, z_index=0, max_projection=False, contrast=contrast, selected={}, show_labels=False)
+    assert views.xz.plot.isVisible() and views.yz.plot.isVisible()
+    single = dataclasses.replace(state, volume=state.volume[:1], meta=dict(state.meta, planes_um=[0.0]))
+    views.show(single, z_index=0, max_projection=False, contrast=contrast, selected={}, show_labels=False)
+    assert not views.xz.plot.isVisible() and not views.yz.plot.isVisible()
+    assert views.xy.image.image.shape == state.volume.shape[1:]
