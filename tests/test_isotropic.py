@@ -133,8 +133,8 @@ def test_cli_restores_a_recording(tmp_path: Path, small_worm: dict) -> None:
         "0.5",
     )
     assert code == 0, output
-    # restored on the 0.325-um grid (last plane at 11.7 um), then resampled every 0.5 um: 0 .. 11.5 um
-    assert zarr.open_group(tmp_path / "iso.zarr", mode="r")["0"].shape == (3, 24, 64, 96)
+    # restored on a grid of step <= 0.325 um ending on the last input plane, then resampled every 0.5 um: 0 .. 12 um
+    assert zarr.open_group(tmp_path / "iso.zarr", mode="r")["0"].shape == (3, 25, 64, 96)
 
 
 def test_cli_restores_an_npy_stack_in_xyz_order(tmp_path: Path, small_worm: dict) -> None:

@@ -305,12 +305,22 @@ def restore_volume(
         raise IsotropicInputError(
             f"output z step {z_step} um must be > 0 and at most the input z step {dz} um"
         )
-    if abs(z_step - dx) > VOXEL_TOLERANCE * dx:
-        # the network restores on the lateral pixel grid: restore there, then resample to the chosen step
-        fine, _ = restore_volume(model, volume, voxel, z_step_um=dx, progress=progress, batch=batch)
-        return interpolate_z(fine, dx, z_step), z_step
+    if abs(z_step - dx) <= VOXEL_TOLERANCE * dx:
+        return _restore_on_grid(model, volume, dz, dx, progress, batch), dx
+    # the network restores at about the lateral pixel size: restore on the grid of step <= dx that ends on the
+    # last input plane (so no plane is lost), then resample to the chosen step
+    extent = (volume.shape[0] - 1) * dz
+    fine_step = extent / np.ceil(extent / dx)
+    fine = _restore_on_grid(model, volume, dz, fine_step, progress, batch)
+    return interpolate_z(fine, fine_step, z_step), z_step
+
+
+def _restore_on_grid(
+    model: IsotropicModel, volume: np.ndarray, dz: float, step: float, progress: bool, batch: int
+) -> np.ndarray:
+    """The volume interpolated onto planes every `step` um and restored: xz and yz restorations averaged."""
     normalised, norm = _normalise(volume)
-    stretched = interpolate_z(normalised, dz, dx)  # (Z', Y, X)
+    stretched = interpolate_z(normalised, dz, step)  # (Z', Y, X)
     zyx = np.ascontiguousarray(stretched.transpose(1, 0, 2))  # xz slices: (Y, Z', X)
     zxy = np.ascontiguousarray(stretched.transpose(2, 0, 1))  # yz slices: (X, Z', Y)
     with tqdm(
@@ -324,4 +334,4 @@ def restore_volume(
         xz = _restore_slices(model.generator, zyx, batch, bar)
         yz = _restore_slices(model.generator, zxy, batch, bar)
     fused = 0.5 * (xz.transpose(1, 0, 2) + yz.transpose(1, 2, 0))
-    return fused * norm.scale_adu + norm.offset_adu, dx
+    return fused * norm.scale_adu + norm.offset_adu
