@@ -238,3 +238,12 @@ def test_cli_simulates_pairs_and_scores_a_model_into_its_manifest(tiny_model, tm
     assert load_model(model).manifest.evaluation["methods"]["network"]["psnr"] == scores["methods"]["network"]["psnr"]
     missing = runner.invoke(app, ["evaluate-superres", str(model)])
     assert missing.exit_code != 0 and "exactly one of --pairs" in missing.output
+
+
+def test_live_takes_the_simulated_microscope_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from deepz.cli import app
+
+    result = CliRunner().invoke(app, ["live", "--sim-config", str(tmp_path / "missing.toml"), "--duration", "1"])
+    assert result.exit_code != 0 and "missing.toml does not exist" in result.output

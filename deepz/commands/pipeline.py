@@ -172,6 +172,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def live(
         config: Path = ConfigOpt,
         mm_config: Path = typer.Option(None, "--mm-config", help="Micro-Manager .cfg of a real rig."),
+        sim_config: Path = typer.Option(
+            None, "--sim-config", help="Simulated microscope TOML (e.g. configs/sim-10x.toml; default: 20x/0.75 NA)."
+        ),
         out: Path = OutOpt,
         duration: float = typer.Option(None, "--duration", help="Seconds to run (default: until Ctrl-C)."),
         rate: float = typer.Option(None, "--rate", help="Camera frame rate in Hz."),
@@ -191,7 +194,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """Acquire live (simulated microscope by default), refocus every frame into a volume, record, show."""
         try:
             cfg = load_config(config, _overrides(
-                source__mm_config=mm_config, source__rate_hz=rate, source__size=size, source__seed=seed,
+                source__mm_config=mm_config, source__sim_config=sim_config, source__rate_hz=rate, source__size=size, source__seed=seed,
                 inference__planes=planes, inference__z_range_um=z_range, inference__dpm=dpm,
                 inference__engine=engine, inference__model=model, recording__out=out,
                 recording__volumes=volumes, recording__overwrite=overwrite, publish__address=publish,
