@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from deepz.config import ConfigError, InferenceConfig, RecordingConfig, RunConfig, SourceConfig, TrackingConfig
+from deepz.config import InferenceConfig, RecordingConfig, RunConfig, SourceConfig, TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -124,20 +124,12 @@ def build_recorder(
     run_config: RunConfig,
     model: Any | None,
     extra_attrs: dict[str, Any] | None = None,
+    volume_upsample: int = 1,
 ):
     """Open the recording writer, or None when the run is not recorded.
 
-    Volumes of a super-resolution model lie on its finer grid (volume_upsample) and are single images, not
-    volumes: 3D neuron tracking on them is refused here.
+    Volumes of a super-resolution model lie on a grid volume_upsample times finer than the frames.
     """
-    from infer.superres.live import volume_upsample
-
-    upsample = volume_upsample(model.manifest if model is not None else None)
-    if upsample > 1 and run_config.tracking.enabled:
-        raise ConfigError(
-            f"model {model.manifest.name} super-resolves frames x{upsample} into single images; 3D neuron "
-            "tracking needs volumes: turn it off (--no-track, or [tracking] enabled = false)."
-        )
     if cfg.out is None:
         return None
     from storage import RecordingWriter
@@ -158,7 +150,7 @@ def build_recorder(
         frame_interval_s=frame_interval_s,
         attrs=attrs,
         overwrite=cfg.overwrite,
-        volume_upsample=upsample,
+        volume_upsample=volume_upsample,
     )
 
 

@@ -71,14 +71,20 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         engine, model, planes = wiring.build_engine(cfg.inference, source.frame_shape, source.pixel_size_um)
         from infer.superres.live import volume_upsample
 
+        upsample = volume_upsample(model.manifest)  # > 1: a super-resolution model's single, finer images
+        if upsample > 1 and cfg.tracking.enabled:
+            raise ConfigError(
+                f"model {model.manifest.name} super-resolves frames x{upsample} into single images; 3D neuron "
+                "tracking needs volumes: turn it off (--no-track, or [tracking] enabled = false)."
+            )
         dz = float(planes[1] - planes[0]) if len(planes) > 1 else 1.0
-        volume_px = source.pixel_size_um / volume_upsample(model.manifest)  # finer for super-resolution models
+        volume_px = source.pixel_size_um / upsample
         voxel_um = (dz, volume_px, volume_px)
         recorder = wiring.build_recorder(
             cfg.recording, frame_shape=source.frame_shape, pixel_size_um=source.pixel_size_um,
             planes_um=planes,
             frame_interval_s=frame_interval_s, run_config=cfg, model=model,
-            extra_attrs={"replayed_from": str(replay_from)} if replay_from else None,
+            extra_attrs={"replayed_from": str(replay_from)} if replay_from else None, volume_upsample=upsample,
         )
         tracker = wiring.build_tracker(cfg.tracking, voxel_um, planes)
         publisher = Publisher(cfg.publish.address) if live or cfg.view else None
