@@ -107,7 +107,7 @@ def _recording(path: Path, voxel_um: tuple[float, float, float] | None) -> Volum
             f"the recording's planes {planes.tolist()} um are not evenly spaced and increasing; isotropic "
             "restoration needs a regular z grid"
         )
-    voxel = voxel_um or (float(steps.mean()), reader.pixel_size_um, reader.pixel_size_um)
+    voxel = voxel_um or (float(steps.mean()), reader.volume_pixel_size_um, reader.volume_pixel_size_um)
     frames = [int(t) for t in reader.volume_indices]
     return VolumeSource(
         path,
