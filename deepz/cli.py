@@ -6,8 +6,26 @@ import importlib
 import logging
 
 import typer
+from typer.core import TyperGroup
+
+
+class _UserErrorBoundary(TyperGroup):
+    """Turns every failure a user can fix (deepz.errors.USER_ERRORS) into one red line and exit code 2."""
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from deepz.errors import USER_ERRORS  # imports torch: only once something failed
+
+            if not isinstance(exc, USER_ERRORS):
+                raise
+            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
+
 
 app = typer.Typer(
+    cls=_UserErrorBoundary,
     name="deepz",
     help="deepz-live: real-time Deep-Z virtual refocusing of live wide-field microscopy.",
     no_args_is_help=True,

@@ -125,8 +125,9 @@ def build_recorder(
     model: Any | None,
     extra_attrs: dict[str, Any] | None = None,
     volume_upsample: int = 1,
+    inputs: tuple[Path, ...] = (),
 ):
-    """Open the recording writer, or None when the run is not recorded.
+    """Open the recording writer, or None when the run is not recorded (never over one of ``inputs``).
 
     Volumes of a super-resolution model lie on a grid volume_upsample times finer than the frames.
     """
@@ -150,6 +151,7 @@ def build_recorder(
         frame_interval_s=frame_interval_s,
         attrs=attrs,
         overwrite=cfg.overwrite,
+        inputs=inputs,
         volume_upsample=volume_upsample,
     )
 

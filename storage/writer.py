@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,10 @@ class _Close:
 
 
 class RecordingWriter:
-    """Writes one recording; calls return at once, raising WriterError if the writer failed or is behind."""
+    """Writes one recording; calls return at once, raising WriterError if the writer failed or is behind.
+
+    ``inputs`` names the stores the run reads (a replayed recording): the output may never be one of them.
+    """
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class RecordingWriter:
         volume_every: int = 1,
         attrs: dict | None = None,
         overwrite: bool = False,
+        inputs: Sequence[str | Path] = (),
         queue_frames: int | None = None,
         queue_volumes: int = 8,
         frame_interval_s: float = 0.01,
@@ -109,7 +114,7 @@ class RecordingWriter:
             "complete": False,
             "stopped_reason": None,
         }
-        self._open_store(pixel_size_um, frame_interval_s, overwrite, fsync, compression)
+        self._open_store(pixel_size_um, frame_interval_s, overwrite, inputs, fsync, compression)
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._counts = {
@@ -270,10 +275,11 @@ class RecordingWriter:
         pixel_size_um: float,
         frame_interval_s: float,
         overwrite: bool,
+        inputs: Sequence[str | Path],
         fsync: bool,
         compression: layout.Compression,
     ) -> None:
-        claim_output(self.path, overwrite=overwrite)
+        claim_output(self.path, overwrite=overwrite, inputs=inputs)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._store = SyncedLocalStore(self.path, fsync=fsync)

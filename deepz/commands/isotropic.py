@@ -37,14 +37,12 @@ def restore_source(
     from infer.isotropic import IsotropicConfig, IsotropicModel, restore_volume, train_isotropic
     from infer.isotropic.errors import IsotropicInputError
     from infer.isotropic.io import cast, create_output, open_source, output_dtype, parse_voxel
+    from storage.output_path import check_output
 
     if model_dir is not None and steps is not None:
         raise IsotropicInputError("--steps trains a new model; leave it out when reusing one with --model")
     source = open_source(source_path, voxel_um=parse_voxel(voxel_um), axes=axes, channel=channel)
-    if Path(out).exists() and not overwrite:  # fail before minutes of training
-        raise IsotropicInputError(
-            f"{out} already exists; pass --overwrite to replace it or choose another path"
-        )
+    check_output(Path(out), overwrite=overwrite, inputs=(source_path,))  # fail before minutes of training
     t0 = time.perf_counter()
     if model_dir is not None:
         model = IsotropicModel.load(model_dir)
@@ -79,6 +77,7 @@ def restore_source(
         z0_um=source.z0_um,
         attrs=attrs,
         overwrite=overwrite,
+        inputs=(source_path,),
     )
     array[0] = cast(first, dtype)
     for i in tqdm(

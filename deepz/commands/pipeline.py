@@ -85,6 +85,7 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             planes_um=planes,
             frame_interval_s=frame_interval_s, run_config=cfg, model=model,
             extra_attrs={"replayed_from": str(replay_from)} if replay_from else None, volume_upsample=upsample,
+            inputs=(replay_from,) if replay_from else (),
         )
         tracker = wiring.build_tracker(cfg.tracking, voxel_um, planes)
         publisher = Publisher(cfg.publish.address) if live or cfg.view else None

@@ -24,8 +24,10 @@ def track_recording(
     from tqdm import tqdm
 
     from storage import RecordingReader, RecordingWriter
+    from storage.output_path import check_output
     from track.offline import OfflineConfig, track_volumes
 
+    check_output(out, overwrite=overwrite, inputs=(source,))  # before minutes of detection
     reader = RecordingReader(source)
     if not reader.has_volumes or len(reader.volume_indices) == 0 or reader.planes_um is None:
         raise typer.BadParameter(
@@ -64,6 +66,7 @@ def track_recording(
         volume_every=0,
         attrs=attrs,
         overwrite=overwrite,
+        inputs=(source,),
     ) as writer:
         for k, t in enumerate(indices):
             ids, pos, intensity, dff = table.at(k)

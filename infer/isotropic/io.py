@@ -213,10 +213,11 @@ def create_output(
     z0_um: float,
     attrs: dict[str, Any],
     overwrite: bool,
+    inputs: Sequence[str | Path] = (),
 ) -> zarr.Array:
-    """An empty OME-Zarr image (t, z, y, x) at `path` with its NGFF scale; refuses an existing path."""
+    """An empty OME-Zarr image (t, z, y, x) at `path` with its NGFF scale; refuses an existing path or input."""
     path = Path(path)
-    claim_output(path, overwrite=overwrite)
+    claim_output(path, overwrite=overwrite, inputs=inputs)
     root = zarr.open_group(LocalStore(path), mode="w-", zarr_format=3)
     root.attrs.update(
         layout.ngff_image_attrs("isotropic", "tzyx", (1.0, *voxel_um), (0.0, z0_um, 0.0, 0.0))
