@@ -1,7 +1,8 @@
 """Focal-stack (z-scan) acquisition through the focus stage, and the on-disk stack format.
 
-A stack is (Z, H, W) uint16 frames plus the focus position of each plane, ``z_um`` (Z,) float64, in sample
-z (um; larger = deeper into the sample, as everywhere in deepz). On disk (``save_stack``/``load_stack``):
+A stack is (Z, H, W) uint16 frames plus each plane's focus offset from the focus the scan started at,
+``z_um`` (Z,) float64, in sample z (um; larger = deeper into the sample, as everywhere in deepz); the absolute
+stage positions are kept beside it as attributes (``focus_um``, ``stage_um``). On disk (``save_stack``/``load_stack``):
 
 - ``stack.zarr``: a Zarr v3 group with arrays ``stack`` (Z, H, W) uint16 and ``z_um`` (Z,) float64, and
   attributes ``pixel_size_um``, ``axes`` = ["z", "y", "x"] and anything passed as ``attrs``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +25,64 @@ from acquire.errors import AcquisitionError
 from acquire.mm import check_camera_format
 
 
-def _check_range(core: CMMCorePlus, focus: str, z_um: np.ndarray) -> None:
-    """Refuse the scan before moving if the stage publishes limits and a plane lies outside them."""
+MAX_EXCURSION_UM = 200.0  # a focal scan never moves the objective further than this from focus
+
+
+@dataclass(frozen=True)
+class FocalScan:
+    """A focal stack taken around the current focus: planes at ``focus_um + z_um``, focus restored after."""
+
+    stack: np.ndarray  # (Z, H, W) uint16
+    z_um: np.ndarray  # (Z,) float64, each plane's offset from focus as asked (sample z, larger = deeper)
+    stage_um: np.ndarray  # (Z,) float64, the stage position read back at each plane
+    focus_um: float  # the stage position before the scan, where the stage is again afterwards
+
+
+def _stage_limits(core: CMMCorePlus, focus: str) -> tuple[float, float] | None:
+    """The stage's travel range where it publishes one (LowerLimit-um / UpperLimit-um properties)."""
     names = set(core.getDevicePropertyNames(focus))
-    if {"LowerLimit-um", "UpperLimit-um"} <= names:
-        lo, hi = (
-            float(core.getProperty(focus, "LowerLimit-um")),
-            float(core.getProperty(focus, "UpperLimit-um")),
+    if not {"LowerLimit-um", "UpperLimit-um"} <= names:
+        return None
+    return float(core.getProperty(focus, "LowerLimit-um")), float(core.getProperty(focus, "UpperLimit-um"))
+
+
+def _check_range(
+    core: CMMCorePlus, focus: str, start_um: float, z_um: np.ndarray, max_excursion_um: float
+) -> None:
+    """Refuse the scan before moving when a plane is too far from focus or outside the stage's travel."""
+    far = z_um[np.abs(z_um) > max_excursion_um]
+    if far.size:
+        raise AcquisitionError(
+            f"Focal-scan offsets {far.tolist()[:5]} um lie more than {max_excursion_um:g} um from the current "
+            "focus. Offsets are relative to focus (e.g. --z-range -10 10 scans 10 um either side of it); "
+            "refusing to drive the objective that far."
         )
-        bad = z_um[(z_um < lo) | (z_um > hi)]
-        if bad.size:
-            raise AcquisitionError(
-                f"Focus positions {bad.tolist()[:5]} um lie outside the travel range [{lo:g}, {hi:g}] um of "
-                f"stage {focus!r}. Choose a z range inside it (e.g. --z-range {lo:g} {hi:g})."
-            )
+    limits = _stage_limits(core, focus)
+    if limits is None:
+        return
+    lo, hi = limits
+    absolute = start_um + z_um
+    bad = absolute[(absolute < lo) | (absolute > hi)]
+    if bad.size:
+        raise AcquisitionError(
+            f"Focus positions {bad.tolist()[:5]} um (focus {start_um:g} um plus the scan's offsets) lie outside "
+            f"the travel range [{lo:g}, {hi:g}] um of stage {focus!r}. Choose offsets within "
+            f"[{lo - start_um:g}, {hi - start_um:g}] um of the current focus."
+        )
 
 
 def acquire_focal_stack(
-    core: CMMCorePlus, z_um: Sequence[float], *, settle_ms: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Snap one frame at each focus position (stepping the core's focus stage); returns (stack, z_um).
+    core: CMMCorePlus,
+    z_um: Sequence[float],
+    *,
+    settle_ms: float = 0.0,
+    max_excursion_um: float = MAX_EXCURSION_UM,
+) -> FocalScan:
+    """Snap one frame at each focus offset ``z_um`` from the current focus (stepping the focus stage).
 
-    The focus returns to where it was afterwards, also on failure.
+    Offsets, never absolute positions: a rig focused at 2000 um scans 1990..2010 um for -10..10. They are
+    checked against ``max_excursion_um`` and the stage's limits before anything moves, and the focus returns
+    to where it was afterwards, also on failure or Ctrl-C.
     """
     z = np.asarray(z_um, dtype=np.float64)
     if z.ndim != 1 or z.size == 0:
@@ -60,16 +98,18 @@ def acquire_focal_stack(
     if core.isSequenceRunning():
         raise AcquisitionError("A sequence acquisition is running; stop live acquisition before a z-scan.")
     check_camera_format(core)
-    _check_range(core, focus, z)
+    start = float(core.getPosition(focus))
+    _check_range(core, focus, start, z, max_excursion_um)
     shape = (int(core.getImageHeight()), int(core.getImageWidth()))
     stack = np.empty((z.size, *shape), np.uint16)
-    start = core.getPosition(focus)
+    stage = np.empty(z.size, np.float64)
     try:
         for i, zi in enumerate(z):
-            core.setPosition(focus, float(zi))
+            core.setPosition(focus, start + float(zi))
             core.waitForDevice(focus)
             if settle_ms:
                 core.sleep(settle_ms)
+            stage[i] = core.getPosition(focus)
             core.snapImage()
             image = core.getImage()
             if image.shape != shape or image.dtype != np.uint16:
@@ -81,7 +121,8 @@ def acquire_focal_stack(
             stack[i] = image
     finally:
         core.setPosition(focus, start)
-    return stack, z
+        core.waitForDevice(focus)
+    return FocalScan(stack=stack, z_um=z, stage_um=stage, focus_um=start)
 
 
 def z_positions(z_min: float, z_max: float, step: float) -> np.ndarray:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,24 +29,56 @@ def core():
 
 def test_stack_is_sharpest_where_the_neurons_are(core) -> None:
     z = z_positions(-8, 8, 0.5)
-    core.setPosition(1.0)
-    stack, z_um = acquire_focal_stack(core, z)
+    core.setPosition(0.0)
+    scan = acquire_focal_stack(core, z)
+    stack = scan.stack
     assert stack.shape == (len(z), 192, 192) and stack.dtype == np.uint16
-    np.testing.assert_array_equal(z_um, z)
-    assert core.getPosition() == 1.0  # focus restored
+    np.testing.assert_array_equal(scan.z_um, z)
+    assert core.getPosition() == 0.0  # focus restored
     # planes through the worm (|z| <~ 6 um) show contrasted nuclei; far defocus is blurred flat
     binned = stack.astype(np.float64).reshape(len(z), 48, 4, 48, 4).mean(axis=(2, 4))
     contrast = binned.std(axis=(1, 2))
     assert contrast[np.abs(z) <= 4].max() > 1.3 * contrast[[0, -1]].max()
 
 
+def test_offsets_are_relative_to_the_current_focus(core) -> None:
+    """A rig focused deep (here 2000 um) scans around that focus, never at absolute -10..10 um."""
+    core.setProperty("Z", "UpperLimit-um", 2500.0)
+    try:
+        core.setPosition(2000.0)
+        scan = acquire_focal_stack(core, z_positions(-10, 10, 5))
+        np.testing.assert_allclose(scan.stage_um, [1990, 1995, 2000, 2005, 2010])
+        assert scan.focus_um == 2000.0 and core.getPosition() == 2000.0
+    finally:
+        core.setPosition(0.0)
+        core.setProperty("Z", "UpperLimit-um", 100.0)
+
+
 def test_out_of_range_positions_are_refused_before_moving(core) -> None:
-    core.setPosition(0.0)
+    core.setPosition(90.0)
     with pytest.raises(AcquisitionError, match=r"outside the travel range \[-100, 100\]"):
-        acquire_focal_stack(core, [0.0, 150.0])
-    assert core.getPosition() == 0.0
+        acquire_focal_stack(core, [0.0, 15.0])  # 105 um
+    assert core.getPosition() == 90.0
+    with pytest.raises(AcquisitionError, match="more than 200 um from the current focus"):
+        acquire_focal_stack(core, [-250.0, 0.0])
+    assert core.getPosition() == 90.0
+    core.setPosition(0.0)
     with pytest.raises(AcquisitionError, match="positive step"):
         z_positions(1, 0, 0.5)
+
+
+def test_focus_is_restored_after_ctrl_c_mid_scan(core) -> None:
+    """A real SIGINT to this process while the stage steps: the KeyboardInterrupt still restores focus."""
+    core.setPosition(3.0)
+    timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            acquire_focal_stack(core, z_positions(-10, 10, 0.5), settle_ms=100)  # ~4 s: interrupted
+    finally:
+        timer.cancel()
+    assert core.getPosition() == 3.0
+    core.setPosition(0.0)
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".tif"])
@@ -70,6 +105,9 @@ def test_cli_acquire_stack_bench_and_simulate(tmp_path: Path) -> None:
     stack, z, attrs = load_stack(out)
     assert stack.shape == (5, 96, 96) and z.tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
     assert attrs["pixel_size_um"] == pytest.approx(0.325)
+    assert attrs["focus_um"] == 0.0 and attrs["stage_um"] == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    res = runner.invoke(app, ["acquire-stack", "--z-range", "-1", "1", "--out", str(out), "--sim-config", str(toml)])
+    assert res.exit_code == 2 and "already exists" in res.output  # never replaced without --overwrite
 
     js = tmp_path / "bench.json"
     res = runner.invoke(app, ["bench", "acquire", "--size", "64", "--rate", "50", "--seconds", "1",

@@ -85,7 +85,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             ..., "--out", help="Output stack: .zarr (z_um array beside) or .tif (JSON)."
         ),
         z_range: tuple[float, float] = typer.Option(
-            (-10.0, 10.0), "--z-range", help="Lowest and highest z (um)."
+            (-10.0, 10.0), "--z-range", help="Lowest and highest focus offset (um), relative to the current focus."
         ),
         step: float = typer.Option(0.5, "--step", help="Focus step (um)."),
         mm_config: Optional[Path] = typer.Option(
@@ -98,27 +98,36 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             None, "--exposure", help="Exposure (ms); default: camera's."
         ),
         settle_ms: float = typer.Option(0.0, "--settle-ms", help="Wait after each focus move (ms)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing stack at --out."),
     ) -> None:
-        """Step the focus stage through z and snap a frame at each plane; save (Z, H, W) + z positions."""
+        """Step the focus stage around the current focus, snap a frame at each plane, restore the focus.
+
+        Saves (Z, H, W) frames with each plane's offset from focus, and the absolute stage positions.
+        """
+        from acquire.errors import AcquisitionError
         from acquire.mm import open_core, pixel_size_um
         from acquire.zstack import acquire_focal_stack, save_stack, z_positions
 
+        if out.exists() and not overwrite:
+            raise AcquisitionError(f"{out} already exists; pass --overwrite to replace it or choose another path.")
         z = z_positions(z_range[0], z_range[1], step)
         core = open_core(mm_config, sim_config)
         try:
             if exposure:
                 core.setExposure(exposure)
-            stack, z_um = acquire_focal_stack(core, z, settle_ms=settle_ms)
+            scan = acquire_focal_stack(core, z, settle_ms=settle_ms)
             attrs = {
                 "source": str(mm_config) if mm_config else "acquire.sim",
                 "exposure_ms": core.getExposure(),
+                "focus_um": scan.focus_um,
+                "stage_um": scan.stage_um.tolist(),
             }
-            save_stack(out, stack, z_um, pixel_size_um=pixel_size_um(core), attrs=attrs)
+            save_stack(out, scan.stack, scan.z_um, pixel_size_um=pixel_size_um(core), attrs=attrs)
         finally:
             core.unloadAllDevices()
         typer.echo(
-            f"wrote {stack.shape[0]} planes of {stack.shape[1]}x{stack.shape[2]} "
-            f"({z_um[0]:g}..{z_um[-1]:g} um) to {out}"
+            f"wrote {scan.stack.shape[0]} planes of {scan.stack.shape[1]}x{scan.stack.shape[2]} "
+            f"({scan.z_um[0]:+g}..{scan.z_um[-1]:+g} um around focus {scan.focus_um:g} um, restored) to {out}"
         )
 
     simulate = next((g.typer_instance for g in app.registered_groups if g.name == "simulate"), None)
