@@ -68,7 +68,7 @@ class RecordingConfig(_Strict):
     @property
     def volume_every(self) -> int:
         """Every Nth computed volume is stored; 0 stores none."""
-        return {"every": 1, "none": 0}.get(self.volumes) or int(self.volumes)
+        return {"every": 1, "none": 0}[self.volumes] if not self.volumes.isdigit() else int(self.volumes)
 
 
 class TrackingConfig(_Strict):

@@ -17,6 +17,5 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ModelFileError,
     RecordingError,
     WriterError,
-    FileNotFoundError,
-    PermissionError,
+    OSError,  # what the user's machine refused: a port in use, a full disk, a missing or read-only path
 )

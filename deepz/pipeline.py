@@ -126,6 +126,8 @@ class Pipeline:
         self._to_infer: Mailbox[_Work] = Mailbox(latest=live)
         self._to_track: Mailbox[tuple[_Work, np.ndarray]] = Mailbox(latest=live)
         self._stop = threading.Event()
+        self._stop_reason = "stopped"
+        self.recording_error: BaseException | None = None  # the recorder's failure that ended the run
         self._errors: list[BaseException] = []
         self._latest_frame: _Work | None = None
         self._latest_volume: tuple[int, np.ndarray] | None = None
@@ -141,8 +143,9 @@ class Pipeline:
         """Current figures (thread-safe enough for a status line)."""
         return self.stats.snapshot(self._queue_depth(), self.recording)
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "stopped") -> None:
         """Ask the run to end after the frame in hand; safe from any thread or a signal handler."""
+        self._stop_reason = reason
         self._stop.set()
 
     def run(self, on_status: Callable[[dict[str, Any]], None] | None = None, status_period_s: float = 1.0) -> dict:
@@ -195,54 +198,73 @@ class Pipeline:
     def _acquire_loop(self, on_status, status_period_s: float) -> None:
         start = time.perf_counter()
         next_status = start + status_period_s
-        previous: _Work | None = None
+        pending: _Work | None = None  # handed to inference; recorded once the next frame shows if it was taken
         self._end_reason = "source ended"
-        for t, (image, meta) in enumerate(self.source.frames()):
-            now = time.perf_counter()
-            self.stats.frames_in.tick(now)
-            self.stats.lost += int(getattr(meta, "lost_before", 0))
-            work = _Work(t, image, meta, meta.host_time_s if self.live_source else time.time())
-            self._latest_frame = work
-            displaced = self._to_infer.put(work)
-            if previous is not None:
-                self._record(previous, skipped=displaced is not None)
-            if displaced is not None:
-                self.stats.skipped += 1
-            previous = work
-            if self._errors:
-                self._end_reason = "error"
-                break
-            if on_status is not None and now >= next_status:
-                on_status(self.status())
-                next_status = now + status_period_s
-            if self._stop.is_set():
-                self._end_reason = "stopped"
-                break
-            if self.duration_s is not None and now - start >= self.duration_s:
-                self._end_reason = "duration reached"
-                break
-        if previous is not None:
-            self._record(previous, skipped=False)  # the inference thread drains it before stopping
+        try:
+            for t, (image, meta) in enumerate(self.source.frames()):
+                now = time.perf_counter()
+                work = _Work(t, image, meta, meta.host_time_s if self.live_source else time.time())
+                displaced = self._to_infer.put(work)
+                done, pending = pending, work
+                self.stats.frames_in.tick(now)  # counted once in hand: every counted frame is recorded
+                self.stats.lost += int(getattr(meta, "lost_before", 0))
+                self._latest_frame = work
+                if done is not None:
+                    self._record(done, skipped=displaced is not None)
+                if displaced is not None:
+                    self.stats.skipped += 1
+                if self._errors:
+                    self._end_reason = "error"
+                    break
+                if on_status is not None and now >= next_status:
+                    on_status(self.status())
+                    next_status = now + status_period_s
+                if self._stop.is_set():
+                    self._end_reason = self._stop_reason
+                    break
+                if self.duration_s is not None and now - start >= self.duration_s:
+                    self._end_reason = "duration reached"
+                    break
+        finally:
+            if pending is not None:
+                self._record(pending, skipped=False)  # the inference thread drains it before stopping
 
     def _record(self, work: _Work, skipped: bool) -> None:
-        """Store one raw frame; a frame the writer is too far behind to take is counted as lost."""
+        """Store one raw frame; a frame the writer cannot take is counted as not stored, never dropped silently."""
         if self.recorder is None:
             return
-        from storage import WriterBehindError
-
         record = self.make_record(work.meta, skipped, self._unstored_run)
-        try:
-            self.recorder.write_frame(work.image, record)
-        except WriterBehindError as exc:
-            self._unstored_run += 1
-            self.stats.frames_not_stored += 1
-            log.warning("%s", exc)
-        else:
+        if self._store(lambda: self.recorder.write_frame(work.image, record), self._frame_not_stored):
             self._unstored_run = 0
 
-    def _infer_loop(self) -> None:
-        from storage import WriterBehindError
+    def _frame_not_stored(self) -> None:
+        self._unstored_run += 1
+        self.stats.frames_not_stored += 1
 
+    def _volume_not_stored(self) -> None:
+        self.stats.volumes_not_stored += 1
+
+    def _store(self, write: Callable[[], None], not_stored: Callable[[], None]) -> bool:
+        """One write to the recorder. A full queue counts the item as not stored; a failed recorder (disk
+        full, store removed) also ends the run, which then closes with its summary instead of a traceback."""
+        from storage import WriterBehindError, WriterError
+
+        try:
+            write()
+        except WriterBehindError as exc:
+            not_stored()
+            log.warning("%s", exc)
+            return False
+        except WriterError as exc:
+            not_stored()
+            if self.recording_error is None:
+                self.recording_error = exc
+                log.error("%s", exc)
+                self.stop("recording failed")
+            return False
+        return True
+
+    def _infer_loop(self) -> None:
         while True:
             try:
                 work = self._to_infer.take()
@@ -253,11 +275,7 @@ class Pipeline:
             self.stats.frame_to_volume.add(time.time() - work.origin_s)
             self.stats.volumes_out.tick()
             if self.recorder is not None:
-                try:
-                    self.recorder.write_volume(work.t, volume)
-                except WriterBehindError as exc:
-                    self.stats.volumes_not_stored += 1
-                    log.warning("%s", exc)
+                self._store(lambda: self.recorder.write_volume(work.t, volume), self._volume_not_stored)
             self._latest_volume = (work.t, volume)
             if self.tracker is not None:
                 displaced = self._to_track.put((work, volume))
@@ -274,7 +292,10 @@ class Pipeline:
                 snap = self.tracker.update(work.t, float(work.meta.camera_time_s), volume)
             self.stats.tracked.tick()
             if self.recorder is not None:
-                self.recorder.write_tracks(work.t, snap.ids, snap.positions_um, snap.intensity, snap.dff)
+                self._store(
+                    lambda: self.recorder.write_tracks(work.t, snap.ids, snap.positions_um, snap.intensity, snap.dff),
+                    lambda: None,
+                )
             self._latest_tracks = snap
 
     def _publish_loop(self) -> None:
@@ -323,4 +344,5 @@ class Pipeline:
             "volume_hz_mean": round(volumes / acquired, 3) if acquired > 0 else None,
             "frame_to_volume_ms": latency,
             "engine": getattr(self.engine, "name", None),
+            "recording_error": None if self.recording_error is None else str(self.recording_error),
         }

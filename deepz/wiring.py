@@ -126,8 +126,11 @@ def build_recorder(
     extra_attrs: dict[str, Any] | None = None,
     volume_upsample: int = 1,
     inputs: tuple[Path, ...] = (),
+    wait_when_behind: bool = False,
 ):
     """Open the recording writer, or None when the run is not recorded (never over one of ``inputs``).
+
+    ``wait_when_behind`` (replay) makes every write wait for the disk rather than skip what does not fit.
 
     Volumes of a super-resolution model lie on a grid volume_upsample times finer than the frames.
     """
@@ -152,6 +155,7 @@ def build_recorder(
         attrs=attrs,
         overwrite=cfg.overwrite,
         inputs=inputs,
+        wait_when_behind=wait_when_behind,
         volume_upsample=volume_upsample,
     )
 

@@ -73,8 +73,12 @@ class RecordingAdapter:
         return int(self._volume_t[-1]) if len(self._volume_t) else self.n_frames - 1
 
     def describe(self) -> str:
-        """The source label for the status bar: path and whether the recording is complete."""
-        state = "complete" if self.reader.complete else f"incomplete: {self.reader.stopped_reason}"
+        """The source label for the status bar: path, and whether the run ended by itself or was stopped."""
+        reason = self.reader.stopped_reason
+        if self.reader.complete:
+            state = f"stopped early: {reason}" if reason else "complete"
+        else:
+            state = f"incomplete: {reason}"
         return f"recording {self.reader.path} ({self.n_frames} frames, {state})"
 
     def time_s(self, t: int) -> float:

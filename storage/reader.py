@@ -69,7 +69,9 @@ class RecordingReader:
         self.planes_um: np.ndarray | None = None if planes is None else np.asarray(planes, np.float64)
         if self.has_volumes:
             n_volumes = int(self._progress["volumes"])
-            self.volume_indices: np.ndarray = np.sort(self._column(layout.VOLUME_T_ARRAY, n_volumes))
+            indices = np.sort(self._column(layout.VOLUME_T_ARRAY, n_volumes))
+            # a crash can leave a committed volume whose raw frame was not yet committed: only stored frames count
+            self.volume_indices: np.ndarray = indices[indices < self.n_frames]
             volumes = self._array(layout.VOLUME_ARRAY)
             self._volumes = RecordedArray(volumes, volumes.shape[0], layout.VOLUME_ARRAY)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -62,6 +63,7 @@ class RecordingWriter:
     """Writes one recording; calls return at once, raising WriterError if the writer failed or is behind.
 
     ``inputs`` names the stores the run reads (a replayed recording): the output may never be one of them.
+    ``wait_when_behind`` (replay) makes writes wait for the disk instead of refusing what does not fit.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class RecordingWriter:
         commit_interval_s: float = 1.0,
         fsync: bool = True,
         volume_upsample: int = 1,
+        wait_when_behind: bool = False,
     ) -> None:
         if volume_every < 0 or (queue_frames or 1) < 1 or queue_volumes < 1 or volume_upsample < 1:
             raise ValueError("volume_every must be >= 0 and queue_frames, queue_volumes, volume_upsample >= 1")
@@ -116,6 +119,8 @@ class RecordingWriter:
         }
         self._open_store(pixel_size_um, frame_interval_s, overwrite, inputs, fsync, compression)
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # notified whenever a queued frame or volume is written
+        self._wait_when_behind = wait_when_behind
         self._queue: queue.Queue = queue.Queue()
         self._counts = {
             name: 0
@@ -176,7 +181,7 @@ class RecordingWriter:
             raise ValueError(f"frame must be uint16 {self.frame_shape}, got {image.dtype} {image.shape}")
         item = _Frame(image.copy(), record)
         with self._lock:
-            self._check_usable()
+            self._wait_for_room("frames_pending", self._queue_frames)
             if self._counts["frames_pending"] >= self._queue_frames:
                 raise WriterBehindError(
                     f"recording writer is behind: {self._queue_frames} frames already wait for the disk, so "
@@ -201,6 +206,7 @@ class RecordingWriter:
             if self.volume_every == 0 or offered % self.volume_every:
                 self._counts["volumes_skipped_by_policy"] += 1
                 return
+            self._wait_for_room("volumes_pending", self._queue_volumes)
             if self._counts["volumes_pending"] >= self._queue_volumes:
                 raise WriterBehindError(
                     f"recording writer is behind: {self._queue_volumes} volumes already wait for the disk, "
@@ -237,6 +243,15 @@ class RecordingWriter:
         """Flush everything queued, write traces and summary, mark the recording complete; idempotent."""
         self._finish(summary, stopped_reason, raise_error=True)
 
+    def close_failed(self, reason: str) -> bool:
+        """Close after a run failed: the store keeps what was stored and ``reason``; one that holds no frame
+        (a failed start) is removed, so it blocks no later run. Returns whether it was removed."""
+        self._finish(None, reason, raise_error=False)
+        if self._stored["frames"]:
+            return False
+        shutil.rmtree(self.path, ignore_errors=True)
+        return True
+
     def __enter__(self) -> RecordingWriter:
         return self
 
@@ -257,6 +272,13 @@ class RecordingWriter:
                 f"recording {self.path} stopped early: {self._error}. "
                 f"The first {self._stored['frames']} frames are stored and readable."
             ) from self._error
+
+    def _wait_for_room(self, pending: str, limit: int) -> None:
+        """With the lock held: raise if unusable; when waiting is on, block until the queue has room."""
+        self._check_usable()
+        while self._wait_when_behind and self._counts[pending] >= limit:
+            self._room.wait(timeout=0.5)
+            self._check_usable()
 
     def _check_usable(self) -> None:
         if self._error is not None:
@@ -347,6 +369,7 @@ class RecordingWriter:
             self._records.append(item.record)
             with self._lock:
                 self._counts["frames_pending"] -= 1
+                self._room.notify_all()
         elif isinstance(item, _Volume):
             self._volume_writes.append(self._io.submit(self._write_volume, item))
             self._volume_t.append(item.t)
@@ -359,6 +382,7 @@ class RecordingWriter:
         self._volumes.write(item.t, item.volume[None])
         with self._lock:
             self._counts["volumes_pending"] -= 1
+            self._room.notify_all()
 
     def _append_columns(
         self, arrays: dict[str, zarr.Array], start: int, columns: dict[str, np.ndarray]
@@ -417,6 +441,7 @@ class RecordingWriter:
     def _close_store(self, item: _Close) -> None:
         """Trim tables to their rows, align the volume t axis with raw, write traces and mark complete."""
         n = self._stored["frames"]
+        self._drop_rows_past_frames(n)
         if self._volumes is not None:
             self._volumes.grow(n)
             self._volume_t_array.resize((self._stored["volumes"],))
@@ -432,6 +457,27 @@ class RecordingWriter:
                 traces.create_array(name, data=values, compressors=layout.compressors())
         self._header.update(complete=True, stopped_reason=item.stopped_reason, summary=to_json(item.summary))
         self._write_header()
+
+    def _drop_rows_past_frames(self, n: int) -> None:
+        """Forget volumes and track rows of frames that were never stored (a run stopped between the two).
+
+        Every volume and track row then belongs to a stored raw frame, which is what readers rely on.
+        """
+        stored = dict(self._stored)
+        tables = [({"t": self._volume_t_array}, "volumes")] if self._volume_t_array is not None else []
+        tables.append((self._track_arrays, "track_rows"))
+        for arrays, counter in tables:
+            rows = stored[counter]
+            keep = arrays["t"][:rows] < n
+            if keep.all():
+                continue
+            log.warning("%s: dropping %d %s of frames never stored", self.path, int((~keep).sum()), counter)
+            for array in arrays.values():
+                array[: int(keep.sum())] = array[:rows][keep]
+            stored[counter] = int(keep.sum())
+        with self._lock:
+            self._stored = stored
+        self._header["progress"] = {**stored, "host_time_s": time.time()}
 
     def _mark_stopped(self, reason: str) -> None:
         """Best effort: record why the writer stopped (the disk may refuse even this)."""

@@ -143,3 +143,25 @@ def test_disk_full_on_a_real_small_filesystem(tmp_path: Path, backend: str) -> N
         expected = np.stack([_frame(t, (256, 256)) for t in range(reader.n_frames)])
         np.testing.assert_array_equal(reader.frames[:], expected)
         assert not reader.complete
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_waiting_writer_stores_every_volume_when_the_disk_is_slower(tmp_path: Path, wait: bool) -> None:
+    """Replay's writer waits for the disk; a live writer refuses what does not fit (and says so)."""
+    planes = np.arange(8, dtype=np.float64)
+    volume = np.random.default_rng(0).poisson(300, (8, 128, 128)).astype(np.uint16)
+    refused = 0
+    with RecordingWriter(tmp_path / "rec.zarr", frame_shape=(128, 128), pixel_size_um=1.0, planes_um=planes,
+                         queue_volumes=1, queue_frames=1, wait_when_behind=wait) as writer:  # fmt: skip
+        for t in range(40):
+            writes = (lambda: writer.write_frame(volume[0], _record(t)), lambda: writer.write_volume(t, volume))
+            for write in writes:
+                try:
+                    write()
+                except WriterBehindError:
+                    refused += 1
+    reader = RecordingReader(tmp_path / "rec.zarr")
+    if wait:
+        assert refused == 0 and reader.n_frames == 40 and reader.volume_indices.tolist() == list(range(40))
+    else:
+        assert refused > 0 and reader.n_frames + reader.volume_indices.size == 80 - refused

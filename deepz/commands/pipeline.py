@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from deepz.config import ConfigError, RunConfig, load_config
+from deepz.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +81,18 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         dz = float(planes[1] - planes[0]) if len(planes) > 1 else 1.0
         volume_px = source.pixel_size_um / upsample
         voxel_um = (dz, volume_px, volume_px)
+        tracker = wiring.build_tracker(cfg.tracking, voxel_um, planes)
+        publisher = Publisher(cfg.publish.address) if live or cfg.view else None  # before the store: a port in
+        if publisher is not None:  # use must not leave an empty recording behind
+            stack.callback(publisher.close)
+            log.info("publishing on %s (deepz view --connect %s)", publisher.address, publisher.address)
         recorder = wiring.build_recorder(
             cfg.recording, frame_shape=source.frame_shape, pixel_size_um=source.pixel_size_um,
             planes_um=planes,
             frame_interval_s=frame_interval_s, run_config=cfg, model=model,
             extra_attrs={"replayed_from": str(replay_from)} if replay_from else None, volume_upsample=upsample,
-            inputs=(replay_from,) if replay_from else (),
+            inputs=(replay_from,) if replay_from else (), wait_when_behind=not (live or realtime),
         )
-        tracker = wiring.build_tracker(cfg.tracking, voxel_um, planes)
-        publisher = Publisher(cfg.publish.address) if live or cfg.view else None
-        if publisher is not None:
-            stack.callback(publisher.close)
-            log.info("publishing on %s (deepz view --connect %s)", publisher.address, publisher.address)
         from display import display_available, launch_viewer_process
 
         if cfg.view and publisher is not None and display_available():
@@ -117,16 +118,32 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             queue_depth=(lambda: recorder.stats.queue_depth) if recorder is not None else (lambda: 0),
             serialize_compute=engine.device.type == "cpu",
         )
-        source.start()
-        summary: dict[str, Any] = {}
         try:
-            summary = pipeline.run(on_status=on_status, status_period_s=status_period_s)
-        finally:
-            if recorder is not None:
-                recorder.close(summary=summary or None, stopped_reason=None if summary else "pipeline failed")
+            with stop_on_signals(lambda name: pipeline.stop(f"signal {name}")):
+                source.start()
+                summary = pipeline.run(on_status=on_status, status_period_s=status_period_s)
+        except BaseException as exc:
+            if recorder is not None and recorder.close_failed(f"run failed: {type(exc).__name__}: {exc}"):
+                log.info("removed %s: the run failed before storing any frame", recorder.path)
+            raise
         if recorder is not None:
-            summary["recording_stats"] = _writer_summary(recorder)
+            _close_recorder(recorder, summary)
         return summary
+
+
+def _close_recorder(recorder, summary: dict[str, Any]) -> None:
+    """Close the store with the summary; a run that did not end by itself says why in the store too."""
+    from storage import WriterError
+
+    ended_early = summary["stopped_by"] not in ("source ended", "duration reached")
+    try:
+        recorder.close(summary=summary, stopped_reason=summary["stopped_by"] if ended_early else None)
+    except WriterError as exc:  # the failure already ended the run: the summary reports it
+        summary["recording_error"] = summary["recording_error"] or str(exc)
+    stats = recorder.stats  # what the disk holds, counted against what the run handed to the store
+    summary["frames_not_stored"] = summary["frames"] - stats.frames_stored
+    summary["volumes_not_stored"] = summary["volumes"] - stats.volumes_stored - stats.volumes_skipped_by_policy
+    summary["recording_stats"] = _writer_summary(recorder)
 
 
 def _writer_summary(recorder) -> dict[str, Any]:
@@ -158,6 +175,7 @@ def _recorded_settings(recording: Path) -> dict[str, Any]:
 
 
 def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
+    """The run's closing lines; a run whose recording failed exits with code 1 after them."""
     lat = summary["frame_to_volume_ms"]
     typer.echo("")
     typer.echo(
@@ -169,9 +187,15 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
     )
     if out is not None:
         rec = summary.get("recording_stats", {})
-        typer.echo(f"recording: {out} ({rec.get('frames_stored')} frames, {rec.get('volumes_stored')} volumes)")
+        typer.echo(
+            f"recording: {out} ({rec.get('frames_stored')} frames, {rec.get('volumes_stored')} volumes; "
+            f"{summary['frames_not_stored']} frames and {summary['volumes_not_stored']} volumes not stored)"
+        )
         typer.echo(f"view it:   deepz view {out}")
         typer.echo(f"replay it: deepz replay {out} --out {out.with_name(out.stem + '-replay.zarr')}")
+    if summary.get("recording_error"):
+        typer.secho(f"error: the recording failed: {summary['recording_error']}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
