@@ -14,7 +14,7 @@ from track.scenario import RunConfig, evaluate_run
 from track.targettrack import evaluate_targettrack
 
 TRUE = np.array([[0.0, 0.0, 0.0], [0.0, 10.0, 0.0]])
-TARGETTRACK = Path("/work/shared/data/targettrack")
+TARGETTRACK = Path(__file__).resolve().parents[2] / "shared" / "data" / "targettrack"
 
 
 def state(t: int, ids, positions, dff) -> TrackState:

@@ -9,6 +9,9 @@ from typing import Optional
 
 import typer
 
+from deepz.data_paths import TARGETTRACK_HELP, targettrack_dir
+from deepz.results import results_file
+
 
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
@@ -174,25 +177,25 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         targettrack: bool = typer.Option(
             False, "--targettrack", help="Also restore the real targettrack volumes."
         ),
+        targettrack_path: Optional[Path] = typer.Option(None, "--targettrack-dir", help=TARGETTRACK_HELP),
         steps: int = typer.Option(600, "--steps", help="Training steps per model."),
     ) -> None:
-        """Isotropy ratio (axial/lateral FWHM of nuclei) and error vs truth: Self-Net vs interpolation."""
+        """Isotropy ratio (axial/lateral FWHM of nuclei) and error vs truth: Self-Net vs interpolation.
+
+        The JSON is written also when the run fails or is interrupted, with what it has ("complete": false).
+        """
         import torch
 
         from infer.isotropic import IsotropicConfig
         from infer.isotropic.evaluate import evaluate_simulated, evaluate_targettrack
 
+        real_data = targettrack_dir(targettrack_path) if targettrack else None  # before minutes of training
         config = IsotropicConfig(steps=steps, seed=seed)
-        results = {
-            "simulated": evaluate_simulated(seed, config, plots=plots),
-            "torch_threads": torch.get_num_threads(),
-        }
-        if targettrack:
-            results["targettrack"] = evaluate_targettrack(config, plots=plots)
-        text = json.dumps(results, indent=1)
-        if json_out:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(text + "\n")
+        with results_file(json_out) as results:
+            results["torch_threads"] = torch.get_num_threads()
+            results["simulated"] = evaluate_simulated(seed, config, plots=plots)
+            if real_data is not None:
+                results["targettrack"] = evaluate_targettrack(config, root=real_data, plots=plots)
         sim = results["simulated"]
         for name in ("input_interpolated", "selfnet", "truth"):
             iso = sim["isotropy"][name]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from deepz.data_paths import TARGETTRACK_HELP, targettrack_dir
+from deepz.results import results_file
 
 
 def render_stacks(out: Path, *, n: int, seed: int, shape: tuple[int, int], z_um: list[float],
@@ -48,29 +50,28 @@ def render_stacks(out: Path, *, n: int, seed: int, shape: tuple[int, int], z_um:
     return path
 
 
-TARGETTRACK = Path(__file__).resolve().parents[3] / "shared" / "data" / "targettrack" / "data" / "data_points"
 TARGETTRACK_VOXEL_UM = (1.5, 0.1625, 0.1625)  # (z, y, x), the lab's stated voxel size
 TARGETTRACK_FRAMES = [("ex2", "gt"), ("ex2", "tar"), ("ex3", "gt"), ("ex3", "tar"), ("ex4", "gt"),
                       ("ex4", "tar"), ("ex6", "gt"), ("ex6", "tar")]  # ex5 gt = ex3 gt; ex5 tar has 23 points
 
 
-def render_targettrack(out: Path, *, z_um: list[float], root: Path = TARGETTRACK, seed: int = 0,
+def render_targettrack(out: Path, *, z_um: list[float], root: Path, seed: int = 0,
                        shape: tuple[int, int] = (256, 256)) -> Path:
-    """Image the real targettrack neuron arrangements (annotated centres) through the simulated optics."""
+    """Image the real targettrack neuron arrangements (annotated centres) through the simulated optics; ``root``
+    is the data set folder (deepz.data_paths.targettrack_dir)."""
     import numpy as np
 
     from acquire.sim import GroundTruth, SimConfig, WormSimulator
     from infer.data import write_stacks
 
-    if not root.is_dir():
-        raise FileNotFoundError(f"No targettrack data at {root}; see ../shared/data/targettrack/README.md.")
+    points = root / "data" / "data_points"
     base = SimConfig()
     camera = base.camera.model_copy(update={"shape": tuple(shape)})
     px = base.optics.pixel_size_um
     z = np.asarray(z_um, np.float32)
     noisy, clean, positions = [], [], []
     for i, (ex, frame) in enumerate(TARGETTRACK_FRAMES):
-        pts = np.load(root / ex / f"pts_{frame}.npy")
+        pts = np.load(points / ex / f"pts_{frame}.npy")
         pts = pts[~np.isnan(pts[:, 0])]
         pos = pts[:, ::-1] * np.asarray(TARGETTRACK_VOXEL_UM)  # (x, y, z) voxels -> (z, y, x) um
         pos = pos - pos.mean(axis=0) + np.array([0.0, (shape[0] - 1) * px / 2, (shape[1] - 1) * px / 2])
@@ -188,10 +189,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for evaluation plots."),
         targettrack: bool = typer.Option(False, "--targettrack", help="Also image the real targettrack "
                                          "neuron arrangements through the simulated optics and score them."),
+        targettrack_path: Optional[Path] = typer.Option(None, "--targettrack-dir", help=TARGETTRACK_HELP),
         update_manifest: bool = typer.Option(False, "--update-manifest",
                                              help="Store the results in the model's manifest.json."),
     ) -> None:
-        """Score virtual planes against true planes (PSNR/SSIM/r, baselines) and neurons (F1, axial error)."""
+        """Score virtual planes against true planes (PSNR/SSIM/r, baselines) and neurons (F1, axial error).
+
+        The JSON is written also when the run fails or is interrupted, with what it has ("complete": false).
+        """
         import tempfile
 
         import numpy as np
@@ -201,22 +206,21 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         if (stacks is None) == (seed is None):
             raise typer.BadParameter("Give exactly one of --stacks PATH or --seed S.")
+        real_data = targettrack_dir(targettrack_path) if targettrack else None  # before minutes of scoring
         loaded = load_model(model)
         rng_um = loaded.manifest.axial_range_um
         z = np.arange(-rng_um, rng_um + 1e-6, loaded.manifest.axial_step_um).tolist()
-        with tempfile.TemporaryDirectory() as tmp:
+        with results_file(json_out) as results, tempfile.TemporaryDirectory() as tmp:
+            results["command"] = {"stacks": str(stacks) if seed is None else None, "seed": seed, "n": n}
             if seed is not None:
                 stacks = render_stacks(Path(tmp) / "held_out.zarr", n=n, seed=seed, shape=(256, 256), z_um=z,
                                        confocal=loaded.manifest.modality == "confocal")
-            results = evaluate(loaded, stacks, detector=neuron_detector(), plots_dir=plots)
-            if targettrack:
-                tt = render_targettrack(Path(tmp) / "targettrack.zarr", z_um=z)
+            results.update(evaluate(loaded, stacks, detector=neuron_detector(), plots_dir=plots))
+            if real_data is not None:
+                tt = render_targettrack(Path(tmp) / "targettrack.zarr", z_um=z, root=real_data)
                 results["targettrack"] = evaluate(loaded, tt, detector=neuron_detector(),
                                                   plots_dir=plots / "targettrack" if plots else None)
-        results["command"] = {"stacks": str(stacks) if seed is None else None, "seed": seed, "n": n}
         for line in summary_lines(results) + (summary_lines(results["targettrack"]) if targettrack else []):
             typer.echo(line)
-        if json_out:
-            json_out.write_text(json.dumps(results, indent=1))
         if update_manifest:
             store_evaluation(model, results)

@@ -5,11 +5,12 @@ Training runs through `deepz train --config configs/train-superres.toml` (task =
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from deepz.results import results_file
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -57,7 +58,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         update_manifest: bool = typer.Option(False, "--update-manifest",
                                              help="Store the results in the model's manifest.json."),
     ) -> None:
-        """Score a super-resolution model, bicubic upsampling and Richardson-Lucy against the true images."""
+        """Score a super-resolution model, bicubic upsampling and Richardson-Lucy against the true images.
+
+        The JSON is written also when the run fails or is interrupted, with what it has ("complete": false).
+        """
         import tempfile
 
         from infer.evaluate import store_evaluation
@@ -70,25 +74,22 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         loaded = load_model(model)
         kind = loaded.manifest.details.get("pair")
         modality = loaded.manifest.modality
-        with tempfile.TemporaryDirectory() as tmp:
+        if seed is not None and kind not in ("na", "confocal"):
+            raise typer.BadParameter(f"model {model} was not trained on simulated pairs (pair {kind!r}); "
+                                     "pass --pairs with registered pairs of its kind.")
+        with results_file(json_out) as results, tempfile.TemporaryDirectory() as tmp:
+            results["command"] = {"pairs": str(pairs) if seed is None else None, "seed": seed,
+                                  "n_worms": n if seed is not None else None}
             if seed is not None:
-                if kind not in ("na", "confocal"):
-                    raise typer.BadParameter(f"model {model} was not trained on simulated pairs (pair {kind!r}); "
-                                             "pass --pairs with registered pairs of its kind.")
                 pairs = render_pairs(Path(tmp) / "held_out.zarr", kind=kind, n=n, seed=seed)
                 beads = render_pairs(Path(tmp) / "beads.zarr", kind=kind, n=n, seed=seed, bead_every=1)
-            results = evaluate_superres(loaded, open_pairs(pairs, modality=modality), plots_dir=plots)
+            results.update(evaluate_superres(loaded, open_pairs(pairs, modality=modality), plots_dir=plots))
             if seed is not None:
                 results["beads"] = evaluate_superres(loaded, open_pairs(beads, modality=modality),
                                                      plots_dir=plots / "beads" if plots else None)
-        results["command"] = {"pairs": str(pairs) if seed is None else None, "seed": seed,
-                              "n_worms": n if seed is not None else None}
         lines = summary_lines(results)
         if "beads" in results:
             lines += ["beads:", *summary_lines(results["beads"])]
         typer.echo("\n".join(lines))
-        if json_out:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(results, indent=1))
         if update_manifest:
             store_evaluation(model, results)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
 
-TARGETTRACK = Path("/work/shared/data/targettrack")
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+from deepz.data_paths import TARGETTRACK_HELP, targettrack_dir
+from deepz.results import results_file, write_json
 
 
 def track_recording(
@@ -114,20 +110,22 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         detect_every: int = typer.Option(
             1, "--detect-every", help="Full detection every N volumes, else refine."
         ),
-        targettrack: Path = typer.Option(
-            TARGETTRACK, "--targettrack", help="targettrack data folder for the real-data scores."
-        ),
+        targettrack: Path = typer.Option(None, "--targettrack-dir", help=TARGETTRACK_HELP),
         skip_targettrack: bool = typer.Option(
             False, "--skip-targettrack", help="Score the simulated run only."
         ),
     ) -> None:
-        """Score detection, identities and traces on a simulated run (and on real annotated worm volumes)."""
+        """Score detection, identities and traces on a simulated run (and on real annotated worm volumes).
+
+        The JSON is written also when the run fails or is interrupted, with what it has ("complete": false).
+        """
         import torch
         from tqdm import tqdm
 
         from track.scenario import RunConfig, evaluate_run
         from track.targettrack import evaluate_targettrack
 
+        real_data = None if skip_targettrack else targettrack_dir(targettrack)  # before minutes of simulation
         cfg = RunConfig(
             seed=seed,
             seconds=seconds,
@@ -138,13 +136,18 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             frame_shape=(frame_size, frame_size) if frame_size else None,
         )
         start = time.perf_counter()
-        with tqdm(total=cfg.n_volumes, desc="track", unit="vol") as bar:
-            result = evaluate_run(cfg, progress=lambda done, _: bar.update(done - bar.n))
-        if not skip_targettrack:
-            result["targettrack"] = evaluate_targettrack(targettrack)
-        result["wall_seconds"] = time.perf_counter() - start
-        result["torch_threads"] = torch.get_num_threads()
-        _write_json(json_path, result)
+        with results_file(json_path) as result:
+            result.update(run=asdict(cfg), volumes_done=0, torch_threads=torch.get_num_threads())
+            if real_data is not None:
+                result["targettrack"] = evaluate_targettrack(real_data)
+            with tqdm(total=cfg.n_volumes, desc="track", unit="vol") as bar:
+
+                def progress(done: int, _total: int) -> None:
+                    bar.update(done - bar.n)
+                    result.update(volumes_done=done, wall_seconds=time.perf_counter() - start)
+
+                result.update(evaluate_run(cfg, progress=progress))
+            result["wall_seconds"] = time.perf_counter() - start
         s = result["score"]
         typer.echo(
             f"detection F1 {s['detection']['f1']:.3f}; "
@@ -182,7 +185,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             torch.set_num_threads(threads)
 
         results = run_track_bench(volumes=volumes, neurons=neurons, devices=device or None)
-        _write_json(json_path, results)
+        write_json(json_path, results)
         for name, r in results["results"].items():
             rates = ", ".join(f"{k} {v:.1f}" for k, v in r["volumes_per_s"].items())
             live = ", ".join(f"{k} {v:.1f}" for k, v in r["live_tracker_volumes_per_s"].items())

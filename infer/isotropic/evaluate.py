@@ -23,7 +23,6 @@ from infer.isotropic.selfnet import (
 from infer.metrics import psnr, ssim
 from infer.resolution import nucleus_fwhm_um
 
-TARGETTRACK = Path(__file__).resolve().parents[3] / "shared" / "data" / "targettrack" / "data"
 TARGETTRACK_VOXEL_UM = (1.5, 0.1625, 0.1625)  # (z, y, x), stated for data_mask, assumed for data_points
 POINT_FRAMES = [
     ("ex2", "gt"),
@@ -180,12 +179,12 @@ def _mask_frames(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 
 def evaluate_targettrack(
-    config: IsotropicConfig, *, root: Path = TARGETTRACK, plots: Path | None = None, progress: bool = True
+    config: IsotropicConfig, *, root: Path, plots: Path | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Per data set (annotated points, labelled masks): train on its first frame, restore every frame, and
-    report the isotropy ratio before (linear interpolation) and after restoration."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"No targettrack data at {root}; see ../shared/data/targettrack/README.md.")
+    report the isotropy ratio before (linear interpolation) and after restoration. ``root`` is the data set
+    folder (deepz.data_paths.targettrack_dir)."""
+    root = root / "data"
     dz, _, dx = TARGETTRACK_VOXEL_UM
     results: dict[str, Any] = {"voxel_um": list(TARGETTRACK_VOXEL_UM), "sets": {}}
     for set_name, frames in (("data_points", _points_frames(root)), ("data_mask", _mask_frames(root))):
