@@ -8,8 +8,11 @@ import sys
 
 VIEWER_NICENESS = 5  # on a busy machine the pipeline gets the CPU first; the viewer just shows fewer updates
 _ENTRY = (
-    "import os, sys; os.nice(int(sys.argv[2])); from display.app import run_live; "
-    "sys.exit(run_live(sys.argv[1]))"
+    "import os, sys; os.nice(int(sys.argv[2])); "
+    # on Linux the viewer gets SIGTERM when the run's process dies, even by SIGKILL: no orphaned windows
+    "sys.platform.startswith('linux') and __import__('ctypes').CDLL(None).prctl(1, 15); "  # PR_SET_PDEATHSIG
+    "os.getppid() == int(sys.argv[3]) or sys.exit(0); "
+    "from display.app import run_live; sys.exit(run_live(sys.argv[1]))"
 )
 
 
@@ -26,5 +29,5 @@ def launch_viewer_process(
     """Start a viewer subscribed to ``address`` at lower CPU priority; closing it (or it crashing) never
     affects the run."""
     return subprocess.Popen(
-        [sys.executable, "-c", _ENTRY, address, str(niceness)], env=env, start_new_session=True
+        [sys.executable, "-c", _ENTRY, address, str(niceness), str(os.getpid())], env=env, start_new_session=True
     )

@@ -236,3 +236,31 @@ def test_viewer_reports_an_interrupted_replay_as_stopped(recording: Path, tmp_pa
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})  # fmt: skip
     assert view.returncode == 0 and shot.stat().st_size > 0, view.stderr
+
+
+def test_viewer_process_ends_when_the_run_is_killed() -> None:
+    """`deepz live --view` killed with SIGKILL: its viewer process must not be left running."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from display import launch_viewer_process; "
+         "print(launch_viewer_process(sys.argv[1]).pid, flush=True); time.sleep(120)", free_tcp_address()],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )  # fmt: skip
+    viewer = int(parent.stdout.readline())
+    time.sleep(3.0)  # the viewer is up and waiting for messages
+    assert _running(viewer)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while _running(viewer) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(viewer)
+    _row("`deepz live --view`, SIGKILL", -9, None, False, "the viewer process ends with the run")
+
+
+def _running(pid: int) -> bool:
+    """True while pid is a live process (a zombie waiting for its reaper counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
