@@ -55,20 +55,22 @@ class RecordingConfig(_Strict):
     """What is written to the Zarr store; raw frames are always recorded when there is a store."""
 
     out: Path | None = Field(None, description="Recording path (.zarr); None = do not record")
-    volumes: str = Field("every", description="every | none | N (every Nth volume)")
+    volumes: str = Field(
+        "every", description="every | none | N (every Nth volume) | auto (as many as the disk takes, live)"
+    )
     overwrite: bool = False
 
     @field_validator("volumes")
     @classmethod
     def _policy(cls, value: str) -> str:
-        if value in ("every", "none") or (value.isdigit() and int(value) >= 1):
+        if value in ("every", "none", "auto") or (value.isdigit() and int(value) >= 1):
             return value
-        raise ValueError(f"volumes must be 'every', 'none' or a positive integer N, got {value!r}")
+        raise ValueError(f"volumes must be 'every', 'none', 'auto' or a positive integer N, got {value!r}")
 
     @property
     def volume_every(self) -> int:
-        """Every Nth computed volume is stored; 0 stores none."""
-        return {"every": 1, "none": 0}[self.volumes] if not self.volumes.isdigit() else int(self.volumes)
+        """Every Nth computed volume is stored; 0 stores none ("auto" offers every one to a rate limit)."""
+        return {"every": 1, "auto": 1, "none": 0}[self.volumes] if not self.volumes.isdigit() else int(self.volumes)
 
 
 class TrackingConfig(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 from importlib import metadata
@@ -145,12 +146,24 @@ def build_recorder(
         "versions": software_versions(),
         **(extra_attrs or {}),
     }
+    volume_every = cfg.volume_every if planes_um is not None else 0
+    volume_max_hz = None
+    if cfg.volumes == "auto" and volume_every and not wait_when_behind:  # replay stores every volume
+        from storage.disk_rate import volume_budget
+
+        budget = volume_budget(Path(cfg.out).parent, frame_shape=frame_shape, planes=len(planes_um),
+                               frame_rate_hz=1.0 / frame_interval_s, upsample=volume_upsample)  # fmt: skip
+        log.info("%s", budget.describe())
+        attrs["volume_budget"] = dataclasses.asdict(budget)
+        volume_max_hz = budget.max_volumes_hz
+        volume_every = volume_every if volume_max_hz > 0 else 0
     return RecordingWriter(
         Path(cfg.out),
         frame_shape=frame_shape,
         pixel_size_um=pixel_size_um,
         planes_um=planes_um,
-        volume_every=cfg.volume_every if planes_um is not None else 0,
+        volume_every=volume_every,
+        volume_max_hz=volume_max_hz,
         frame_interval_s=frame_interval_s,
         attrs=attrs,
         overwrite=cfg.overwrite,

@@ -64,6 +64,7 @@ class RecordingWriter:
 
     ``inputs`` names the stores the run reads (a replayed recording): the output may never be one of them.
     ``wait_when_behind`` (replay) makes writes wait for the disk instead of refusing what does not fit.
+    ``volume_max_hz`` stores at most that many volumes per second (the rate the disk takes, see disk_rate).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class RecordingWriter:
         fsync: bool = True,
         volume_upsample: int = 1,
         wait_when_behind: bool = False,
+        volume_max_hz: float | None = None,
     ) -> None:
         if volume_every < 0 or (queue_frames or 1) < 1 or queue_volumes < 1 or volume_upsample < 1:
             raise ValueError("volume_every must be >= 0 and queue_frames, queue_volumes, volume_upsample >= 1")
@@ -121,6 +123,8 @@ class RecordingWriter:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # notified whenever a queued frame or volume is written
         self._wait_when_behind = wait_when_behind
+        self._volume_period_s = 1.0 / volume_max_hz if volume_max_hz else 0.0
+        self._last_volume_s = -float("inf")
         self._queue: queue.Queue = queue.Queue()
         self._counts = {
             name: 0
@@ -203,7 +207,9 @@ class RecordingWriter:
             self._check_usable()
             offered = self._counts["volumes_offered"]
             self._counts["volumes_offered"] += 1
-            if self.volume_every == 0 or offered % self.volume_every:
+            now = time.monotonic()
+            too_soon = now - self._last_volume_s < self._volume_period_s
+            if self.volume_every == 0 or offered % self.volume_every or too_soon:
                 self._counts["volumes_skipped_by_policy"] += 1
                 return
             self._wait_for_room("volumes_pending", self._queue_volumes)
@@ -215,6 +221,7 @@ class RecordingWriter:
                 )
             self._counts["volumes_pending"] += 1
             self._counts["volumes_queued"] += 1
+            self._last_volume_s = now
             self._queue.put(_Volume(int(t), volume.copy()))
 
     def write_tracks(
