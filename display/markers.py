@@ -18,7 +18,12 @@ _MARKER_PEN = pg.mkPen(0, 230, 255, 220, width=1.2)
 _NO_PEN = pg.mkPen(None)
 _NO_BRUSH = pg.mkBrush(None)
 _LABEL_BRUSH = pg.mkBrush(220, 245, 255, 230)
+_VALUE_MAP = pg.colormap.get("inferno")
+_VALUE_RANGE = (-0.2, 1.0)  # readout dF/F spread over the colour map; beyond it the colour saturates
+_VALUE_LEVELS = 16  # fills are quantised (16 colours x 4 opacities) so the symbol atlas stays small
+_CONFIDENCE_LEVELS = 4
 _label_paths: dict[int, QtGui.QPainterPath] = {}
+_value_brushes: dict[tuple[int, int], QtGui.QBrush] = {}
 _selection_styles: dict[int, tuple[QtGui.QPen, QtGui.QBrush]] = {}
 
 
@@ -48,6 +53,23 @@ def selection_style(color: QtGui.QColor) -> tuple[QtGui.QPen, QtGui.QBrush]:
     return _selection_styles[key]
 
 
+def value_brushes(values: np.ndarray, confidence: np.ndarray | None) -> list[QtGui.QBrush]:
+    """Marker fills showing the readout: colour from dF/F, opacity from confidence (a doubtful value fades)."""
+    lo, hi = _VALUE_RANGE
+    level = np.round(np.clip((np.nan_to_num(values, nan=lo) - lo) / (hi - lo), 0, 1) * (_VALUE_LEVELS - 1))
+    conf = np.ones(len(values)) if confidence is None else np.nan_to_num(confidence, nan=0.0)
+    opacity = np.round(np.clip(conf, 0, 1) * (_CONFIDENCE_LEVELS - 1))
+    brushes = []
+    for key in zip(level.astype(int).tolist(), opacity.astype(int).tolist(), strict=True):
+        brush = _value_brushes.get(key)
+        if brush is None:
+            color = _VALUE_MAP.map(key[0] / (_VALUE_LEVELS - 1), mode="qcolor")
+            color.setAlpha(60 + 190 * key[1] // (_CONFIDENCE_LEVELS - 1))
+            brush = _value_brushes[key] = pg.mkBrush(color)
+        brushes.append(brush)
+    return brushes
+
+
 class NeuronMarkers(QtCore.QObject):
     """Markers and ID labels of tracked neurons on a plot, selected ones filled with their trace colour."""
 
@@ -69,13 +91,24 @@ class NeuronMarkers(QtCore.QObject):
                 item.sigClicked.connect(self._on_click)
 
     def set_points(
-        self, ids: np.ndarray, xy: np.ndarray, selected: Mapping[int, QtGui.QColor], show_labels: bool
+        self,
+        ids: np.ndarray,
+        xy: np.ndarray,
+        selected: Mapping[int, QtGui.QColor],
+        show_labels: bool,
+        values: np.ndarray | None = None,
+        confidence: np.ndarray | None = None,
     ) -> None:
-        """Place markers for ``ids`` at plot coordinates ``xy`` (N, 2); one style except the selected."""
+        """Place markers for ``ids`` at plot coordinates ``xy`` (N, 2); one style except the selected. With the
+        readout's ``values`` (dF/F) and ``confidence`` (N,), unselected markers are filled to show them."""
         ids = np.asarray(ids, dtype=np.int64)
         is_selected = np.isin(ids, np.fromiter(selected, dtype=np.int64, count=len(selected)))
         plain = ~is_selected
-        self.points.setData(x=xy[plain, 0], y=xy[plain, 1], data=ids[plain])
+        fill = {}
+        if values is not None and len(values) == len(ids):
+            conf = confidence[plain] if confidence is not None and len(confidence) == len(ids) else None
+            fill = {"brush": value_brushes(np.asarray(values)[plain], conf)}
+        self.points.setData(x=xy[plain, 0], y=xy[plain, 1], data=ids[plain], **fill)
         chosen = ids[is_selected].tolist()
         styles = [selection_style(selected[i]) for i in chosen]
         self.selected.setData(

@@ -19,6 +19,8 @@ class ViewState:
     volume: np.ndarray | None = None
     track_ids: np.ndarray | None = None
     track_positions_um: np.ndarray | None = None
+    track_dff: np.ndarray | None = None  # (N,) the readout's current dF/F of each marked neuron
+    track_confidence: np.ndarray | None = None  # (N,) 0..1, how much the readout trusts that value
     trace_ids: np.ndarray | None = None
     traces_dff: np.ndarray | None = None
     trace_t: np.ndarray | None = None
@@ -56,6 +58,8 @@ class ViewState:
             volume=a.get("volume"),
             track_ids=a.get("track_ids"),
             track_positions_um=a.get("track_positions_um"),
+            track_dff=a.get("track_dff"),
+            track_confidence=a.get("track_confidence"),
             trace_ids=a.get("trace_ids"),
             traces_dff=a.get("traces_dff"),
             trace_t=a.get("trace_t"),

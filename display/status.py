@@ -28,6 +28,13 @@ def format_status(state: ViewState, source: str, *, view_fps: float = 0.0, now: 
         f"queue {_num(s, 'queue_depth', '.0f')}",
         f"REC {recording}" if recording else "not recording",
     ]
+    calibrated = s.get("last_calibration_host_s")
+    if calibrated is not None:
+        parts.append(
+            f"calibrated {(now or time.time()) - calibrated:.0f} s ago ({_num(s, 'calibrations', '.0f')} scans, "
+            f"{_num(s, 'reference_neurons', '.0f')} neurons, paused {_num(s, 'calibration_pause_s', '.1f')} s = "
+            f"{_num(s, 'calibration_frames_cost', '.0f')} frames)"
+        )
     if view_fps:
         parts.append(f"display {view_fps:.0f} fps")
     if state.sent is not None:

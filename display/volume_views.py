@@ -158,9 +158,15 @@ class VolumeViews:
         on_plane = slice(None)
         if plane_z is not None:
             on_plane = np.abs(z - plane_z) <= max(abs(geometry.dz_um), _MIN_SLICE_TOLERANCE_UM)
-        self.markers["xy"].set_points(ids[on_plane], np.column_stack([x, y])[on_plane], selected, show_labels)
-        self.markers["xz"].set_points(ids, np.column_stack([x, z]), selected, show_labels)
-        self.markers["yz"].set_points(ids, np.column_stack([z, y]), selected, show_labels)
+        values, conf = state.track_dff, state.track_confidence  # the readout's, when it runs
+        values = values if values is not None and len(values) == len(ids) else None
+        conf = conf if conf is not None and len(conf) == len(ids) else None
+        plane_values = None if values is None else values[on_plane]
+        plane_conf = None if conf is None else conf[on_plane]
+        self.markers["xy"].set_points(ids[on_plane], np.column_stack([x, y])[on_plane], selected, show_labels,
+                                      plane_values, plane_conf)
+        self.markers["xz"].set_points(ids, np.column_stack([x, z]), selected, show_labels, values, conf)
+        self.markers["yz"].set_points(ids, np.column_stack([z, y]), selected, show_labels, values, conf)
 
     def _zoom_to(self, x: np.ndarray, y: np.ndarray, geometry: VolumeGeometry) -> None:
         """Frame the tracked neurons (plus a margin for motion) once, on the first data that has them."""

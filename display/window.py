@@ -19,6 +19,21 @@ SELECTION_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#e377c2", "#bcb
 AUTO_SELECT = 3  # until the user clicks, show the traces of the most active neurons still tracked
 
 
+def readout_text(state: ViewState, selected: list[int]) -> str:
+    """The readout's current dF/F and confidence of the selected neurons, by ID ('' without a readout)."""
+    ids, dff, conf = state.track_ids, state.track_dff, state.track_confidence
+    if ids is None or dff is None or len(dff) != len(ids):
+        return ""
+    row = {int(i): r for r, i in enumerate(ids.tolist())}
+    parts = []
+    for neuron_id in selected:
+        if neuron_id in row:
+            r = row[neuron_id]
+            trust = "" if conf is None or len(conf) != len(ids) else f", confidence {conf[r]:.2f}"
+            parts.append(f"#{neuron_id} dF/F {dff[r]:+.2f}{trust}")
+    return f"readout of {len(ids)} reference neurons; selected: " + ("; ".join(parts) or "none")
+
+
 class ViewerWindow(QtWidgets.QMainWindow):
     """Shows ViewState snapshots; the live feed and the recording player both drive it via ``show_state``."""
 
@@ -75,9 +90,16 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.trace_view.addItem(self.traces.curves_plot, row=0, col=0)
         self.trace_view.addItem(self.traces.raster_plot, row=0, col=1)
 
+        self.readout_label = QtWidgets.QLabel("")  # the readout's current values of the selected neurons
+        trace_box = QtWidgets.QWidget()
+        trace_layout = QtWidgets.QVBoxLayout(trace_box)
+        trace_layout.setContentsMargins(0, 0, 0, 0)
+        trace_layout.addWidget(self.readout_label)
+        trace_layout.addWidget(self.trace_view, 1)
+
         splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         splitter.addWidget(self.images)
-        splitter.addWidget(self.trace_view)
+        splitter.addWidget(trace_box)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
         central = QtWidgets.QWidget()
@@ -203,4 +225,5 @@ class ViewerWindow(QtWidgets.QMainWindow):
                 new_data=new_data,
             )
         self.traces.show(state, self._selected, new_data=new_data)
+        self.readout_label.setText(readout_text(state, list(self._selected)))
         self.status_label.setText(format_status(state, self.source, view_fps=self.view_fps))
