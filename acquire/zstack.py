@@ -1,29 +1,20 @@
-"""Focal-stack (z-scan) acquisition through the focus stage, and the on-disk stack format.
+"""Focal-stack (z-scan) acquisition through the focus stage, around the current focus.
 
 A stack is (Z, H, W) uint16 frames plus each plane's focus offset from the focus the scan started at,
-``z_um`` (Z,) float64, in sample z (um; larger = deeper into the sample, as everywhere in deepz); the absolute
-stage positions are kept beside it as attributes (``focus_um``, ``stage_um``). On disk (``save_stack``/``load_stack``):
-
-- ``stack.zarr``: a Zarr v3 group with arrays ``stack`` (Z, H, W) uint16 and ``z_um`` (Z,) float64, and
-  attributes ``pixel_size_um``, ``axes`` = ["z", "y", "x"] and anything passed as ``attrs``.
-- ``stack.tif``: one multi-page TIFF (Z pages, uint16); the first page's ImageDescription is JSON with
-  ``z_um`` (list), ``pixel_size_um``, ``axes`` and the ``attrs``.
+``z_um`` (Z,) float64, in sample z (um; larger = deeper into the sample, as everywhere in deepz), and the
+absolute stage positions read back (``stage_um``). storage.stack_file writes and reads it.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pymmcore_plus import CMMCorePlus
 
 from acquire.errors import AcquisitionError
 from acquire.mm import check_camera_format
-
 
 MAX_EXCURSION_UM = 200.0  # a focal scan never moves the objective further than this from focus
 
@@ -133,52 +124,3 @@ def z_positions(z_min: float, z_max: float, step: float) -> np.ndarray:
         )
     n = int(np.floor((z_max - z_min) / step + 1e-9)) + 1
     return np.round(z_min + step * np.arange(n), 6)
-
-
-def save_stack(
-    path: Path | str,
-    stack: np.ndarray,
-    z_um: np.ndarray,
-    *,
-    pixel_size_um: float,
-    attrs: dict[str, Any] | None = None,
-) -> Path:
-    """Write a stack as ``.zarr`` (group: ``stack`` and ``z_um`` arrays) or ``.tif`` (JSON description)."""
-    path = Path(path)
-    meta = {"pixel_size_um": float(pixel_size_um), "axes": ["z", "y", "x"], **(attrs or {})}
-    if path.suffix == ".zarr":
-        import zarr
-
-        group = zarr.open_group(path, mode="w")
-        group.create_array("stack", data=stack, chunks=(1, *stack.shape[1:]))
-        group.create_array("z_um", data=np.asarray(z_um, np.float64))
-        group.attrs.update(meta)
-    elif path.suffix in (".tif", ".tiff"):
-        import tifffile
-
-        tifffile.imwrite(
-            path,
-            stack,
-            description=json.dumps({**meta, "z_um": [float(v) for v in z_um]}),
-            metadata=None,
-            photometric="minisblack",
-        )
-    else:
-        raise AcquisitionError(f"Unknown stack format {path.suffix!r} for {path}; use a .zarr or .tif path.")
-    return path
-
-
-def load_stack(path: Path | str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Read a stack written by save_stack: (stack (Z, H, W) uint16, z_um (Z,), attrs)."""
-    path = Path(path)
-    if path.suffix == ".zarr":
-        import zarr
-
-        group = zarr.open_group(path, mode="r")
-        return np.asarray(group["stack"]), np.asarray(group["z_um"]), dict(group.attrs)
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        meta = json.loads(tif.pages[0].description)
-        stack = tif.asarray()
-    return stack, np.asarray(meta.pop("z_um"), np.float64), meta

@@ -97,6 +97,14 @@ def write_stacks(
     return path
 
 
+def _ome_description(ome_xml: str) -> str | None:
+    """The Description text of the first image of an OME-TIFF."""
+    import xml.etree.ElementTree as ET
+
+    node = ET.fromstring(ome_xml).find(".//{*}Image/{*}Description")
+    return None if node is None else node.text
+
+
 def open_stacks(path: str | Path, *, z_um: np.ndarray | None = None, pixel_size_um: float = 0.325,
                 offset_adu: float | None = None) -> FocalStacks:
     """Open stacks written by write_stacks or by `deepz acquire-stack` (Zarr "stack" + "z_um", or TIFF).
@@ -113,9 +121,9 @@ def open_stacks(path: str | Path, *, z_um: np.ndarray | None = None, pixel_size_
 
         with tifffile.TiffFile(str(path)) as tif:
             data = tif.asarray()
-            try:  # `deepz acquire-stack` writes its metadata (z_um, pixel_size_um) as a JSON description
-                meta = json.loads(tif.pages[0].description or "{}")
-            except json.JSONDecodeError:
+            try:  # `deepz acquire-stack` writes its metadata (z_um, pixel_size_um) as JSON in the OME Description
+                meta = json.loads(_ome_description(tif.ome_metadata) if tif.is_ome else tif.pages[0].description)
+            except (json.JSONDecodeError, TypeError):
                 meta = {}
         meta = meta if isinstance(meta, dict) else {}
         return _raw_stacks(data, _z_from(meta, z_um, path), meta.get("pixel_size_um", pixel_size_um), offset_adu,
@@ -125,6 +133,7 @@ def open_stacks(path: str | Path, *, z_um: np.ndarray | None = None, pixel_size_
         return _raw_stacks(node, _z_from(node.attrs, z_um, path), pixel_size_um, offset_adu, str(path),
                            dict(node.attrs))
     attrs = dict(node.attrs)
+    attrs = {**attrs, **attrs.get("deepz_stack", {})}  # `deepz acquire-stack` OME-Zarr keeps its own beside "ome"
     if "deepz_stacks" not in attrs:
         names = [k for k in ("stack", "data", "raw", "0") if k in node]
         if not names:

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from acquire.errors import AcquisitionError
 from acquire.sim import CameraConfig, SimConfig
 from acquire.sim.devices import load_simulated_core
-from acquire.zstack import acquire_focal_stack, load_stack, save_stack, z_positions
+from acquire.zstack import acquire_focal_stack, z_positions
+from storage.stack_file import load_stack, save_stack
 
 CONFIG = SimConfig(camera=CameraConfig(shape=(192, 192)), seed=1)
 
@@ -89,7 +90,26 @@ def test_stack_files_round_trip(tmp_path: Path, suffix: str) -> None:
     got, got_z, attrs = load_stack(path)
     np.testing.assert_array_equal(got, stack)
     np.testing.assert_array_equal(got_z, z)
-    assert attrs["pixel_size_um"] == 0.325 and attrs["source"] == "test" and attrs["axes"] == ["z", "y", "x"]
+    assert attrs["pixel_size_um"] == 0.325 and attrs["source"] == "test"
+
+
+def test_stack_files_carry_their_physical_scale_for_standard_tools(tmp_path: Path) -> None:
+    import tifffile
+    from ome_zarr_models.v05 import Image
+
+    stack = np.arange(3 * 8 * 8, dtype=np.uint16).reshape(3, 8, 8)
+    z = np.array([-0.5, 0.0, 0.5])
+    save_stack(tmp_path / "s.ome.tif", stack, z, pixel_size_um=0.325)
+    with tifffile.TiffFile(tmp_path / "s.ome.tif") as tif:
+        assert tif.is_ome and tif.series[0].axes == "ZYX"
+        pixels = tif.ome_metadata
+    assert 'PhysicalSizeX="0.325"' in pixels and 'PhysicalSizeZ="0.5"' in pixels and 'PositionZ="-0.5"' in pixels
+    import zarr
+
+    save_stack(tmp_path / "s.zarr", stack, z, pixel_size_um=0.325)
+    image = Image.from_zarr(zarr.open_group(tmp_path / "s.zarr", mode="r"))
+    scale = image.attributes.ome.multiscales[0].datasets[0].coordinateTransformations[0].scale
+    assert list(scale) == [0.5, 0.325, 0.325]
 
 
 def test_cli_acquire_stack_bench_and_simulate(tmp_path: Path) -> None:

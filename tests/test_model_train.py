@@ -99,7 +99,7 @@ def test_cli_renders_stacks_with_the_simulator_and_trains(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("suffix", [".zarr", ".tif"])
 def test_real_stacks_from_acquire_stack_give_pairs(tmp_path: Path, suffix: str) -> None:
-    from acquire.zstack import save_stack
+    from storage.stack_file import save_stack
 
     stack = (np.random.default_rng(0).poisson(50, (9, 64, 64)) + 100).astype(np.uint16)
     path = save_stack(tmp_path / f"s{suffix}", stack, np.linspace(2, -2, 9), pixel_size_um=0.2)

@@ -82,7 +82,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @app.command("acquire-stack")
     def acquire_stack(
         out: Path = typer.Option(
-            ..., "--out", help="Output stack: .zarr (z_um array beside) or .tif (JSON)."
+            ..., "--out", help="Output stack: OME-Zarr (.zarr) or OME-TIFF (.ome.tif), with its physical scale."
         ),
         z_range: tuple[float, float] = typer.Option(
             (-10.0, 10.0), "--z-range", help="Lowest and highest focus offset (um), relative to the current focus."
@@ -106,7 +106,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """
         from acquire.errors import AcquisitionError
         from acquire.mm import open_core, pixel_size_um
-        from acquire.zstack import acquire_focal_stack, save_stack, z_positions
+        from acquire.zstack import acquire_focal_stack, z_positions
+        from storage.stack_file import save_stack
 
         if out.exists() and not overwrite:
             raise AcquisitionError(f"{out} already exists; pass --overwrite to replace it or choose another path.")
