@@ -71,3 +71,8 @@ def test_a_symlink_to_the_input_is_the_input(recording: Path, tmp_path: Path) ->
         claim_output(recording.parent, overwrite=True, inputs=[recording])  # a folder holding the input
     assert RecordingReader(recording).n_frames == 4
     claim_output(tmp_path / "new.zarr", overwrite=True, inputs=[recording])  # anything else is fine
+
+
+def test_version_flag() -> None:
+    proc = _deepz("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("deepz-live ")
