@@ -19,7 +19,10 @@ One message is a zmq multipart message of ``2 + n`` frames:
 Array names used by the pipeline: ``frame`` (H, W) uint16 raw camera frame; ``volume`` (K, H, W) uint16
 virtual volume; ``track_ids`` (N,) int64; ``track_positions_um`` (N, 3) float32 (z, y, x);
 ``trace_ids`` (M,) int64 and ``traces_dff`` (M, W) float32: the recent dF/F window of the tracked neurons;
-``trace_t`` (W,) float64 times of that window in seconds. Any may be absent.
+``trace_t`` (W,) float64 times of that window in seconds. With a live readout (calibrated reference
+neurons), ``track_dff`` and ``track_confidence`` (N,) float32: each marked neuron's current dF/F and the
+readout's confidence in it (0..1); stats then carry ``calibrations``, ``last_calibration_host_s``,
+``reference_neurons``, ``calibration_pause_s`` and ``calibration_frames_cost``. Any may be absent.
 
 Delivery is latest-only and lossy: the publisher's send high-water mark is small and sends never block, and
 subscribers drain their socket to the newest message (``CONFLATE`` does not support multipart messages).
