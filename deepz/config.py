@@ -81,6 +81,26 @@ class TrackingConfig(_Strict):
     trace_window_s: float = Field(30.0, gt=0, description="dF/F history sent to viewers")
 
 
+class CalibrationConfig(_Strict):
+    """The focal scan a live run starts with (the readout's reference neurons), and its re-scans."""
+
+    enabled: bool | None = Field(None, description="None = on for the simulated microscope, off for a rig")
+    z_range_um: tuple[float, float] | None = Field(
+        None, description="Scan offsets LOW HIGH (um) relative to focus; None = the model's axial range"
+    )
+    step_um: float | None = Field(None, gt=0, description="Scan step (um); None = the model's axial step")
+    interval_s: float | None = Field(None, gt=0, description="Re-scan every this many seconds; None = never")
+    drift_um: float | None = Field(None, gt=0, description="Re-scan when the readout's motion exceeds this")
+    settle_ms: float = Field(0.0, ge=0, description="Wait after each focus step (ms)")
+
+    @field_validator("z_range_um")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] >= value[1]:
+            raise ValueError(f"z_range_um must be (low, high) with low < high, got {value}")
+        return value
+
+
 class PublishConfig(_Strict):
     """zmq PUB endpoint for viewers; loopback unless asked otherwise."""
 
@@ -95,6 +115,7 @@ class RunConfig(_Strict):
     inference: InferenceConfig = InferenceConfig()
     recording: RecordingConfig = RecordingConfig()
     tracking: TrackingConfig = TrackingConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
     publish: PublishConfig = PublishConfig()
     duration_s: float | None = Field(None, gt=0, description="Stop after this long; None = until Ctrl-C")
     view: bool = True

@@ -50,6 +50,14 @@ class VolumeTracker(Protocol):
     def recent_traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # ids, t_s, dff (M, W)
 
 
+class FrameReadout(Protocol):
+    def update(self, t: int, time_s: float, frame: np.ndarray) -> Any: ...  # -> ReadoutSnapshot | None
+
+    def recent_traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # ids, t_s, dff (M, W)
+
+    def status(self) -> dict[str, Any]: ...
+
+
 class Publishes(Protocol):
     def publish(self, t: int, arrays: dict, stats=None, meta=None) -> None: ...
 
@@ -61,6 +69,7 @@ class PipelineStats:
     frames_in: RateMeter = field(default_factory=RateMeter)
     volumes_out: RateMeter = field(default_factory=RateMeter)
     tracked: RateMeter = field(default_factory=RateMeter)
+    read_out: RateMeter = field(default_factory=RateMeter)
     frame_to_volume: LatencyRecorder = field(default_factory=LatencyRecorder)
     skipped: int = 0
     lost: int = 0
@@ -104,6 +113,7 @@ class Pipeline:
         recorder: Recorder | None,
         make_record: Callable[[Any, bool, int], Any] | None = None,
         tracker: VolumeTracker | None = None,
+        readout: FrameReadout | None = None,
         publisher: Publishes | None = None,
         live: bool = True,
         live_source: bool = True,
@@ -117,6 +127,7 @@ class Pipeline:
         self.source, self.engine, self.recorder, self.tracker = source, engine, recorder, tracker
         self.publisher, self.live, self.duration_s = publisher, live, duration_s
         self.live_source = live_source
+        self.readout = readout  # reads every reference neuron in each frame; its snapshots replace tracks
         self.make_record = make_record
         self.publish_period = 1.0 / publish_max_hz
         self.meta = meta or {}
@@ -125,6 +136,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self._to_infer: Mailbox[_Work] = Mailbox(latest=live)
         self._to_track: Mailbox[tuple[_Work, np.ndarray]] = Mailbox(latest=live)
+        self._to_read: Mailbox[_Work] = Mailbox(latest=live)
         self._stop = threading.Event()
         self._stop_reason = "stopped"
         self.recording_error: BaseException | None = None  # the recorder's failure that ended the run
@@ -141,7 +153,10 @@ class Pipeline:
     # --- public ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """Current figures (thread-safe enough for a status line)."""
-        return self.stats.snapshot(self._queue_depth(), self.recording)
+        status = self.stats.snapshot(self._queue_depth(), self.recording)
+        if self.readout is not None:
+            status.update(readout_hz=round(self.stats.read_out.rate(), 2), **self.readout.status())
+        return status
 
     def stop(self, reason: str = "stopped") -> None:
         """Ask the run to end after the frame in hand; safe from any thread or a signal handler."""
@@ -153,6 +168,9 @@ class Pipeline:
         workers = [threading.Thread(target=self._guard(self._infer_loop), name="deepz-infer", daemon=True)]
         if self.tracker is not None:
             workers.append(threading.Thread(target=self._guard(self._track_loop), name="deepz-track", daemon=True))
+        if self.readout is not None:
+            workers.append(threading.Thread(target=self._guard(self._readout_loop), name="deepz-readout",
+                                            daemon=True))
         if self.publisher is not None:
             workers.append(threading.Thread(target=self._guard(self._publish_loop), name="deepz-pub", daemon=True))
         for w in workers:
@@ -172,6 +190,7 @@ class Pipeline:
             self._to_infer.close()
             workers[0].join()
             self._to_track.close()
+            self._to_read.close()
             self._stop.set()
             for w in workers[1:]:
                 w.join()
@@ -192,6 +211,7 @@ class Pipeline:
                 self._stop.set()
                 self._to_infer.close()
                 self._to_track.close()
+                self._to_read.close()
 
         return run
 
@@ -205,6 +225,8 @@ class Pipeline:
                 now = time.perf_counter()
                 work = _Work(t, image, meta, meta.host_time_s if self.live_source else time.time())
                 displaced = self._to_infer.put(work)
+                if self.readout is not None:
+                    self._to_read.put(work)
                 done, pending = pending, work
                 self.stats.frames_in.tick(now)  # counted once in hand: every counted frame is recorded
                 self.stats.lost += int(getattr(meta, "lost_before", 0))
@@ -298,6 +320,24 @@ class Pipeline:
                 )
             self._latest_tracks = snap
 
+    def _readout_loop(self) -> None:
+        while True:
+            try:
+                work = self._to_read.take()
+            except Closed:
+                return
+            with self._compute_lock:
+                snap = self.readout.update(work.t, float(work.meta.camera_time_s), work.image)
+            if snap is None:  # not calibrated yet
+                continue
+            self.stats.read_out.tick()
+            if self.recorder is not None:
+                self._store(
+                    lambda: self.recorder.write_tracks(work.t, snap.ids, snap.positions_um, snap.intensity, snap.dff),
+                    lambda: None,
+                )
+            self._latest_tracks = snap
+
     def _publish_loop(self) -> None:
         while not self._stop.wait(self.publish_period):
             self._publish_latest()
@@ -319,8 +359,11 @@ class Pipeline:
         if snap is not None:
             arrays["track_ids"] = np.asarray(snap.ids, np.int64)
             arrays["track_positions_um"] = np.asarray(snap.positions_um, np.float32).reshape(-1, 3)
-            ids, times, dff = self.tracker.recent_traces()
+            ids, times, dff = (self.readout or self.tracker).recent_traces()
             arrays.update(trace_ids=ids, trace_t=times, traces_dff=dff)
+            if self.readout is not None:
+                arrays.update(track_dff=np.asarray(snap.dff, np.float32),
+                              track_confidence=np.asarray(snap.confidence, np.float32))
         self.publisher.publish(frame.t, arrays, self.status(), meta)
 
     # --- summary --------------------------------------------------------------------------------
@@ -340,6 +383,7 @@ class Pipeline:
             "volumes_not_stored": self.stats.volumes_not_stored,
             "volumes_skipped": self.stats.skipped,
             "tracked_volumes": self.stats.tracked.count,
+            "read_out_frames": self.stats.read_out.count,
             "input_hz_mean": round(frames / acquired, 3) if acquired > 0 else None,
             "volume_hz_mean": round(volumes / acquired, 3) if acquired > 0 else None,
             "frame_to_volume_ms": latency,

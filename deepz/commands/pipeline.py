@@ -49,6 +49,9 @@ def _status_printer(stream=sys.stderr):
             f"latency p50/p99 {lat}  frames {s['frames']}  lost {s['lost']}  skipped {s['skipped']}  "
             f"queue {s['queue_depth']}"
         )
+        if s.get("last_calibration_host_s") is not None:
+            line += (f"  calibrated {time.time() - s['last_calibration_host_s']:.0f} s ago ({s['calibrations']} "
+                     f"scans, {s['reference_neurons']} neurons, paused {s['calibration_pause_s']:.1f} s)")
         stream.write(("\r" + line) if tty else (line + "\n"))
         stream.flush()
 
@@ -81,7 +84,13 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         dz = float(planes[1] - planes[0]) if len(planes) > 1 else 1.0
         volume_px = source.pixel_size_um / upsample
         voxel_um = (dz, volume_px, volume_px)
-        tracker = wiring.build_tracker(cfg.tracking, voxel_um, planes)
+        from deepz.calibration import build_readout_stage, calibrating_source
+
+        readout = build_readout_stage(cfg, model.manifest, replay_from=replay_from, device=str(engine.device))
+        if readout is not None and live:  # the camera pauses for a focal scan first and at each re-calibration
+            source = calibrating_source(source, cfg.calibration, model.manifest, readout)
+        # with a readout, every reference neuron's trace comes from it, not from tracking the volumes
+        tracker = None if readout is not None else wiring.build_tracker(cfg.tracking, voxel_um, planes)
         publisher = Publisher(cfg.publish.address) if live or cfg.view else None  # before the store: a port in
         if publisher is not None:  # use must not leave an empty recording behind
             stack.callback(publisher.close)
@@ -107,6 +116,7 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             recorder=recorder,
             make_record=wiring.frame_record,
             tracker=tracker,
+            readout=readout,
             publisher=publisher,
             live=live or realtime,
             live_source=live,
@@ -126,6 +136,9 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             if recorder is not None and recorder.close_failed(f"run failed: {type(exc).__name__}: {exc}"):
                 log.info("removed %s: the run failed before storing any frame", recorder.path)
             raise
+        if readout is not None:
+            readout.finish()
+            summary["calibration"] = readout.summary()
         if recorder is not None:
             _close_recorder(recorder, summary)
         return summary
@@ -185,6 +198,13 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
         f"{summary['volumes_skipped']} frames skipped by inference; frame-to-volume latency "
         f"p50 {lat['p50']} ms, p99 {lat['p99']} ms."
     )
+    cal = summary.get("calibration")
+    if cal:
+        typer.echo(
+            f"calibration: {cal['calibrations']} focal scans, {cal['reference_neurons']} reference neurons read "
+            f"in {summary['read_out_frames']} frames; re-scans paused the camera {cal['calibration_pause_s']} s "
+            f"({cal['calibration_frames_cost']} frames not taken at the nominal rate)"
+        )
     if out is not None:
         rec = summary.get("recording_stats", {})
         typer.echo(
@@ -221,6 +241,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         publish: str = typer.Option(None, "--publish", help="zmq endpoint, e.g. tcp://*:5557 for remote viewers."),
         overwrite: bool = OverwriteOpt,
         track: bool = TrackOpt,
+        calibrate: bool = typer.Option(
+            None, "--calibrate/--no-calibrate",
+            help="Start with a focal scan and read every neuron found in it (default: on for the simulator).",
+        ),
+        recalibrate_s: float = typer.Option(None, "--recalibrate-s", help="Re-scan every this many seconds."),
     ) -> None:
         """Acquire live (simulated microscope by default), refocus every frame into a volume, record, show."""
         try:
@@ -230,6 +255,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 inference__engine=engine, inference__model=model, recording__out=out,
                 recording__volumes=volumes, recording__overwrite=overwrite, publish__address=publish,
                 tracking__enabled=track, duration_s=duration, view=view,
+                calibration__enabled=calibrate, calibration__interval_s=recalibrate_s,
             ))
         except ConfigError as exc:
             raise _fail(str(exc)) from None

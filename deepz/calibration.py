@@ -1,0 +1,110 @@
+"""Calibration for the live readout: which scan a run takes, the readout built from the nominal optics, and
+the scans handed to the readout stage (live camera pauses, or the scans a replayed recording holds).
+
+The scan spans the model's axial range by default: the readout's reference must cover the depths the user
+sees in the virtual volume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acquire.calibration_source import CalibratingSource, CalibrationScan
+from acquire.mm import MicroManagerSource
+from acquire.zstack import z_positions
+from deepz.config import CalibrationConfig, RunConfig
+from deepz.readout_stage import LiveReadoutLike, PendingScan, ReadoutStage
+from infer.manifest import ModelManifest
+from storage.calibration import CalibrationStore, ScanRecord, read_scans
+
+
+def calibration_enabled(cfg: RunConfig, manifest: ModelManifest) -> bool:
+    """The config's choice; by default on for the simulated microscope with a refocusing model."""
+    if cfg.calibration.enabled is not None:
+        return cfg.calibration.enabled
+    return False
+
+
+def scan_offsets(cfg: CalibrationConfig, manifest: ModelManifest) -> np.ndarray:
+    """Focus offsets (um) of a calibration scan: the configured range and step, else the model's own."""
+    low, high = cfg.z_range_um or (-manifest.axial_range_um, manifest.axial_range_um)
+    return z_positions(low, high, cfg.step_um or manifest.axial_step_um)
+
+
+def readout_optics(manifest: ModelManifest) -> Any:
+    """The nominal optics a rig knows (NA, emission wavelength), as the readout library takes them."""
+    from track.readout import Optics
+
+    return Optics(na=manifest.optics.numerical_aperture, wavelength_um=manifest.optics.wavelength_um)
+
+
+def build_readout(device: str | None = None) -> LiveReadoutLike:
+    """The readout deepz live uses (track.readout's default method)."""
+    from track.readout import LiveReadout
+
+    return LiveReadout(device=device)
+
+
+def live_scan(cal: CalibrationScan) -> PendingScan:
+    """A scan the calibrating camera source took, as the readout stage's input."""
+    pause, scan = cal.pause, cal.scan
+    record = ScanRecord(
+        index=pause.index,
+        reason=pause.reason,
+        focus_um=scan.focus_um,
+        z_um=[float(z) for z in scan.z_um],
+        stage_um=[float(z) for z in scan.stage_um],
+        pixel_size_um=cal.pixel_size_um,
+        frame_index=pause.frame_index,
+        start_host_s=pause.start_host_s,
+        end_host_s=pause.end_host_s,
+        pause_s=round(pause.duration_s, 4) if pause.reason != "start" else 0.0,
+        frames_cost=pause.frames_cost,
+    )
+    return PendingScan(record, scan.stack)
+
+
+def recorded_scans(recording: Path) -> list[PendingScan]:
+    """The scans a recording holds, each applied again before the frame it preceded."""
+    return [PendingScan(s.record, s.stack) for s in read_scans(recording)]
+
+
+def build_readout_stage(
+    cfg: RunConfig, manifest: ModelManifest, *, replay_from: Path | None, device: str | None
+) -> ReadoutStage | None:
+    """The readout stage of a run, or None: live when calibration is on, replay when the recording holds
+    scans (and calibration is not turned off). Its scans are stored in the run's recording, if any."""
+    if cfg.calibration.enabled is False:
+        return None
+    scans = recorded_scans(replay_from) if replay_from is not None else []
+    if (replay_from is None and not calibration_enabled(cfg, manifest)) or (replay_from is not None and not scans):
+        return None
+    out = cfg.recording.out
+    stage = ReadoutStage(
+        build_readout(device),
+        optics=readout_optics(manifest),
+        trace_window_s=cfg.tracking.trace_window_s,
+        store=CalibrationStore(out).write if out is not None else None,
+        drift_um=cfg.calibration.drift_um,
+    )
+    for scan in scans:
+        stage.offer_scan(scan)
+    return stage
+
+
+def calibrating_source(
+    source: MicroManagerSource, cfg: CalibrationConfig, manifest: ModelManifest, stage: ReadoutStage
+) -> CalibratingSource:
+    """Wrap the camera source so that it scans before streaming and on re-calibration, feeding ``stage``."""
+    wrapped = CalibratingSource(
+        source,
+        scan_offsets(cfg, manifest),
+        on_scan=lambda cal: stage.offer_scan(live_scan(cal)),
+        interval_s=cfg.interval_s,
+        settle_ms=cfg.settle_ms,
+    )
+    stage.request_scan = wrapped.request_scan
+    return wrapped
