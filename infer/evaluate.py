@@ -12,7 +12,7 @@ import torch
 
 from infer.data import FocalStacks, open_stacks
 from infer.metrics import MatchResult, match_points, pearson, psnr, ssim
-from infer.model_io import MANIFEST, LoadedModel, load_manifest
+from infer.model_io import LoadedModel, load_manifest, write_manifest
 
 # (Z, Y, X) volume, voxel (dz, dy, dx) um -> (N, 3) centres in um from the volume's first voxel
 Detector = Callable[[np.ndarray, tuple[float, float, float]], np.ndarray]
@@ -240,5 +240,4 @@ def store_evaluation(model_dir: str | Path, results: dict[str, Any]) -> None:
     for section in (compact.get("neurons", {}), compact.get("targettrack", {}).get("neurons", {})):
         for v in section.values():
             v.pop("axial_errors_um", None)
-    (model_dir / MANIFEST).write_text(
-        manifest.model_copy(update={"evaluation": compact}).model_dump_json(indent=2) + "\n")
+    write_manifest(model_dir, manifest.model_copy(update={"evaluation": compact}))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from infer.model import UNetConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: manifest_sha256 covers every other field, weights_sha256 is required
 
 Task = Literal["refocus", "superres", "isotropic"]
 
@@ -79,4 +82,16 @@ class ModelManifest(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)  # task-specific parameters (e.g. a degradation model)
     training: Training = Field(default_factory=Training)
     evaluation: dict[str, Any] = Field(default_factory=dict)
-    weights_sha256: str = ""
+    weights_sha256: str = ""  # set by model_io.save_model; a model without it is refused
+    manifest_sha256: str = ""  # manifest_digest() of the other fields as written; set by model_io.write_manifest
+
+
+def manifest_digest(data: Mapping[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON (sorted keys, no whitespace) over every field but manifest_sha256.
+
+    Computed on the JSON as written and read back, so any edit of any field, the weights' digest included,
+    changes it.
+    """
+    body = {key: value for key, value in data.items() if key != "manifest_sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()

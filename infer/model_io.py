@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from infer.manifest import FORMAT_VERSION, ModelManifest
+from infer.manifest import FORMAT_VERSION, ModelManifest, manifest_digest
 from infer.model import DeepZGenerator
 
 WEIGHTS = "weights.safetensors"
@@ -59,9 +59,22 @@ def save_model(path: str | Path, generator: DeepZGenerator, manifest: ModelManif
     save_file(state, str(tmp), metadata={"format": "deepz", "name": manifest.name})
     tmp.chmod(0o644)
     tmp.replace(weights)
-    manifest = manifest.model_copy(update={"weights_sha256": file_sha256(weights)})
-    (path / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+    write_manifest(path, manifest.model_copy(update={"weights_sha256": file_sha256(weights)}))
     return path
+
+
+def write_manifest(path: str | Path, manifest: ModelManifest) -> Path:
+    """Write path/manifest.json sealed with its manifest_sha256 (every other field's digest); returns the file.
+
+    The only way manifests are written, so every writer (training, evaluation results) keeps the seal valid.
+    """
+    file = Path(path) / MANIFEST
+    data = json.loads(manifest.model_dump_json(exclude={"manifest_sha256"}))
+    data["manifest_sha256"] = manifest_digest(data)
+    tmp = file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(file)
+    return file
 
 
 def load_manifest(path: str | Path) -> ModelManifest:
@@ -86,6 +99,14 @@ def load_manifest(path: str | Path) -> ModelManifest:
             f"{file} has manifest format_version {manifest.format_version}; this software reads "
             f"{FORMAT_VERSION}. Use a matching deepz-live version or re-export the model."
         )
+    if not manifest.manifest_sha256:
+        raise ModelFileError(f"{file} has no manifest_sha256, so its fields cannot be checked; re-export the model.")
+    if manifest_digest(data) != manifest.manifest_sha256:
+        raise ModelFileError(
+            f"{file} was edited after it was written (its fields no longer match its manifest_sha256 "
+            f"{manifest.manifest_sha256[:12]}...): the optics, normalisation or weights digest it states cannot be "
+            "trusted. Copy the model directory again or re-export the model."
+        )
     return manifest
 
 
@@ -96,8 +117,12 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
     weights = path / WEIGHTS
     if not weights.is_file():
         raise ModelFileError(f"Missing {weights}: the model directory {path} is incomplete; copy it again.")
+    if not manifest.weights_sha256:
+        raise ModelFileError(
+            f"{path / MANIFEST} has a blank weights_sha256, so {weights} cannot be checked; re-export the model."
+        )
     digest = file_sha256(weights)
-    if manifest.weights_sha256 and digest != manifest.weights_sha256:
+    if digest != manifest.weights_sha256:
         raise ModelFileError(
             f"{weights} does not match its manifest (sha256 {digest[:12]}... vs {manifest.weights_sha256[:12]}"
             "...): the file is truncated, corrupted or was replaced. Copy the model directory again."

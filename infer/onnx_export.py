@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from infer.cache_seal import seal, seal_problem
+
 if TYPE_CHECKING:
     from infer.model_io import LoadedModel
 
@@ -74,9 +76,15 @@ def onnx_cache_path(model: LoadedModel) -> Path:
 
 
 def cached_onnx(model: LoadedModel) -> Path:
-    """The model's ONNX export from the cache, exported on first use."""
+    """The model's ONNX export from the cache, exported on first use and again whenever the cached file's seal
+    (infer.cache_seal: the model digest and the file's sha256) does not hold."""
     path = onnx_cache_path(model)
-    if not path.is_file():
-        log.info("exporting %s (digest %s) to ONNX at %s", model.manifest.name, model.digest[:12], path)
-        export_onnx(model, path)
+    problem = seal_problem(path, model.digest)
+    if problem is None:
+        return path
+    if path.exists():
+        log.warning("cached ONNX graph %s %s: exporting the model again", path, problem)
+    log.info("exporting %s (digest %s) to ONNX at %s", model.manifest.name, model.digest[:12], path)
+    export_onnx(model, path)
+    seal(path, model.digest, {"model": model.manifest.name, "opset": OPSET})
     return path

@@ -10,8 +10,9 @@ import torch
 from engines_common import SHAPE, dpm, frames, tiny_model
 
 from infer.bench import relative_error
-from infer.engine import EngineError, make_engine
-from infer.onnx_export import INPUT_NAME, cached_onnx, onnx_cache_path
+from infer.engine import make_engine
+from infer.cache_seal import seal, seal_problem
+from infer.onnx_export import INPUT_NAME, OUTPUT_NAME, cached_onnx, onnx_cache_path
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -65,10 +66,36 @@ def test_auto_prefers_onnxruntime_on_the_cpu(model, onnx_path, caplog):
     assert engine.name == "onnxruntime" and "engine auto -> onnxruntime on cpu" in caplog.text
 
 
-def test_corrupt_export_says_how_to_reexport(cache):
+def _foreign_graph(path) -> None:
+    """A valid ONNX graph with the engine's input and output names that is not the model: y = mean over x's
+    channels."""
+    from onnx import TensorProto, helper, save
+
+    x = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["n", 2, "h", "w"])
+    y = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", 1, "h", "w"])
+    node = helper.make_node("ReduceMean", [INPUT_NAME], [OUTPUT_NAME], axes=[1], keepdims=1)
+    save(helper.make_model(helper.make_graph([node], "foreign", [x], [y]),
+                           opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_swapped_or_corrupt_export_is_never_run(cache):
     model = tiny_model(seed=9)
     path = onnx_cache_path(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x08\x07not a complete onnx model")
-    with pytest.raises(EngineError, match="delete that file to re-export"):
-        make_engine("onnxruntime", model, SHAPE, dpm(), device="cpu")
+    _foreign_graph(path)  # a graph under this model's cache name that was not exported from it
+    engine = make_engine("onnxruntime", model, SHAPE, dpm(), device="cpu")  # exported again
+    reference = make_engine("torch", model, SHAPE, dpm(), device="cpu")
+    batch = frames(1, seed=2)
+    assert relative_error(engine.run(batch), reference.run(batch), model.manifest.normalisation.offset_adu) < 1e-4
+    assert seal_problem(path, model.digest) is None
+    seal_file = path.with_suffix(".json")
+    exported = path.read_bytes()
+    _foreign_graph(path)  # swapped after it was sealed
+    assert "changed since it was built" in seal_problem(path, model.digest)
+    seal(path, tiny_model(seed=10).digest)  # graph and seal both from another model
+    assert "another model" in seal_problem(path, model.digest)
+    path.write_bytes(exported[: len(exported) // 2])  # truncated, seal left in place
+    assert seal_problem(path, model.digest) is not None
+    seal_file.unlink()
+    path.write_bytes(exported)  # the right bytes but no seal
+    assert "no readable seal" in seal_problem(path, model.digest)

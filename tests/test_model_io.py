@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from infer.manifest import Architecture, ModelManifest, Normalisation
+from infer.manifest import Architecture, ModelManifest, Normalisation, manifest_digest
 from infer.model import DeepZGenerator, UNetConfig
 from infer.model_io import ModelFileError, default_model_path, load_model, save_model
 
@@ -68,6 +68,7 @@ def test_tampered_weights_are_rejected(model_dir: Path) -> None:
 def test_weights_of_another_architecture_are_rejected(model_dir: Path) -> None:
     manifest = json.loads((model_dir / "manifest.json").read_text())
     manifest["architecture"]["base_channels"] = 8
+    manifest["manifest_sha256"] = manifest_digest(manifest)  # a consistent manifest of another architecture
     (model_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFileError, match="do not fit the architecture"):
         load_model(model_dir)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from infer.cache_seal import seal, seal_problem
 from infer.engine import Engine, EngineError
 from infer.engines.cuda_pipeline import CudaPipeline
 from infer.onnx_export import INPUT_NAME, OUTPUT_NAME, cache_dir, cached_onnx
@@ -147,13 +148,17 @@ class TensorRTEngine(Engine):
         return self._precision
 
     def _load_or_build(self) -> tensorrt.ICudaEngine:
-        """Deserialize the cached engine, or build (and cache) it when missing or unreadable."""
-        if self.engine_path.is_file():
+        """Deserialize the cached engine, or build (and cache) it when missing, unreadable or its seal
+        (infer.cache_seal: the model digest and the file's sha256) does not hold."""
+        problem = seal_problem(self.engine_path, self.model.digest)
+        if problem is None:
             engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
             if engine is not None:
                 log.info("TensorRT engine from cache %s", self.engine_path)
                 return engine
             log.warning("cached TensorRT engine %s could not be deserialized; rebuilding", self.engine_path)
+        elif self.engine_path.exists():
+            log.warning("cached TensorRT engine %s %s; rebuilding", self.engine_path, problem)
         onnx_path = cached_onnx(self.model)
         log.info("building TensorRT %s engine for %s (takes minutes once; cached at %s)",
                  self._precision, self.key_fields, self.engine_path)
@@ -164,7 +169,7 @@ class TensorRTEngine(Engine):
         tmp = self.engine_path.with_suffix(".tmp")
         tmp.write_bytes(data)
         tmp.replace(self.engine_path)
-        self.engine_path.with_suffix(".json").write_text(json.dumps(self.key_fields, indent=2) + "\n")
+        seal(self.engine_path, self.model.digest, self.key_fields)
         engine = self._runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise EngineError(f"TensorRT could not load the engine it just built ({self.engine_path}).")
