@@ -184,11 +184,21 @@ def _raw_stacks(arr: Any, z_um: np.ndarray | None, pixel_size_um: float, offset_
                        digest=_digest(source, data.shape, float(data.astype(np.float64).sum())))
 
 
+def scale_sample_indices(n: int) -> np.ndarray:
+    """Which of n stacks the normalisation scale looks at (up to 8, evenly spread)."""
+    return np.linspace(0, n - 1, min(n, 8)).astype(int)
+
+
+def bright_level(sample: np.ndarray, offset_adu: float, percentile: float = 99.9) -> float:
+    """A robust bright level above offset (ADU) of sampled raw pixels: the normalisation scale."""
+    return max(float(np.percentile(sample, percentile)) - offset_adu, 1.0)
+
+
 def intensity_scale(stacks: Any, percentile: float = 99.9) -> float:
-    """A robust bright level above offset (ADU) of the noisy planes or pair inputs: the normalisation scale."""
-    idx = np.linspace(0, stacks.n - 1, min(stacks.n, 8)).astype(int)
-    sample = np.concatenate([np.asarray(stacks.noisy[i])[..., ::4, ::4].ravel() for i in idx])
-    return max(float(np.percentile(sample, percentile)) - stacks.offset_adu, 1.0)
+    """The normalisation scale of the noisy planes or pair inputs (every 4th pixel of up to 8 stacks)."""
+    sample = np.concatenate([np.asarray(stacks.noisy[i])[..., ::4, ::4].ravel()
+                             for i in scale_sample_indices(stacks.n)])
+    return bright_level(sample, stacks.offset_adu, percentile)
 
 
 @dataclass(frozen=True)
@@ -231,10 +241,34 @@ class CropSampler(ABC):
         """The same random rotation by 90-degree steps and flip of input and target (when augment is on)."""
         if self.config.augment:
             k, flip = int(self.rng.integers(4)), bool(self.rng.integers(2))
-            x, y = (np.rot90(a, k, axes=(1, 2)) for a in (x, y))
-            if flip:
-                x, y = x[..., ::-1], y[..., ::-1]
+            x, y = (dihedral(a, k, flip) for a in (x, y))
         return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+
+def dihedral(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """The augmentation of a (..., H, W) crop: rotation by k * 90 degrees, then a left-right flip."""
+    a = np.rot90(a, k, axes=(-2, -1))
+    return a[..., ::-1] if flip else a
+
+
+def input_planes(z_um: np.ndarray, config: PairConfig) -> np.ndarray:
+    """Indices of the planes pairs may take their input from (|z| <= input_z_um)."""
+    return np.flatnonzero(np.abs(z_um) <= config.input_z_um + 1e-6)
+
+
+def reach(z_um: np.ndarray, i: int, config: PairConfig) -> np.ndarray:
+    """Indices of the target planes within the axial range of input plane i (a contiguous run: z is sorted)."""
+    return np.flatnonzero(np.abs(z_um - z_um[i]) <= config.axial_range_um + 1e-6)
+
+
+def check_drawable(n_stacks: int, shape: tuple[int, int], n_inputs: int, config: PairConfig) -> None:
+    """Raise StackFileError when no pair can be drawn (no stacks, crops larger than planes, no input plane)."""
+    h, w = shape
+    if not n_inputs or not n_stacks or min(h, w) < config.crop:
+        raise StackFileError(
+            f"Cannot draw pairs: {n_stacks} stacks of {h}x{w}, crop {config.crop}, "
+            f"{n_inputs} planes within +/-{config.input_z_um} um. Use larger or more stacks."
+        )
 
 
 class PairSampler(CropSampler):
@@ -247,14 +281,8 @@ class PairSampler(CropSampler):
         self.offset, self.scale = offset_adu, scale_adu
         self.target = stacks.target(target)
         self.indices = list(range(stacks.n)) if indices is None else list(indices)
-        z = stacks.z_um
-        self.input_planes = np.flatnonzero(np.abs(z) <= config.input_z_um + 1e-6)
-        h, w = stacks.shape
-        if not len(self.input_planes) or not self.indices or min(h, w) < config.crop:
-            raise StackFileError(
-                f"Cannot draw pairs: {len(self.indices)} stacks of {h}x{w}, crop {config.crop}, "
-                f"{len(self.input_planes)} planes within +/-{config.input_z_um} um. Use larger or more stacks."
-            )
+        self.input_planes = input_planes(stacks.z_um, config)
+        check_drawable(len(self.indices), stacks.shape, len(self.input_planes), config)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _stack(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -270,13 +298,13 @@ class PairSampler(CropSampler):
         y0, x0 = rng.integers(0, h - cfg.crop + 1), rng.integers(0, w - cfg.crop + 1)
         win = (slice(y0, y0 + cfg.crop), slice(x0, x0 + cfg.crop))
         i = int(rng.choice(self.input_planes))
-        reach = np.flatnonzero(np.abs(z - z[i]) <= cfg.axial_range_um + 1e-6)
+        reach_i = reach(z, i, cfg)
         if rng.random() < cfg.nonuniform_fraction:
-            j_map = self._nonuniform_planes(i, reach, cfg.crop)
+            j_map = self._nonuniform_planes(i, reach_i, cfg.crop)
             target = np.take_along_axis(tgt[(slice(None), *win)], j_map[None], axis=0)[0].astype(np.float32)
             dpm = z[j_map] - z[i]
         else:
-            j = int(rng.choice(reach))
+            j = int(rng.choice(reach_i))
             target = tgt[(j, *win)].astype(np.float32)
             dpm = np.full((cfg.crop, cfg.crop), z[j] - z[i], dtype=np.float32)
         image = (noisy[(i, *win)].astype(np.float32) - self.offset) / self.scale

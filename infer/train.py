@@ -1,4 +1,10 @@
-"""Deep-Z GAN training on focal stacks: L1 + SSIM + adversarial losses, validation, resumable checkpoints."""
+"""Deep-Z GAN training on any device: L1 + SSIM + adversarial losses, validation, resumable checkpoints.
+
+The trainer runs one code path on the CPU and on CUDA (infer.device.DevicePlan switches on bf16 autocast,
+channels-last and fused Adam on CUDA); its data is a TrainingData of batch sources on the same device
+(infer.training_data). train_model() is the library entry: a recipe, a device, and optionally the focal
+stacks to train on (a specimen's calibration scan), in; a model directory out.
+"""
 
 from __future__ import annotations
 
@@ -6,143 +12,64 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import replace
-import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from infer.data import FocalStacks, PairConfig, PairSampler, Target, intensity_scale, open_stacks
-from infer.manifest import Architecture, ModelManifest, Normalisation, Optics, Training
+from infer.data import FocalStacks
+from infer.device import DevicePlan
+from infer.manifest import Architecture, ModelManifest, Training
 from infer.metrics import ssim_map
-from infer.model import DeepZGenerator, Discriminator, Norm, UNetConfig
+from infer.model import DeepZGenerator, Discriminator, UNetConfig
 from infer.model_io import save_model
-from infer.superres.pairs import PairsRecipe, RegisteredPairs, SuperResSampler, ensure_pairs
+from infer.train_config import (  # noqa: F401  (the recipe models are part of this module's interface)
+    DataSection, EvaluateSection, ModelSection, RenderSection, SimulateSection, TrainConfig, TrainSection,
+)
+from infer.training_data import TrainingData, training_data
 
 log = logging.getLogger(__name__)
 
 
-class SimulateSection(BaseModel):
-    """How to render the training stacks with the simulator when the stacks file does not exist yet."""
-
-    model_config = ConfigDict(extra="forbid")
-    n: int = 24
-    seed: int = 1
-    shape: tuple[int, int] = (256, 256)
-    z_min_um: float = -13.0
-    z_max_um: float = 13.0
-    z_step_um: float = 0.5
-    confocal: bool = False
-
-
-class DataSection(BaseModel):
-    """Where the focal stacks (or, for super-resolution, the pairs) are; the last val_stacks are held out."""
-
-    model_config = ConfigDict(extra="forbid")
-    stacks: str
-    val_stacks: int = 2
-    z_um: list[float] | None = None  # for raw stacks that do not record their z positions
-    pixel_size_um: float = 0.325  # for raw stacks that do not record it
-    simulate: SimulateSection | None = None
-    simulate_pairs: PairsRecipe | None = None  # task "superres": render the pairs store when missing
-
-
-class ModelSection(BaseModel):
-    """Generator architecture (UNetConfig fields)."""
-
-    model_config = ConfigDict(extra="forbid")
-    base_channels: int = 16
-    depth: int = 4
-    max_channels: int = 128
-    norm: Norm = "batch"
-
-
-class TrainSection(BaseModel):
-    """Optimisation schedule and loss weights."""
-
-    model_config = ConfigDict(extra="forbid")
-    steps: int = 2000
-    batch: int = 8
-    lr: float = 2e-4
-    lr_drops: list[tuple[int, float]] = Field(default_factory=list)  # [step, lr]: from that step on, use lr
-
-    def lr_at(self, step: int) -> float:
-        """The learning rate of a step: lr, or the last drop reached."""
-        return next((lr for at, lr in sorted(self.lr_drops, reverse=True) if step >= at), self.lr)
-    l1_weight: float = 1.0
-    ssim_weight: float = 0.5
-    adv_weight: float = 0.01
-    adv_start: int = 200  # steps of pixel/structural loss only before the discriminator joins
-    grad_clip: float = 0.0  # clip each network's gradient norm to this (0 = off); guards against collapses
-    val_every: int = 100
-    checkpoint_every: int = 100
-    max_minutes: float = 0.0  # stop (and save) after this wall time; 0 = no limit
-    threads: int = 2
-    seed: int = 0
-
-
-class TrainConfig(BaseModel):
-    """A training recipe (configs/train-*.toml)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = "deepz"
-    task: Literal["refocus", "superres"] = "refocus"  # superres: registered pairs, a zero DPM, one plane
-    out_dir: str = "runs/deepz"
-    export_dir: str | None = None
-    target: Target = "widefield"
-    data: DataSection
-    pairs: PairConfig = Field(default_factory=PairConfig)
-    model: ModelSection = Field(default_factory=ModelSection)
-    train: TrainSection = Field(default_factory=TrainSection)
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> TrainConfig:
-        """Read a TOML recipe."""
-        with open(path, "rb") as f:
-            return cls.model_validate(tomllib.load(f))
-
-
 def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer state into tensors (safetensors) and JSON."""
+    """Split an optimizer state into host tensors (safetensors) and JSON."""
     sd = opt.state_dict()
-    tensors = {f"{prefix}.{i}.{k}": v.contiguous() for i, st in sd["state"].items() for k, v in st.items()}
+    tensors = {f"{prefix}.{i}.{k}": v.detach().cpu().contiguous() for i, st in sd["state"].items()
+               for k, v in st.items()}
     return tensors, {"param_groups": sd["param_groups"], "keys": {str(i): list(st) for i, st in sd["state"].items()}}
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Restore an optimizer from host tensors; torch moves each state to its parameter's device."""
     state = {int(i): {k: tensors[f"{prefix}.{i}.{k}"] for k in keys} for i, keys in meta["keys"].items()}
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-class Trainer:
-    """Owns the networks, optimisers, pair samplers and history of one training run."""
+def _host_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A network's weights as contiguous host tensors (what safetensors stores)."""
+    return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
 
-    def __init__(self, config: TrainConfig, stacks: FocalStacks | RegisteredPairs) -> None:
-        self.config, self.stacks = config, stacks
+
+class Trainer:
+    """Owns the networks, optimisers, data and history of one training run on one device."""
+
+    def __init__(self, config: TrainConfig, data: TrainingData, device: str | torch.device = "cpu", *,
+                 compile: bool = False) -> None:
+        self.config, self.data = config, data
+        self.plan = DevicePlan.for_device(device)
         tc = config.train
         torch.manual_seed(tc.seed)
-        n_val = min(config.data.val_stacks, stacks.n - 1)
-        train_idx = list(range(stacks.n - n_val))
-        self.val_idx = list(range(stacks.n - n_val, stacks.n))
-        self.norm = Normalisation(offset_adu=stacks.offset_adu, scale_adu=intensity_scale(stacks))
+        self.norm = data.norm
         self.unet = UNetConfig(**config.model.model_dump())
-        self.g = DeepZGenerator(self.unet)
-        self.d = Discriminator(in_channels=3)
-        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=tc.lr, betas=(0.5, 0.999))
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=tc.lr, betas=(0.5, 0.999))
-        common = dict(offset_adu=self.norm.offset_adu, scale_adu=self.norm.scale_adu, target=config.target)
-        sampler = SuperResSampler if config.task == "superres" else PairSampler
-        self.sampler = sampler(stacks, config.pairs, indices=train_idx, seed=tc.seed, **common)
-        self.val_sampler = (
-            sampler(stacks, replace(config.pairs, augment=False), indices=self.val_idx, seed=12345, **common)
-            if self.val_idx else None
-        )
+        self.g = self.plan.module(DeepZGenerator(self.unet))
+        self.d = self.plan.module(Discriminator(in_channels=3))
+        self.run_g, self.run_d = (torch.compile(n) if compile else n for n in (self.g, self.d))
+        self.opt_g = self.plan.adam(self.g.parameters(), tc.lr)
+        self.opt_d = self.plan.adam(self.d.parameters(), tc.lr)
         self.step = 0
         self.elapsed_s = 0.0
         self.history: list[dict[str, float]] = []
@@ -150,87 +77,105 @@ class Trainer:
         self.out = Path(config.out_dir)
 
     # -- one optimisation step -------------------------------------------------------------------------
-    def train_step(self) -> dict[str, float]:
-        """One generator (and, after adv_start, discriminator) update on a fresh batch."""
-        tc = self.config.train
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fresh training batch on the device (and, rendering on the fly, the worm ring moves on)."""
+        x, y = self.data.train.sample(self.config.train.batch)
+        if self.data.stream is not None:
+            self.data.stream.advance()
+        return x, y
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+        """One generator (and, after adv_start, discriminator) update on a batch (default: a fresh one)."""
+        tc, plan = self.config.train, self.plan
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = tc.lr_at(self.step)
-        x_np, y_np = self.sampler.sample(tc.batch)
-        x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+        x, y = batch if batch is not None else self.next_batch()
+        x, y = plan.batch(x), plan.batch(y)
         self.g.train()
-        fake = self.g(x)
+        with plan.autocast():
+            fake = self.run_g(x).float()
         use_adv = tc.adv_weight > 0 and self.step >= tc.adv_start
-        rec: dict[str, float] = {"step": self.step}
+        scalars: dict[str, torch.Tensor] = {}
         if use_adv:
-            real_logits = self.d(torch.cat([x, y], 1))
-            fake_logits = self.d(torch.cat([x, fake.detach()], 1))
+            with plan.autocast():
+                real_logits = self.run_d(torch.cat([x, y], 1)).float()
+                fake_logits = self.run_d(torch.cat([x, fake.detach()], 1)).float()
             loss_d = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + \
                 F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self._clip(self.d)
             self.opt_d.step()
-            rec["loss_d"] = loss_d.item()
+            scalars["loss_d"] = loss_d.detach()
         l1 = (fake - y).abs().mean()
         ss = ssim_map(fake, y, 1.0).mean()
         loss = tc.l1_weight * l1 + tc.ssim_weight * (1 - ss)
         if use_adv:
-            logits = self.d(torch.cat([x, fake], 1))
+            with plan.autocast():
+                logits = self.run_d(torch.cat([x, fake], 1)).float()
             adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
             loss = loss + tc.adv_weight * adv
-            rec["adv"] = adv.item()
+            scalars["adv"] = adv.detach()
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
-        rec["grad_norm"] = self._clip(self.g)
+        scalars["grad_norm"] = self._clip(self.g)
         self.opt_g.step()
-        rec |= {"loss_g": loss.item(), "l1": l1.item(), "ssim": ss.item()}
+        scalars |= {"loss_g": loss.detach(), "l1": l1.detach(), "ssim": ss.detach()}
+        values = torch.stack([v.float() for v in scalars.values()]).tolist()  # one device sync per step
         self.step += 1
-        return rec
+        return {"step": self.step - 1} | dict(zip(scalars, values))
 
-    def _clip(self, net: torch.nn.Module) -> float:
+    def _clip(self, net: torch.nn.Module) -> torch.Tensor:
         """Clip the network's gradient norm to train.grad_clip (when set); returns the norm before clipping."""
         limit = self.config.train.grad_clip
-        return float(torch.nn.utils.clip_grad_norm_(net.parameters(), limit if limit > 0 else float("inf")))
+        return torch.nn.utils.clip_grad_norm_(net.parameters(), limit if limit > 0 else float("inf")).detach()
 
     # -- validation ------------------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, n_batches: int = 4, batch: int = 8) -> dict[str, float]:
         """L1 / SSIM / PSNR on a fixed set of held-out pairs (same pairs every time)."""
-        if self.val_sampler is None:
+        val = self.data.val
+        if val is None:
             return {}
-        state = self.val_sampler.state()
+        state = val.state()
         self.g.eval()
         l1s, ssims, psnrs = [], [], []
         for _ in range(n_batches):
-            x, y = (torch.from_numpy(a) for a in self.val_sampler.sample(batch))
-            fake = self.g(x)
-            l1s.append(float((fake - y).abs().mean()))
-            ssims.append(float(ssim_map(fake, y, 1.0).mean()))
+            x, y = val.sample(batch)
+            with self.plan.autocast():
+                fake = self.run_g(self.plan.batch(x)).float()
+            l1s.append((fake - y).abs().mean())
+            ssims.append(ssim_map(fake, y, 1.0).mean())
             mse = ((fake - y) ** 2).mean(dim=(1, 2, 3))
-            psnrs.append(float((10 * torch.log10(1.0 / mse.clamp_min(1e-12))).mean()))
-        self.val_sampler.set_state(state)
-        rec = {"step": self.step, "l1": float(np.mean(l1s)), "ssim": float(np.mean(ssims)),
-               "psnr": float(np.mean(psnrs))}
+            psnrs.append((10 * torch.log10(1.0 / mse.clamp_min(1e-12))).mean())
+        val.set_state(state)
+        l1, ss, ps = (float(torch.stack(v).mean()) for v in (l1s, ssims, psnrs))
+        rec = {"step": self.step, "l1": l1, "ssim": ss, "psnr": ps}
         self.val_history.append(rec)
         return rec
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """Write checkpoint/ (safetensors + state.json) atomically, the curve PNG and the model so far."""
+        """Write checkpoint/ (safetensors + state.json) atomically, the curve PNG and the model so far.
+
+        Every tensor is stored from the host, so a checkpoint written on CUDA resumes on the CPU and back.
+        """
         ckpt = self.out / "checkpoint"
         tmp = self.out / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in self.g.state_dict().items()}, str(tmp / "generator.safetensors"))
-        save_file({k: v.contiguous() for k, v in self.d.state_dict().items()}, str(tmp / "discriminator.safetensors"))
+        save_file(_host_state(self.g), str(tmp / "generator.safetensors"))
+        save_file(_host_state(self.d), str(tmp / "discriminator.safetensors"))
         tg, mg = _optimizer_tensors(self.opt_g, "g")
         td, md = _optimizer_tensors(self.opt_d, "d")
         save_file(tg | td | {"torch_rng": torch.get_rng_state()}, str(tmp / "optimizer.safetensors"))
         state = {
             "step": self.step, "elapsed_s": self.elapsed_s, "config": self.config.model_dump(mode="json"),
-            "data_digest": self.stacks.digest, "normalisation": self.norm.model_dump(),
-            "opt_g": mg, "opt_d": md, "sampler_rng": self.sampler.state(),
+            "device": str(self.plan.device), "data_digest": self.data.digest,
+            "normalisation": self.norm.model_dump(), "opt_g": mg, "opt_d": md,
+            "sampler_rng": self.data.train.state(),
+            "stream": self.data.stream.state() if self.data.stream is not None else None,
             "history": self.history, "val_history": self.val_history,
         }
         (tmp / "state.json").write_text(json.dumps(state))
@@ -241,24 +186,26 @@ class Trainer:
         return ckpt
 
     def load_checkpoint(self) -> None:
-        """Continue from checkpoint/ in the output directory."""
+        """Continue from checkpoint/ in the output directory, on this trainer's device (whatever wrote it)."""
         ckpt = self.out / "checkpoint"
         if not (ckpt / "state.json").is_file():
             raise FileNotFoundError(f"No checkpoint in {ckpt} to resume from; start without --resume.")
         state = json.loads((ckpt / "state.json").read_text())
-        if state["data_digest"] != self.stacks.digest:
+        if state["data_digest"] != self.data.digest:
             raise ValueError(
-                f"The checkpoint in {ckpt} was trained on different stacks (digest {state['data_digest'][:12]}, "
-                f"now {self.stacks.digest[:12]}); resume with the same data or start a new out_dir."
+                f"The checkpoint in {ckpt} was trained on different data (digest {state['data_digest'][:12]}, "
+                f"now {self.data.digest[:12]}); resume with the same data or start a new out_dir."
             )
-        self.g.load_state_dict(load_file(str(ckpt / "generator.safetensors")))
-        self.d.load_state_dict(load_file(str(ckpt / "discriminator.safetensors")))
-        tensors = load_file(str(ckpt / "optimizer.safetensors"))
+        # loaded on the host, then copied into the device's parameters and optimiser states (map_location)
+        self.g.load_state_dict(load_file(str(ckpt / "generator.safetensors"), device="cpu"))
+        self.d.load_state_dict(load_file(str(ckpt / "discriminator.safetensors"), device="cpu"))
+        tensors = load_file(str(ckpt / "optimizer.safetensors"), device="cpu")
         _load_optimizer(self.opt_g, "g", tensors, state["opt_g"])
         _load_optimizer(self.opt_d, "d", tensors, state["opt_d"])
         torch.set_rng_state(tensors["torch_rng"])
-        self.sampler.set_state(state["sampler_rng"])
-        self.norm = Normalisation(**state["normalisation"])
+        self.data.train.set_state(state["sampler_rng"])
+        if self.data.stream is not None and state.get("stream"):
+            self.data.stream.set_state(state["stream"])
         self.step, self.elapsed_s = state["step"], state["elapsed_s"]
         self.history, self.val_history = state["history"], state["val_history"]
 
@@ -266,23 +213,14 @@ class Trainer:
     def manifest(self) -> ModelManifest:
         """The manifest of the generator as trained so far."""
         c = self.config
+        fields = self.data.manifest_fields
         return ModelManifest(
             name=c.name, architecture=Architecture.from_config(self.unet), normalisation=self.norm,
-            modality=c.target, **self._task_fields(),
-            training=Training(data_digest=self.stacks.digest, steps=self.step, recipe=c.model_dump(mode="json"),
-                              wall_time_s=round(self.elapsed_s, 1),
+            modality=c.target, **fields,
+            training=Training(data_digest=self.data.digest, steps=self.step, recipe=c.model_dump(mode="json"),
+                              wall_time_s=round(self.elapsed_s, 1), device=str(self.plan.device),
                               final_validation=self.val_history[-1] if self.val_history else {}),
         )
-
-    def _task_fields(self) -> dict[str, Any]:
-        """Manifest fields that depend on the task: optics and axial range (refocus) or the pairs' (superres)."""
-        if self.config.task == "superres":
-            return self.stacks.manifest_fields()
-        z = self.stacks.z_um
-        step = float(np.median(np.diff(z))) if len(z) > 1 else self.config.pairs.axial_range_um
-        optics = Optics(**{k: v for k, v in self.stacks.attrs.get("optics", {}).items() if k in Optics.model_fields})
-        return dict(optics=optics.model_copy(update={"pixel_size_um": self.stacks.pixel_size_um}),
-                    axial_range_um=self.config.pairs.axial_range_um, axial_step_um=round(step, 4))
 
     def export(self, path: Path) -> Path:
         """Save the generator (eval mode) + manifest as a model directory."""
@@ -327,7 +265,8 @@ class Trainer:
     def fit(self, progress: bool = True) -> Path:
         """Train to config.train.steps (or max_minutes); returns the exported model directory."""
         tc = self.config.train
-        torch.set_num_threads(tc.threads)
+        if self.plan.device.type == "cpu":
+            torch.set_num_threads(tc.threads)
         start = time.monotonic() - self.elapsed_s
         bar = tqdm(total=tc.steps, initial=self.step, disable=not progress, desc="train", unit="step")
         while self.step < tc.steps:
@@ -354,16 +293,26 @@ class Trainer:
         return model_dir
 
 
+def train_model(config: TrainConfig, *, device: str | torch.device | None = None, data: FocalStacks | None = None,
+                resume: bool = False, progress: bool = True) -> Path:
+    """Train a model from a recipe on a device; returns its directory (out_dir/model, copied to export_dir).
+
+    device: "cpu", "cuda" or "auto" (default: the recipe's train.device). data: focal stacks to train on
+    instead of the recipe's data (e.g. a specimen's calibration scan for a fine-tune); the recipe's pairs,
+    model and schedule apply, and its last data.val_stacks stacks validate when there are enough.
+    """
+    device = device if device is not None else config.train.device
+    plan = DevicePlan.for_device(device)
+    prepared = training_data(config, plan.device, data, progress=progress)
+    try:
+        trainer = Trainer(config, prepared, plan.device, compile=config.train.compile)
+        if resume:
+            trainer.load_checkpoint()
+        return trainer.fit(progress=progress)
+    finally:
+        prepared.close()
+
+
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
-    """Train a Deep-Z (or super-resolution) model from a recipe; returns the model directory (out_dir/model)."""
-    data = config.data
-    if config.task == "superres":
-        stacks = ensure_pairs(data.stacks, data.simulate_pairs, pixel_size_um=data.pixel_size_um,
-                              target=config.target, progress=progress)
-    else:
-        stacks = open_stacks(data.stacks, z_um=np.asarray(data.z_um) if data.z_um else None,
-                             pixel_size_um=data.pixel_size_um)
-    trainer = Trainer(config, stacks)
-    if resume:
-        trainer.load_checkpoint()
-    return trainer.fit(progress=progress)
+    """Train from a recipe on its own data and device (train_model with the recipe's defaults)."""
+    return train_model(config, resume=resume, progress=progress)

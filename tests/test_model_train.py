@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from infer.data import PairConfig, PairSampler, open_stacks
 from infer.model_io import load_model
 from infer.train import DataSection, ModelSection, TrainConfig, Trainer, TrainSection, train
+from infer.training_data import stacks_data
 from model_synthetic import OFFSET, write_blob_stacks
 
 
@@ -115,7 +116,7 @@ def test_learning_rate_drops_at_the_recipe_steps(stacks_path: Path, tmp_path: Pa
     config = _config(stacks_path, tmp_path / "run", 6)
     config.train.lr_drops = [(4, 1e-5), (2, 1e-4)]
     assert [config.train.lr_at(s) for s in (0, 1, 2, 3, 4, 100)] == [config.train.lr] * 2 + [1e-4] * 2 + [1e-5] * 2
-    trainer = Trainer(config, open_stacks(stacks_path))
+    trainer = Trainer(config, stacks_data(config, open_stacks(stacks_path), torch.device("cpu")))
     for _ in range(5):
         trainer.train_step()
     assert {g["lr"] for opt in (trainer.opt_g, trainer.opt_d) for g in opt.param_groups} == {1e-5}
@@ -124,7 +125,7 @@ def test_learning_rate_drops_at_the_recipe_steps(stacks_path: Path, tmp_path: Pa
 def test_gradient_clipping_bounds_the_update_norm(stacks_path: Path, tmp_path: Path) -> None:
     config = _config(stacks_path, tmp_path / "run", 2)
     config.train.grad_clip = 1e-3
-    trainer = Trainer(config, open_stacks(stacks_path))
+    trainer = Trainer(config, stacks_data(config, open_stacks(stacks_path), torch.device("cpu")))
     rec = trainer.train_step()
     grads = [p.grad for p in trainer.g.parameters() if p.grad is not None]
     clipped = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
