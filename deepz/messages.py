@@ -24,6 +24,10 @@ neurons), ``track_dff`` and ``track_confidence`` (N,) float32: each marked neuro
 readout's confidence in it (0..1); stats then carry ``calibrations``, ``last_calibration_host_s``,
 ``reference_neurons``, ``calibration_pause_s`` and ``calibration_frames_cost``. Any may be absent.
 
+Readers reject, with a MessageError and nothing else, any message off this spec: framing, header fields and
+types, buffer sizes, and the content rules of deepz.message_checks (each named array's dimensions, dtype and
+finiteness, the agreement of arrays about the same neurons or time window, the geometry in meta).
+
 Delivery is latest-only and lossy: the publisher's send high-water mark is small and sends never block, and
 subscribers drain their socket to the newest message (``CONFLATE`` does not support multipart messages).
 """
@@ -31,6 +35,7 @@ subscribers drain their socket to the newest message (``CONFLATE`` does not supp
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,13 +44,12 @@ from typing import Any
 import numpy as np
 import zmq
 
+from deepz.message_checks import NUMERIC_KINDS, MessageError, check_content
+
 VERSION = 1
 TOPIC = b"deepz"
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"
-
-
-class MessageError(ValueError):
-    """A received message does not follow this module's spec."""
+MAX_DIMS = 8
 
 
 @dataclass(frozen=True)
@@ -86,34 +90,71 @@ def encode(
 
 
 def decode(frames: list[bytes | zmq.Frame]) -> Message:
-    """Parse the multipart frames of one message; raises MessageError on anything off-spec."""
+    """Parse the multipart frames of one message; raises MessageError on anything off-spec (framing, header,
+    buffer sizes, and the content rules of deepz.message_checks), never another exception."""
     raw = [f.buffer if isinstance(f, zmq.Frame) else f for f in frames]
     if len(raw) < 2 or bytes(raw[0]) != TOPIC:
         raise MessageError("not a deepz message: missing the b'deepz' topic frame or header")
-    try:
-        header = json.loads(bytes(raw[1]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError(f"message header is not JSON: {exc}") from exc
-    if header.get("v") != VERSION:
-        raise MessageError(f"message format version {header.get('v')!r}; this program reads version {VERSION}")
-    specs = header.get("arrays", [])
+    header = _header(raw[1])
+    specs = header["arrays"]
     if len(specs) != len(raw) - 2:
         raise MessageError(f"header lists {len(specs)} arrays but {len(raw) - 2} buffers arrived")
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     for spec, buf in zip(specs, raw[2:], strict=True):
-        dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if len(memoryview(buf).cast("B")) != expected:
-            raise MessageError(f"array {spec['name']!r}: {len(buf)} bytes, expected {expected} for {shape} {dtype}")
-        arrays[spec["name"]] = np.frombuffer(buf, dtype=dtype).reshape(shape)
-    return Message(
-        seq=int(header["seq"]),
-        t=int(header["t"]),
-        sent=float(header["sent"]),
-        arrays=arrays,
-        stats=header.get("stats", {}),
-        meta=header.get("meta", {}),
+        name, dtype, shape = _array_spec(spec)
+        if name in arrays:
+            raise MessageError(f"array {name!r} is listed twice")
+        size = memoryview(buf).nbytes
+        expected = math.prod(shape) * dtype.itemsize
+        if size != expected:
+            raise MessageError(f"array {name!r}: {size} bytes, expected {expected} for {shape} {dtype}")
+        arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    message = Message(
+        seq=header["seq"], t=header["t"], sent=float(header["sent"]), arrays=arrays,
+        stats=header.get("stats", {}), meta=header.get("meta", {}),
     )
+    check_content(message)
+    return message
+
+
+def _header(frame: bytes | memoryview) -> dict[str, Any]:
+    """The header frame as a dict whose required fields have their spec types."""
+    try:
+        header = json.loads(bytes(frame))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError(f"message header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise MessageError(f"message header is a JSON {type(header).__name__}, not an object")
+    if header.get("v") != VERSION:
+        raise MessageError(f"message format version {header.get('v')!r}; this program reads version {VERSION}")
+    for key in ("seq", "t"):
+        value = header.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MessageError(f"header field {key!r} is {value!r}; it must be an integer >= 0")
+    sent = header.get("sent")
+    if not isinstance(sent, int | float) or isinstance(sent, bool) or not math.isfinite(sent):
+        raise MessageError(f"header field 'sent' is {sent!r}; it must be a finite time in seconds")
+    if not isinstance(header.get("arrays"), list):
+        raise MessageError("header field 'arrays' is missing or not a list")
+    return header
+
+
+def _array_spec(spec: Any) -> tuple[str, np.dtype, tuple[int, ...]]:
+    """(name, dtype, shape) of one ``arrays`` entry of the header."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("dtype"), str):
+        raise MessageError(f"array entry {spec!r} lacks a name, dtype or shape")
+    name, shape = spec["name"], spec.get("shape")
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(
+        isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**31 for n in shape
+    ):
+        raise MessageError(f"array {name!r} has shape {shape!r}; a shape is a list of up to {MAX_DIMS} sizes >= 0")
+    try:
+        dtype = np.dtype(spec["dtype"])
+    except (TypeError, ValueError) as exc:
+        raise MessageError(f"array {name!r} has dtype {spec['dtype']!r}, which numpy does not know") from exc
+    if dtype.kind not in NUMERIC_KINDS:
+        raise MessageError(f"array {name!r} has dtype {dtype}; arrays are numbers")
+    return name, dtype, tuple(shape)
 
 
 class Publisher:

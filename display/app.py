@@ -12,6 +12,7 @@ from display.live import LiveFeed
 from display.playback import PlaybackBar
 from display.process import display_available
 from display.recording import RecordingAdapter, RecordingLike
+from display.signals import quit_on_signals
 from display.window import ViewerWindow
 
 WINDOW_SIZE = (1600, 1000)
@@ -47,23 +48,37 @@ def open_recording_window(reader: RecordingLike, t: int | None = None) -> tuple[
 
 
 def run_live(address: str) -> int:
-    """Show the live viewer until its window closes; the pipeline is unaffected by either."""
+    """Show the live viewer until its window closes or SIGINT/SIGTERM; the pipeline is unaffected by either.
+
+    Says on stderr what it waits for: a viewer of an address that never answers shows nothing else.
+    """
     app = ensure_app()
     window, feed = open_live_window(address)
     window.show()
-    code = app.exec()
+    print(f"deepz view: waiting for {address} (no message yet); close the window or press Ctrl-C to stop",
+          file=sys.stderr, flush=True)  # fmt: skip
+    code = _exec(app)
     feed.close()
     dispose(window)
     return code
 
 
 def run_recording(reader: RecordingLike, t: int | None = None) -> int:
-    """Browse a recording until the window closes."""
+    """Browse a recording until the window closes or SIGINT/SIGTERM."""
     app = ensure_app()
     window, _player = open_recording_window(reader, t)
     window.show()
-    code = app.exec()
+    code = _exec(app)
     dispose(window)
+    return code
+
+
+def _exec(app: QtWidgets.QApplication) -> int:
+    """Run the event loop; a stop signal ends it cleanly (exit code 0) and is named on stderr."""
+    with quit_on_signals(app) as received:
+        code = app.exec()
+    if received:
+        print(f"viewer stopped ({received[0]})", file=sys.stderr, flush=True)
     return code
 
 

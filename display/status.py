@@ -7,14 +7,20 @@ import time
 from display.state import ViewState
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _num(stats: dict, key: str, fmt: str) -> str:
     value = stats.get(key)
-    return "-" if value is None else format(value, fmt)
+    return format(value, fmt) if _is_number(value) else "-"
 
 
-def format_status(state: ViewState, source: str, *, view_fps: float = 0.0, now: float | None = None) -> str:
-    """One line summarising ``state.stats`` (missing figures show as '-'), prefixed by the data source, with
-    the viewer's own display rate."""
+def format_status(
+    state: ViewState, source: str, *, view_fps: float = 0.0, now: float | None = None, rejected: int = 0
+) -> str:
+    """One line summarising ``state.stats`` (missing or non-numeric figures show as '-'), prefixed by the data
+    source, with the viewer's own display rate and the count of ``rejected`` malformed messages."""
     s = state.stats
     recording = s.get("recording")
     parts = [
@@ -29,7 +35,7 @@ def format_status(state: ViewState, source: str, *, view_fps: float = 0.0, now: 
         f"REC {recording}" if recording else "not recording",
     ]
     calibrated = s.get("last_calibration_host_s")
-    if calibrated is not None:
+    if _is_number(calibrated):
         parts.append(
             f"calibrated {(now or time.time()) - calibrated:.0f} s ago ({_num(s, 'calibrations', '.0f')} scans, "
             f"{_num(s, 'reference_neurons', '.0f')} neurons, paused {_num(s, 'calibration_pause_s', '.1f')} s = "
@@ -37,6 +43,8 @@ def format_status(state: ViewState, source: str, *, view_fps: float = 0.0, now: 
         )
     if view_fps:
         parts.append(f"display {view_fps:.0f} fps")
+    if rejected:
+        parts.append(f"rejected {rejected} bad message(s)")
     if state.sent is not None:
         parts.append(f"age {((now or time.time()) - state.sent) * 1000:.0f} ms")
     return "  |  ".join(parts)

@@ -46,6 +46,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self._user_selected = False
         self._last_show: float | None = None
         self.view_fps = 0.0  # smoothed rate of show_state calls (what the viewer actually displays)
+        self.rejected_messages = 0  # malformed live messages not shown (set by the live feed)
 
         self.raw_contrast = ContrastControl("raw")
         self.volume_contrast = ContrastControl("volume")
@@ -226,4 +227,6 @@ class ViewerWindow(QtWidgets.QMainWindow):
             )
         self.traces.show(state, self._selected, new_data=new_data)
         self.readout_label.setText(readout_text(state, list(self._selected)))
-        self.status_label.setText(format_status(state, self.source, view_fps=self.view_fps))
+        self.status_label.setText(
+            format_status(state, self.source, view_fps=self.view_fps, rejected=self.rejected_messages)
+        )

@@ -128,7 +128,7 @@ def test_bad_message_is_reported_not_fatal(live, qtbot) -> None:
     try:
         qtbot.waitUntil(
             lambda: sent_and_seen(
-                [TOPIC, b'{"v": 99}'], lambda: "ignored a bad message" in window.status_label.text()
+                [TOPIC, b'{"v": 99}'], lambda: "rejected 1 bad message(s)" in window.status_label.text()
             ),
             timeout=10_000,
         )
