@@ -264,3 +264,18 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def test_a_failed_start_leaves_no_empty_store(recording: Path, tmp_path: Path) -> None:
+    """The run fails on its first frame (unreadable): the new store held nothing, so nothing is left behind."""
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(recording, broken)
+    for shard in (p for p in (broken / "raw" / "0" / "c").rglob("*") if p.is_file()):
+        shard.write_bytes(b"\0" * 64)
+    out = tmp_path / "replay.zarr"
+    code, _, stderr = _finish(_start("replay", str(broken), "--out", str(out)))
+    assert code == 2 and "Traceback" not in stderr, stderr
+    assert not out.exists()
+    code, _, stderr = _finish(_start("replay", str(recording), "--out", str(out), "--no-track"))
+    assert code == 0, stderr  # the next run needs no --overwrite
+    _row("`deepz replay`, fails on its first frame", 2, None, False, "no empty store left to block the next run")
