@@ -42,6 +42,9 @@ class InferenceConfig(_Strict):
     tilt_um_per_mm: tuple[float, float] = Field((0.0, 0.0), description="dz/dy, dz/dx for --dpm tilt")
     curvature_um: float = Field(0.0, description="Sag at the field corner for --dpm curved")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    allow_optics_mismatch: bool = Field(
+        False, description="Run a model trained for other optics than the camera's (warned, recorded)"
+    )
 
     @field_validator("z_range_um")
     @classmethod

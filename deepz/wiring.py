@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from deepz.config import InferenceConfig, RecordingConfig, RunConfig, SourceConfig, TrackingConfig
+from deepz.optics_check import CameraOptics, check_optics, optics_report
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +93,29 @@ def planes_and_dpm(cfg: InferenceConfig, frame_shape: tuple[int, int], pixel_siz
     return planes, planes[:, None, None] + surface[None]
 
 
-def build_engine(cfg: InferenceConfig, frame_shape: tuple[int, int], pixel_size_um: float):
+def camera_optics(source: SourceConfig | None, pixel_size_um: float) -> CameraOptics:
+    """What is known of the camera's optics: its pixel size, plus NA and wavelength when ``source`` is the
+    simulated microscope (a rig's .cfg and a replayed recording do not state them)."""
+    if source is None or source.mm_config is not None:
+        return CameraOptics(pixel_size_um)
+    optics = _sim_config(source).optics
+    return CameraOptics(pixel_size_um, optics.na, optics.emission_um)
+
+
+def build_engine(
+    cfg: InferenceConfig, frame_shape: tuple[int, int], pixel_size_um: float, camera: CameraOptics | None = None
+):
     """Load the model and build the engine for this frame shape and DPM set; returns (engine, model, planes).
 
-    A super-resolution model (task "superres") runs as one plane at dz = 0 behind a bicubic upsampling of
-    the raw frames onto its finer grid.
+    A model trained for other optics than the camera's (``camera``, else its pixel size) is refused unless
+    ``cfg.allow_optics_mismatch`` (deepz.optics_check). A super-resolution model (task "superres") runs as one
+    plane at dz = 0 behind a bicubic upsampling of the raw frames onto its finer grid.
     """
     from infer.engine import make_engine
     from infer.model_io import load_model
 
     model = load_model(cfg.model)
+    check_optics(model.manifest, camera or CameraOptics(pixel_size_um), allow_mismatch=cfg.allow_optics_mismatch)
     planes, dpm = planes_and_dpm(cfg, frame_shape, pixel_size_um)
     device = None if cfg.device == "auto" else cfg.device
     if model.manifest.task == "superres":
@@ -128,8 +142,12 @@ def build_recorder(
     volume_upsample: int = 1,
     inputs: tuple[Path, ...] = (),
     wait_when_behind: bool = False,
+    camera: CameraOptics | None = None,
 ):
     """Open the recording writer, or None when the run is not recorded (never over one of ``inputs``).
+
+    Its attributes say how the camera's optics (``camera``, else its pixel size) compared with the model's, and
+    whether a mismatch was allowed (deepz.optics_check).
 
     ``wait_when_behind`` (replay) makes every write wait for the disk rather than skip what does not fit.
 
@@ -143,6 +161,9 @@ def build_recorder(
         "config": run_config.model_dump(mode="json"),
         "model_manifest": model.manifest.model_dump(mode="json") if model is not None else None,
         "model_digest": getattr(model, "digest", None),
+        "optics_check": optics_report(model.manifest, camera or CameraOptics(pixel_size_um),
+                                      allow_mismatch=run_config.inference.allow_optics_mismatch)
+        if model is not None else None,  # fmt: skip
         "versions": software_versions(),
         **(extra_attrs or {}),
     }

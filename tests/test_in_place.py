@@ -30,7 +30,7 @@ def recording(tmp_path_factory) -> Path:
     world = BlobWorld(BlobConfig(shape=(8, 64, 64), voxel_um=(1.0, 0.5, 0.5), n_neurons=5, seed=4))
     planes = np.arange(8, dtype=np.float64) - 4.0
     path = tmp_path_factory.mktemp("rec") / "rec.zarr"
-    with RecordingWriter(path, frame_shape=(64, 64), pixel_size_um=0.5, planes_um=planes, volume_every=1) as w:
+    with RecordingWriter(path, frame_shape=(64, 64), pixel_size_um=0.325, planes_um=planes, volume_every=1) as w:
         for t in range(4):
             vol = world.volume(t * 0.1).numpy().astype(np.uint16)
             w.write_frame(vol[4], FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))

@@ -26,6 +26,8 @@ ModelOpt = typer.Option(None, "--model", help="Model directory (default: the shi
 VolumesOpt = typer.Option(None, "--volumes", help="Store volumes: every | none | N (every Nth).")
 OverwriteOpt = typer.Option(None, "--overwrite", help="Replace an existing recording at --out.")
 TrackOpt = typer.Option(None, "--track/--no-track", help="Detect and track neurons in each volume.")
+OpticsOpt = typer.Option(None, "--allow-optics-mismatch",
+                         help="Run a model trained for other optics than the camera's (warned, recorded).")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -72,7 +74,8 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         else:
             source, frame_interval_s = wiring.build_replay_source(replay_from, realtime=realtime)
         stack.callback(source.stop)
-        engine, model, planes = wiring.build_engine(cfg.inference, source.frame_shape, source.pixel_size_um)
+        camera = wiring.camera_optics(cfg.source if live else None, source.pixel_size_um)
+        engine, model, planes = wiring.build_engine(cfg.inference, source.frame_shape, source.pixel_size_um, camera)
         from infer.superres.live import volume_upsample
 
         upsample = volume_upsample(model.manifest)  # > 1: a super-resolution model's single, finer images
@@ -100,7 +103,7 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             planes_um=planes,
             frame_interval_s=frame_interval_s, run_config=cfg, model=model,
             extra_attrs={"replayed_from": str(replay_from)} if replay_from else None, volume_upsample=upsample,
-            inputs=(replay_from,) if replay_from else (), wait_when_behind=not (live or realtime),
+            inputs=(replay_from,) if replay_from else (), wait_when_behind=not (live or realtime), camera=camera,
         )
         from display import display_available, launch_viewer_process
 
@@ -241,6 +244,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         publish: str = typer.Option(None, "--publish", help="zmq endpoint, e.g. tcp://*:5557 for remote viewers."),
         overwrite: bool = OverwriteOpt,
         track: bool = TrackOpt,
+        allow_optics_mismatch: bool = OpticsOpt,
         calibrate: bool = typer.Option(
             None, "--calibrate/--no-calibrate",
             help="Start with a focal scan and read every neuron found in it (default: on for the simulator).",
@@ -255,6 +259,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 inference__engine=engine, inference__model=model, recording__out=out,
                 recording__volumes=volumes, recording__overwrite=overwrite, publish__address=publish,
                 tracking__enabled=track, duration_s=duration, view=view,
+                inference__allow_optics_mismatch=allow_optics_mismatch,
                 calibration__enabled=calibrate, calibration__interval_s=recalibrate_s,
             ))
         except ConfigError as exc:
@@ -275,6 +280,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         realtime: bool = typer.Option(False, "--realtime", help="Replay at the recorded pace (skips when behind)."),
         overwrite: bool = OverwriteOpt,
         track: bool = TrackOpt,
+        allow_optics_mismatch: bool = OpticsOpt,
     ) -> None:
         """Re-run a recorded movie through inference and tracking into a new store, every frame.
 
@@ -289,6 +295,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 inference__planes=planes, inference__z_range_um=z_range, inference__engine=engine,
                 inference__model=model, recording__out=out, recording__volumes=volumes,
                 recording__overwrite=overwrite, tracking__enabled=track, view=False,
+                inference__allow_optics_mismatch=allow_optics_mismatch,
             ))
         except USER_ERRORS as exc:
             raise _fail(str(exc)) from None
