@@ -25,7 +25,7 @@ def calibration_enabled(cfg: RunConfig, manifest: ModelManifest) -> bool:
     """The config's choice; by default on for the simulated microscope with a refocusing model."""
     if cfg.calibration.enabled is not None:
         return cfg.calibration.enabled
-    return False
+    return cfg.source.mm_config is None and manifest.task == "refocus"
 
 
 def scan_offsets(cfg: CalibrationConfig, manifest: ModelManifest) -> np.ndarray:
@@ -36,14 +36,14 @@ def scan_offsets(cfg: CalibrationConfig, manifest: ModelManifest) -> np.ndarray:
 
 def readout_optics(manifest: ModelManifest) -> Any:
     """The nominal optics a rig knows (NA, emission wavelength), as the readout library takes them."""
-    from track.readout import Optics
+    from track.readout.stamps import Optics
 
     return Optics(na=manifest.optics.numerical_aperture, wavelength_um=manifest.optics.wavelength_um)
 
 
-def build_readout(device: str | None = None) -> LiveReadoutLike:
-    """The readout deepz live uses (track.readout's default method)."""
-    from track.readout import LiveReadout
+def build_readout(device: str = "cpu") -> LiveReadoutLike:
+    """The readout deepz live uses (track.readout's default method), on the inference engine's device."""
+    from track.readout.live import LiveReadout
 
     return LiveReadout(device=device)
 
@@ -76,8 +76,8 @@ def build_readout_stage(
     cfg: RunConfig, manifest: ModelManifest, *, replay_from: Path | None, device: str | None
 ) -> ReadoutStage | None:
     """The readout stage of a run, or None: live when calibration is on, replay when the recording holds
-    scans (and calibration is not turned off). Its scans are stored in the run's recording, if any."""
-    if cfg.calibration.enabled is False:
+    scans; never when calibration or neuron tracking is turned off. Its scans go to the run's recording."""
+    if cfg.calibration.enabled is False or not cfg.tracking.enabled:
         return None
     scans = recorded_scans(replay_from) if replay_from is not None else []
     if (replay_from is None and not calibration_enabled(cfg, manifest)) or (replay_from is not None and not scans):

@@ -21,8 +21,9 @@ virtual volume; ``track_ids`` (N,) int64; ``track_positions_um`` (N, 3) float32 
 ``trace_ids`` (M,) int64 and ``traces_dff`` (M, W) float32: the recent dF/F window of the tracked neurons;
 ``trace_t`` (W,) float64 times of that window in seconds. With a live readout (calibrated reference
 neurons), ``track_dff`` and ``track_confidence`` (N,) float32: each marked neuron's current dF/F and the
-readout's confidence in it (0..1); stats then carry ``calibrations``, ``last_calibration_host_s``,
-``reference_neurons``, ``calibration_pause_s`` and ``calibration_frames_cost``. Any may be absent.
+readout's confidence in it (its signal-to-noise ratio); stats then carry ``calibrations``,
+``last_calibration_host_s``, ``reference_neurons``, ``calibration_pause_s`` and ``calibration_frames_cost``.
+Any may be absent.
 
 Readers reject, with a MessageError and nothing else, any message off this spec: framing, header fields and
 types, buffer sizes, and the content rules of deepz.message_checks (each named array's dimensions, dtype and
@@ -35,16 +36,22 @@ subscribers drain their socket to the newest message (``CONFLATE`` does not supp
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
 
 from deepz.message_checks import NUMERIC_KINDS, MessageError, check_content
+
+if TYPE_CHECKING:
+    from deepz.curve import ClientKeys, ServerKeys
+
+log = logging.getLogger(__name__)
 
 VERSION = 1
 TOPIC = b"deepz"
@@ -157,24 +164,52 @@ def _array_spec(spec: Any) -> tuple[str, np.dtype, tuple[int, ...]]:
     return name, dtype, tuple(shape)
 
 
-class Publisher:
-    """PUB socket that never blocks the pipeline: zmq drops messages to a subscriber whose queue is full."""
+def is_local(address: str) -> bool:
+    """True for endpoints only this machine can reach: ipc, inproc, or tcp on a loopback address."""
+    scheme, _, rest = address.partition("://")
+    if scheme != "tcp":
+        return scheme in ("ipc", "inproc")
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context | None = None) -> None:
-        self._ctx = context or zmq.Context.instance()
+
+class Publisher:
+    """PUB socket that never blocks the pipeline: zmq drops messages to a subscriber whose queue is full.
+
+    With ``curve`` (deepz.curve) the stream is encrypted and only authorised clients receive it; binding
+    beyond loopback is logged as a warning either way (without CurveZMQ, anyone on the network can watch).
+    """
+
+    def __init__(
+        self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context | None = None, curve: ServerKeys | None = None
+    ) -> None:
+        # a CURVE server's authenticator owns its context's ZAP endpoint: give it a context of its own
+        self._own_context = context is None and curve is not None
+        self._ctx = context or (zmq.Context() if curve is not None else zmq.Context.instance())
         self._socket = self._ctx.socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, 2)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._authenticator = curve.secure(self._socket) if curve is not None else None
         try:
             self._socket.bind(address)
         except zmq.ZMQError as exc:
-            self._socket.close()
+            self.close()
             raise OSError(
                 f"cannot publish on {address}: {exc}. Another deepz run may hold the port; "
                 "pass --publish tcp://127.0.0.1:OTHER_PORT."
             ) from exc
         self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.curve = curve
         self._seq = 0
+        if not is_local(address):
+            log.warning(
+                "publishing on %s: every network interface of this machine; %s", address,
+                f"encrypted with CurveZMQ, only clients with a key from {curve.secret_file.parent} get it"
+                if curve is not None else
+                "ANYONE who can reach this machine can watch the stream. Protect it with CurveZMQ: deepz keys --out "
+                "KEYS, then [publish] curve_secret_key = \"KEYS/server.key_secret\" and deepz view --connect ADDRESS "
+                "--server-key KEYS/server.key --client-key KEYS/client.key_secret",
+            )  # fmt: skip
 
     def publish(
         self,
@@ -189,17 +224,26 @@ class Publisher:
 
     def close(self) -> None:
         self._socket.close(linger=0)
+        if self._authenticator is not None:
+            self._authenticator.stop()
+        if self._own_context:
+            self._ctx.term()
 
 
 class Subscriber:
-    """SUB socket that hands out only the newest message, discarding older queued ones."""
+    """SUB socket that hands out only the newest message, discarding older queued ones; with ``curve``
+    (deepz.curve) it connects to a CURVE publisher."""
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context | None = None, curve: ClientKeys | None = None
+    ) -> None:
         self._ctx = context or zmq.Context.instance()
         self._socket = self._ctx.socket(zmq.SUB)
         self._socket.setsockopt(zmq.RCVHWM, 4)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.SUBSCRIBE, TOPIC)
+        if curve is not None:
+            curve.secure(self._socket)
         try:
             self._socket.connect(address)
         except zmq.ZMQError as exc:

@@ -51,6 +51,8 @@ class VolumeTracker(Protocol):
 
 
 class FrameReadout(Protocol):
+    def apply_scans(self, t: int) -> None: ...  # calibrate from the scans due by frame t (slow, no lock)
+
     def update(self, t: int, time_s: float, frame: np.ndarray) -> Any: ...  # -> ReadoutSnapshot | None
 
     def recent_traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # ids, t_s, dff (M, W)
@@ -326,6 +328,7 @@ class Pipeline:
                 work = self._to_read.take()
             except Closed:
                 return
+            self.readout.apply_scans(work.t)  # seconds of detection and fitting: inference goes on meanwhile
             with self._compute_lock:
                 snap = self.readout.update(work.t, float(work.meta.camera_time_s), work.image)
             if snap is None:  # not calibrated yet

@@ -36,7 +36,7 @@ class Reference(Protocol):
 
 
 class ReadoutState(Protocol):
-    """The readout of one frame: every reference neuron's position, brightness, dF/F and confidence."""
+    """The readout of one frame: every reference neuron's position, brightness, dF/F and confidence (SNR)."""
 
     ids: np.ndarray
     positions_um: np.ndarray
@@ -82,7 +82,7 @@ class ReadoutStage:
     """Calibrate from scans, read each frame, remember dF/F over the last ``trace_window_s`` seconds.
 
     ``store`` (optional) receives each applied scan with its reference (ids, positions); ``drift_um`` with
-    ``request_scan``: ask for a new scan when the readout's motion estimate exceeds that many um.
+    ``request_scan``: ask for a new scan when the followed neurons moved (median) that far from the scan's.
     """
 
     def __init__(
@@ -109,6 +109,7 @@ class ReadoutStage:
         self._lock = threading.Lock()
         self._calibrated = False
         self._drift_requested = False
+        self._anchor: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros((0, 3)))
 
     # ---------------------------------------------------------------- any thread
     def offer_scan(self, scan: PendingScan) -> None:
@@ -151,12 +152,12 @@ class ReadoutStage:
 
     def finish(self) -> None:
         """After the last frame: apply and store the scans no frame followed, so every scan is recorded."""
-        self._apply_due_scans(2**62)
+        self.apply_scans(2**62)
 
     # ---------------------------------------------------------------- the readout thread
     def update(self, t: int, time_s: float, frame: np.ndarray) -> ReadoutSnapshot | None:
         """Apply the scans due by frame ``t``, then read it; None before the first calibration."""
-        self._apply_due_scans(t)
+        self.apply_scans(t)
         if not self._calibrated:
             return None
         state = self.readout.update(frame, time_s)
@@ -175,7 +176,9 @@ class ReadoutStage:
         self._check_drift(state)
         return snap
 
-    def _apply_due_scans(self, t: int) -> None:
+    def apply_scans(self, t: int) -> None:
+        """Calibrate (or re-calibrate) from every scan due by frame ``t``, then store it; seconds on a CPU, so
+        the pipeline calls it outside the compute lock that update() runs under."""
         while True:
             with self._lock:
                 if not self._pending or self._pending[0].record.frame_index > t:
@@ -194,6 +197,7 @@ class ReadoutStage:
             self._calibrated = True
         self._drift_requested = False
         ids = np.asarray(reference.ids, np.int64)
+        self._anchor = (ids, np.asarray(reference.positions_um, np.float64).reshape(-1, 3))
         record = dataclasses.replace(record, n_reference=len(ids))
         log.info("calibration %d (%s): %d reference neurons in %.2f s", record.index, record.reason, len(ids),
                  time.perf_counter() - started)
@@ -203,10 +207,13 @@ class ReadoutStage:
             self.records.append(record)
 
     def _check_drift(self, state: ReadoutState) -> None:
-        """Ask for a re-scan once when the specimen moved more than ``drift_um`` from the reference."""
-        motion = getattr(state, "motion_um", None)
-        if self.drift_um is None or self.request_scan is None or motion is None or self._drift_requested:
+        """Ask for a re-scan once when the neurons moved (median, 3D) more than ``drift_um`` from the reference."""
+        if self.drift_um is None or self.request_scan is None or self._drift_requested:
             return
-        if float(np.linalg.norm(np.asarray(motion, np.float64))) > self.drift_um:
+        ids, anchor = self._anchor
+        if len(ids) == 0 or not np.array_equal(ids, state.ids):
+            return
+        moved = np.linalg.norm(np.asarray(state.positions_um, np.float64) - anchor, axis=1)
+        if float(np.median(moved)) > self.drift_um:
             self._drift_requested = True
             self.request_scan("drift")

@@ -22,6 +22,7 @@ _VALUE_MAP = pg.colormap.get("inferno")
 _VALUE_RANGE = (-0.2, 1.0)  # readout dF/F spread over the colour map; beyond it the colour saturates
 _VALUE_LEVELS = 16  # fills are quantised (16 colours x 4 opacities) so the symbol atlas stays small
 _CONFIDENCE_LEVELS = 4
+_CONFIDENT_SNR = 10.0  # readout confidence (signal-to-noise ratio) drawn fully opaque; 0 is nearly clear
 _label_paths: dict[int, QtGui.QPainterPath] = {}
 _value_brushes: dict[tuple[int, int], QtGui.QBrush] = {}
 _selection_styles: dict[int, tuple[QtGui.QPen, QtGui.QBrush]] = {}
@@ -54,11 +55,12 @@ def selection_style(color: QtGui.QColor) -> tuple[QtGui.QPen, QtGui.QBrush]:
 
 
 def value_brushes(values: np.ndarray, confidence: np.ndarray | None) -> list[QtGui.QBrush]:
-    """Marker fills showing the readout: colour from dF/F, opacity from confidence (a doubtful value fades)."""
+    """Marker fills showing the readout: colour from dF/F, opacity from its confidence (signal-to-noise ratio;
+    a doubtful value fades)."""
     lo, hi = _VALUE_RANGE
     level = np.round(np.clip((np.nan_to_num(values, nan=lo) - lo) / (hi - lo), 0, 1) * (_VALUE_LEVELS - 1))
     conf = np.ones(len(values)) if confidence is None else np.nan_to_num(confidence, nan=0.0)
-    opacity = np.round(np.clip(conf, 0, 1) * (_CONFIDENCE_LEVELS - 1))
+    opacity = np.round(np.clip(conf / _CONFIDENT_SNR, 0, 1) * (_CONFIDENCE_LEVELS - 1))
     brushes = []
     for key in zip(level.astype(int).tolist(), opacity.astype(int).tolist(), strict=True):
         brush = _value_brushes.get(key)

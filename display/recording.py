@@ -8,6 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from display.state import ViewState
+from storage.calibration import recorded_scan_records
 
 TRACE_WINDOW = 300  # trace samples shown up to the current time (as the live pipeline's window)
 RATE_WINDOW = 100  # frames over which playback estimates the input and volume rates
@@ -47,6 +48,8 @@ class RecordingAdapter:
         self.trace_window = trace_window
         meta = reader.metadata
         self._time_s = np.asarray(meta["camera_time_s"], np.float64)
+        self._host_s = np.asarray(meta["host_time_s"], np.float64)
+        self._scans = recorded_scan_records(reader.path)  # calibration scans: tracks are then the readout's
         self._lost = np.cumsum(meta["lost_before"])
         self._skipped = np.cumsum(meta["volume_skipped"])
         self._volume_t = np.sort(np.asarray(reader.volume_indices, np.int64))
@@ -92,7 +95,7 @@ class RecordingAdapter:
         volume_t = int(self._volume_t[k - 1]) if k else None
         if volume_t != self._volume_cache[0]:  # frames between volumes reuse the one already read
             self._volume_cache = (volume_t, None if volume_t is None else self.reader.volume(volume_t))
-        ids, positions = self._tracks_at(t)
+        ids, positions, dff = self._tracks_at(t)
         trace_ids, traces, trace_t = self._trace_window(t)
         return ViewState(
             t=t,
@@ -100,6 +103,7 @@ class RecordingAdapter:
             volume=self._volume_cache[1],
             track_ids=ids,
             track_positions_um=positions,
+            track_dff=dff if self._scans else None,
             trace_ids=trace_ids,
             traces_dff=traces,
             trace_t=trace_t,
@@ -107,16 +111,16 @@ class RecordingAdapter:
             meta={**self.meta, "volume_t": volume_t},
         )
 
-    def _tracks_at(self, t: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Neurons of the newest tracked time point at or before ``t``."""
+    def _tracks_at(self, t: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Neurons (ids, positions, dF/F) of the newest tracked time point at or before ``t``."""
         times = self._tracks["t"]
         end = np.searchsorted(times, t, side="right")
         if end == 0:
-            return None, None
+            return None, None, None
         start = np.searchsorted(times, times[end - 1], side="left")
         rows = slice(start, end)
         positions = np.column_stack([self._tracks[c][rows] for c in ("z", "y", "x")]).astype(np.float32)
-        return self._tracks["id"][rows], positions
+        return self._tracks["id"][rows], positions, self._tracks["dff"][rows]
 
     def _trace_window(self, t: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """The last ``trace_window`` trace samples at or before ``t``, with their camera times in seconds."""
@@ -139,4 +143,19 @@ class RecordingAdapter:
             "lost": int(self._lost[t]),
             "skipped": int(self._skipped[t]),
             "recording": None,
+            "host_time_s": float(self._host_s[t]),
+            **self._calibration_stats(t),
+        }
+
+    def _calibration_stats(self, t: int) -> dict[str, float | int]:
+        """The calibration scans taken by frame ``t``, as the live status line shows them."""
+        done = [r for r in self._scans if r.frame_index <= t]
+        if not done:
+            return {}
+        return {
+            "last_calibration_host_s": done[-1].end_host_s,
+            "calibrations": len(done),
+            "reference_neurons": done[-1].n_reference,
+            "calibration_pause_s": round(sum(r.pause_s for r in done), 3),
+            "calibration_frames_cost": sum(r.frames_cost for r in done),
         }

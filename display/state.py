@@ -20,7 +20,7 @@ class ViewState:
     track_ids: np.ndarray | None = None
     track_positions_um: np.ndarray | None = None
     track_dff: np.ndarray | None = None  # (N,) the readout's current dF/F of each marked neuron
-    track_confidence: np.ndarray | None = None  # (N,) 0..1, how much the readout trusts that value
+    track_confidence: np.ndarray | None = None  # (N,) its signal-to-noise ratio (readout's confidence)
     trace_ids: np.ndarray | None = None
     traces_dff: np.ndarray | None = None
     trace_t: np.ndarray | None = None

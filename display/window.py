@@ -20,7 +20,7 @@ AUTO_SELECT = 3  # until the user clicks, show the traces of the most active neu
 
 
 def readout_text(state: ViewState, selected: list[int]) -> str:
-    """The readout's current dF/F and confidence of the selected neurons, by ID ('' without a readout)."""
+    """The readout's current dF/F and confidence (SNR) of the selected neurons, by ID ('' without a readout)."""
     ids, dff, conf = state.track_ids, state.track_dff, state.track_confidence
     if ids is None or dff is None or len(dff) != len(ids):
         return ""
@@ -29,7 +29,7 @@ def readout_text(state: ViewState, selected: list[int]) -> str:
     for neuron_id in selected:
         if neuron_id in row:
             r = row[neuron_id]
-            trust = "" if conf is None or len(conf) != len(ids) else f", confidence {conf[r]:.2f}"
+            trust = "" if conf is None or len(conf) != len(ids) else f", SNR {conf[r]:.1f}"
             parts.append(f"#{neuron_id} dF/F {dff[r]:+.2f}{trust}")
     return f"readout of {len(ids)} reference neurons; selected: " + ("; ".join(parts) or "none")
 

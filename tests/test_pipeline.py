@@ -26,6 +26,7 @@ def _config(out: Path, address: str, **extra) -> object:
         "inference": {"planes": PLANES, "engine": "torch", "z_range_um": [-6.0, 6.0]},
         "recording": {"out": str(out), "overwrite": True},
         "publish": {"address": address, "max_hz": 20},
+        "calibration": {"enabled": False},  # volume tracking (the readout: test_live_calibration.py)
         "view": False,
         **extra,
     })

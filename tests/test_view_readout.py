@@ -23,7 +23,7 @@ def _readout_state():
     base = small_states()[0]
     n = len(base.track_ids)
     dff = np.linspace(-0.2, 1.0, n).astype(np.float32)
-    confidence = np.where(np.arange(n) % 2 == 0, 1.0, 0.0).astype(np.float32)
+    confidence = np.where(np.arange(n) % 2 == 0, 12.0, 0.0).astype(np.float32)  # SNR
     stats = {**base.stats, "last_calibration_host_s": time.time() - 12.0, "calibrations": 2,
              "reference_neurons": n, "calibration_pause_s": 0.6, "calibration_frames_cost": 60}
     arrays = {**message_arrays(base), "track_dff": dff, "track_confidence": confidence}
@@ -67,6 +67,6 @@ def test_selected_neurons_show_their_current_value_and_confidence(qtbot) -> None
     window.toggle_selection(4)
     text = window.readout_label.text()
     assert text.startswith(f"readout of {len(state.track_ids)} reference neurons")
-    assert "#11 dF/F +1.00, confidence 0.00; #4 dF/F +0.24, confidence 1.00" in text
+    assert "#11 dF/F +1.00, SNR 0.0; #4 dF/F +0.24, SNR 12.0" in text
     window.show_state(dataclasses.replace(state, track_dff=None, track_confidence=None))
     assert window.readout_label.text() == ""  # volume tracking: no readout to show

@@ -1,0 +1,177 @@
+"""Calibrate, then read every neuron, end to end on the simulated microscope: `deepz calibrate` alone, and a
+live run that starts with a focal scan and re-calibrates at an interval (the camera pauses, the pause and
+the frames it cost are recorded, reference IDs carry over), its replay, and bad input through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+from deepz.bench_pipeline import free_tcp_address
+from deepz.cli import app
+from deepz.commands.pipeline import run_pipeline
+from deepz.config import load_config
+from storage import RecordingReader
+from storage.calibration import read_scans
+
+RATE, SIZE = 40.0, 96
+CALIBRATION = {"enabled": True, "z_range_um": [-8.0, 8.0], "step_um": 1.0, "interval_s": 2.0}
+
+
+def _config(out: Path, **extra) -> object:
+    return load_config(None, {
+        "source": {"size": SIZE, "rate_hz": RATE, "neurons": 40, "seed": 3},
+        "inference": {"planes": 4, "engine": "torch", "z_range_um": [-6.0, 6.0]},
+        "recording": {"out": str(out), "overwrite": True},
+        "publish": {"address": free_tcp_address(), "max_hz": 20},
+        "calibration": CALIBRATION,
+        "view": False,
+        **extra,
+    })
+
+
+@pytest.fixture(scope="module")
+def live_run(tmp_path_factory):
+    """A 4 s live run at 40 Hz that scans at the start and re-scans every 2 s."""
+    path = tmp_path_factory.mktemp("calibrated") / "live.zarr"
+    return path, run_pipeline(_config(path, duration_s=4.0))
+
+
+def test_live_run_scans_first_then_recalibrates_and_records_the_pauses(live_run) -> None:
+    path, summary = live_run
+    cal = summary["calibration"]
+    scans = read_scans(path)
+    assert len(scans) == cal["calibrations"] >= 2
+    first, later = scans[0].record, [s.record for s in scans[1:]]
+    assert (first.reason, first.frame_index, first.pause_s, first.frames_cost) == ("start", 0, 0.0, 0)
+    assert first.z_um == pytest.approx(np.arange(-8.0, 8.5, 1.0).tolist())
+    assert first.stage_um == pytest.approx(first.z_um) and first.focus_um == 0.0  # relative to focus 0
+    for record in later:
+        assert record.reason == "interval" and 0 < record.frame_index <= summary["frames"]
+        assert record.pause_s > 0 and record.frames_cost == pytest.approx(record.pause_s * RATE, abs=1)
+    assert cal["calibration_frames_cost"] == sum(r.frames_cost for r in later)
+    assert cal["calibration_pause_s"] == pytest.approx(sum(r.pause_s for r in later), abs=1e-3)
+    assert summary["frames_lost"] == 0  # the frames a pause cost are not lost frames
+    stored = RecordingReader(path).attrs["summary"]["calibration"]
+    assert stored["calibrations"] == cal["calibrations"]
+
+
+def test_reference_is_plausible_and_keeps_its_ids_across_recalibrations(live_run) -> None:
+    from acquire.sim import WormSimulator
+    from deepz.wiring import _sim_config
+
+    path, _ = live_run
+    scans = read_scans(path)
+    truth = WormSimulator(_sim_config(_config(path).source)).truth(0.0).positions_um
+    field = SIZE * 0.325
+    inside = (truth[:, 1] >= 0) & (truth[:, 1] < field) & (truth[:, 2] >= 0) & (truth[:, 2] < field)
+    n_true = int((inside & (np.abs(truth[:, 0]) <= 8)).sum())
+    n_found = len(scans[0].reference_ids)
+    assert 0.7 * n_true <= n_found <= 1.3 * n_true, (n_found, n_true)
+    first_ids = set(scans[0].reference_ids.tolist())
+    for scan in scans[1:]:
+        ids = set(scan.reference_ids.tolist())
+        assert len(ids & first_ids) >= 0.8 * len(first_ids)  # the same neurons keep their IDs
+        assert scan.record.n_reference == len(ids)
+
+
+def test_every_frame_read_goes_to_the_tracks_and_traces(live_run) -> None:
+    path, summary = live_run
+    reader = RecordingReader(path)
+    tracks = reader.tracks()
+    reference = set().union(*(s.reference_ids.tolist() for s in read_scans(path)))
+    assert summary["read_out_frames"] >= 1  # how many depends on the CPU: calibration takes seconds on 2 cores
+    assert len(np.unique(tracks["t"])) == summary["read_out_frames"]
+    assert set(np.unique(tracks["id"]).tolist()) <= reference
+    ids, _, dff = reader.traces()
+    assert len(ids) >= len(read_scans(path)[0].reference_ids) and np.isfinite(dff).any()
+
+
+def test_scans_in_a_recording_validate_as_ngff_images(live_run) -> None:
+    from ome_zarr_models.v05 import Image
+
+    yaozarrs = pytest.importorskip("yaozarrs")
+    path, _ = live_run
+    for scan in read_scans(path):
+        group = path / f"calibration/{scan.record.index}"
+        Image.from_zarr(zarr.open_group(group, mode="r"))
+        yaozarrs.validate_zarr_store(str(group))
+
+
+def test_replay_applies_the_recorded_scans_again(live_run, tmp_path) -> None:
+    path, live = live_run
+    out = tmp_path / "replay.zarr"
+    cfg = load_config(None, {"inference": {"planes": 4, "engine": "torch", "z_range_um": [-6.0, 6.0]},
+                             "recording": {"out": str(out)}, "view": False})
+    summary = run_pipeline(cfg, replay_from=path)
+    assert summary["read_out_frames"] == summary["frames"] == live["frames"]  # replay reads every frame
+    original, again = read_scans(path), read_scans(out)
+    assert [s.record.frame_index for s in again] == [s.record.frame_index for s in original]
+    np.testing.assert_array_equal(again[0].stack, original[0].stack)
+    assert len(np.unique(RecordingReader(out).tracks()["t"])) == live["frames"]
+
+
+def test_deepz_calibrate_stores_the_scan_and_its_reference(tmp_path) -> None:
+    sim = tmp_path / "sim.toml"
+    sim.write_text("seed = 3\n[camera]\nshape = [96, 96]\n[worm]\nn_neurons = 40\n")
+    out = tmp_path / "cal.zarr"
+    result = CliRunner().invoke(app, ["calibrate", "--sim-config", str(sim), "--out", str(out),
+                                      "--z-range", "-8", "8", "--step", "1"])
+    assert result.exit_code == 0, result.output
+    assert "17 planes -8..+8 um around focus 0 um (restored to 0 um)" in result.output
+    (scan,) = read_scans(out)
+    assert f"found {len(scan.reference_ids)} reference neurons" in result.output
+    assert scan.stack.shape == (17, 96, 96) and len(scan.reference_ids) >= 5
+    assert np.all(np.abs(scan.reference_positions_um[:, 0]) <= 8.5)
+    assert CliRunner().invoke(app, ["calibrate", "--sim-config", str(sim), "--out", str(out)]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--z-range", "-150", "0"], "outside the travel range"),
+        (["--mm-config", "NOFOCUS"], "no focus device"),
+    ],
+)
+def test_deepz_calibrate_bad_input_is_one_clear_error(tmp_path, args, message) -> None:
+    rig = tmp_path / "camera-only.cfg"
+    rig.write_text("#py pyDevice,Camera,acquire.sim.devices,SimCamera\n#py Property,Core,Initialize,1\n"
+                   "#py Property,Core,Camera,Camera\n")
+    out = tmp_path / "cal.zarr"
+    args = [str(rig) if a == "NOFOCUS" else a for a in args]
+    result = CliRunner().invoke(app, ["calibrate", "--out", str(out), *args])
+    last = result.output.strip().splitlines()[-1]  # (above it: pymmcore-plus logs that no MM install exists)
+    assert result.exit_code == 2 and last.startswith("error: ") and message in last, result.output
+    assert not out.exists()
+
+
+def test_live_with_a_scan_beyond_the_stage_limits_fails_before_recording(tmp_path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text("[calibration]\nenabled = true\nz_range_um = [-150.0, 0.0]\n")
+    out = tmp_path / "live.zarr"
+    result = CliRunner().invoke(app, ["live", "--config", str(config), "--size", "64", "--no-view",
+                                      "--duration", "1", "--out", str(out), "--publish", free_tcp_address()])
+    assert result.exit_code == 2 and "outside the travel range" in result.output, result.output
+    assert not out.exists()
+
+
+def test_the_recording_viewer_shows_the_readout_and_the_calibrations(live_run) -> None:
+    from display.recording import RecordingAdapter
+    from display.status import format_status
+
+    path, summary = live_run
+    adapter = RecordingAdapter(RecordingReader(path))
+    scans = read_scans(path)
+    tracks = RecordingReader(path).tracks()
+    t = int(tracks["t"].max())
+    state = adapter.state(t)
+    rows = tracks["t"] == t
+    np.testing.assert_array_equal(state.track_ids, tracks["id"][rows])
+    np.testing.assert_array_equal(state.track_dff, tracks["dff"][rows])
+    done = [s.record for s in scans if s.record.frame_index <= t]
+    assert state.stats["calibrations"] == len(done) and state.stats["reference_neurons"] == done[-1].n_reference
+    assert f"({len(done)} scans, {done[-1].n_reference} neurons" in format_status(state, "recording")
