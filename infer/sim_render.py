@@ -86,15 +86,20 @@ class TorchMicroscope:
         """(Z, H, W) noise-free photo-electrons (background included) at each focal plane, float32."""
         h, w = self.shape
         nz = len(self.z_um)
-        canvas = torch.full((nz * h * w + 1,), self.sim.camera.background_e, device=self.device)  # +1: a bin
-        defocus = layout.positions_um[None, :, 0] - self.z_um[:, None]  # (Z, N) for stamps off the frame
+        # every plane's pixels, flat, and one last bin that collects the stamp pixels falling off the frame
+        canvas = torch.full((nz * h * w + 1,), self.sim.camera.background_e, device=self.device)
+        defocus = layout.positions_um[None, :, 0] - self.z_um[:, None]  # (Z, N)
         plane = np.clip(np.rint((defocus - self._d0) / self._step).astype(np.int64), 0, self._sizes.shape[1] - 1)
         cls = np.broadcast_to(layout.size_class[None, :], plane.shape)
         padded = np.minimum(((self._sizes[cls, plane] - 1) // _SIZE_STEP + 1) * _SIZE_STEP + 1, self._s_max)
         zi = np.broadcast_to(np.arange(nz)[:, None], plane.shape)
         ni = np.broadcast_to(np.arange(len(layout.electrons))[None, :], plane.shape)
-        for size in np.unique(padded):
-            sel = padded == size
+        yx = layout.positions_um[:, 1:] / self.sim.optics.pixel_size_um
+        reach_px = padded // 2 + 1  # a stamp further than this off the frame adds nothing to it
+        touches = (yx[None, :, 0] + reach_px >= 0) & (yx[None, :, 0] - reach_px < h) & \
+            (yx[None, :, 1] + reach_px >= 0) & (yx[None, :, 1] - reach_px < w)
+        for size in np.unique(padded[touches]):
+            sel = (padded == size) & touches
             per_call = max(1, _ELEMENT_BUDGET // (int(size) + 1) ** 2)
             z_sel, n_sel, c_sel, p_sel = zi[sel], ni[sel], cls[sel], plane[sel]
             for a in range(0, len(z_sel), per_call):

@@ -113,6 +113,7 @@ class EvaluateSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = 7
     n: int = Field(4, ge=1)
+    shape: tuple[int, int] = (256, 256)  # frame of the held-out worms (256x256 is `deepz evaluate`'s)
 
 
 class TrainConfig(BaseModel):

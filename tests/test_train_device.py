@@ -117,7 +117,7 @@ def stacks_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_model_fine_tunes_on_given_focal_stacks(stacks_path: Path, tmp_path: Path) -> None:
     """The library entry a specimen calibration calls: the recipe's schedule on the stacks it hands over."""
     given = open_stacks(stacks_path)
-    config = _config(Path("not-used.zarr"), tmp_path / "run", 30, lr_drops=[(20, 1e-3)], checkpoint_every=30)
+    config = _config(Path("not-used.zarr"), tmp_path / "run", 24, lr_drops=[(16, 1e-3)], checkpoint_every=24)
     model = train_model(config, device="cpu", data=given, progress=False)
     state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
     l1 = [h["l1"] for h in state["history"]]

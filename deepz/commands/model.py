@@ -118,6 +118,34 @@ def _write_defocus_psf(path: Path, sim, defocus_um) -> None:
     root.create_array("psf_defocus_um", data=np.asarray(defocus_um, np.float32))
 
 
+def _model_planes(loaded) -> list[float]:
+    """The focal planes a model is scored on: its axial range at its axial step."""
+    import numpy as np
+
+    rng_um = loaded.manifest.axial_range_um
+    return np.arange(-rng_um, rng_um + 1e-6, loaded.manifest.axial_step_um).tolist()
+
+
+def render_held_out(loaded, out: Path, *, seed: int, n: int, shape: tuple[int, int] = (256, 256)) -> Path:
+    """Held-out worms for a model (`deepz evaluate --seed`): n fresh stacks over its axial range."""
+    return render_stacks(out, n=n, seed=seed, shape=shape, z_um=_model_planes(loaded),
+                         confocal=loaded.manifest.modality == "confocal")
+
+
+def evaluate_held_out(model_dir: Path, *, seed: int, n: int, shape: tuple[int, int] = (256, 256)) -> dict:
+    """`deepz evaluate MODEL --seed S --n N` as a function: the results, with the command that made them."""
+    import tempfile
+
+    from infer.evaluate import evaluate
+    from infer.model_io import load_model
+
+    loaded = load_model(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        stacks = render_held_out(loaded, Path(tmp) / "held_out.zarr", seed=seed, n=n, shape=shape)
+        results = evaluate(loaded, stacks, detector=neuron_detector())
+    return {"command": {"stacks": None, "seed": seed, "n": n, "shape": list(shape)}} | results
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add the model commands to the CLI."""
     simulate = next((g.typer_instance for g in app.registered_groups if g.name == "simulate"), None)
@@ -148,11 +176,19 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def train_cmd(
         config: Path = typer.Option(..., "--config", help="Training recipe TOML (configs/train-sim.toml)."),
         target: Optional[str] = typer.Option(None, "--target", help="widefield or confocal (cross-modality)."),
-        resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint (any device)."),
         out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Override the recipe's out_dir."),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto (default: the recipe's)."),
+        compile_nets: bool = typer.Option(False, "--compile", help="torch.compile the networks."),
+        steps: Optional[int] = typer.Option(None, "--steps", help="Override train.steps (e.g. a short check)."),
+        overrides: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe field: KEY=VALUE "
+                                                      "in TOML syntax, e.g. data.render.shape=[64, 64]."),
     ) -> None:
-        """Train a Deep-Z model on focal stacks (rendered by the simulator first if missing)."""
-        from infer.train import TrainConfig, train
+        """Train a Deep-Z model on focal stacks (rendered by the simulator first if missing) or on worms
+        rendered on the fly ([data.render]); with an [evaluate] table, score it on held-out worms into its
+        manifest."""
+        from infer.device import DeviceError, resolve_device
+        from infer.train import TrainConfig, train_model
 
         cfg = TrainConfig.from_toml(config)
         updates: dict = {}
@@ -162,22 +198,41 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         if out_dir:
             updates["out_dir"] = str(out_dir)
         cfg = TrainConfig.model_validate(cfg.model_dump() | updates)
-        stacks = Path(cfg.data.stacks)
+        try:
+            cfg = cfg.with_overrides((overrides or []) + ([f"train.steps={steps}"] if steps is not None else [])
+                                     + (["train.compile=true"] if compile_nets else []))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc).splitlines()[0], param_hint="--set") from exc
+        try:
+            run_device = resolve_device(device or cfg.train.device)
+        except DeviceError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--device") from exc
         sim = cfg.data.simulate
-        needs_confocal = cfg.target == "confocal"
-        if sim is not None and (not stacks.exists() or (needs_confocal and not (stacks / "confocal").exists())):
-            import numpy as np
+        if cfg.data.stacks is not None and sim is not None:
+            stacks = Path(cfg.data.stacks)
+            needs_confocal = cfg.target == "confocal"
+            if not stacks.exists() or (needs_confocal and not (stacks / "confocal").exists()):
+                import numpy as np
 
-            if needs_confocal:
-                stacks = stacks.with_name(stacks.stem + "-confocal.zarr")
-                cfg = TrainConfig.model_validate(cfg.model_dump() | {
-                    "data": cfg.data.model_dump() | {"stacks": str(stacks)}})
-            if not stacks.exists():
-                z = np.arange(sim.z_min_um, sim.z_max_um + sim.z_step_um / 2, sim.z_step_um).tolist()
-                render_stacks(stacks, n=sim.n, seed=sim.seed, shape=sim.shape, z_um=z,
-                              confocal=sim.confocal or needs_confocal)
-        model_dir = train(cfg, resume=resume)
+                if needs_confocal:
+                    stacks = stacks.with_name(stacks.stem + "-confocal.zarr")
+                    cfg = TrainConfig.model_validate(cfg.model_dump() | {
+                        "data": cfg.data.model_dump() | {"stacks": str(stacks)}})
+                if not stacks.exists():
+                    z = np.arange(sim.z_min_um, sim.z_max_um + sim.z_step_um / 2, sim.z_step_um).tolist()
+                    render_stacks(stacks, n=sim.n, seed=sim.seed, shape=sim.shape, z_um=z,
+                                  confocal=sim.confocal or needs_confocal)
+        model_dir = train_model(cfg, device=run_device, resume=resume)
         typer.echo(f"model written to {model_dir}" + (f" and {cfg.export_dir}" if cfg.export_dir else ""))
+        if cfg.evaluate is not None:
+            from infer.evaluate import store_evaluation, summary_lines
+
+            held_out = cfg.evaluate
+            results = evaluate_held_out(model_dir, seed=held_out.seed, n=held_out.n, shape=held_out.shape)
+            for folder in [model_dir] + ([Path(cfg.export_dir)] if cfg.export_dir else []):
+                store_evaluation(folder, results)
+            for line in summary_lines(results):
+                typer.echo(line)
 
     @app.command("evaluate")
     def evaluate_cmd(
@@ -199,8 +254,6 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """
         import tempfile
 
-        import numpy as np
-
         from infer.evaluate import evaluate, store_evaluation, summary_lines
         from infer.model_io import load_model
 
@@ -208,13 +261,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             raise typer.BadParameter("Give exactly one of --stacks PATH or --seed S.")
         real_data = targettrack_dir(targettrack_path) if targettrack else None  # before minutes of scoring
         loaded = load_model(model)
-        rng_um = loaded.manifest.axial_range_um
-        z = np.arange(-rng_um, rng_um + 1e-6, loaded.manifest.axial_step_um).tolist()
+        z = _model_planes(loaded)
         with results_file(json_out) as results, tempfile.TemporaryDirectory() as tmp:
             results["command"] = {"stacks": str(stacks) if seed is None else None, "seed": seed, "n": n}
             if seed is not None:
-                stacks = render_stacks(Path(tmp) / "held_out.zarr", n=n, seed=seed, shape=(256, 256), z_um=z,
-                                       confocal=loaded.manifest.modality == "confocal")
+                stacks = render_held_out(loaded, Path(tmp) / "held_out.zarr", seed=seed, n=n)
             results.update(evaluate(loaded, stacks, detector=neuron_detector(), plots_dir=plots))
             if real_data is not None:
                 tt = render_targettrack(Path(tmp) / "targettrack.zarr", z_um=z, root=real_data)
@@ -224,3 +275,53 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             typer.echo(line)
         if update_manifest:
             store_evaluation(model, results)
+
+    @bench.command("train")
+    def bench_train_cmd(
+        json_out: Path = typer.Option(..., "--json", help="Write the measurements as JSON here."),
+        devices: Optional[list[str]] = typer.Option(None, "--device", help="cpu or cuda (repeatable; default: "
+                                                    "every one this machine has)."),
+        steps: int = typer.Option(20, "--steps", help="Timed steps per model and mode."),
+        warmup: int = typer.Option(3, "--warmup", help="Untimed steps first."),
+        recipe: Path = typer.Option(Path("configs/train-gpu.toml"), "--recipe", help="Training recipe TOML."),
+        overrides: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe field: KEY=VALUE "
+                                                      "(e.g. train.batch=8 for a CPU-sized run)."),
+        models: Optional[list[str]] = typer.Option(None, "--model", help="Generator BASExDEPTHxMAX channels, "
+                                                   "e.g. 16x4x128 (repeatable; default: the recipe's and 32x5x512)."),
+    ) -> None:
+        """Training step rate with on-device data (full step) vs pre-made batches, per device and model.
+
+        The JSON is written also when the run fails or is interrupted, with what it has ("complete": false).
+        """
+        import torch
+
+        from infer.bench import environment
+        from infer.bench_train import bench_train
+        from infer.device import DeviceError, resolve_device
+        from infer.train import ModelSection, TrainConfig
+
+        try:
+            cfg = TrainConfig.from_toml(recipe).with_overrides(overrides or [])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc).splitlines()[0], param_hint="--set") from exc
+        try:
+            sizes = [[int(v) for v in m.lower().split("x")] for m in models or []]
+            archs = [ModelSection(base_channels=b, depth=d, max_channels=c, norm=cfg.model.norm) for b, d, c in sizes]
+        except ValueError as exc:
+            raise typer.BadParameter(f"write BASExDEPTHxMAX, e.g. 16x4x128 ({exc})", param_hint="--model") from exc
+        names = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+        try:
+            for name in names:
+                resolve_device(name)  # before any work: a missing GPU is a one-line error
+        except DeviceError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--device") from exc
+        with results_file(json_out) as results:
+            results["command"] = {"recipe": str(recipe), "set": overrides or [], "devices": names}
+            results["environment"] = environment(resolve_device(names[-1]))
+            results.update(bench_train(cfg, names, steps=steps, warmup=warmup, models=archs or None))
+        for dev, entry in results["devices"].items():
+            for m in entry["models"]:
+                arch = m["model"]
+                typer.echo(f"{dev} {arch['base_channels']}c-d{arch['depth']}: full {m['full_steps_per_s']:.2f} "
+                           f"steps/s, pre-made {m['random_steps_per_s']:.2f} steps/s, ratio "
+                           f"{m['ratio_full_to_random']:.2f}, batch drawing {m['sampling_ms_per_batch']:.1f} ms")
