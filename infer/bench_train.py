@@ -76,11 +76,12 @@ def bench_train(recipe: TrainConfig, devices: list[str], *, steps: int, warmup: 
             torch.set_num_threads(recipe.train.threads)
         start = time.perf_counter()
         data = training_data(recipe, plan.device, progress=False)
-        entry: dict[str, Any] = {"device": _describe(plan.device), "data_setup_s": round(time.perf_counter() - start, 2),
-                                 "plan": {"autocast": str(plan.autocast_dtype), "channels_last": plan.channels_last,
-                                          "fused_optimizer": plan.fused_optimizer,
-                                          "compile": recipe.train.compile},
-                                 "models": []}
+        entry: dict[str, Any] = {
+            "device": _describe(plan.device), "data_setup_s": round(time.perf_counter() - start, 2),
+            "plan": {"autocast": str(plan.autocast_dtype), "channels_last": plan.channels_last,
+                     "fused_optimizer": plan.fused_optimizer, "compile": recipe.train.compile},
+            "models": [],
+        }
         try:
             for model in models:
                 config = recipe.model_copy(update={"model": model})

@@ -15,8 +15,9 @@ from infer.model_io import load_manifest
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "train-gpu.toml"
 TINY = ["data.render.shape=[64, 64]", "data.render.resident=2", "data.render.val_worms=1",
-        "data.render.layout_workers=0", "data.render.z_min_um=-3.0", "data.render.z_max_um=3.0", "pairs.crop=32", "pairs.axial_range_um=2.0",
-        "pairs.input_z_um=1.0", "train.batch=2", "model.base_channels=4", "model.max_channels=16"]
+        "data.render.layout_workers=0", "data.render.z_min_um=-3.0", "data.render.z_max_um=3.0",
+        "pairs.crop=32", "pairs.axial_range_um=2.0", "pairs.input_z_um=1.0", "train.batch=2",
+        "model.base_channels=4", "model.max_channels=16"]
 
 
 def _set(items: list[str]) -> list[str]:
