@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 
+import click
 import typer
 from typer.core import TyperGroup
 
@@ -15,6 +16,9 @@ class _UserErrorBoundary(TyperGroup):
     def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
         try:
             return super().invoke(ctx)
+        except (typer.Exit, click.exceptions.Exit, click.ClickException):
+            raise  # a command's own exit or usage error, not a failure: importing torch here (after a Qt viewer
+            # ran) would also cost seconds and has hung the interpreter's exit
         except Exception as exc:
             from deepz.errors import USER_ERRORS  # imports torch: only once something failed
 
@@ -37,7 +41,7 @@ app.add_typer(bench, name="bench")
 NOISY_LOGGERS = ("pymmcore-plus", "zarr", "numcodecs", "asyncio", "fsspec", "PIL", "matplotlib")
 COMMAND_MODULES = (
     "acquire", "model", "engines", "storage", "tracking", "view", "pipeline", "info", "superres", "isotropic",
-    "calibrate",
+    "calibrate", "keys",
 )
 
 

@@ -109,6 +109,12 @@ class PublishConfig(_Strict):
 
     address: str = "tcp://127.0.0.1:5557"
     max_hz: float = Field(20.0, gt=0, description="Upper bound on messages per second")
+    curve_secret_key: Path | None = Field(
+        None, description="CurveZMQ: the server's .key_secret from `deepz keys` (encrypts, admits known clients)"
+    )
+    curve_clients: Path | None = Field(
+        None, description="CurveZMQ: folder of admitted clients' public .key files; None = curve_secret_key's folder"
+    )
 
 
 class RunConfig(_Strict):

@@ -29,6 +29,9 @@ Readers reject, with a MessageError and nothing else, any message off this spec:
 types, buffer sizes, and the content rules of deepz.message_checks (each named array's dimensions, dtype and
 finiteness, the agreement of arrays about the same neurons or time window, the geometry in meta).
 
+Security: publishers bind to loopback unless asked; beyond it they warn, and with CurveZMQ keys (deepz.curve,
+`deepz keys`) the stream is encrypted and only admitted clients complete the handshake.
+
 Delivery is latest-only and lossy: the publisher's send high-water mark is small and sends never block, and
 subscribers drain their socket to the newest message (``CONFLATE`` does not support multipart messages).
 """

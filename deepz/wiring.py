@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from deepz.config import InferenceConfig, RecordingConfig, RunConfig, SourceConfig, TrackingConfig
+from deepz.config import (
+    InferenceConfig,
+    PublishConfig,
+    RecordingConfig,
+    RunConfig,
+    SourceConfig,
+    TrackingConfig,
+)
 from deepz.optics_check import CameraOptics, check_optics, optics_report
 
 log = logging.getLogger(__name__)
@@ -207,6 +214,15 @@ def frame_record(meta: Any, volume_skipped: bool, unstored_before: int = 0):
         lost_before=int(meta.lost_before) + unstored_before,
         volume_skipped=bool(volume_skipped),
     )
+
+
+def build_publisher(cfg: PublishConfig):
+    """The zmq publisher for viewers, CurveZMQ-secured when ``cfg.curve_secret_key`` is set (deepz.curve)."""
+    from deepz.curve import ServerKeys
+    from deepz.messages import Publisher
+
+    keys = ServerKeys.load(cfg.curve_secret_key, cfg.curve_clients) if cfg.curve_secret_key is not None else None
+    return Publisher(cfg.address, curve=keys)
 
 
 def build_tracker(cfg: TrackingConfig, voxel_um: tuple[float, float, float], planes_um: np.ndarray):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import shiboken6
 from PySide6 import QtWidgets
 
+from deepz.curve import ClientKeys
 from display.live import LiveFeed
 from display.playback import PlaybackBar
 from display.process import display_available
@@ -28,12 +30,12 @@ def ensure_app() -> QtWidgets.QApplication:
     return app
 
 
-def open_live_window(address: str) -> tuple[ViewerWindow, LiveFeed]:
-    """A viewer window subscribed to a pipeline's PUB address (not yet shown)."""
+def open_live_window(address: str, curve: ClientKeys | None = None) -> tuple[ViewerWindow, LiveFeed]:
+    """A viewer window subscribed to a pipeline's PUB address (not yet shown), CurveZMQ with ``curve``."""
     ensure_app()
     window = ViewerWindow(f"live {address}", title=f"deepz viewer - live {address}")
     window.resize(*WINDOW_SIZE)
-    return window, LiveFeed(window, address)
+    return window, LiveFeed(window, address, curve=curve)
 
 
 def open_recording_window(reader: RecordingLike, t: int | None = None) -> tuple[ViewerWindow, PlaybackBar]:
@@ -47,13 +49,15 @@ def open_recording_window(reader: RecordingLike, t: int | None = None) -> tuple[
     return window, player
 
 
-def run_live(address: str) -> int:
+def run_live(address: str, server_key: str | Path | None = None, client_key: str | Path | None = None) -> int:
     """Show the live viewer until its window closes or SIGINT/SIGTERM; the pipeline is unaffected by either.
 
-    Says on stderr what it waits for: a viewer of an address that never answers shows nothing else.
+    With ``server_key`` and ``client_key`` files (deepz.curve) it connects to a CurveZMQ publisher. Says on
+    stderr what it waits for: a viewer of an address that never answers shows nothing else.
     """
+    curve = ClientKeys.load(Path(server_key), Path(client_key)) if server_key and client_key else None
     app = ensure_app()
-    window, feed = open_live_window(address)
+    window, feed = open_live_window(address, curve)
     window.show()
     print(f"deepz view: waiting for {address} (no message yet); close the window or press Ctrl-C to stop",
           file=sys.stderr, flush=True)  # fmt: skip

@@ -7,6 +7,7 @@ import time
 
 from PySide6 import QtCore
 
+from deepz.curve import ClientKeys
 from deepz.messages import MessageError, Subscriber
 from display.state import ViewState
 from display.window import ViewerWindow
@@ -24,11 +25,13 @@ class LiveFeed(QtCore.QObject):
     ``rejected`` and the window's status line, and the next good one is shown.
     """
 
-    def __init__(self, window: ViewerWindow, address: str, *, poll_ms: int = POLL_MS) -> None:
+    def __init__(
+        self, window: ViewerWindow, address: str, *, poll_ms: int = POLL_MS, curve: ClientKeys | None = None
+    ) -> None:
         super().__init__(window)
         self.window = window
         self.address = address
-        self.subscriber = Subscriber(address)
+        self.subscriber = Subscriber(address, curve=curve)
         self.shown = 0
         self.rejected = 0
         self._started = self._last_arrival = time.monotonic()

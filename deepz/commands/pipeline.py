@@ -64,7 +64,6 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
                  on_status=None, status_period_s: float = 1.0) -> dict[str, Any]:
     """Build every stage from `cfg`, run to the end, close everything; returns the summary."""
     from deepz import wiring
-    from deepz.messages import Publisher
     from deepz.pipeline import Pipeline
 
     live = replay_from is None
@@ -94,7 +93,7 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             source = calibrating_source(source, cfg.calibration, model.manifest, readout)
         # with a readout, every reference neuron's trace comes from it, not from tracking the volumes
         tracker = None if readout is not None else wiring.build_tracker(cfg.tracking, voxel_um, planes)
-        publisher = Publisher(cfg.publish.address) if live or cfg.view else None  # before the store: a port in
+        publisher = wiring.build_publisher(cfg.publish) if live or cfg.view else None  # before the store: a port in
         if publisher is not None:  # use must not leave an empty recording behind
             stack.callback(publisher.close)
             log.info("publishing on %s (deepz view --connect %s)", publisher.address, publisher.address)
@@ -108,7 +107,8 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         from display import display_available, launch_viewer_process
 
         if cfg.view and publisher is not None and display_available():
-            viewer = launch_viewer_process(publisher.address)
+            curve_key = publisher.curve.secret_file if publisher.curve is not None else None
+            viewer = launch_viewer_process(publisher.address, curve_key=curve_key)
             stack.callback(viewer.terminate)
         elif cfg.view and publisher is not None:
             log.info("no display: showing a status line; connect a viewer with deepz view --connect %s",

@@ -45,12 +45,25 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             None, "--t", help="Frame index to show (default: the recording's last volume)."
         ),
         size: str = typer.Option("1600x1000", "--size", help="Window size WIDTHxHEIGHT."),
+        server_key: Path = typer.Option(
+            None, "--server-key", help="Live over CurveZMQ: the publisher's public key file (server.key)."
+        ),
+        client_key: Path = typer.Option(
+            None, "--client-key", help="Live over CurveZMQ: this viewer's key pair (client.key_secret)."
+        ),
     ) -> None:
         """Show live volumes, neurons and traces from a running pipeline, or browse a recording."""
         if (recording is None) == (connect is None):
             typer.secho(
                 "error: give either a recording path (deepz view REC.zarr) or --connect ADDRESS "
                 "(deepz view --connect tcp://127.0.0.1:5557), not both or neither.",
+                err=True,
+                fg=typer.colors.RED,
+            )
+            raise typer.Exit(2)
+        if (server_key is None) != (client_key is None) or (server_key is not None and connect is None):
+            typer.secho(
+                "error: CurveZMQ needs both --server-key and --client-key, with --connect (see deepz keys).",
                 err=True,
                 fg=typer.colors.RED,
             )
@@ -66,7 +79,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             from display.app import run_live
 
             try:
-                code = run_live(connect)
+                code = run_live(connect, server_key, client_key)
             except OSError as exc:
                 typer.secho(
                     f"error: {exc}. Give the pipeline's address, "
