@@ -3,7 +3,8 @@
 For each device and model it times the full step (drawing the batch on the device, on-the-fly worms included,
 then G, D and both optimisers) against the very same step on batches made once in advance (random tensors
 already on the device). Their ratio is the figure: 1.0 means the data costs nothing; the target on CUDA is
->= 0.7. The time spent drawing batches alone (with the worm ring's refreshes) is reported beside it.
+>= 0.7. The time spent drawing batches alone (with the worm ring's refreshes) is reported beside it. Every
+call is timed to the end of its device work (the step syncs once anyway, to log its losses).
 """
 
 from __future__ import annotations
@@ -22,16 +23,24 @@ from infer.training_data import TrainingData, training_data
 LARGER_MODEL = ModelSection(base_channels=32, depth=5, max_channels=512, norm="none")
 
 
-def _rate(fn: Callable[[], Any], plan: DevicePlan, steps: int, warmup: int) -> float:
-    """Calls per second of fn after warmup calls, timed to the end of the device's queued work."""
-    for _ in range(warmup):
-        fn()
-    plan.synchronize()
-    start = time.perf_counter()
+def _rates(modes: dict[str, Callable[[], Any]], plan: DevicePlan, steps: int, warmup: int) -> dict[str, float]:
+    """Calls per second of each mode, after warmup calls of each, timed to the end of the device's work.
+
+    The modes take turns call by call, so a machine whose load drifts (other processes on shared cores)
+    slows them alike and their ratio stays fair.
+    """
+    for fn in modes.values():
+        for _ in range(warmup):
+            fn()
+    spent = dict.fromkeys(modes, 0.0)
     for _ in range(steps):
-        fn()
-    plan.synchronize()
-    return steps / (time.perf_counter() - start)
+        for name, fn in modes.items():
+            plan.synchronize()
+            start = time.perf_counter()
+            fn()
+            plan.synchronize()
+            spent[name] += time.perf_counter() - start
+    return {name: steps / t for name, t in spent.items()}
 
 
 def _random_batch(config: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,11 +56,13 @@ def bench_model(config: TrainConfig, data: TrainingData, plan: DevicePlan, *, st
                 warmup: int) -> dict[str, Any]:
     """Full and pre-made-batch step rates of one model (the adversarial term on from the first step)."""
     config = config.model_copy(update={"train": config.train.model_copy(update={"adv_start": 0})})
-    trainer = Trainer(config, data, plan.device, compile=config.train.compile)
+    trainer = Trainer(config, data, plan.device)
     premade = _random_batch(config, plan.device)
-    full = _rate(trainer.train_step, plan, steps, warmup)
-    random = _rate(lambda: trainer.train_step(premade), plan, steps, warmup)
-    sampling = _rate(trainer.next_batch, plan, steps, warmup)
+    rates = _rates({"full": trainer.train_step, "random": lambda: trainer.train_step(premade)}, plan, steps,
+                   warmup)
+    full, random = rates["full"], rates["random"]
+    # batch drawing on its own loop: the ring refreshes every refresh_every draws, whoever draws
+    sampling = _rates({"sampling": trainer.next_batch}, plan, steps, warmup)["sampling"]
     pixels = config.train.batch * config.pairs.crop**2
     return {
         "model": config.model.model_dump(),

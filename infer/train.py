@@ -57,8 +57,7 @@ def _host_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 class Trainer:
     """Owns the networks, optimisers, data and history of one training run on one device."""
 
-    def __init__(self, config: TrainConfig, data: TrainingData, device: str | torch.device = "cpu", *,
-                 compile: bool = False) -> None:
+    def __init__(self, config: TrainConfig, data: TrainingData, device: str | torch.device = "cpu") -> None:
         self.config, self.data = config, data
         self.plan = DevicePlan.for_device(device)
         tc = config.train
@@ -67,7 +66,8 @@ class Trainer:
         self.unet = UNetConfig(**config.model.model_dump())
         self.g = self.plan.module(DeepZGenerator(self.unet))
         self.d = self.plan.module(Discriminator(in_channels=3))
-        self.run_g, self.run_d = (torch.compile(n) if compile else n for n in (self.g, self.d))
+        # what runs the forward passes: the networks, or their torch.compile'd graphs (train.compile)
+        self.run_g, self.run_d = (torch.compile(n) if tc.compile else n for n in (self.g, self.d))
         self.opt_g = self.plan.adam(self.g.parameters(), tc.lr)
         self.opt_d = self.plan.adam(self.d.parameters(), tc.lr)
         self.step = 0
@@ -305,7 +305,7 @@ def train_model(config: TrainConfig, *, device: str | torch.device | None = None
     plan = DevicePlan.for_device(device)
     prepared = training_data(config, plan.device, data, progress=progress)
     try:
-        trainer = Trainer(config, prepared, plan.device, compile=config.train.compile)
+        trainer = Trainer(config, prepared, plan.device)
         if resume:
             trainer.load_checkpoint()
         return trainer.fit(progress=progress)
