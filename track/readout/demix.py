@@ -1,0 +1,94 @@
+"""Per-neuron brightness by demixing one frame: non-negative least squares on the forward model (torch).
+
+The frame is modelled as a constant background plus every neuron's stamp times its brightness. The normal
+equations' Gram matrix changes only as neurons move relative to one another (slowly), so it is rebuilt on
+a schedule while the projections of the frame are fresh every frame; the non-negative solution comes from
+an active set, warm-started from the previous frame's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from track.readout.patches import Patches
+
+__all__ = ["Demixer", "DemixResult", "gram_matrix"]
+
+
+def gram_matrix(patches: Patches, values: torch.Tensor) -> torch.Tensor:
+    """(N + 1, N + 1) Gram matrix of the stamps (N, P, P) and a constant background column (last)."""
+    n = values.shape[0]
+    keep = patches.inside & (values != 0)
+    rows = torch.arange(n, device=values.device)[:, None, None].expand_as(patches.index)[keep]
+    hw = patches.shape[0] * patches.shape[1]
+    stamps = torch.sparse_coo_tensor(  # sparse: each stamp covers a small patch of the frame
+        torch.stack([rows, patches.index[keep]]), values[keep].double(), (n, hw))
+    gram = torch.zeros(n + 1, n + 1, dtype=torch.float64, device=values.device)
+    gram[:n, :n] = torch.sparse.mm(stamps.coalesce(), stamps.t().coalesce()).to_dense()
+    sums = (values * patches.inside).sum(dim=(1, 2)).double()
+    gram[:n, n] = gram[n, :n] = sums
+    gram[n, n] = hw
+    return gram
+
+
+@dataclass(frozen=True)
+class DemixResult:
+    """Brightness (N,) >= 0, the background level, and each brightness' standard error per unit noise."""
+
+    brightness: torch.Tensor
+    background: float
+    unit_error: torch.Tensor  # sqrt(diag(G^-1)) on the active set; inf where the neuron is clamped to 0
+
+
+class Demixer:
+    """Solves min ||frame - bg - sum_n b_n S_n||^2 with b >= 0 for one frame at a time."""
+
+    def __init__(self, max_rounds: int = 4) -> None:
+        self.max_rounds = max_rounds
+        self._gram: torch.Tensor | None = None
+        self._free: torch.Tensor | None = None
+
+    @property
+    def has_gram(self) -> bool:
+        """Whether a Gram matrix is set (set_gram was called for the current neurons)."""
+        return self._gram is not None
+
+    def set_gram(self, gram: torch.Tensor) -> None:
+        """Use this Gram matrix (N + 1, N + 1) until the next call; a new neuron count resets the warm start."""
+        if self._free is None or self._free.shape[0] != gram.shape[0]:
+            self._free = torch.ones(gram.shape[0], dtype=torch.bool, device=gram.device)
+        self._gram = gram
+
+    def solve(self, projections: torch.Tensor) -> DemixResult:
+        """Brightness from the frame's projections onto each stamp and the background column (N + 1,)."""
+        if self._gram is None or self._free is None:
+            raise RuntimeError("Demixer.solve needs a Gram matrix; call set_gram first.")
+        scale = torch.diagonal(self._gram).clamp(min=1e-30).rsqrt()  # unit diagonal: stamps and background
+        g = self._gram * scale[:, None] * scale[None, :]  # columns differ in scale by ~1e4
+        h = projections.double() * scale
+        n1 = g.shape[0]
+        free = self._free.clone()
+        free[-1] = True  # the background is unconstrained
+        eye = torch.eye(n1, dtype=g.dtype, device=g.device) * 1e-10
+        x = torch.zeros(n1, dtype=torch.float64, device=g.device)
+        for _ in range(self.max_rounds):
+            idx = free.nonzero().squeeze(1)
+            chol = torch.linalg.cholesky(g[idx][:, idx] + eye[idx][:, idx])
+            x = torch.zeros_like(x)
+            x[idx] = torch.cholesky_solve(h[idx, None], chol).squeeze(1)
+            negative = (x[:-1] < 0) & free[:-1]
+            gradient = h - g @ x  # > 0 for a clamped neuron that would brighten the fit
+            enter = (~free[:-1]) & (gradient[:-1] > 0)
+            if not negative.any() and not enter.any():
+                break
+            free[:-1] = (free[:-1] & ~negative) | enter
+        x[:-1] = x[:-1].clamp(min=0)
+        self._free = free
+        error = torch.full((n1,), float("inf"), dtype=torch.float64, device=g.device)
+        idx = free.nonzero().squeeze(1)
+        inverse = torch.cholesky_inverse(torch.linalg.cholesky(g[idx][:, idx] + eye[idx][:, idx]))
+        error[idx] = torch.diagonal(inverse).clamp(min=0).sqrt()
+        x, error = x * scale, error * scale
+        return DemixResult(x[:-1].float(), float(x[-1]), error[:-1].float())

@@ -1,0 +1,182 @@
+"""LiveReadout: calibrate on a focal scan, then follow every reference neuron and read its brightness in
+each single frame at focus; re-calibration keeps the IDs of neurons found again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from track.activity import ActivityConfig, RunningDff
+from track.detect import DetectConfig
+from track.evaluate import match_points
+from track.online import estimate_drift
+from track.readout.calibrate import StampFitConfig
+from track.readout.demix import Demixer, gram_matrix
+from track.readout.motion import MotionConfig, motion_step, neighbour_weights
+from track.readout.patches import cut_patches
+from track.readout.reference import Reference, build_reference
+from track.readout.stamps import Optics
+
+__all__ = ["LiveReadout", "ReadoutConfig", "ReadoutState"]
+
+
+@dataclass(frozen=True)
+class ReadoutConfig:
+    """Detection, stamp fit, motion, dF/F settings; Gram rebuild interval; motion steps after a calibration."""
+
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    fit: StampFitConfig = field(default_factory=StampFitConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    activity: ActivityConfig = field(default_factory=ActivityConfig)
+    gram_every: int = 10  # frames; neighbours move together, so their overlaps change slowly
+    settle_steps: int = 20  # motion steps on the first frame after a scan (the specimen moved meanwhile)
+    match_um: float = 2.0  # re-calibration: a new detection within this of a followed neuron keeps its ID
+
+    def __post_init__(self) -> None:
+        if self.gram_every < 1 or self.settle_steps < 1 or self.match_um <= 0:
+            raise ValueError("gram_every and settle_steps must be >= 1 and match_um > 0.")
+
+
+@dataclass(frozen=True)
+class ReadoutState:
+    """One frame's readout of every reference neuron (rows aligned with ids)."""
+
+    t_s: float
+    ids: np.ndarray
+    positions_um: np.ndarray  # (N, 3) z (relative to focus), y, x
+    brightness: np.ndarray  # demixed, in the reference's units
+    dff: np.ndarray
+    confidence: np.ndarray  # brightness / its standard error (a signal-to-noise ratio)
+    axial_offset_um: float  # specimen's axial shift since the scan
+    background: float
+
+
+class LiveReadout:
+    """Calibrate with a focal scan, then ``update`` once per frame at focus, in time order."""
+
+    def __init__(self, config: ReadoutConfig | None = None, device: str | torch.device = "cpu") -> None:
+        self.config = config or ReadoutConfig()
+        self.device = torch.device(device)
+        self.reference: Reference | None = None
+        self.optics: Optics | None = None
+        self._dff = RunningDff(self.config.activity)
+        self._demixer = Demixer()
+
+    def calibrate(
+        self, stack: np.ndarray | torch.Tensor, z_um: np.ndarray, pixel_size_um: float, optics: Optics
+    ) -> Reference:
+        """Build the reference from a (Z, H, W) scan at focus offsets z_um (um, relative to focus)."""
+        self.optics = optics
+        reference = build_reference(
+            stack, z_um, pixel_size_um, optics, detect=self.config.detect, fit=self.config.fit, device=self.device
+        )
+        self._dff = RunningDff(self.config.activity)
+        self._adopt(reference)
+        return reference
+
+    def recalibrate(self, stack: np.ndarray | torch.Tensor, z_um: np.ndarray) -> Reference:
+        """A new scan: neurons found again (near where they were followed to) keep their IDs, new ones get new
+        IDs, and neurons not found again are dropped."""
+        if self.reference is None or self.optics is None:
+            raise RuntimeError("recalibrate needs a first calibration; call calibrate first.")
+        old = self.reference
+        followed = self.positions_um()
+        fresh = build_reference(
+            stack, z_um, old.pixel_size_um, self.optics, detect=self.config.detect, fit=self.config.fit,
+            first_id=int(old.ids.max()) + 1, device=self.device,
+        )  # fmt: skip
+        shift = estimate_drift(followed, fresh.positions_um, search_um=3 * self.config.match_um)
+        new_row, old_row = match_points(fresh.positions_um, followed + shift, self.config.match_um)
+        ids = fresh.ids.copy()
+        ids[new_row] = old.ids[old_row]
+        unmatched = np.setdiff1d(np.arange(len(ids)), new_row)
+        ids[unmatched] = int(old.ids.max()) + 1 + np.arange(len(unmatched))
+        self._dff.forget(np.setdiff1d(old.ids, ids))
+        reference = Reference(
+            ids, fresh.positions_um, fresh.brightness, fresh.stamps, fresh.pixel_size_um, fresh.frame_shape,
+            fresh.fit_residual,
+        )  # fmt: skip
+        self._adopt(reference)
+        return reference
+
+    def _adopt(self, reference: Reference) -> None:
+        """Start following a new reference from its scan positions."""
+        if reference.frame_shape[0] * reference.frame_shape[1] == 0:
+            raise ValueError("The calibration frames are empty.")
+        self.reference = reference
+        px = reference.pixel_size_um
+        self._centres = torch.as_tensor(reference.positions_um[:, 1:] / px, dtype=torch.float32, device=self.device)
+        self._depth = torch.as_tensor(reference.positions_um[:, 0], dtype=torch.float32, device=self.device)
+        self._axial = 0.0
+        reach = float(np.abs(reference.positions_um[:, 0]).max()) + 2.0
+        self._half = reference.stamps.half_for(reach)
+        self._brightness = torch.as_tensor(reference.brightness, dtype=torch.float32, device=self.device)
+        self._demixer = Demixer()
+        self._since_scan = 0
+
+    def positions_um(self) -> np.ndarray:
+        """Where the reference neurons are now (N, 3) um: z relative to focus, y, x."""
+        if self.reference is None:
+            raise RuntimeError("No reference yet; call calibrate first.")
+        px = self.reference.pixel_size_um
+        z = (self._depth + self._axial).double().cpu().numpy()
+        return np.column_stack([z, self._centres.double().cpu().numpy() * px])
+
+    def update(self, frame: np.ndarray | torch.Tensor, t_s: float) -> ReadoutState:
+        """Follow the motion in one (H, W) frame at focus and read every reference neuron's brightness."""
+        if self.reference is None:
+            raise RuntimeError("No reference yet; call calibrate with a focal scan before update.")
+        y = self._frame_tensor(frame)
+        cfg = self.config
+        steps = cfg.settle_steps if self._since_scan == 0 else 1
+        for step in range(steps):
+            settling = step < steps - 1
+            result, residual, sigma = self._step(y, fresh_gram=settling or self._since_scan % cfg.gram_every == 0)
+        self._since_scan += 1
+        brightness = result.brightness.cpu().numpy()
+        ids = self.reference.ids
+        confidence = (result.brightness / (sigma * result.unit_error).clamp(min=1e-12)).cpu().numpy()
+        return ReadoutState(
+            t_s=float(t_s),
+            ids=ids.copy(),
+            positions_um=self.positions_um(),
+            brightness=brightness,
+            dff=self._dff.update(ids, brightness),
+            confidence=confidence,
+            axial_offset_um=self._axial,
+            background=result.background,
+        )
+
+    def _step(self, y: torch.Tensor, fresh_gram: bool):
+        """Demix at the current positions, then move the neurons by one motion step against the residual."""
+        ref = self.reference
+        patches = cut_patches(self._centres, self._half, ref.frame_shape)
+        stamps = ref.stamps.evaluate(patches, self._depth + self._axial, derivatives=True)
+        if fresh_gram or not self._demixer.has_gram:
+            self._demixer.set_gram(gram_matrix(patches, stamps.value))
+            self._weights = neighbour_weights(self._centres * ref.pixel_size_um, self.config.motion.pool_um).float()
+        projections = torch.cat([(stamps.value * patches.gather(y)).sum(dim=(1, 2)), y.sum()[None]])
+        result = self._demixer.solve(projections)
+        residual = y - result.background - patches.render(result.brightness[:, None, None] * stamps.value)
+        move = motion_step(
+            patches, residual, patches.gather(residual), stamps, result.brightness, self._weights.double(),
+            self.config.motion,
+        )  # fmt: skip
+        self._centres = self._centres + move.lateral_px
+        self._axial += move.axial_um
+        sigma = residual.pow(2).mean().sqrt()
+        return result, residual, sigma
+
+    def _frame_tensor(self, frame: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The frame as float32 on the device; shape and finiteness checked against the reference."""
+        tensor = frame if isinstance(frame, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frame))
+        if tuple(tensor.shape) != self.reference.frame_shape:
+            raise ValueError(
+                f"Frame shape {tuple(tensor.shape)} differs from the calibration scan's {self.reference.frame_shape}."
+            )
+        tensor = tensor.to(self.device).float()
+        if not bool(torch.isfinite(tensor.sum())):
+            raise ValueError("The frame contains NaN or infinite values.")
+        return tensor

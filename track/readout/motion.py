@@ -1,0 +1,80 @@
+"""Specimen motion from one frame: Gauss-Newton steps of every neuron's lateral position and a global
+axial offset against the residual of the forward model, lateral steps pooled over nearby neurons.
+
+At 100 Hz neurons move a few hundredths of a pixel per frame, so one step per frame, started from the last
+frame's positions, keeps them locked; pooling the normal equations of neighbours (a locally rigid motion)
+lets dim or defocused neurons, whose own position information is weak, move with their neighbourhood.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from track.readout.patches import Patches
+from track.readout.stamps import StampValues
+
+__all__ = ["MotionConfig", "MotionStep", "motion_step", "neighbour_weights"]
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """Pooling scale (um), damping, per-frame step limits and whether the axial offset is estimated."""
+
+    pool_um: float = 4.0  # Gaussian weight of a neighbour's normal equations at this distance: e^-1/2
+    damping: float = 1e-3  # Levenberg term relative to the mean lateral information
+    max_step_px: float = 0.5
+    max_axial_step_um: float = 0.1
+    axial: bool = True
+
+
+@dataclass(frozen=True)
+class MotionStep:
+    """Lateral steps (N, 2) px (row, col) and the global axial step (um) to add to the current estimate."""
+
+    lateral_px: torch.Tensor
+    axial_um: float
+
+
+def neighbour_weights(positions_um: torch.Tensor, pool_um: float) -> torch.Tensor:
+    """(N, N) Gaussian weights of lateral distance (self = 1) used to pool the motion normal equations."""
+    yx = positions_um[:, 1:].double()
+    d2 = torch.cdist(yx, yx) ** 2
+    return torch.exp(-0.5 * d2 / pool_um**2)
+
+
+def motion_step(
+    patches: Patches,
+    residual_frame: torch.Tensor,
+    residual_patches: torch.Tensor,
+    stamps: StampValues,
+    brightness: torch.Tensor,
+    weights: torch.Tensor,
+    config: MotionConfig,
+) -> MotionStep:
+    """One pooled Gauss-Newton step from the residual (frame - model), whole and cut at each neuron's patch."""
+    b = brightness[:, None, None]
+    jr, jc = b * stamps.d_row, b * stamps.d_col
+    g = torch.stack([(jr * residual_patches).sum(dim=(1, 2)), (jc * residual_patches).sum(dim=(1, 2))], 1)
+    h = torch.stack(
+        [(jr * jr).sum(dim=(1, 2)), (jr * jc).sum(dim=(1, 2)), (jc * jc).sum(dim=(1, 2))], 1
+    )
+    gp, hp = weights @ g.double(), weights @ h.double()
+    lam = config.damping * (hp[:, 0] + hp[:, 2]).mean().clamp(min=1e-30)
+    a, c, d = hp[:, 0] + lam, hp[:, 1], hp[:, 2] + lam
+    det = (a * d - c * c).clamp(min=1e-30)
+    step = torch.stack([(d * gp[:, 0] - c * gp[:, 1]) / det, (a * gp[:, 1] - c * gp[:, 0]) / det], 1)
+    norm = step.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    step = step * (config.max_step_px / norm).clamp(max=1.0)
+    axial = 0.0
+    if config.axial:
+        value = stamps.value
+        # the part of each stamp's defocus derivative that a brightness change cannot mimic
+        coef = (stamps.d_defocus * value).sum(dim=(1, 2)) / (value * value).sum(dim=(1, 2)).clamp(min=1e-30)
+        jz = patches.render(b * (stamps.d_defocus - coef[:, None, None] * value))
+        info = float((jz * jz).sum())
+        if info > 0:
+            axial = float((jz * residual_frame).sum()) / info
+            axial = max(-config.max_axial_step_um, min(config.max_axial_step_um, axial))
+    return MotionStep(step.float(), axial)

@@ -1,0 +1,50 @@
+"""Square pixel patches around sub-pixel centres: flat frame indices, offsets and in-frame masks (torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Patches", "cut_patches"]
+
+
+@dataclass(frozen=True)
+class Patches:
+    """(N, P, P) patches of a (H, W) frame: where each pixel lies and how far it is from its centre.
+
+    ``index`` holds flat frame indices (clamped into the frame), ``inside`` marks pixels really in the frame;
+    ``dy``/``dx`` are pixel minus centre in pixels, so a radial stamp is a function of hypot(dy, dx).
+    """
+
+    index: torch.Tensor  # (N, P, P) int64
+    inside: torch.Tensor  # (N, P, P) bool
+    dy: torch.Tensor  # (N, P, P) float32
+    dx: torch.Tensor  # (N, P, P) float32
+    shape: tuple[int, int]
+
+    def gather(self, frame: torch.Tensor) -> torch.Tensor:
+        """Frame values at every patch pixel (0 outside the frame): (N, P, P)."""
+        return frame.reshape(-1)[self.index] * self.inside
+
+    def render(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum (N, P, P) patch values into a zero (H, W) frame (pixels outside the frame are dropped)."""
+        out = torch.zeros(self.shape[0] * self.shape[1], dtype=values.dtype, device=values.device)
+        out.index_add_(0, self.index.reshape(-1), (values * self.inside).reshape(-1))
+        return out.reshape(self.shape)
+
+
+def cut_patches(centres_px: torch.Tensor, half: int, shape: tuple[int, int]) -> Patches:
+    """Patches of (2 half + 1)^2 pixels around (N, 2) sub-pixel (row, col) centres in a frame of ``shape``."""
+    if centres_px.ndim != 2 or centres_px.shape[1] != 2:
+        raise ValueError(f"centres_px must be (N, 2) (row, col) pixels, got {tuple(centres_px.shape)}.")
+    h, w = shape
+    grid = torch.arange(-half, half + 1, device=centres_px.device)
+    base = torch.round(centres_px).long()
+    rows = base[:, 0, None] + grid[None]  # (N, P)
+    cols = base[:, 1, None] + grid[None]
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    index = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]
+    dy = (rows.to(torch.float32) - centres_px[:, 0, None].float())[:, :, None].expand(-1, -1, len(grid))
+    dx = (cols.to(torch.float32) - centres_px[:, 1, None].float())[:, None, :].expand(-1, len(grid), -1)
+    return Patches(index, inside, dy.contiguous(), dx.contiguous(), (h, w))

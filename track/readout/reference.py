@@ -1,0 +1,84 @@
+"""The reference set from a calibration focal scan: detected neurons with stable IDs, 3D positions relative
+to focus, and the defocus response fitted to the scan around them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from track.detect import DetectConfig, detect_neurons
+from track.readout.calibrate import StampFitConfig, fit_stamps
+from track.readout.stamps import Optics, StampModel
+
+__all__ = ["Reference", "build_reference", "check_scan"]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Neurons found in one scan (ids, (N, 3) um z/y/x with z relative to focus) and the fitted optics."""
+
+    ids: np.ndarray
+    positions_um: np.ndarray
+    brightness: np.ndarray  # scan brightness in the stamps' units (ADU above background, in-focus stamp sum)
+    stamps: StampModel
+    pixel_size_um: float
+    frame_shape: tuple[int, int]
+    fit_residual: float  # relative squared error of the forward model on the scan
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def check_scan(stack: np.ndarray | torch.Tensor, z_um: np.ndarray) -> tuple[torch.Tensor, np.ndarray, float]:
+    """The scan as a float32 (Z, H, W) tensor, its focus offsets and their (uniform) step; clear errors else."""
+    z = np.asarray(z_um, dtype=np.float64).reshape(-1)
+    tensor = stack if isinstance(stack, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(stack))
+    if tensor.ndim != 3 or tensor.shape[0] != len(z):
+        raise ValueError(
+            f"The calibration scan must be (Z, H, W) with one focus offset per plane; got {tuple(tensor.shape)} "
+            f"and {len(z)} offsets."
+        )
+    if len(z) < 3:
+        raise ValueError(f"The calibration scan needs at least 3 planes, got {len(z)}.")
+    step = np.diff(z)
+    if not (np.all(step > 0) and np.allclose(step, step[0], rtol=0.01, atol=1e-6)):
+        raise ValueError("Calibration scan offsets z_um must increase in equal steps (e.g. -12..12 um by 0.5).")
+    if not np.isfinite(z).all() or not bool(torch.isfinite(tensor.float().sum())):
+        raise ValueError("The calibration scan or its offsets contain NaN or infinite values.")
+    return tensor.float(), z, float(step[0])
+
+
+def build_reference(
+    stack: np.ndarray | torch.Tensor,
+    z_um: np.ndarray,
+    pixel_size_um: float,
+    optics: Optics,
+    *,
+    detect: DetectConfig | None = None,
+    fit: StampFitConfig | None = None,
+    first_id: int = 0,
+    device: str | torch.device = "cpu",
+) -> Reference:
+    """Detect the scan's neurons (ids first_id, first_id + 1, ...) and fit the defocus response around them."""
+    if pixel_size_um <= 0:
+        raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um}.")
+    tensor, z, dz = check_scan(stack, z_um)
+    tensor = tensor.to(device)
+    found = detect_neurons(tensor, (dz, pixel_size_um, pixel_size_um), config=detect, origin_um=(z[0], 0.0, 0.0))
+    if len(found) == 0:
+        raise ValueError(
+            "No neurons were found in the calibration scan; check that the specimen is in the field and in "
+            "the scan's range, and that the frames are not saturated or blank."
+        )
+    fitted = fit_stamps(tensor, z, found.positions_um, pixel_size_um, optics, fit)
+    return Reference(
+        ids=np.arange(first_id, first_id + len(found), dtype=np.int64),
+        positions_um=found.positions_um,
+        brightness=fitted.brightness,
+        stamps=fitted.stamps,
+        pixel_size_um=float(pixel_size_um),
+        frame_shape=(int(tensor.shape[1]), int(tensor.shape[2])),
+        fit_residual=fitted.relative_residual,
+    )

@@ -1,0 +1,137 @@
+"""Defocus response: a radial stamp table S(defocus, radius) per unit brightness, evaluated in torch.
+
+A wide-field image of a nucleus at defocus d is, to a good approximation, radially symmetric; the table
+holds its value per pixel (fraction of the nucleus' light) on a grid of defocus (um) and radius (px), and
+is read with bilinear interpolation, which also gives the derivatives the motion estimate needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from track.readout.patches import Patches
+
+__all__ = ["Optics", "StampModel", "StampValues", "nominal_stamps"]
+
+
+@dataclass(frozen=True)
+class Optics:
+    """Nominal optics a rig knows: numerical aperture, emission wavelength, sample refractive index."""
+
+    na: float = 0.75
+    wavelength_um: float = 0.52
+    sample_index: float = 1.33
+    nucleus_diameter_um: float = 2.5  # typical nucleus size, only the starting guess of the in-focus stamp
+
+    def __post_init__(self) -> None:
+        if not (0 < self.na < self.sample_index + 0.2) or self.wavelength_um <= 0 or self.sample_index < 1:
+            raise ValueError(
+                f"Optics need 0 < NA, a positive wavelength and a sample index >= 1; got {self}."
+            )
+
+    @property
+    def blur_slope(self) -> float:
+        """Radius of the geometric defocus blur per um of defocus: tan of the half-angle in the sample."""
+        return float(np.tan(np.arcsin(min(self.na / self.sample_index, 0.95))))
+
+
+@dataclass(frozen=True)
+class StampValues:
+    """Stamp values at patch pixels and their derivatives by the centre (row, col) and by the defocus."""
+
+    value: torch.Tensor  # (N, P, P)
+    d_row: torch.Tensor | None  # d value / d centre row (px); None unless derivatives were asked for
+    d_col: torch.Tensor | None
+    d_defocus: torch.Tensor | None  # d value / d defocus (um)
+
+
+@dataclass(frozen=True)
+class StampModel:
+    """S(defocus_um, radius_px) on a uniform grid; the last radius column is 0 (the stamp's edge)."""
+
+    defocus_um: np.ndarray  # (D,) uniform, increasing
+    radius_step_px: float
+    table: np.ndarray  # (D, R) float32, value per pixel per unit brightness
+
+    def __post_init__(self) -> None:
+        if self.table.ndim != 2 or self.table.shape[0] != len(self.defocus_um) or self.table.shape[1] < 2:
+            raise ValueError(f"table {self.table.shape} must be (len(defocus_um), >= 2 radii).")
+
+    @property
+    def half_px(self) -> int:
+        """Patch half-width that holds the whole stamp (radius grid's extent)."""
+        return int(np.ceil((self.table.shape[1] - 1) * self.radius_step_px / np.sqrt(2)))
+
+    def half_for(self, max_abs_defocus_um: float, energy: float = 0.97) -> int:
+        """Smallest patch half-width holding ``energy`` of the light of every stamp up to that |defocus|."""
+        rows = np.abs(self.defocus_um) <= max(max_abs_defocus_um, float(np.abs(self.defocus_um).min()))
+        r = np.arange(self.table.shape[1]) * self.radius_step_px
+        ring = self.table[rows] * (2 * np.pi * np.maximum(r, self.radius_step_px / 2))[None]
+        cum = np.cumsum(ring, axis=1) / np.maximum(ring.sum(axis=1, keepdims=True), 1e-30)
+        reach = (cum < energy).sum(axis=1).max() + 1
+        return int(min(np.ceil(reach * self.radius_step_px) + 1, self.half_px))
+
+    def evaluate(self, patches: Patches, defocus_um: torch.Tensor, derivatives: bool = False) -> StampValues:
+        """Values (and, if asked, derivatives) of each neuron's stamp at (N,) defocus at its patch pixels.
+
+        Each neuron's radial profile is first interpolated in defocus (N, R), then read at every pixel's
+        radius: two small gathers per output instead of four from the whole table.
+        """
+        table = torch.as_tensor(self.table, device=patches.dy.device)
+        n_d, n_r = table.shape
+        d0, dd = float(self.defocus_um[0]), float(self.defocus_um[1] - self.defocus_um[0])
+        u = ((defocus_um.float() - d0) / dd).clamp(0, n_d - 1)
+        i0 = u.floor().clamp(max=n_d - 2).long()
+        fu = (u - i0)[:, None]
+        lower, upper = table[i0], table[i0 + 1]
+        profile = lower + fu * (upper - lower)  # (N, R)
+        n = len(i0)
+        r = torch.hypot(patches.dy, patches.dx).reshape(n, -1)
+        v = (r / self.radius_step_px).clamp(max=n_r - 1)
+        j0 = v.floor().clamp(max=n_r - 2).long()
+        fv = v - j0
+        p0, p1 = profile.gather(1, j0), profile.gather(1, j0 + 1)
+        shape = patches.dy.shape
+        value = (p0 + fv * (p1 - p0)).reshape(shape)
+        if not derivatives:
+            return StampValues(value, None, None, None)
+        slope = (upper - lower) / dd
+        s0, s1 = slope.gather(1, j0), slope.gather(1, j0 + 1)
+        d_r = ((p1 - p0) / self.radius_step_px).reshape(shape)
+        inv_r = (1.0 / r.clamp(min=1e-3)).reshape(shape)
+        # dy = pixel - centre, so moving the centre by +1 row changes r by -dy / r
+        return StampValues(
+            value=value,
+            d_row=-d_r * patches.dy * inv_r,
+            d_col=-d_r * patches.dx * inv_r,
+            d_defocus=(s0 + fv * (s1 - s0)).reshape(shape),
+        )
+
+
+def nominal_stamps(
+    optics: Optics, pixel_size_um: float, max_defocus_um: float, defocus_step_um: float = 0.25,
+    radius_step_px: float = 0.5,
+) -> StampModel:
+    """Starting guess from the nominal optics: a soft disc of the nucleus widened by the geometric blur.
+
+    Deliberately compact (measured: a vectorial PSF's faint wide tails as the start made neighbouring
+    neurons leak into each other and halved the trace correlation); the fit to the scan shapes it.
+    """
+    if pixel_size_um <= 0 or max_defocus_um <= 0 or defocus_step_um <= 0:
+        raise ValueError("pixel size, defocus range and step must be positive.")
+    n_half = int(np.ceil(max_defocus_um / defocus_step_um))
+    defocus = np.arange(-n_half, n_half + 1) * defocus_step_um
+    radius_um = np.sqrt((optics.nucleus_diameter_um / 2) ** 2 + (optics.blur_slope * defocus) ** 2)
+    soft = max(optics.wavelength_um / (2 * optics.na), pixel_size_um)  # edge width: the diffraction limit
+    extent_px = (radius_um.max() + 4 * soft) / pixel_size_um
+    r_px = np.arange(int(np.ceil(extent_px * np.sqrt(2) / radius_step_px)) + 2) * radius_step_px
+    edge = (r_px[None] * pixel_size_um - radius_um[:, None]) / soft
+    table = 1.0 / (1.0 + np.exp(np.clip(edge, -50, 50)))
+    table += 0.01 * (r_px[None] * pixel_size_um <= 1.5 * radius_um[:, None] + 2 * soft)  # room for tails
+    table[:, -1] = 0.0
+    area = table * 2 * np.pi * np.maximum(r_px, radius_step_px / 2)[None] * radius_step_px
+    table /= area.sum(axis=1, keepdims=True)
+    return StampModel(np.round(defocus, 6), radius_step_px, table.astype(np.float32))
