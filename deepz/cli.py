@@ -41,6 +41,7 @@ app.add_typer(bench, name="bench")
 NOISY_LOGGERS = ("pymmcore-plus", "zarr", "numcodecs", "asyncio", "fsspec", "PIL", "matplotlib")
 COMMAND_MODULES = (
     "acquire", "model", "engines", "storage", "tracking", "view", "pipeline", "info", "superres", "isotropic",
+    "activity",
     "calibrate", "keys",
 )
 

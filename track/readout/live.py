@@ -156,12 +156,12 @@ class LiveReadout:
         stamps = ref.stamps.evaluate(patches, self._depth + self._axial, derivatives=True)
         if fresh_gram or not self._demixer.has_gram:
             self._demixer.set_gram(gram_matrix(patches, stamps.value))
-            self._weights = neighbour_weights(self._centres * ref.pixel_size_um, self.config.motion.pool_um).float()
+            self._weights = neighbour_weights(self._centres * ref.pixel_size_um, self.config.motion)
         projections = torch.cat([(stamps.value * patches.gather(y)).sum(dim=(1, 2)), y.sum()[None]])
         result = self._demixer.solve(projections)
         residual = y - result.background - patches.render(result.brightness[:, None, None] * stamps.value)
         move = motion_step(
-            patches, residual, patches.gather(residual), stamps, result.brightness, self._weights.double(),
+            patches, residual, patches.gather(residual), stamps, result.brightness, self._weights,
             self.config.motion,
         )  # fmt: skip
         self._centres = self._centres + move.lateral_px

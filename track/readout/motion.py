@@ -23,6 +23,7 @@ class MotionConfig:
     """Pooling scale (um), damping, per-frame step limits and whether the axial offset is estimated."""
 
     pool_um: float = 4.0  # Gaussian weight of a neighbour's normal equations at this distance: e^-1/2
+    neighbour_weight: float = 0.1  # a neighbour's normal equations count this much relative to the own ones
     damping: float = 1e-3  # Levenberg term relative to the mean lateral information
     max_step_px: float = 0.5
     max_axial_step_um: float = 0.1
@@ -37,11 +38,13 @@ class MotionStep:
     axial_um: float
 
 
-def neighbour_weights(positions_um: torch.Tensor, pool_um: float) -> torch.Tensor:
-    """(N, N) Gaussian weights of lateral distance (self = 1) used to pool the motion normal equations."""
-    yx = positions_um[:, 1:].double()
-    d2 = torch.cdist(yx, yx) ** 2
-    return torch.exp(-0.5 * d2 / pool_um**2)
+def neighbour_weights(lateral_um: torch.Tensor, config: MotionConfig) -> torch.Tensor:
+    """(N, N) weights pooling the motion normal equations: 1 for a neuron's own, a Gaussian of lateral
+    distance times ``neighbour_weight`` for the others' (they help where its own information is weak)."""
+    yx = lateral_um.double()  # (N, 2) row, column positions
+    w = config.neighbour_weight * torch.exp(-0.5 * torch.cdist(yx, yx) ** 2 / config.pool_um**2)
+    w.fill_diagonal_(1.0)
+    return w
 
 
 def motion_step(

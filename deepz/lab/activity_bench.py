@@ -1,0 +1,80 @@
+"""`deepz bench activity`: frames/s of the live readout (track.readout.LiveReadout.update) on a simulated
+worm, per device; calibration time reported apart (it runs once per scan, not per frame)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+from acquire.sim import CameraConfig, SimConfig, WormSimulator
+from deepz.lab.activity_eval import _optics
+from track.readout import LiveReadout
+
+__all__ = ["run_activity_bench"]
+
+
+def _simulator(size: int, neurons: int, seed: int) -> WormSimulator:
+    """A worm with ``neurons`` nuclei in a ``size``-pixel field (its body shortened to fit small fields)."""
+    base = SimConfig(seed=seed, camera=CameraConfig(shape=(size, size)))
+    field_um = size * base.optics.pixel_size_um
+    length = min(base.worm.body_length_um, 0.8 * field_um)
+    worm = base.worm.model_copy(update={"n_neurons": neurons, "body_length_um": length})
+    return WormSimulator(base.model_copy(update={"worm": worm}))
+
+
+def run_activity_bench(
+    *, size: int = 512, neurons: int = 200, frames: int = 100, devices: list[str] | None = None, seed: int = 0
+) -> dict[str, object]:
+    """Calibrate once per device, then time ``update`` over ``frames`` pre-rendered frames (median and mean)."""
+    if size < 32 or neurons < 1 or frames < 2:
+        raise ValueError("size must be >= 32, neurons >= 1 and frames >= 2.")
+    devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    sim = _simulator(size, neurons, seed)
+    z = np.arange(-12.0, 12.25, 0.5)
+    stack = np.stack([sim.render(k / 100, float(zk)) for k, zk in enumerate(z)])
+    t_start = len(z) / 100
+    stream = [sim.render(t_start + k / 100, 0.0) for k in range(frames)]
+    results: dict[str, object] = {}
+    for device in devices:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            results[device] = {"skipped": "no CUDA device"}
+            continue
+        readout = LiveReadout(device=device)
+        t0 = time.perf_counter()
+        reference = readout.calibrate(stack, z, sim.pixel_size_um, _optics(sim))
+        calibration_s = time.perf_counter() - t0
+        readout.update(stream[0], t_start)  # the first frame settles the motion (several steps): not timed
+        times = []
+        for k, frame in enumerate(stream[1:], start=1):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            readout.update(frame, t_start + k / 100)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        results[device] = {
+            "frames_per_s_median": 1.0 / float(np.median(times)),
+            "frames_per_s_mean": len(times) / float(np.sum(times)),
+            "ms_per_frame_p90": 1000 * float(np.quantile(times, 0.9)),
+            "calibration_s": calibration_s,
+            "neurons_in_reference": len(reference),
+            "keeps_up_with_100_hz": bool(np.median(times) <= 0.01),
+        }
+    return {
+        "benchmark": "activity",
+        "frame_shape": [size, size],
+        "neurons_simulated": neurons,
+        "frames_timed": frames - 1,
+        "scan_planes": len(z),
+        "environment": {
+            "cpu": platform.machine(), "cpu_count": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },  # fmt: skip
+        "results": results,
+    }

@@ -1,0 +1,40 @@
+"""Simulated specimens for the activity evaluation: a seeded worm, or a real targettrack neuron arrangement
+given the simulated worm's motion, activity and optics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from acquire.sim import CameraConfig, SimConfig, WormSimulator
+
+__all__ = ["TARGETTRACK_EXAMPLES", "simulated_worm", "targettrack_worm"]
+
+TARGETTRACK_EXAMPLES = ("ex2/gt", "ex3/gt", "ex4/gt", "ex6/gt")  # ex5 gt = ex3 gt; tar frames: same worms
+
+
+def simulated_worm(seed: int, size: int) -> WormSimulator:
+    """The default simulated microscope and worm for a seed, with a square camera of ``size`` pixels."""
+    if size < 32:
+        raise ValueError(f"--size {size} is too small; use at least 32 pixels.")
+    return WormSimulator(SimConfig(seed=seed, camera=CameraConfig(shape=(size, size))))
+
+
+def targettrack_worm(root: Path, example: str, seed: int, size: int) -> WormSimulator:
+    """A simulated worm whose nuclei sit where a targettrack volume's annotated nuclei are (centred in the
+    field); motion, activity, brightness and optics stay the simulator's."""
+    from track.targettrack import DEFAULT_VOXEL_UM
+
+    name, which = example.split("/")
+    path = Path(root) / "data" / "data_points" / name / f"pts_{which}.npy"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; pass the targettrack folder holding data/data_points.")
+    pts = np.load(path)
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    zyx = pts[:, ::-1] * np.asarray(DEFAULT_VOXEL_UM)  # (x, y, z) voxels -> (z, y, x) um
+    zyx -= zyx.mean(axis=0)
+    base = SimConfig(seed=seed, camera=CameraConfig(shape=(size, size)))
+    sim = WormSimulator(base.model_copy(update={"worm": base.worm.model_copy(update={"n_neurons": len(zyx)})}))
+    sim.worm.body_sud = np.column_stack([zyx[:, 2], zyx[:, 1], zyx[:, 0]])  # along the body, sideways, depth
+    return sim
