@@ -89,6 +89,7 @@ def build_readout_stage(
         trace_window_s=cfg.tracking.trace_window_s,
         store=CalibrationStore(out).write if out is not None else None,
         drift_um=cfg.calibration.drift_um,
+        wait=replay_from is not None,  # replay reads every frame; live never holds the readout thread
     )
     for scan in scans:
         stage.offer_scan(scan)

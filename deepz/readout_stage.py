@@ -2,14 +2,19 @@
 every frame it is handed, and keeps the recent dF/F window that viewers are sent.
 
 Scans arrive from the acquisition thread (live: the calibrating camera source) or from a recording (replay)
-tagged with the frame index they precede; the stage applies each one in its own thread right before that
-frame, so the camera never waits for detection. The first scan calibrates the readout, later ones
-re-calibrate it (reference IDs carry over). Each scan is then stored with its reference neurons.
+tagged with the frame index they precede. From that frame on, the readout calibrates on it: the first scan
+calibrates, later ones re-calibrate (reference IDs carry over). Calibrating takes seconds on a CPU, so live it
+runs in a worker thread on a copy of the readout while the readout goes on reading frames with the reference
+it has (none before the first calibration), and the copy takes over once calibrated; the camera and inference
+never wait, and a stop waits for it only briefly. Replay calibrates in place, so every frame is read with the
+reference it had live. Each scan is then stored with its reference neurons; one the run ended before
+calibrating on is stored without them.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import logging
 import threading
@@ -81,8 +86,9 @@ StoreScan = Callable[[ScanRecord, np.ndarray, np.ndarray, np.ndarray], None]
 class ReadoutStage:
     """Calibrate from scans, read each frame, remember dF/F over the last ``trace_window_s`` seconds.
 
-    ``store`` (optional) receives each applied scan with its reference (ids, positions); ``drift_um`` with
-    ``request_scan``: ask for a new scan when the followed neurons moved (median) that far from the scan's.
+    ``store`` (optional) receives each scan with its reference (ids, positions); ``drift_um`` with
+    ``request_scan``: ask for a new scan when the followed neurons moved (median) that far from the scan's;
+    ``wait``: calibrate in the calling thread (replay) instead of a worker (live).
     """
 
     def __init__(
@@ -94,6 +100,7 @@ class ReadoutStage:
         store: StoreScan | None = None,
         drift_um: float | None = None,
         request_scan: Callable[[str], None] | None = None,
+        wait: bool = False,
     ) -> None:
         self.readout = readout
         self.optics = optics
@@ -101,6 +108,8 @@ class ReadoutStage:
         self.store = store
         self.drift_um = drift_um
         self.request_scan = request_scan
+        self.wait = wait
+        self.store_error: str | None = None
         self.records: list[ScanRecord] = []
         self._pending: collections.deque[PendingScan] = collections.deque()
         self._history: collections.deque[tuple[float, np.ndarray, np.ndarray]] = collections.deque(
@@ -108,6 +117,13 @@ class ReadoutStage:
         )
         self._lock = threading.Lock()
         self._calibrated = False
+        self._calibrating: PendingScan | None = None  # the scan a worker calibrates on now
+        self._ready: LiveReadoutLike | None = None  # a worker's freshly calibrated readout, to take over
+        self._storing = False  # a worker is storing the scan it calibrated on
+        self._calibration_done = threading.Event()  # set while no calibration is in progress
+        self._calibration_done.set()
+        self._failure: BaseException | None = None
+        self._finished = False
         self._drift_requested = False
         self._anchor: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros((0, 3)))
 
@@ -148,15 +164,35 @@ class ReadoutStage:
             records = [dataclasses.asdict(r) for r in self.records]
         keys = ("index", "reason", "frame_index", "start_host_s", "end_host_s", "pause_s", "frames_cost",
                 "n_reference", "focus_um")
-        return {**self.status(), "scans": [{k: r[k] for k in keys} for r in records]}
+        return {**self.status(), "scans": [{k: r[k] for k in keys} for r in records],
+                "store_error": self.store_error}
 
-    def finish(self) -> None:
-        """After the last frame: apply and store the scans no frame followed, so every scan is recorded."""
-        self.apply_scans(2**62)
+    def finish(self, wait_s: float = 10.0) -> None:
+        """After the last frame: wait up to ``wait_s`` for a calibration in progress, then store the scans no
+        calibration finished for without a reference, so every scan is recorded and the run ends promptly."""
+        with self._lock:
+            in_progress = self._calibrating
+        if in_progress is not None and not self._calibration_done.wait(wait_s):
+            log.warning("the run ended while calibrating on scan %d; stored without its reference",
+                        in_progress.record.index)
+        with self._lock:
+            self._finished = True
+            storing = self._storing
+            abandoned = [] if storing or self._calibrating is None else [self._calibrating]
+            unused = abandoned + list(self._pending)
+            self._pending.clear()
+        if storing:  # a worker that finished calibrating is storing its scan: a moment
+            self._calibration_done.wait()
+        for scan in unused:
+            note = {"reference": "not computed: the run ended before the readout calibrated on this scan"}
+            record = dataclasses.replace(scan.record, extra={**scan.record.extra, **note})
+            self._store_scan(record, scan.stack, np.zeros(0, np.int64), np.zeros((0, 3)))
 
     # ---------------------------------------------------------------- the readout thread
     def update(self, t: int, time_s: float, frame: np.ndarray) -> ReadoutSnapshot | None:
-        """Apply the scans due by frame ``t``, then read it; None before the first calibration."""
+        """Read frame ``t`` (in time order); None before the first calibration and while calibrating."""
+        if self._failure is not None:
+            raise self._failure
         self.apply_scans(t)
         if not self._calibrated:
             return None
@@ -177,34 +213,71 @@ class ReadoutStage:
         return snap
 
     def apply_scans(self, t: int) -> None:
-        """Calibrate (or re-calibrate) from every scan due by frame ``t``, then store it; seconds on a CPU, so
-        the pipeline calls it outside the compute lock that update() runs under."""
+        """Take over a readout a worker calibrated, then start calibrating on the next scan due by frame ``t``
+        unless a calibration is in progress: in a worker thread, or here when ``wait`` (seconds on a CPU: the
+        pipeline calls this outside its compute lock). Readout thread only."""
         while True:
             with self._lock:
-                if not self._pending or self._pending[0].record.frame_index > t:
+                if self._ready is not None:  # a worker calibrated a copy: it takes over from here
+                    self.readout, self._ready = self._ready, None
+                if self._calibrating is not None or not self._pending or self._pending[0].record.frame_index > t:
                     return
-                scan = self._pending.popleft()
-            self._apply(scan)
+                scan = self._calibrating = self._pending.popleft()
+                self._calibration_done.clear()
+            if not self.wait:
+                candidate = copy.deepcopy(self.readout)  # this thread owns the readout: a consistent copy
+                threading.Thread(target=self._calibrate, args=(scan, candidate), name="deepz-calibrate",
+                                 daemon=True).start()
+                return
+            self._calibrate(scan, self.readout)
+            if self._failure is not None:
+                raise self._failure
 
-    def _apply(self, scan: PendingScan) -> None:
+    def _calibrate(self, scan: PendingScan, readout: LiveReadoutLike) -> None:
+        """Calibrate (first scan) or re-calibrate ``readout`` on ``scan``, store the scan with the reference
+        found, and hand the readout over to the readout thread."""
         record = scan.record
-        z = np.asarray(record.z_um, np.float64)
-        started = time.perf_counter()
-        if self._calibrated:
-            reference = self.readout.recalibrate(scan.stack, z)
-        else:
-            reference = self.readout.calibrate(scan.stack, z, record.pixel_size_um, self.optics)
-            self._calibrated = True
-        self._drift_requested = False
-        ids = np.asarray(reference.ids, np.int64)
-        self._anchor = (ids, np.asarray(reference.positions_um, np.float64).reshape(-1, 3))
-        record = dataclasses.replace(record, n_reference=len(ids))
-        log.info("calibration %d (%s): %d reference neurons in %.2f s", record.index, record.reason, len(ids),
-                 time.perf_counter() - started)
-        if self.store is not None:
-            self.store(record, scan.stack, ids, np.asarray(reference.positions_um, np.float64))
+        try:
+            started = time.perf_counter()
+            z = np.asarray(record.z_um, np.float64)
+            if self._calibrated:
+                reference = readout.recalibrate(scan.stack, z)
+            else:
+                reference = readout.calibrate(scan.stack, z, record.pixel_size_um, self.optics)
+            ids = np.asarray(reference.ids, np.int64)
+            positions = np.asarray(reference.positions_um, np.float64).reshape(-1, 3)
+            kept = {k: v for k, v in record.extra.items() if k != "reference"}  # a replayed note that it had none
+            record = dataclasses.replace(record, n_reference=len(ids), extra=kept)
+            log.info("calibration %d (%s): %d reference neurons in %.2f s", record.index, record.reason,
+                     len(ids), time.perf_counter() - started)
+            self._anchor = (ids, positions)
+            self._drift_requested = False
+            with self._lock:
+                if self._finished:  # the run ended meanwhile: finish() stored the scan already
+                    return
+                self._storing = True  # finish() now waits for this store instead of making its own
+            self._store_scan(record, scan.stack, ids, positions)
+            with self._lock:
+                self._ready = None if readout is self.readout else readout
+                self._calibrated = True
+        except BaseException as exc:  # noqa: BLE001 - raised in the readout thread by its next update
+            self._failure = exc
+        finally:
+            with self._lock:
+                self._calibrating, self._storing = None, False
+            self._calibration_done.set()
+
+    def _store_scan(self, record: ScanRecord, stack: np.ndarray, ids: np.ndarray, positions: np.ndarray) -> None:
+        """Keep the record and store the scan; a failed store (e.g. a full disk) is reported, not raised."""
         with self._lock:
             self.records.append(record)
+        if self.store is None:
+            return
+        try:
+            self.store(record, stack, ids, positions)
+        except OSError as exc:
+            self.store_error = self.store_error or f"calibration scan {record.index} not stored: {exc}"
+            log.error("%s", self.store_error)
 
     def _check_drift(self, state: ReadoutState) -> None:
         """Ask for a re-scan once when the neurons moved (median, 3D) more than ``drift_um`` from the reference."""

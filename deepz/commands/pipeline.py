@@ -208,6 +208,8 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
             f"in {summary['read_out_frames']} frames; re-scans paused the camera {cal['calibration_pause_s']} s "
             f"({cal['calibration_frames_cost']} frames not taken at the nominal rate)"
         )
+        if cal.get("store_error"):
+            typer.secho(f"error: {cal['store_error']}", err=True, fg=typer.colors.RED)
     if out is not None:
         rec = summary.get("recording_stats", {})
         typer.echo(

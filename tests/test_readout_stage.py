@@ -1,0 +1,90 @@
+"""The readout stage with the real readout on scans of the simulated microscope: a scan applies before the
+frame it precedes, re-calibration keeps IDs, every scan is handed to storage with its reference (or without
+one when the run ended first), drift past the threshold asks the camera for a new scan once, and live the
+calibration runs beside the frames instead of holding them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acquire.sim import CameraConfig, SimConfig, WormConfig
+from acquire.sim.devices import load_simulated_core
+from acquire.zstack import acquire_focal_stack, z_positions
+from deepz.calibration import build_readout, readout_optics
+from deepz.readout_stage import PendingScan, ReadoutStage
+from infer.model_io import default_model_path, load_manifest
+from storage.calibration import ScanRecord
+
+CONFIG = SimConfig(camera=CameraConfig(shape=(80, 80)), worm=WormConfig(n_neurons=40), seed=3)
+
+
+def _record(index: int, scan, frame_index: int) -> ScanRecord:
+    return ScanRecord(index=index, reason="start" if index == 0 else "drift", focus_um=scan.focus_um,
+                      z_um=scan.z_um.tolist(), stage_um=scan.stage_um.tolist(), pixel_size_um=0.325,
+                      frame_index=frame_index, start_host_s=0.0, end_host_s=0.0)
+
+
+@pytest.fixture(scope="module")
+def scans_and_frames():
+    core = load_simulated_core(CONFIG)
+    try:
+        scans = [acquire_focal_stack(core, z_positions(-6, 6, 1)) for _ in range(2)]
+        frames = []
+        for _ in range(3):
+            core.snapImage()
+            frames.append(core.getImage())
+    finally:
+        core.unloadAllDevices()
+    return scans, frames
+
+
+def test_scans_apply_in_frame_order_and_recalibration_keeps_ids(scans_and_frames) -> None:
+    scans, frames = scans_and_frames
+    stored, requests = [], []
+    stage = ReadoutStage(build_readout(), optics=_optics(), store=lambda *args: stored.append(args),
+                         drift_um=1e-6, request_scan=requests.append, wait=True)
+    stage.offer_scan(PendingScan(_record(0, scans[0], 0), scans[0].stack))
+    stage.offer_scan(PendingScan(_record(1, scans[1], 2), scans[1].stack))
+    first = stage.update(0, 0.0, frames[0])
+    assert len(stored) == 1 and stored[0][0].n_reference == len(first.ids) >= 3
+    np.testing.assert_array_equal(first.ids, stored[0][2])
+    assert first.positions_um.shape == (len(first.ids), 3) and np.all(first.confidence >= 0)
+    stage.update(1, 0.01, frames[1])
+    assert requests == ["drift"]  # asked once, not on every frame past the threshold
+    again = stage.update(2, 0.02, frames[2])  # the second scan applies here: re-calibration
+    assert len(stored) == 2 and stage.status()["calibrations"] == 2
+    kept = set(again.ids.tolist()) & set(first.ids.tolist())
+    assert len(kept) >= 0.8 * len(first.ids)
+    ids, times, dff = stage.recent_traces()
+    assert set(ids.tolist()) == set(first.ids.tolist()) | set(again.ids.tolist())
+    np.testing.assert_allclose(times, [0.0, 0.01, 0.02]) and dff.shape == (len(ids), 3)
+
+
+def test_live_calibration_runs_beside_the_frames_and_a_stop_does_not_wait_for_it(scans_and_frames) -> None:
+    scans, frames = scans_and_frames
+    stored = []
+    stage = ReadoutStage(build_readout(), optics=_optics(), store=lambda *args: stored.append(args))
+    stage.offer_scan(PendingScan(_record(0, scans[0], 1), scans[0].stack))
+    assert stage.update(0, 0.0, frames[0]) is None  # not due yet
+    assert stage.update(1, 0.01, frames[1]) is None  # due: calibration starts in a worker, the frame goes on
+    stage.offer_scan(PendingScan(_record(1, scans[1], 2), scans[1].stack))
+    stage.finish(wait_s=0.0)  # the run ends now: both scans are stored, without a reference
+    assert [(r.index, r.n_reference) for r, *_ in stored] == [(0, 0), (1, 0)]
+    assert all(len(ids) == 0 and "not computed" in r.extra["reference"] for r, _, ids, _ in stored)
+    assert stage._calibration_done.wait(120)  # the worker finishing later stores nothing more
+    assert len(stored) == 2 and stage.summary()["calibrations"] == 2
+
+
+def test_live_readout_resumes_once_calibrated(scans_and_frames) -> None:
+    scans, frames = scans_and_frames
+    stage = ReadoutStage(build_readout(), optics=_optics())
+    stage.offer_scan(PendingScan(_record(0, scans[0], 0), scans[0].stack))
+    assert stage.update(0, 0.0, frames[0]) is None and stage.status()["calibrations"] == 0
+    assert stage._calibration_done.wait(120)
+    snap = stage.update(1, 0.01, frames[1])
+    assert snap is not None and stage.status()["calibrations"] == 1 and len(snap.ids) >= 3
+
+
+def _optics():
+    return readout_optics(load_manifest(default_model_path()))
