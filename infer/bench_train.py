@@ -3,8 +3,9 @@
 For each device and model it times the full step (drawing the batch on the device, on-the-fly worms included,
 then G, D and both optimisers) against the very same step on batches made once in advance (random tensors
 already on the device). Their ratio is the figure: 1.0 means the data costs nothing; the target on CUDA is
->= 0.7. The time spent drawing batches alone (with the worm ring's refreshes) is reported beside it. Every
-call is timed to the end of its device work (the step syncs once anyway, to log its losses).
+>= 0.7. The time spent drawing batches alone (with the worm ring's refreshes, and without: the gather of
+pairs from resident stacks) is reported beside it. Every call is timed to the end of its device work (the
+step syncs once anyway, to log its losses).
 """
 
 from __future__ import annotations
@@ -61,15 +62,18 @@ def bench_model(config: TrainConfig, data: TrainingData, plan: DevicePlan, *, st
     rates = _rates({"full": trainer.train_step, "random": lambda: trainer.train_step(premade)}, plan, steps,
                    warmup)
     full, random = rates["full"], rates["random"]
-    # batch drawing on its own loop: the ring refreshes every refresh_every draws, whoever draws
-    sampling = _rates({"sampling": trainer.next_batch}, plan, steps, warmup)["sampling"]
+    # batch drawing on its own loop: the ring refreshes every refresh_every draws, whoever draws; and the
+    # draw alone (pairs from the resident stacks, no refresh)
+    drawing = _rates({"sampling": trainer.next_batch, "draw": lambda: data.train.sample(config.train.batch)},
+                     plan, steps, warmup)
     pixels = config.train.batch * config.pairs.crop**2
     return {
         "model": config.model.model_dump(),
         "full_steps_per_s": round(full, 3), "random_steps_per_s": round(random, 3),
         "ratio_full_to_random": round(full / random, 3),
         "full_pixels_per_s": round(full * pixels), "random_pixels_per_s": round(random * pixels),
-        "sampling_ms_per_batch": round(1000 / sampling, 3),
+        "sampling_ms_per_batch": round(1000 / drawing["sampling"], 3),
+        "draw_ms_per_batch": round(1000 / drawing["draw"], 3),
     }
 
 

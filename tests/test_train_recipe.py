@@ -17,7 +17,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "configs" / "train-gpu.toml"
 TINY = ["data.render.shape=[64, 64]", "data.render.resident=2", "data.render.val_worms=1",
         "data.render.layout_workers=0", "data.render.z_min_um=-3.0", "data.render.z_max_um=3.0",
         "pairs.crop=32", "pairs.axial_range_um=2.0", "pairs.input_z_um=1.0", "train.batch=2",
-        "model.base_channels=4", "model.max_channels=16"]
+        "model.base_channels=4", "model.max_channels=16", "train.threads=1"]
 
 
 def _set(items: list[str]) -> list[str]:
@@ -54,7 +54,7 @@ def test_bench_train_writes_full_and_premade_step_rates(tmp_path: Path) -> None:
     for m in models:
         assert m["full_steps_per_s"] > 0 and m["random_steps_per_s"] > 0
         assert abs(m["ratio_full_to_random"] - m["full_steps_per_s"] / m["random_steps_per_s"]) < 0.01
-        assert m["full_pixels_per_s"] > 0
+        assert m["full_pixels_per_s"] > 0 and m["draw_ms_per_batch"] > 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
