@@ -226,8 +226,9 @@ class ReadoutStage:
                 self._calibration_done.clear()
             if not self.wait:
                 candidate = copy.deepcopy(self.readout)  # this thread owns the readout: a consistent copy
-                threading.Thread(target=self._calibrate, args=(scan, candidate), name="deepz-calibrate",
-                                 daemon=True).start()
+                # not a daemon: torch must not be torn down under it at exit (the process aborts); a run that
+                # ended during a calibration closes at once, and its process exits when the thread is done
+                threading.Thread(target=self._calibrate, args=(scan, candidate), name="deepz-calibrate").start()
                 return
             self._calibrate(scan, self.readout)
             if self._failure is not None:
