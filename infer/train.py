@@ -60,6 +60,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, data: TrainingData, device: str | torch.device = "cpu") -> None:
         self.config, self.data = config, data
         self.plan = DevicePlan.for_device(device)
+        if self.plan.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed batch and crop: let cuDNN pick its fastest kernels
         tc = config.train
         torch.manual_seed(tc.seed)
         self.norm = data.norm

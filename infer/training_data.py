@@ -148,7 +148,9 @@ def rendered_data(config: TrainConfig, device: torch.device) -> TrainingData:
         train=DevicePairSampler(stream.stacks, config.pairs, offset_adu=offset, scale_adu=norm.scale_adu,
                                 seed=config.train.seed),
         val=val, norm=norm, stream=stream,
-        digest=_digest({"render": r.model_dump(mode="json"), "sim": sim.model_dump(mode="json")}),
+        # what the worms are, not how their layouts are computed: a run may resume with other layout_workers
+        digest=_digest({"render": r.model_dump(mode="json", exclude={"layout_workers"}),
+                        "sim": sim.model_dump(mode="json")}),
         manifest_fields=dict(optics=optics, axial_range_um=config.pairs.axial_range_um,
                              axial_step_um=r.z_step_um),
     )

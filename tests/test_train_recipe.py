@@ -25,18 +25,24 @@ def _set(items: list[str]) -> list[str]:
 
 
 def test_the_gpu_recipe_trains_on_rendered_worms_and_stores_its_held_out_evaluation(tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["train", "--config", str(RECIPE), "--device", "cpu", "--steps", "3",
-                                   "--out-dir", str(tmp_path / "run"),
-                                   *_set(TINY + [f'export_dir="{tmp_path / "export"}"', "train.adv_start=1",
-                                                 "data.render.layout_workers=1", "evaluate.n=1",
-                                                 "evaluate.shape=[64, 64]"])])
-    assert res.exit_code == 0, res.output
-    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
-    assert state["device"] == "cpu" and state["stream"]["next_worm"] > 1 + 2  # fresh worms replaced the first
+    def run(steps: int, *extra: str) -> dict:
+        res = CliRunner().invoke(app, ["train", "--config", str(RECIPE), "--device", "cpu", "--steps", str(steps),
+                                       "--out-dir", str(tmp_path / "run"),
+                                       *_set(TINY + [f'export_dir="{tmp_path / "export"}"', "train.adv_start=1",
+                                                     "data.render.layout_workers=1", "evaluate.n=1",
+                                                     "evaluate.shape=[64, 64]"]), *extra])
+        assert res.exit_code == 0, res.output
+        return json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+
+    state = run(3)
+    assert state["device"] == "cpu" and state["stream"]["next_worm"] == 1 + 2 + 1  # worm 3 replaced worm 1
     assert any("adv" in h for h in state["history"])  # the GAN term joined
+    # the stream goes on with fresh worms after the ones it had (its layouts now drawn in-process)
+    state = run(5, "--resume", "--set", "data.render.layout_workers=0")
+    assert state["step"] == 5 and len(state["history"]) == 5 and state["stream"]["next_worm"] == 1 + 2 + 2
     for folder in (tmp_path / "run" / "model", tmp_path / "export"):
         manifest = load_manifest(folder)
-        assert manifest.training.steps == 3 and manifest.training.device == "cpu"
+        assert manifest.training.steps == 5 and manifest.training.device == "cpu"
         assert manifest.evaluation["command"]["seed"] == 7 and "deepz" in manifest.evaluation["neurons"]
         assert len(manifest.evaluation["per_distance"]["dz_um"]) == 9  # +/-2 um at 0.5 um
 
