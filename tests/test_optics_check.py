@@ -1,6 +1,6 @@
 """A model runs only on the optics it was trained for: a 10x/0.4 NA, 0.65 um-pixel camera with the 20x/0.75 NA
-model is refused (live and replay, real child processes), unless --allow-optics-mismatch, which warns and
-records it in the recording."""
+model is refused (live through the CLI in a child process, replay), unless --allow-optics-mismatch, which
+warns and records it in the recording."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deepz.commands.pipeline import run_pipeline
+from deepz.config import load_config
 from deepz.optics_check import CameraOptics, OpticsMismatchError, check_optics, optics_mismatches
 from infer.model_io import default_model_path, load_manifest
 from storage import FrameRecord, RecordingReader, RecordingWriter
@@ -37,6 +39,18 @@ def test_tolerance_and_unknown_figures() -> None:
     assert optics_mismatches(superres, CameraOptics(0.65, 0.4, 0.52)) == []
 
 
+def _config(out: Path, **inference: object):
+    return load_config(None, {
+        "source": {"sim_config": str(SIM_10X), "size": 64},
+        "inference": {"planes": 2, "engine": "torch", **inference},
+        "recording": {"out": str(out)},
+        "tracking": {"enabled": False},
+        "publish": {"address": "tcp://127.0.0.1:*"},
+        "duration_s": 1.0,
+        "view": False,
+    })  # fmt: skip
+
+
 def test_live_with_other_optics_is_refused_unless_allowed(tmp_path: Path) -> None:
     out = tmp_path / "rec.zarr"
     proc = _deepz(*LIVE, "--out", str(out))
@@ -45,9 +59,7 @@ def test_live_with_other_optics_is_refused_unless_allowed(tmp_path: Path) -> Non
         assert text in proc.stderr
     assert not out.exists()
 
-    proc = _deepz(*LIVE, "--out", str(out), "--allow-optics-mismatch")
-    assert proc.returncode == 0, proc.stderr
-    assert "WARNING" in proc.stderr and "running anyway" in proc.stderr
+    run_pipeline(_config(out, allow_optics_mismatch=True))  # what --allow-optics-mismatch sets
     attrs = RecordingReader(out).attrs
     check = attrs["optics_check"]
     assert check["allowed_mismatch"] is True and check["camera"]["numerical_aperture"] == 0.4
@@ -60,6 +72,6 @@ def test_replay_checks_the_recorded_pixel_size(tmp_path: Path) -> None:
     with RecordingWriter(rec, frame_shape=(32, 32), pixel_size_um=0.65) as writer:  # a 10x camera
         for t in range(2):
             writer.write_frame(np.full((32, 32), 200, np.uint16), FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
-    proc = _deepz("replay", str(rec), "--out", str(tmp_path / "replay.zarr"), "--no-track", "--planes", "2", "--engine", "torch")
-    assert proc.returncode == 2 and "pixel size (um) 0.65 vs 0.325" in proc.stderr, proc.stderr
+    with pytest.raises(OpticsMismatchError, match=r"pixel size \(um\) 0.65 vs 0.325"):
+        run_pipeline(_config(tmp_path / "replay.zarr"), replay_from=rec)
     assert not (tmp_path / "replay.zarr").exists()
