@@ -28,7 +28,7 @@ from infer.metrics import ssim_map
 from infer.model import DeepZGenerator, Discriminator, UNetConfig
 from infer.model_io import save_model
 from infer.train_config import (  # noqa: F401  (the recipe models are part of this module's interface)
-    DataSection, EvaluateSection, ModelSection, RenderSection, SimulateSection, TrainConfig, TrainSection,
+    DataSection, ModelSection, TrainConfig, TrainSection,
 )
 from infer.training_data import TrainingData, training_data
 
@@ -57,9 +57,10 @@ def _host_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 class Trainer:
     """Owns the networks, optimisers, data and history of one training run on one device."""
 
-    def __init__(self, config: TrainConfig, data: TrainingData, device: str | torch.device = "cpu") -> None:
+    def __init__(self, config: TrainConfig, data: TrainingData,
+                 device: str | torch.device | DevicePlan = "cpu") -> None:
         self.config, self.data = config, data
-        self.plan = DevicePlan.for_device(device)
+        self.plan = device if isinstance(device, DevicePlan) else DevicePlan.for_device(device)
         if self.plan.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed batch and crop: let cuDNN pick its fastest kernels
         tc = config.train

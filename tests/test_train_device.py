@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from infer.data import FocalStacks, PairConfig, PairSampler, open_stacks
+from infer.device import DevicePlan
 from infer.device_sampler import DevicePairSampler, DeviceStacks
-from infer.train import DataSection, ModelSection, TrainConfig, TrainSection, train_model
+from infer.model_io import load_model
+from infer.train import DataSection, ModelSection, TrainConfig, Trainer, TrainSection, train_model
+from infer.training_data import stacks_data
 from model_synthetic import OFFSET, write_blob_stacks
 
 Z = np.arange(-4.0, 4.01, 0.5, dtype=np.float32)
@@ -124,6 +127,21 @@ def test_train_model_fine_tunes_on_given_focal_stacks(stacks_path: Path, tmp_pat
     assert np.mean(l1[-6:]) < 0.7 * np.mean(l1[:3])
     assert state["device"] == "cpu" and state["data_digest"] == given.digest
     assert json.loads((model / "manifest.json").read_text())["training"]["device"] == "cpu"
+
+
+def test_the_cuda_plan_bf16_autocast_channels_last_fused_adam_trains_and_exports(stacks_path: Path,
+                                                                               tmp_path: Path) -> None:
+    """What CUDA switches on, run here on the CPU: the losses stay finite and float32, the export loads."""
+    config = _config(stacks_path, tmp_path / "run", 3)
+    plan = DevicePlan(device=torch.device("cpu"), autocast_dtype=torch.bfloat16, channels_last=True,
+                      fused_optimizer=True)
+    trainer = Trainer(config, stacks_data(config, open_stacks(stacks_path), plan.device), plan)
+    assert trainer.g.inc[0].weight.is_contiguous(memory_format=torch.channels_last)
+    records = [trainer.train_step() for _ in range(3)]
+    assert all(np.isfinite(v) for r in records for v in r.values()) and "loss_d" in records[-1]
+    assert trainer.opt_g.defaults["fused"] and all(p.dtype == torch.float32 for p in trainer.g.parameters())
+    trainer.save_checkpoint()
+    assert load_model(tmp_path / "run" / "model").manifest.training.steps == 3
 
 
 def _history_after_resume(config: TrainConfig, first: str, second: str) -> tuple[list[dict], list[dict]]:
