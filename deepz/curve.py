@@ -35,7 +35,7 @@ def create_keys(out: Path, *, overwrite: bool = False) -> dict[str, Path]:
     names = [f"{who}{suffix}" for who in (SERVER, CLIENT) for suffix in (".key", ".key_secret")]
     existing = [name for name in names if (out / name).exists()]
     if existing and not overwrite:
-        raise CurveKeyError(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace those keys")
+        raise CurveKeyError(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them")
     out.mkdir(parents=True, exist_ok=True)
     previous = os.umask(0o077)  # secret files are never readable by others, not even for a moment
     try:

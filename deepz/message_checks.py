@@ -91,7 +91,8 @@ def check_content(message: Message) -> None:
           ("track_positions_um", _dim(a, "track_positions_um", 0)), ("track_dff", _dim(a, "track_dff", 0)),
           ("track_confidence", _dim(a, "track_confidence", 0)))  # fmt: skip
     _same("trace rows", ("trace_ids", _dim(a, "trace_ids", 0)), ("traces_dff", _dim(a, "traces_dff", 0)))
-    _same("trace window lengths", ("traces_dff", _dim(a, "traces_dff", 1)), ("trace_t", _dim(a, "trace_t", 0)))
+    _same("trace window lengths", ("traces_dff", _dim(a, "traces_dff", 1)),
+          ("trace_t", _dim(a, "trace_t", 0)))  # fmt: skip
     if not isinstance(message.stats, dict) or not isinstance(message.meta, dict):
         _fail("message stats and meta must be JSON objects")
     for key, value in message.stats.items():

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from deepz.config import ConfigError
 
 if TYPE_CHECKING:
-    from infer.manifest import ModelManifest
+    from infer.manifest import ModelManifest, Optics
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,18 @@ class CameraOptics:
     wavelength_um: float | None = None
 
 
-def _describe(pixel_size_um: float, na: float | None, wavelength_um: float | None) -> str:
-    parts = [f"{pixel_size_um:g} um pixels"]
-    if na is not None:
-        parts.append(f"NA {na:g}")
-    if wavelength_um is not None:
-        parts.append(f"{wavelength_um * 1000:g} nm")
+def _describe(optics: Optics | CameraOptics) -> str:
+    parts = [f"{optics.pixel_size_um:g} um pixels"]
+    if optics.numerical_aperture is not None:
+        parts.append(f"NA {optics.numerical_aperture:g}")
+    if optics.wavelength_um is not None:
+        parts.append(f"{optics.wavelength_um * 1000:g} nm")
     return ", ".join(parts)
 
 
-def optics_mismatches(manifest: ModelManifest, camera: CameraOptics, tolerance: float = TOLERANCE) -> list[str]:
+def optics_mismatches(
+    manifest: ModelManifest, camera: CameraOptics, tolerance: float = TOLERANCE
+) -> list[str]:
     """Each known camera figure that differs from the model's by more than ``tolerance`` (relative)."""
     trained = manifest.input_optics or manifest.optics
     pairs = (
@@ -68,14 +70,13 @@ def optics_report(manifest: ModelManifest, camera: CameraOptics, *, allow_mismat
 
 
 def check_optics(manifest: ModelManifest, camera: CameraOptics, *, allow_mismatch: bool) -> None:
-    """Raise OpticsMismatchError when the optics differ and ``allow_mismatch`` is off; otherwise log a warning."""
+    """Raise OpticsMismatchError when the optics differ and ``allow_mismatch`` is off; else log a warning."""
     trained = manifest.input_optics or manifest.optics
     differences = optics_mismatches(manifest, camera)
     if not differences:
         return
     text = (
-        f"model {manifest.name} was trained for {_describe(trained.pixel_size_um, trained.numerical_aperture, trained.wavelength_um)}"
-        f" but the camera gives {_describe(camera.pixel_size_um, camera.numerical_aperture, camera.wavelength_um)}"
+        f"model {manifest.name} was trained for {_describe(trained)} but the camera gives {_describe(camera)}"
         f" ({'; '.join(differences)}, beyond {TOLERANCE:.0%})"
     )
     if not allow_mismatch:

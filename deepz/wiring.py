@@ -122,7 +122,8 @@ def build_engine(
     from infer.model_io import load_model
 
     model = load_model(cfg.model)
-    check_optics(model.manifest, camera or CameraOptics(pixel_size_um), allow_mismatch=cfg.allow_optics_mismatch)
+    camera = camera or CameraOptics(pixel_size_um)
+    check_optics(model.manifest, camera, allow_mismatch=cfg.allow_optics_mismatch)
     planes, dpm = planes_and_dpm(cfg, frame_shape, pixel_size_um)
     device = None if cfg.device == "auto" else cfg.device
     if model.manifest.task == "superres":

@@ -21,7 +21,7 @@ def seal_path(path: Path) -> Path:
 
 
 def seal(path: Path, model_digest: str, fields: Mapping[str, Any] | None = None) -> None:
-    """Record that ``path``, as it is now, was built from the model with ``model_digest`` (plus ``fields``)."""
+    """Record that ``path``, as it is now, was built from the model ``model_digest`` (plus ``fields``)."""
     record = {**(fields or {}), "model_digest": model_digest, "sha256": file_sha256(path)}
     tmp = seal_path(path).with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")

@@ -100,7 +100,9 @@ def load_manifest(path: str | Path) -> ModelManifest:
             f"{FORMAT_VERSION}. Use a matching deepz-live version or re-export the model."
         )
     if not manifest.manifest_sha256:
-        raise ModelFileError(f"{file} has no manifest_sha256, so its fields cannot be checked; re-export the model.")
+        raise ModelFileError(
+            f"{file} has no manifest_sha256, so its fields cannot be checked; re-export the model."
+        )
     if manifest_digest(data) != manifest.manifest_sha256:
         raise ModelFileError(
             f"{file} was edited after it was written (its fields no longer match its manifest_sha256 "
