@@ -468,8 +468,11 @@ class RecordingWriter:
     def _drop_rows_past_frames(self, n: int) -> None:
         """Forget volumes and track rows of frames that were never stored (a run stopped between the two).
 
-        Every volume and track row then belongs to a stored raw frame, which is what readers rely on.
+        Every volume and track row then belongs to a stored raw frame, which is what readers rely on. A store
+        given no raw frames at all (tracks of another recording, `deepz track`) keeps every row.
         """
+        if self._counts["frames_queued"] == 0:
+            return
         stored = dict(self._stored)
         tables = [({"t": self._volume_t_array}, "volumes")] if self._volume_t_array is not None else []
         tables.append((self._track_arrays, "track_rows"))
