@@ -128,18 +128,16 @@ def _update_table(data, fitted, patches, defocus, model: StampModel, brightness,
     fv = v - j0
     num = torch.zeros(n_d * n_r, dtype=torch.float32, device=table.device)
     den = torch.zeros_like(num)
-    keep = patches.inside
+    weight_b = brightness[:, None, None] * patches.inside  # pixels outside the frame weigh nothing
     for k in range(data.shape[0]):
         u = ((defocus[k] - d0) / dd).clamp(0, n_d - 1)
         i0 = u.floor().clamp(max=n_d - 2).long()
         fu = (u - i0)[:, None, None]
         base = i0[:, None, None] * n_r + j0
-        obs = patches.gather(data[k]) * brightness[:, None, None]
-        fit = patches.gather(fitted[k]) * brightness[:, None, None]
-        for corner, weight in ((0, (1 - fu) * (1 - fv)), (1, (1 - fu) * fv), (n_r, fu * (1 - fv)), (n_r + 1, fu * fv)):
-            idx = (base + corner)[keep]
-            num.index_add_(0, idx, (weight * obs)[keep])
-            den.index_add_(0, idx, (weight * fit)[keep])
+        index = torch.stack([base, base + 1, base + n_r, base + n_r + 1]).reshape(-1)
+        weights = torch.stack([(1 - fu) * (1 - fv), (1 - fu) * fv, fu * (1 - fv), fu * fv]) * weight_b
+        num.index_add_(0, index, (weights * patches.gather(data[k])).reshape(-1))
+        den.index_add_(0, index, (weights * patches.gather(fitted[k])).reshape(-1))
     ratio = torch.where(den > 0, num / den.clamp(min=1e-30), torch.ones_like(num)).reshape(n_d, n_r)
     out = table * ratio
     out[:, -1] = 0.0

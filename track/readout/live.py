@@ -73,7 +73,7 @@ class LiveReadout:
             stack, z_um, pixel_size_um, optics, detect=self.config.detect, fit=self.config.fit, device=self.device
         )
         self._dff = RunningDff(self.config.activity)
-        self._adopt(reference)
+        self.follow(reference)
         return reference
 
     def recalibrate(self, stack: np.ndarray | torch.Tensor, z_um: np.ndarray) -> Reference:
@@ -98,11 +98,12 @@ class LiveReadout:
             ids, fresh.positions_um, fresh.brightness, fresh.stamps, fresh.pixel_size_um, fresh.frame_shape,
             fresh.fit_residual,
         )  # fmt: skip
-        self._adopt(reference)
+        self.follow(reference)
         return reference
 
-    def _adopt(self, reference: Reference) -> None:
-        """Start following a new reference from its scan positions."""
+    def follow(self, reference: Reference) -> None:
+        """Start following ``reference`` from its scan positions (calibrate and recalibrate call this; also
+        for a reference built elsewhere, e.g. restored from a recording)."""
         if reference.frame_shape[0] * reference.frame_shape[1] == 0:
             raise ValueError("The calibration frames are empty.")
         self.reference = reference

@@ -1,0 +1,126 @@
+"""track.readout: demixing and motion on hand-made frames from known stamps, calibration and re-calibration
+on the simulated microscope, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from acquire.sim import CameraConfig, SimConfig, WormSimulator
+from track.evaluate import match_points
+from track.readout import LiveReadout, Optics, ReadoutConfig, Reference
+from track.readout.calibrate import StampFitConfig
+from track.readout.patches import cut_patches
+from track.readout.stamps import nominal_stamps
+
+PX = 0.325
+SHAPE = (96, 96)
+BACKGROUND = 140.0
+
+
+def _known_reference(n: int = 12, seed: int = 0) -> tuple[Reference, np.ndarray]:
+    """A reference with a known stamp model and neurons at known positions; and their true brightness."""
+    rng = np.random.default_rng(seed)
+    stamps = nominal_stamps(Optics(), PX, 8.0)
+    yx = rng.uniform(12, 84, (n, 2)) * PX
+    z = rng.uniform(-5, 5, n)
+    brightness = rng.uniform(5000, 40000, n)
+    ref = Reference(
+        ids=np.arange(100, 100 + n), positions_um=np.column_stack([z, yx]), brightness=brightness,
+        stamps=stamps, pixel_size_um=PX, frame_shape=SHAPE, fit_residual=0.0,
+    )  # fmt: skip
+    return ref, brightness
+
+
+def _render(ref: Reference, brightness: np.ndarray, shift_px=(0.0, 0.0), axial_um: float = 0.0) -> np.ndarray:
+    """A noise-free frame: background plus each neuron's known stamp, moved by shift_px and axial_um."""
+    centres = torch.as_tensor(ref.positions_um[:, 1:] / PX + np.asarray(shift_px), dtype=torch.float32)
+    patches = cut_patches(centres, ref.stamps.half_px, SHAPE)
+    depth = torch.as_tensor(ref.positions_um[:, 0] + axial_um, dtype=torch.float32)
+    values = ref.stamps.evaluate(patches, depth).value
+    frame = patches.render(torch.as_tensor(brightness, dtype=torch.float32)[:, None, None] * values)
+    return (frame + BACKGROUND).double().numpy()
+
+
+def test_demixing_recovers_known_brightness_exactly_without_noise():
+    ref, brightness = _known_reference()
+    readout = LiveReadout(ReadoutConfig())
+    readout.follow(ref)
+    state = readout.update(_render(ref, brightness), 0.0)
+    np.testing.assert_array_equal(state.ids, ref.ids)
+    np.testing.assert_allclose(state.brightness, brightness, rtol=2e-3)
+    assert abs(state.background - BACKGROUND) < 0.5
+    np.testing.assert_allclose(state.positions_um, ref.positions_um, atol=0.01)
+
+
+def test_demixing_error_with_noise_is_bounded_by_its_own_estimate():
+    ref, brightness = _known_reference(seed=1)
+    clean = _render(ref, brightness)
+    rng = np.random.default_rng(2)
+    readout = LiveReadout(ReadoutConfig())
+    readout.follow(ref)
+    errors, z_scores = [], []
+    for t in range(20):
+        frame = clean + rng.normal(0, 1, clean.shape) * np.sqrt(clean)  # shot-noise-like
+        state = readout.update(frame, t * 0.01)
+        errors.append(np.abs(state.brightness / brightness - 1))
+        z_scores.append((state.brightness - brightness) / (state.brightness / state.confidence))
+    assert np.median(errors) < 0.03
+    assert np.std(z_scores) < 3.0  # the confidence (SNR) is an honest error estimate (within a factor 3)
+
+
+def test_motion_estimate_follows_a_known_lateral_shift_and_axial_offset():
+    ref, brightness = _known_reference(seed=3)
+    readout = LiveReadout(ReadoutConfig())
+    readout.follow(ref)
+    shift = np.array([0.6, -0.4])
+    state = readout.update(_render(ref, brightness, shift_px=shift, axial_um=0.3), 0.0)
+    moved = (state.positions_um[:, 1:] - ref.positions_um[:, 1:]) / PX
+    assert np.median(np.abs(moved - shift)) < 0.05
+    assert abs(state.axial_offset_um - 0.3) < 0.1
+    np.testing.assert_allclose(state.brightness, brightness, rtol=0.05)
+
+
+def _scan(sim: WormSimulator, t0: float, z: np.ndarray) -> np.ndarray:
+    return np.stack([sim.render(t0 + k / 100, float(zk)) for k, zk in enumerate(z)])
+
+
+def test_calibration_finds_the_neurons_and_recalibration_keeps_their_ids():
+    sim = WormSimulator(SimConfig(seed=2, camera=CameraConfig(shape=(80, 80))))
+    z = np.arange(-10.0, 10.5, 1.0)
+    readout = LiveReadout(ReadoutConfig(fit=StampFitConfig(iterations=6)))
+    ref = readout.calibrate(_scan(sim, 0.0, z), z, PX, Optics())
+    truth = sim.truth(0.1).positions_um
+    field = np.all((truth[:, 1:] > 1.5) & (truth[:, 1:] < 80 * PX - 1.5), axis=1)
+    found, _ = match_points(ref.positions_um, truth[field], 1.5)
+    real, _ = match_points(ref.positions_um, truth, 1.5)  # neurons just outside the field are found too
+    assert len(found) >= 0.9 * field.sum() and len(real) >= 0.9 * len(ref)
+    for k in range(5):
+        readout.update(sim.render(0.5 + k / 100, 0.0), 0.5 + k / 100)
+    again = readout.recalibrate(_scan(sim, 1.0, z), z)
+    old_rows, old_truth = match_points(ref.positions_um, truth, 1.5)
+    new_rows, new_truth = match_points(again.positions_um, sim.truth(1.1).positions_um, 1.5)
+    old_id = dict(zip(old_truth.tolist(), ref.ids[old_rows].tolist(), strict=True))
+    pairs = [(old_id[n], i) for n, i in zip(new_truth.tolist(), again.ids[new_rows].tolist(), strict=True)
+             if n in old_id]  # fmt: skip
+    assert len(pairs) >= 0.8 * len(ref)
+    assert np.mean([a == b for a, b in pairs]) >= 0.95  # the same neuron keeps its ID
+    new = np.setdiff1d(again.ids, ref.ids)
+    assert len(new) == 0 or new.min() > ref.ids.max()  # new neurons never reuse an ID
+
+
+def test_bad_input_gives_one_clear_error():
+    readout = LiveReadout()
+    with pytest.raises(RuntimeError, match="calibrate"):
+        readout.update(np.zeros(SHAPE, np.uint16), 0.0)
+    with pytest.raises(ValueError, match="equal steps"):
+        readout.calibrate(np.zeros((3, *SHAPE), np.uint16), np.array([0.0, 1.0, 3.0]), PX, Optics())
+    with pytest.raises(ValueError, match="one focus offset per plane"):
+        readout.calibrate(np.zeros((4, *SHAPE), np.uint16), np.array([0.0, 1.0, 2.0]), PX, Optics())
+    with pytest.raises(ValueError, match="No neurons"):
+        readout.calibrate(np.full((5, *SHAPE), 100, np.uint16), np.arange(5.0), PX, Optics())
+    ref, brightness = _known_reference()
+    readout.follow(ref)
+    with pytest.raises(ValueError, match="Frame shape"):
+        readout.update(np.zeros((64, 64), np.uint16), 0.0)

@@ -1,0 +1,50 @@
+"""deepz evaluate-activity and deepz bench activity on tiny runs: the JSON they promise, and user errors."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from deepz.cli import app
+
+KEYS = {"traced_fraction", "median_r", "fraction_r_ge_0_9", "position_error_median_um", "switches_per_neuron_minute"}
+
+
+def test_evaluate_activity_writes_every_method_with_the_required_scores(tmp_path):
+    out = tmp_path / "activity.json"
+    result = CliRunner().invoke(app, [
+        "evaluate-activity", "--seed", "1", "--seconds", "0.35", "--size", "64", "--virtual-every", "20",
+        "--json", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["complete"] is True
+    assert set(data["methods"]) == {"demix", "virtual-sample", "virtual-detect", "zscan"}
+    assert data["default"] == "demix"
+    for scores in data["methods"].values():
+        assert KEYS <= set(scores)
+    demix = data["methods"]["demix"]
+    assert demix["n_times"] == [35] and demix["n_neurons_scored"] > 0
+    assert data["methods"]["zscan"]["n_times"] == [1]  # 35 frames hold one 32-plane volume
+    assert data["runs"]["seed 1"]["info"]["deep_z"]["every_frames"] == 20
+
+
+def test_evaluate_activity_on_targettrack_without_data_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEEPZ_TARGETTRACK", raising=False)
+    result = CliRunner().invoke(app, ["evaluate-activity", "--targettrack", "--json", str(tmp_path / "x.json")])
+    assert result.exit_code == 2
+    assert "targettrack" in result.output and not (tmp_path / "x.json").exists()
+
+
+def test_bench_activity_writes_frame_rates(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, [
+        "bench", "activity", "--json", str(out), "--size", "64", "--neurons", "12", "--frames", "4",
+        "--device", "cpu",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    cpu = data["results"]["cpu"]
+    assert cpu["frames_per_s_median"] > 0 and cpu["neurons_in_reference"] > 0
+    assert data["frame_shape"] == [64, 64] and data["frames_timed"] == 3
