@@ -8,7 +8,10 @@ from typer.testing import CliRunner
 
 from deepz.cli import app
 
-KEYS = {"traced_fraction", "median_r", "fraction_r_ge_0_9", "position_error_median_um", "switches_per_neuron_minute"}
+KEYS = {
+    "traced_fraction", "median_r", "fraction_r_ge_0_9", "position_error_median_um",
+    "switches_per_neuron_minute",
+}
 
 
 def test_evaluate_activity_writes_every_method_with_the_required_scores(tmp_path):
@@ -32,7 +35,8 @@ def test_evaluate_activity_writes_every_method_with_the_required_scores(tmp_path
 
 def test_evaluate_activity_on_targettrack_without_data_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("DEEPZ_TARGETTRACK", raising=False)
-    result = CliRunner().invoke(app, ["evaluate-activity", "--targettrack", "--json", str(tmp_path / "x.json")])
+    args = ["evaluate-activity", "--targettrack", "--json", str(tmp_path / "x.json")]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "targettrack" in result.output and not (tmp_path / "x.json").exists()
 

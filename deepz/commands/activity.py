@@ -16,7 +16,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @app.command("evaluate-activity")
     def evaluate_activity_cmd(
         seed: int = typer.Option(7, "--seed", help="Simulator seed (develop on 0-3, report on others)."),
-        seconds: float = typer.Option(60.0, "--seconds", help="Simulated duration after the calibration scan (s)."),
+        seconds: float = typer.Option(
+            60.0, "--seconds", help="Simulated duration after the calibration scan (s)."
+        ),
         rate: float = typer.Option(100.0, "--rate", help="Camera frame rate (Hz)."),
         json_path: Path = typer.Option(..., "--json", help="Write the scores to this JSON file."),
         size: int = typer.Option(256, "--size", help="Square camera frame (px)."),
@@ -27,7 +29,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             False, "--targettrack", help="Real targettrack neuron arrangements instead of the seeded worm."
         ),
         targettrack_path: Path = typer.Option(None, "--targettrack-dir", help=TARGETTRACK_HELP),
-        device: str = typer.Option("cpu", "--device", help="torch device of the readout and Deep-Z (cpu, cuda)."),
+        device: str = typer.Option(
+            "cpu", "--device", help="torch device of the readout and Deep-Z (cpu, cuda)."
+        ),
         threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch's default)."),
     ) -> None:
         """Score every activity method (demix readout, Deep-Z sampling, Deep-Z detection, mechanical z-scan)
@@ -60,8 +64,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             )  # fmt: skip
             for name, make in specimens:
                 with tqdm(total=cfg.n_frames, desc=f"activity {name}", unit="frame") as bar:
-                    scores, info = evaluate_activity(make(), cfg, progress=lambda done: bar.update(done - bar.n))
-                result["runs"][name] = {"info": info, "methods": {m: summarise([s]) for m, s in scores.items()}}
+                    scores, info = evaluate_activity(
+                        make(), cfg, progress=lambda done: bar.update(done - bar.n)
+                    )
+                per_method = {m: summarise([s]) for m, s in scores.items()}
+                result["runs"][name] = {"info": info, "methods": per_method}
                 for m, s in scores.items():
                     parts.setdefault(m, []).append(s)
                 result["methods"] = {m: summarise(p) for m, p in parts.items()}
@@ -71,7 +78,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         for m, s in result["methods"].items():
             typer.echo(
                 f"{m:15s} traced {s['traced_fraction']:.3f}  median r {s['median_r']:.3f}  "
-                f"r>=0.9 {s['fraction_r_ge_0_9']:.3f}  position error {s['position_error_median_um']:.2f} um  "
+                f"r>=0.9 {s['fraction_r_ge_0_9']:.3f}  "
+                f"position error {s['position_error_median_um']:.2f} um  "
                 f"switches/neuron-min {s['switches_per_neuron_minute']:.3f}"
             )
         typer.echo(f"results in {json_path}")
@@ -79,7 +87,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @bench.command("activity")
     def bench_activity(
         json_path: Path = typer.Option(..., "--json", help="Write the results to this JSON file."),
-        device: list[str] = typer.Option(None, "--device", help="Devices (repeat; default: cpu and cuda if any)."),
+        device: list[str] = typer.Option(
+            None, "--device", help="Devices (repeat; default: cpu and cuda if any)."
+        ),
         size: int = typer.Option(512, "--size", help="Square camera frame (px)."),
         neurons: int = typer.Option(200, "--neurons", help="Neurons in the simulated worm."),
         frames: int = typer.Option(100, "--frames", help="Frames read per device (the first is not timed)."),
@@ -96,7 +106,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         write_json(json_path, results)
         for name, r in results["results"].items():
             if "frames_per_s_median" in r:
-                typer.echo(f"{name}: {r['frames_per_s_median']:.1f} frames/s ({r['neurons_in_reference']} neurons)")
+                rate_s = r["frames_per_s_median"]
+                typer.echo(f"{name}: {rate_s:.1f} frames/s ({r['neurons_in_reference']} neurons)")
             else:
                 typer.echo(f"{name}: {r['skipped']}")
         typer.echo(f"results in {json_path}")

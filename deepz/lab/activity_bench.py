@@ -29,7 +29,7 @@ def _simulator(size: int, neurons: int, seed: int) -> WormSimulator:
 def run_activity_bench(
     *, size: int = 512, neurons: int = 200, frames: int = 100, devices: list[str] | None = None, seed: int = 0
 ) -> dict[str, object]:
-    """Calibrate once per device, then time ``update`` over ``frames`` pre-rendered frames (median and mean)."""
+    """Calibrate once per device, then time ``update`` over ``frames`` pre-rendered frames."""
     if size < 32 or neurons < 1 or frames < 2:
         raise ValueError("size must be >= 32, neurons >= 1 and frames >= 2.")
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])

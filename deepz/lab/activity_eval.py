@@ -77,7 +77,8 @@ class _DeepZ:
         from infer.model_io import default_model_path, load_model
 
         model = load_model(default_model_path())
-        self.engine = make_engine("torch", model, frame_shape, uniform_dpm(planes, frame_shape), batch=1, device=device)
+        dpm = uniform_dpm(planes, frame_shape)
+        self.engine = make_engine("torch", model, frame_shape, dpm, batch=1, device=device)
         self.info = {"model": model.manifest.name, "model_digest": model.digest, "engine": self.engine.name}
 
     def volume(self, frame: np.ndarray) -> np.ndarray:
@@ -114,17 +115,20 @@ def evaluate_activity(
     zplanes = np.linspace(cfg.zscan_range_um[0], cfg.zscan_range_um[1], cfg.zscan_planes)
     dz = float(zplanes[1] - zplanes[0])
     slow_rate = cfg.rate_hz / max(1, cfg.virtual_every)
-    zscan = LiveTracker(LiveTrackerConfig(voxel_um=(dz, px, px), origin_um=(float(zplanes[0]), 0.0, 0.0),
-                                          tracker=TrackerConfig(max_gap=6)), device=cfg.device)
+    volume_tracking = LiveTrackerConfig(
+        voxel_um=(dz, px, px), origin_um=(float(zplanes[0]), 0.0, 0.0), tracker=TrackerConfig(max_gap=6)
+    )
+    zscan = LiveTracker(volume_tracking, device=cfg.device)
     zscan_planes: list[np.ndarray] = []
     use_virtual = cfg.virtual_every > 0 and ({"virtual-sample", "virtual-detect"} & set(methods))
     if use_virtual:
         deepz = _DeepZ((h, w), zplanes, cfg.device)
-        info["deep_z"] = {**deepz.info, "every_frames": cfg.virtual_every, "volumes_per_s": slow_rate,
-                          "note": "Deep-Z runs on a subsampled set of frames (CPU cost); both virtual methods "
-                                  "are scored at those frames only"}  # fmt: skip
-        detect_virtual = LiveTracker(LiveTrackerConfig(voxel_um=(dz, px, px), origin_um=(float(zplanes[0]), 0.0, 0.0),
-                                                       tracker=TrackerConfig(max_gap=6)), device=cfg.device)
+        info["deep_z"] = {
+            **deepz.info, "every_frames": cfg.virtual_every, "volumes_per_s": slow_rate,
+            "note": "Deep-Z runs on a subsampled set of frames (CPU cost); both virtual methods are "
+            "scored at those frames only",
+        }  # fmt: skip
+        detect_virtual = LiveTracker(volume_tracking, device=cfg.device)
         sample_dff = RunningDff(ActivityConfig(baseline_window=max(10, round(30 * slow_rate))))
     info["interrupted"] = False
     done = 0

@@ -35,6 +35,7 @@ def targettrack_worm(root: Path, example: str, seed: int, size: int) -> WormSimu
     zyx = pts[:, ::-1] * np.asarray(DEFAULT_VOXEL_UM)  # (x, y, z) voxels -> (z, y, x) um
     zyx -= zyx.mean(axis=0)
     base = SimConfig(seed=seed, camera=CameraConfig(shape=(size, size)))
-    sim = WormSimulator(base.model_copy(update={"worm": base.worm.model_copy(update={"n_neurons": len(zyx)})}))
+    worm = base.worm.model_copy(update={"n_neurons": len(zyx)})
+    sim = WormSimulator(base.model_copy(update={"worm": worm}))
     sim.worm.body_sud = np.column_stack([zyx[:, 2], zyx[:, 1], zyx[:, 0]])  # along the body, sideways, depth
     return sim

@@ -21,7 +21,7 @@ COVERAGE = 0.9  # a neuron "gets a trace" when it is matched at >= 90% of the me
 
 def in_field(positions_um: np.ndarray, field_um: tuple[float, float], *, margin_um: float = 1.5,
              max_depth_um: float = 10.0) -> np.ndarray:
-    """(N,) True for neurons inside the (H, W) um field (margin from its edges) and within the depth of focus."""
+    """(N,) True for neurons inside the (H, W) um field (margin from its edges) and the depth range."""
     p = np.asarray(positions_um, dtype=np.float64)
     lateral = np.all((p[:, 1:] >= margin_um) & (p[:, 1:] <= np.asarray(field_um) - margin_um), axis=1)
     return lateral & (np.abs(p[:, 0]) <= max_depth_um)
@@ -59,7 +59,10 @@ class ActivityScorer:
         s.truth_positions.append(np.asarray(truth.positions_um, np.float64))
         s.scored.append(scored)
         s.outputs.append(
-            {int(i): (float(f), np.asarray(p, np.float64)) for i, f, p in zip(ids, dff, positions_um, strict=True)}
+            {
+                int(i): (float(f), np.asarray(p, np.float64))
+                for i, f, p in zip(ids, dff, positions_um, strict=True)
+            }
         )
 
     @property
@@ -76,7 +79,8 @@ class ActivityScorer:
         truth_pos = np.stack(s.truth_positions, 1)[scored]  # (N, T, 3)
         n, t = matched.shape
         duration = (s.times[-1] - s.times[0]) + (float(np.median(np.diff(s.times))) if t > 1 else 0.0)
-        out = NeuronScores(coverage=(matched >= 0).mean(axis=1) if t else np.zeros(n), duration_s=duration, n_times=t)
+        coverage = (matched >= 0).mean(axis=1) if t else np.zeros(n)
+        out = NeuronScores(coverage=coverage, duration_s=duration, n_times=t)
         for i in range(n):
             seq = matched[i][matched[i] >= 0]
             out.switches += int(np.count_nonzero(seq[1:] != seq[:-1]))

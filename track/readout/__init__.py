@@ -5,4 +5,6 @@ from track.readout.live import LiveReadout, ReadoutConfig, ReadoutState
 from track.readout.reference import Reference, build_reference
 from track.readout.stamps import Optics, StampModel
 
-__all__ = ["LiveReadout", "Optics", "ReadoutConfig", "ReadoutState", "Reference", "StampModel", "build_reference"]
+__all__ = [
+    "LiveReadout", "Optics", "ReadoutConfig", "ReadoutState", "Reference", "StampModel", "build_reference",
+]

@@ -71,9 +71,12 @@ def fit_stamps(
     centres = torch.as_tensor(positions_um[:, 1:] / pixel_size_um, dtype=torch.float32, device=device)
     patches = cut_patches(centres, model.half_for(cfg.max_defocus_um), shape)
     defocus = torch.as_tensor(
-        positions_um[None, :, 0] - np.asarray(z_um, np.float64)[planes, None], dtype=torch.float32, device=device
+        positions_um[None, :, 0] - np.asarray(z_um, np.float64)[planes, None],
+        dtype=torch.float32,
+        device=device,
     )  # (K, N)
-    background = torch.quantile(data.reshape(len(planes), -1)[:, :: max(1, data[0].numel() // 100_000)], 0.1, dim=1)
+    stride = max(1, data[0].numel() // 100_000)
+    background = torch.quantile(data.reshape(len(planes), -1)[:, ::stride], 0.1, dim=1)
     table = torch.as_tensor(model.table, device=device)
     brightness = _initial_brightness(data, background, patches, defocus, model)
     for it in range(cfg.iterations):
@@ -87,7 +90,8 @@ def fit_stamps(
     final = StampModel(model.defocus_um, model.radius_step_px, table.cpu().numpy())
     values = [final.evaluate(patches, defocus[k]).value for k in range(len(planes))]
     fitted = _render_scan(values, patches, brightness, background)
-    residual = float(((data - fitted) ** 2).sum() / ((data - background[:, None, None]) ** 2).sum().clamp(min=1e-12))
+    signal = ((data - background[:, None, None]) ** 2).sum().clamp(min=1e-12)
+    residual = float(((data - fitted) ** 2).sum() / signal)
     final, scale = _normalised(final)
     return StampFit(final, (brightness * scale).cpu().numpy(), planes, residual)
 

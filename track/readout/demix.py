@@ -56,7 +56,7 @@ class Demixer:
         return self._gram is not None
 
     def set_gram(self, gram: torch.Tensor) -> None:
-        """Use this Gram matrix (N + 1, N + 1) until the next call; a new neuron count resets the warm start."""
+        """Use this (N + 1, N + 1) Gram matrix from now on; a new neuron count resets the warm start."""
         if self._free is None or self._free.shape[0] != gram.shape[0]:
             self._free = torch.ones(gram.shape[0], dtype=torch.bool, device=gram.device)
         self._gram = gram

@@ -13,7 +13,7 @@ from track.detect import DetectConfig
 from track.evaluate import match_points
 from track.online import estimate_drift
 from track.readout.calibrate import StampFitConfig
-from track.readout.demix import Demixer, gram_matrix
+from track.readout.demix import Demixer, DemixResult, gram_matrix
 from track.readout.motion import MotionConfig, motion_step, neighbour_weights
 from track.readout.patches import cut_patches
 from track.readout.reference import Reference, build_reference
@@ -24,7 +24,7 @@ __all__ = ["LiveReadout", "ReadoutConfig", "ReadoutState"]
 
 @dataclass(frozen=True)
 class ReadoutConfig:
-    """Detection, stamp fit, motion, dF/F settings; Gram rebuild interval; motion steps after a calibration."""
+    """Detection, stamp fit, motion and dF/F settings; Gram rebuild interval; motion steps after a scan."""
 
     detect: DetectConfig = field(default_factory=DetectConfig)
     fit: StampFitConfig = field(default_factory=StampFitConfig)
@@ -70,8 +70,9 @@ class LiveReadout:
         """Build the reference from a (Z, H, W) scan at focus offsets z_um (um, relative to focus)."""
         self.optics = optics
         reference = build_reference(
-            stack, z_um, pixel_size_um, optics, detect=self.config.detect, fit=self.config.fit, device=self.device
-        )
+            stack, z_um, pixel_size_um, optics, detect=self.config.detect, fit=self.config.fit,
+            device=self.device,
+        )  # fmt: skip
         self._dff = RunningDff(self.config.activity)
         self.follow(reference)
         return reference
@@ -108,7 +109,8 @@ class LiveReadout:
             raise ValueError("The calibration frames are empty.")
         self.reference = reference
         px = reference.pixel_size_um
-        self._centres = torch.as_tensor(reference.positions_um[:, 1:] / px, dtype=torch.float32, device=self.device)
+        lateral = reference.positions_um[:, 1:] / px
+        self._centres = torch.as_tensor(lateral, dtype=torch.float32, device=self.device)
         self._depth = torch.as_tensor(reference.positions_um[:, 0], dtype=torch.float32, device=self.device)
         self._axial = 0.0
         reach = float(np.abs(reference.positions_um[:, 0]).max()) + 2.0
@@ -134,7 +136,8 @@ class LiveReadout:
         steps = cfg.settle_steps if self._since_scan == 0 else 1
         for step in range(steps):
             settling = step < steps - 1
-            result, residual, sigma = self._step(y, fresh_gram=settling or self._since_scan % cfg.gram_every == 0)
+            fresh = settling or self._since_scan % cfg.gram_every == 0
+            result, sigma = self._step(y, fresh_gram=fresh)
         self._since_scan += 1
         brightness = result.brightness.cpu().numpy()
         ids = self.reference.ids
@@ -150,8 +153,9 @@ class LiveReadout:
             background=result.background,
         )
 
-    def _step(self, y: torch.Tensor, fresh_gram: bool):
-        """Demix at the current positions, then move the neurons by one motion step against the residual."""
+    def _step(self, y: torch.Tensor, fresh_gram: bool) -> tuple[DemixResult, torch.Tensor]:
+        """Demix at the current positions, then move the neurons by one motion step against the residual;
+        the demixing and the residual's RMS (the noise level of the confidence)."""
         ref = self.reference
         patches = cut_patches(self._centres, self._half, ref.frame_shape)
         stamps = ref.stamps.evaluate(patches, self._depth + self._axial, derivatives=True)
@@ -167,15 +171,15 @@ class LiveReadout:
         )  # fmt: skip
         self._centres = self._centres + move.lateral_px
         self._axial += move.axial_um
-        sigma = residual.pow(2).mean().sqrt()
-        return result, residual, sigma
+        return result, residual.pow(2).mean().sqrt()
 
     def _frame_tensor(self, frame: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The frame as float32 on the device; shape and finiteness checked against the reference."""
         tensor = frame if isinstance(frame, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frame))
         if tuple(tensor.shape) != self.reference.frame_shape:
             raise ValueError(
-                f"Frame shape {tuple(tensor.shape)} differs from the calibration scan's {self.reference.frame_shape}."
+                f"Frame shape {tuple(tensor.shape)} differs from the calibration scan's "
+                f"{self.reference.frame_shape}."
             )
         tensor = tensor.to(self.device).float()
         if not bool(torch.isfinite(tensor.sum())):

@@ -56,7 +56,7 @@ def motion_step(
     weights: torch.Tensor,
     config: MotionConfig,
 ) -> MotionStep:
-    """One pooled Gauss-Newton step from the residual (frame - model), whole and cut at each neuron's patch."""
+    """One pooled Gauss-Newton step from the residual (frame - model), whole and cut at each patch."""
     b = brightness[:, None, None]
     jr, jc = b * stamps.d_row, b * stamps.d_col
     g = torch.stack([(jr * residual_patches).sum(dim=(1, 2)), (jc * residual_patches).sum(dim=(1, 2))], 1)

@@ -32,19 +32,21 @@ class Reference:
 
 
 def check_scan(stack: np.ndarray | torch.Tensor, z_um: np.ndarray) -> tuple[torch.Tensor, np.ndarray, float]:
-    """The scan as a float32 (Z, H, W) tensor, its focus offsets and their (uniform) step; clear errors else."""
+    """The scan as a float32 (Z, H, W) tensor, its focus offsets and their uniform step; clear errors else."""
     z = np.asarray(z_um, dtype=np.float64).reshape(-1)
     tensor = stack if isinstance(stack, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(stack))
     if tensor.ndim != 3 or tensor.shape[0] != len(z):
         raise ValueError(
-            f"The calibration scan must be (Z, H, W) with one focus offset per plane; got {tuple(tensor.shape)} "
-            f"and {len(z)} offsets."
+            "The calibration scan must be (Z, H, W) with one focus offset per plane; got "
+            f"{tuple(tensor.shape)} and {len(z)} offsets."
         )
     if len(z) < 3:
         raise ValueError(f"The calibration scan needs at least 3 planes, got {len(z)}.")
     step = np.diff(z)
     if not (np.all(step > 0) and np.allclose(step, step[0], rtol=0.01, atol=1e-6)):
-        raise ValueError("Calibration scan offsets z_um must increase in equal steps (e.g. -12..12 um by 0.5).")
+        raise ValueError(
+            "Calibration scan offsets z_um must increase in equal steps (e.g. -12..12 um by 0.5)."
+        )
     if not np.isfinite(z).all() or not bool(torch.isfinite(tensor.float().sum())):
         raise ValueError("The calibration scan or its offsets contain NaN or infinite values.")
     return tensor.float(), z, float(step[0])
@@ -61,12 +63,13 @@ def build_reference(
     first_id: int = 0,
     device: str | torch.device = "cpu",
 ) -> Reference:
-    """Detect the scan's neurons (ids first_id, first_id + 1, ...) and fit the defocus response around them."""
+    """Detect the scan's neurons (ids first_id, first_id + 1, ...), fit the defocus response around them."""
     if pixel_size_um <= 0:
         raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um}.")
     tensor, z, dz = check_scan(stack, z_um)
     tensor = tensor.to(device)
-    found = detect_neurons(tensor, (dz, pixel_size_um, pixel_size_um), config=detect, origin_um=(z[0], 0.0, 0.0))
+    voxel = (dz, pixel_size_um, pixel_size_um)
+    found = detect_neurons(tensor, voxel, config=detect, origin_um=(z[0], 0.0, 0.0))
     if len(found) == 0:
         raise ValueError(
             "No neurons were found in the calibration scan; check that the specimen is in the field and in "
