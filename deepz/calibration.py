@@ -80,7 +80,8 @@ def build_readout_stage(
     if cfg.calibration.enabled is False or not cfg.tracking.enabled:
         return None
     scans = recorded_scans(replay_from) if replay_from is not None else []
-    if (replay_from is None and not calibration_enabled(cfg, manifest)) or (replay_from is not None and not scans):
+    wanted = bool(scans) if replay_from is not None else calibration_enabled(cfg, manifest)
+    if not wanted:
         return None
     out = cfg.recording.out
     stage = ReadoutStage(

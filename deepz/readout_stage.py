@@ -34,7 +34,7 @@ MAX_TRACE_COLUMNS = 600
 
 
 class Reference(Protocol):
-    """The readout's reference neurons: stable IDs and positions (z relative to the scan's focus, y, x) in um."""
+    """The readout's reference neurons: stable IDs and positions (z from the scan's focus, y, x) in um."""
 
     ids: np.ndarray
     positions_um: np.ndarray
@@ -53,11 +53,19 @@ class ReadoutState(Protocol):
 class LiveReadoutLike(Protocol):
     """What this stage needs of the readout library (track.readout)."""
 
-    def calibrate(self, stack: np.ndarray, z_um: np.ndarray, pixel_size_um: float, optics: Any) -> Reference: ...
+    def calibrate(
+        self, stack: np.ndarray, z_um: np.ndarray, pixel_size_um: float, optics: Any
+    ) -> Reference: ...
 
     def recalibrate(self, stack: np.ndarray, z_um: np.ndarray) -> Reference: ...
 
     def update(self, frame: np.ndarray, t_s: float) -> ReadoutState: ...
+
+
+def _finite_or_nan(values: np.ndarray) -> np.ndarray:
+    """float32 values with infinities (e.g. dF/F over a zero baseline) as NaN: no value, as viewers expect."""
+    values = np.asarray(values, np.float32)
+    return np.where(np.isfinite(values), values, np.float32(np.nan))
 
 
 @dataclass(frozen=True)
@@ -134,10 +142,12 @@ class ReadoutStage:
             self._pending.append(scan)
 
     def status(self) -> dict[str, Any]:
-        """Calibration figures for status lines and viewers (host times in s since the epoch)."""
+        """Calibration figures for status lines and viewers: scans taken, and the time (s since the epoch)
+        and reference size of the last one the readout calibrated on."""
         with self._lock:
             records = list(self.records)
-        last = records[-1] if records else None
+        used = [r for r in records if "reference" not in r.extra]  # the readout calibrated on these
+        last = used[-1] if used else None
         return {
             "calibrations": len(records),
             "last_calibration_host_s": None if last is None else last.end_host_s,
@@ -202,8 +212,8 @@ class ReadoutStage:
             ids=np.asarray(state.ids, np.int64),
             positions_um=np.asarray(state.positions_um, np.float32).reshape(-1, 3),
             intensity=np.asarray(state.brightness, np.float32),
-            dff=np.asarray(state.dff, np.float32),
-            confidence=np.asarray(state.confidence, np.float32),
+            dff=_finite_or_nan(state.dff),
+            confidence=_finite_or_nan(state.confidence),
         )
         with self._lock:
             self._history.append((time_s, snap.ids, snap.dff))
@@ -220,7 +230,8 @@ class ReadoutStage:
             with self._lock:
                 if self._ready is not None:  # a worker calibrated a copy: it takes over from here
                     self.readout, self._ready = self._ready, None
-                if self._calibrating is not None or not self._pending or self._pending[0].record.frame_index > t:
+                due = bool(self._pending) and self._pending[0].record.frame_index <= t
+                if self._calibrating is not None or not due:
                     return
                 scan = self._calibrating = self._pending.popleft()
                 self._calibration_done.clear()
@@ -228,7 +239,8 @@ class ReadoutStage:
                 candidate = copy.deepcopy(self.readout)  # this thread owns the readout: a consistent copy
                 # not a daemon: torch must not be torn down under it at exit (the process aborts); a run that
                 # ended during a calibration closes at once, and its process exits when the thread is done
-                threading.Thread(target=self._calibrate, args=(scan, candidate), name="deepz-calibrate").start()
+                worker = threading.Thread(target=self._calibrate, args=(scan, candidate), name="calibrate")
+                worker.start()
                 return
             self._calibrate(scan, self.readout)
             if self._failure is not None:
@@ -247,7 +259,7 @@ class ReadoutStage:
                 reference = readout.calibrate(scan.stack, z, record.pixel_size_um, self.optics)
             ids = np.asarray(reference.ids, np.int64)
             positions = np.asarray(reference.positions_um, np.float64).reshape(-1, 3)
-            kept = {k: v for k, v in record.extra.items() if k != "reference"}  # a replayed note that it had none
+            kept = {k: v for k, v in record.extra.items() if k != "reference"}  # replay: "it had none" goes
             record = dataclasses.replace(record, n_reference=len(ids), extra=kept)
             log.info("calibration %d (%s): %d reference neurons in %.2f s", record.index, record.reason,
                      len(ids), time.perf_counter() - started)
@@ -268,7 +280,9 @@ class ReadoutStage:
                 self._calibrating, self._storing = None, False
             self._calibration_done.set()
 
-    def _store_scan(self, record: ScanRecord, stack: np.ndarray, ids: np.ndarray, positions: np.ndarray) -> None:
+    def _store_scan(
+        self, record: ScanRecord, stack: np.ndarray, ids: np.ndarray, positions: np.ndarray
+    ) -> None:
         """Keep the record and store the scan; a failed store (e.g. a full disk) is reported, not raised."""
         with self._lock:
             self.records.append(record)
@@ -281,7 +295,7 @@ class ReadoutStage:
             log.error("%s", self.store_error)
 
     def _check_drift(self, state: ReadoutState) -> None:
-        """Ask for a re-scan once when the neurons moved (median, 3D) more than ``drift_um`` from the reference."""
+        """Ask for a re-scan once the neurons moved (median, 3D) more than ``drift_um`` from the reference."""
         if self.drift_um is None or self.request_scan is None or self._drift_requested:
             return
         ids, anchor = self._anchor

@@ -101,8 +101,8 @@ class NeuronMarkers(QtCore.QObject):
         values: np.ndarray | None = None,
         confidence: np.ndarray | None = None,
     ) -> None:
-        """Place markers for ``ids`` at plot coordinates ``xy`` (N, 2); one style except the selected. With the
-        readout's ``values`` (dF/F) and ``confidence`` (N,), unselected markers are filled to show them."""
+        """Place markers for ``ids`` at plot coordinates ``xy`` (N, 2); one style except the selected. With
+        the readout's ``values`` (dF/F) and ``confidence`` (N,), unselected markers are filled with them."""
         ids = np.asarray(ids, dtype=np.int64)
         is_selected = np.isin(ids, np.fromiter(selected, dtype=np.int64, count=len(selected)))
         plain = ~is_selected

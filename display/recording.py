@@ -150,12 +150,13 @@ class RecordingAdapter:
     def _calibration_stats(self, t: int) -> dict[str, float | int]:
         """The calibration scans taken by frame ``t``, as the live status line shows them."""
         done = [r for r in self._scans if r.frame_index <= t]
-        if not done:
+        used = [r for r in done if "reference" not in r.extra]  # not those stored without a reference
+        if not used:
             return {}
         return {
-            "last_calibration_host_s": done[-1].end_host_s,
+            "last_calibration_host_s": used[-1].end_host_s,
             "calibrations": len(done),
-            "reference_neurons": done[-1].n_reference,
+            "reference_neurons": used[-1].n_reference,
             "calibration_pause_s": round(sum(r.pause_s for r in done), 3),
             "calibration_frames_cost": sum(r.frames_cost for r in done),
         }

@@ -37,8 +37,9 @@ def format_status(
     calibrated = s.get("last_calibration_host_s")
     if _is_number(calibrated):
         parts.append(
-            f"calibrated {(s.get('host_time_s') or now or time.time()) - calibrated:.0f} s ago ({_num(s, 'calibrations', '.0f')} scans, "
-            f"{_num(s, 'reference_neurons', '.0f')} neurons, paused {_num(s, 'calibration_pause_s', '.1f')} s = "
+            f"calibrated {(s.get('host_time_s') or now or time.time()) - calibrated:.0f} s ago "
+            f"({_num(s, 'calibrations', '.0f')} scans, {_num(s, 'reference_neurons', '.0f')} neurons, "
+            f"paused {_num(s, 'calibration_pause_s', '.1f')} s = "
             f"{_num(s, 'calibration_frames_cost', '.0f')} frames)"
         )
     if view_fps:

@@ -20,7 +20,7 @@ AUTO_SELECT = 3  # until the user clicks, show the traces of the most active neu
 
 
 def readout_text(state: ViewState, selected: list[int]) -> str:
-    """The readout's current dF/F and confidence (SNR) of the selected neurons, by ID ('' without a readout)."""
+    """The readout's current dF/F and confidence (SNR) of the selected neurons by ID ('' with no readout)."""
     ids, dff, conf = state.track_ids, state.track_dff, state.track_confidence
     if ids is None or dff is None or len(dff) != len(ids):
         return ""

@@ -63,7 +63,8 @@ def test_stream_pauses_for_scans_and_counts_the_frames_they_cost(core) -> None:
 
 def test_a_requested_scan_happens_after_the_next_frame(core) -> None:
     scans: list[CalibrationScan] = []
-    source = CalibratingSource(MicroManagerSource(core, rate_hz=RATE), z_positions(-1, 1, 1), on_scan=scans.append)
+    source = CalibratingSource(MicroManagerSource(core, rate_hz=RATE), z_positions(-1, 1, 1),
+                               on_scan=scans.append)
     source.start()
     for _, meta in source.frames():
         if meta.index == 5:
@@ -82,7 +83,8 @@ def test_no_focus_stage_is_one_clear_error() -> None:
     core.initializeAllDevices()
     core.setCameraDevice("Camera")
     try:
-        source = CalibratingSource(MicroManagerSource(core, rate_hz=RATE), z_positions(-1, 1, 1), on_scan=print)
+        source = CalibratingSource(MicroManagerSource(core, rate_hz=RATE), z_positions(-1, 1, 1),
+                                   on_scan=print)
         with pytest.raises(AcquisitionError, match="no focus device"):
             source.start()
         assert not core.isSequenceRunning()
@@ -91,7 +93,8 @@ def test_no_focus_stage_is_one_clear_error() -> None:
 
 
 def test_a_scan_beyond_the_stage_limits_is_refused_before_moving(core) -> None:
-    source = CalibratingSource(MicroManagerSource(core, rate_hz=RATE), z_positions(-150, 0, 50), on_scan=print)
+    source = CalibratingSource(MicroManagerSource(core, rate_hz=RATE), z_positions(-150, 0, 50),
+                               on_scan=print)
     with pytest.raises(AcquisitionError, match=r"outside the travel range \[-100, 100\]"):
         source.start()
     assert core.getPosition() == 3.0 and not core.isSequenceRunning()
@@ -99,7 +102,8 @@ def test_a_scan_beyond_the_stage_limits_is_refused_before_moving(core) -> None:
 
 def _record(index: int, z: np.ndarray, frame_index: int) -> ScanRecord:
     return ScanRecord(index=index, reason="start" if index == 0 else "interval", focus_um=3.0,
-                      z_um=z.tolist(), stage_um=(3.0 + z).tolist(), pixel_size_um=0.325, frame_index=frame_index,
+                      z_um=z.tolist(), stage_um=(3.0 + z).tolist(), pixel_size_um=0.325,
+                      frame_index=frame_index,
                       start_host_s=100.0 + index, end_host_s=100.5 + index, pause_s=0.5 * bool(index),
                       frames_cost=25 * bool(index), n_reference=3)
 
@@ -111,7 +115,8 @@ def test_scans_are_ngff_images_with_a_reference_table(tmp_path) -> None:
     path = tmp_path / "rec.zarr"
     zarr.create_group(path, zarr_format=3)
     z = z_positions(-2, 2, 0.5)
-    stacks = [np.random.default_rng(i).integers(0, 4000, (len(z), 32, 48)).astype(np.uint16) for i in range(2)]
+    rng = np.random.default_rng(0)
+    stacks = [rng.integers(0, 4000, (len(z), 32, 48)).astype(np.uint16) for _ in range(2)]
     ids = np.array([4, 7, 9])
     positions = np.array([[-1.0, 2.0, 3.0], [0.5, 4.0, 1.0], [1.5, 8.0, 9.5]])
     store = CalibrationStore(path)

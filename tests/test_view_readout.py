@@ -17,7 +17,8 @@ from deepz.messages import decode, encode  # noqa: E402
 
 
 def _readout_state():
-    """A snapshot as the pipeline publishes it with a readout: per-neuron dF/F and confidence, calibration stats."""
+    """A snapshot as the pipeline publishes it with a readout: per-neuron dF/F and confidence (SNR), and
+    calibration stats."""
     from display.state import ViewState
 
     base = small_states()[0]

@@ -68,9 +68,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def calibrate_command(
         out: Path = typer.Option(..., "--out", help="Calibration store to write (.zarr)."),
         mm_config: Path = typer.Option(None, "--mm-config", help="Micro-Manager .cfg of a real rig."),
-        sim_config: Path = typer.Option(None, "--sim-config", help="Simulated microscope TOML (default: 20x)."),
+        sim_config: Path = typer.Option(
+            None, "--sim-config", help="Simulated microscope TOML (default: 20x)."
+        ),
         z_range: tuple[float, float] = typer.Option(
-            None, "--z-range", help="Scan offsets LOW HIGH (um) from the current focus; default: the model's range."
+            None, "--z-range", help="Scan offsets LOW HIGH (um) from focus; default: the model's range."
         ),
         step: float = typer.Option(None, "--step", help="Focus step (um); default: the model's axial step."),
         model: Path = typer.Option(None, "--model", help="Model whose axial range and optics to use."),
@@ -84,7 +86,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         z = result["z_um"]
         typer.echo(
             f"scanned {len(z)} planes {z[0]:+g}..{z[-1]:+g} um around focus {result['focus_um']:g} um "
-            f"(restored to {result['focus_after_um']:g} um) in {result['end_host_s'] - result['start_host_s']:.2f} s; "
+            f"(restored to {result['focus_after_um']:g} um) in "
+            f"{result['end_host_s'] - result['start_host_s']:.2f} s; "
             f"found {result['n_reference']} reference neurons"
         )
         typer.echo(f"wrote {out} (image calibration/0, reference table calibration/0/reference)")
