@@ -140,13 +140,13 @@ def test_deepz_calibrate_stores_the_scan_and_its_reference(tmp_path) -> None:
     sim.write_text("seed = 3\n[camera]\nshape = [96, 96]\n[worm]\nn_neurons = 40\n")
     out = tmp_path / "cal.zarr"
     result = CliRunner().invoke(app, ["calibrate", "--sim-config", str(sim), "--out", str(out),
-                                      "--z-range", "-8", "8", "--step", "1"])
+                                      "--z-range", "-6", "6", "--step", "1"])
     assert result.exit_code == 0, result.output
-    assert "17 planes -8..+8 um around focus 0 um (restored to 0 um)" in result.output
+    assert "13 planes -6..+6 um around focus 0 um (restored to 0 um)" in result.output
     (scan,) = read_scans(out)
     assert f"found {len(scan.reference_ids)} reference neurons" in result.output
-    assert scan.stack.shape == (17, 96, 96) and len(scan.reference_ids) >= 5
-    assert np.all(np.abs(scan.reference_positions_um[:, 0]) <= 8.5)
+    assert scan.stack.shape == (13, 96, 96) and len(scan.reference_ids) >= 5
+    assert np.all(np.abs(scan.reference_positions_um[:, 0]) <= 6.5)
     assert CliRunner().invoke(app, ["calibrate", "--sim-config", str(sim), "--out", str(out)]).exit_code == 2
 
 
