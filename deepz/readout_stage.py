@@ -195,7 +195,7 @@ class ReadoutStage:
             self._calibration_done.wait()
         for scan in unused:
             note = {"reference": "not computed: the run ended before the readout calibrated on this scan"}
-            record = dataclasses.replace(scan.record, extra={**scan.record.extra, **note})
+            record = dataclasses.replace(scan.record, n_reference=0, extra={**scan.record.extra, **note})
             self._store_scan(record, scan.stack, np.zeros(0, np.int64), np.zeros((0, 3)))
 
     # ---------------------------------------------------------------- the readout thread
