@@ -21,6 +21,8 @@ from track.readout.stamps import Optics
 
 __all__ = ["LiveReadout", "ReadoutConfig", "ReadoutState"]
 
+_CAMERA_RATE_DFF = ActivityConfig(baseline_window=1000, baseline_every=50)
+
 
 @dataclass(frozen=True)
 class ReadoutConfig:
@@ -29,7 +31,9 @@ class ReadoutConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     fit: StampFitConfig = field(default_factory=StampFitConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
-    activity: ActivityConfig = field(default_factory=ActivityConfig)
+    # dF/F baseline over 10 s at a 100 Hz camera (the volume trackers' 300 samples would be 3 s: a calcium
+    # transient lasts longer), its percentile refreshed every 0.5 s
+    activity: ActivityConfig = field(default_factory=lambda: _CAMERA_RATE_DFF)
     gram_every: int = 10  # frames; neighbours move together, so their overlaps change slowly
     settle_steps: int = 20  # motion steps on the first frame after a scan (the specimen moved meanwhile)
     match_um: float = 2.0  # re-calibration: a new detection within this of a followed neuron keeps its ID
