@@ -30,7 +30,8 @@ from storage.calibration import ScanRecord
 log = logging.getLogger(__name__)
 
 MAX_TRACE_COLUMNS = 600
-"""Most recent frames kept in the published dF/F window (bounds message size at 100 Hz)."""
+"""Columns of the published dF/F window: frames are thinned to fill ``trace_window_s`` with at most this many
+(30 s at 100 Hz is 3000 frames; every 5th is kept), which bounds the message size."""
 
 
 class Reference(Protocol):
@@ -216,7 +217,8 @@ class ReadoutStage:
             confidence=_finite_or_nan(state.confidence),
         )
         with self._lock:
-            self._history.append((time_s, snap.ids, snap.dff))
+            if not self._history or time_s - self._history[-1][0] >= self.window_s / MAX_TRACE_COLUMNS:
+                self._history.append((time_s, snap.ids, snap.dff))
             while self._history and time_s - self._history[0][0] > self.window_s:
                 self._history.popleft()
         self._check_drift(state)

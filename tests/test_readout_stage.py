@@ -43,7 +43,7 @@ def test_scans_apply_in_frame_order_and_recalibration_keeps_ids(scans_and_frames
     scans, frames = scans_and_frames
     stored, requests = [], []
     stage = ReadoutStage(build_readout(), optics=_optics(), store=lambda *args: stored.append(args),
-                         drift_um=1e-6, request_scan=requests.append, wait=True)
+                         drift_um=1e-6, request_scan=requests.append, wait=True, trace_window_s=3.0)
     stage.offer_scan(PendingScan(_record(0, scans[0], 0), scans[0].stack))
     stage.offer_scan(PendingScan(_record(1, scans[1], 2), scans[1].stack))
     first = stage.update(0, 0.0, frames[0])
@@ -58,7 +58,8 @@ def test_scans_apply_in_frame_order_and_recalibration_keeps_ids(scans_and_frames
     assert len(kept) >= 0.8 * len(first.ids)
     ids, times, dff = stage.recent_traces()
     assert set(ids.tolist()) == set(first.ids.tolist()) | set(again.ids.tolist())
-    np.testing.assert_allclose(times, [0.0, 0.01, 0.02]) and dff.shape == (len(ids), 3)
+    np.testing.assert_allclose(times, [0.0, 0.01, 0.02])  # 3 s window: 5 ms columns, every frame kept
+    assert dff.shape == (len(ids), 3)
 
 
 def test_live_calibration_runs_beside_the_frames_and_a_stop_does_not_wait_for_it(scans_and_frames) -> None:
@@ -88,3 +89,13 @@ def test_live_readout_resumes_once_calibrated(scans_and_frames) -> None:
 
 def _optics():
     return readout_optics(load_manifest(default_model_path()))
+
+
+def test_the_published_trace_window_is_thinned_to_its_column_budget(scans_and_frames) -> None:
+    scans, frames = scans_and_frames
+    stage = ReadoutStage(build_readout(), optics=_optics(), wait=True, trace_window_s=30.0)
+    stage.offer_scan(PendingScan(_record(0, scans[0], 0), scans[0].stack))
+    for t in range(8):  # 100 Hz frames; a 30 s window of at most 600 columns keeps one per 50 ms
+        stage.update(t, t * 0.01, frames[t % len(frames)])
+    _, times, _ = stage.recent_traces()
+    np.testing.assert_allclose(times, [0.0, 0.05])
