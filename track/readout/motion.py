@@ -23,9 +23,10 @@ class MotionConfig:
     """Pooling scale (um), damping, per-frame step limits and whether the axial offset is estimated."""
 
     pool_um: float = 4.0  # Gaussian weight of a neighbour's normal equations at this distance: e^-1/2
-    # a neighbour's normal equations count this much relative to the own ones; measured on seed 1 (5 s,
-    # 256 px): 1.0 instead of 0.1 kept defocused neurons within 0.2 um (not 0.8-1.5), median error 0.18 um
-    neighbour_weight: float = 1.0
+    # a neighbour's normal equations count this much relative to the own ones. Measured: 1.0 helped on seed 1
+    # over 5 s (median error 0.18 um, not 0.30) but hurt on seed 7 over 20 s (traced 0.71, median r 0.44,
+    # against 0.76 and 0.70 with 0.1): pooling assumes a locally rigid motion the bending worm breaks
+    neighbour_weight: float = 0.1
     damping: float = 1e-3  # Levenberg term relative to the mean lateral information
     max_step_px: float = 0.5
     max_axial_step_um: float = 0.1
