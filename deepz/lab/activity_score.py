@@ -99,10 +99,13 @@ class ActivityScorer:
             if flat:
                 continue
             ok = np.isfinite(measured)
-            if ok.sum() < 3 or np.std(measured[ok]) < 1e-12:
+            truth = activity[i, present][ok]
+            if ok.sum() >= 3 and np.std(truth) < 1e-6:  # flat while its trace existed: no r to compute
+                out.flat += 1
+            elif ok.sum() < 3 or np.std(measured[ok]) < 1e-12:
                 out.r.append(0.0)
             else:
-                out.r.append(float(np.corrcoef(measured[ok], activity[i, present][ok])[0, 1]))
+                out.r.append(float(np.corrcoef(measured[ok], truth)[0, 1]))
         return out
 
     def score(self, method: str) -> dict[str, object]:
