@@ -72,7 +72,8 @@ def run_activity_bench(
         "frames_timed": frames - 1,
         "scan_planes": len(z),
         "environment": {
-            "cpu": platform.machine(), "cpu_count": torch.get_num_threads(), "torch": torch.__version__,
+            "cpu": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "load_average_1m": round(os.getloadavg()[0], 2),
         },  # fmt: skip
