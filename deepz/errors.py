@@ -5,6 +5,7 @@ from __future__ import annotations
 from acquire.errors import AcquisitionError
 from deepz.config import ConfigError
 from deepz.messages import MessageError
+from infer.device import DeviceError
 from infer.engine import EngineError
 from infer.model_io import ModelFileError
 from storage.records import RecordingError, WriterError
@@ -12,6 +13,7 @@ from storage.records import RecordingError, WriterError
 USER_ERRORS: tuple[type[BaseException], ...] = (
     AcquisitionError,
     ConfigError,
+    DeviceError,
     EngineError,
     MessageError,
     ModelFileError,
