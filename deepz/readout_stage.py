@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from deepz.stages import window_traces
 from storage.calibration import ScanRecord
 
 log = logging.getLogger(__name__)
@@ -161,13 +162,7 @@ class ReadoutStage:
         """ids (M,), times (W,) s and dF/F (M, W) over the window, NaN where a neuron had no readout."""
         with self._lock:
             history = list(self._history)
-        if not history:
-            return np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 0), np.float32)
-        ids = np.unique(np.concatenate([h[1] for h in history])).astype(np.int64)
-        dff = np.full((ids.size, len(history)), np.nan, np.float32)
-        for column, (_, step_ids, step_dff) in enumerate(history):
-            dff[np.searchsorted(ids, step_ids), column] = step_dff
-        return ids, np.array([h[0] for h in history]), dff
+        return window_traces(history)
 
     def summary(self) -> dict[str, Any]:
         """The run's calibration figures and every scan's record (for the run summary and the recording)."""

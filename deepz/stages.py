@@ -114,3 +114,16 @@ class LatencyRecorder:
     @property
     def count(self) -> int:
         return len(self._values)
+
+
+def window_traces(
+    history: list[tuple[float, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Recent (time s, ids, dF/F) steps as ids (M,), times (W,) and dF/F (M, W), NaN where a neuron had none."""
+    if not history:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 0), np.float32)
+    ids = np.unique(np.concatenate([h[1] for h in history])).astype(np.int64)
+    dff = np.full((ids.size, len(history)), np.nan, np.float32)
+    for column, (_, step_ids, step_dff) in enumerate(history):
+        dff[np.searchsorted(ids, step_ids), column] = step_dff
+    return ids, np.array([h[0] for h in history]), dff

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 
 from deepz.config import TrackingConfig
+from deepz.stages import window_traces
 
 MAX_TRACE_COLUMNS = 600
 """Most recent volumes kept per published trace window (bounds message size at high volume rates)."""
@@ -54,10 +55,4 @@ class TrackingStage:
         """ids (M,), times (W,) s and dF/F (M, W) over the window, NaN where a neuron was not tracked."""
         with self._lock:
             history = list(self._history)
-        if not history:
-            return np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 0), np.float32)
-        ids = np.unique(np.concatenate([h[1] for h in history])).astype(np.int64)
-        dff = np.full((ids.size, len(history)), np.nan, np.float32)
-        for column, (_, step_ids, step_dff) in enumerate(history):
-            dff[np.searchsorted(ids, step_ids), column] = step_dff
-        return ids, np.array([h[0] for h in history]), dff
+        return window_traces(history)
