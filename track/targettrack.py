@@ -26,7 +26,7 @@ def load_example(
     if not frame_path.is_file() or not pts_path.is_file():
         raise FileNotFoundError(
             f"{directory} lacks frame_{which}.npy or pts_{which}.npy; pass a targettrack data_points/exN "
-            "folder (see /work/shared/data/targettrack/README.md)."
+            "folder of the targettrack data set (https://github.com/rahi-lab/targettrack)."
         )
     frame = np.load(frame_path)  # (C, X, Y, Z)
     volume = np.ascontiguousarray(frame[0].transpose(2, 1, 0)).astype(np.float32)
