@@ -159,12 +159,8 @@ def _close_recorder(recorder, summary: dict[str, Any]) -> None:
     stats = recorder.stats  # what the disk holds, counted against what the run handed to the store
     summary["frames_not_stored"] = summary["frames"] - stats.frames_stored
     summary["volumes_not_stored"] = summary["volumes"] - stats.volumes_stored - stats.volumes_skipped_by_policy
-    summary["recording_stats"] = _writer_summary(recorder)
-
-
-def _writer_summary(recorder) -> dict[str, Any]:
-    s = recorder.stats
-    return {"frames_stored": s.frames_stored, "volumes_stored": s.volumes_stored, "queue_depth": s.queue_depth}
+    summary["recording_stats"] = {"frames_stored": stats.frames_stored, "volumes_stored": stats.volumes_stored,
+                                  "queue_depth": stats.queue_depth}  # fmt: skip
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
