@@ -94,10 +94,12 @@ def _row(fault: str, code: int, reader: RecordingReader | None, printed: bool, n
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _report():
-    """Write the table of faults tried once the module ran."""
+def _report(request: pytest.FixtureRequest):
+    """Write the table of faults tried once the whole module ran (a -k or single-test run leaves it alone)."""
     yield
-    if not ROWS:
+    option = request.config.option
+    partial = option.keyword or option.markexpr or any("::" in arg for arg in request.config.args)
+    if not ROWS or partial:
         return
     lines = [
         "# Reliability: what each fault leaves behind",
