@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from acquire.errors import AcquisitionError
 from deepz.config import ConfigError
-from deepz.messages import MessageError
 from infer.device import DeviceError
 from infer.engine import EngineError
 from infer.model_io import ModelFileError
 from storage.records import RecordingError, WriterError
+from wire.curve import CurveKeyError
+from wire.messages import MessageError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     AcquisitionError,
     ConfigError,
+    CurveKeyError,
     DeviceError,
     EngineError,
     MessageError,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepz.messages import Subscriber
+from wire.messages import Subscriber
 
 
 def probe(address: str, seconds: float, *, stall: bool = False, idle_s: float = 3.0) -> dict:

@@ -218,9 +218,9 @@ def frame_record(meta: Any, volume_skipped: bool, unstored_before: int = 0):
 
 
 def build_publisher(cfg: PublishConfig):
-    """The zmq publisher for viewers, CurveZMQ-secured when ``cfg.curve_secret_key`` is set (deepz.curve)."""
-    from deepz.curve import ServerKeys
-    from deepz.messages import Publisher
+    """The zmq publisher for viewers, CurveZMQ-secured when ``cfg.curve_secret_key`` is set (wire.curve)."""
+    from wire.curve import ServerKeys
+    from wire.messages import Publisher
 
     keys = ServerKeys.load(cfg.curve_secret_key, cfg.curve_clients) if cfg.curve_secret_key is not None else None
     return Publisher(cfg.address, curve=keys)

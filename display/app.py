@@ -9,7 +9,7 @@ from pathlib import Path
 import shiboken6
 from PySide6 import QtWidgets
 
-from deepz.curve import ClientKeys
+from wire.curve import ClientKeys
 from display.live import LiveFeed
 from display.playback import PlaybackBar
 from display.process import display_available
@@ -52,7 +52,7 @@ def open_recording_window(reader: RecordingLike, t: int | None = None) -> tuple[
 def run_live(address: str, server_key: str | Path | None = None, client_key: str | Path | None = None) -> int:
     """Show the live viewer until its window closes or SIGINT/SIGTERM; the pipeline is unaffected by either.
 
-    With ``server_key`` and ``client_key`` files (deepz.curve) it connects to a CurveZMQ publisher. Says on
+    With ``server_key`` and ``client_key`` files (wire.curve) it connects to a CurveZMQ publisher. Says on
     stderr what it waits for: a viewer of an address that never answers shows nothing else.
     """
     curve = ClientKeys.load(Path(server_key), Path(client_key)) if server_key and client_key else None

@@ -7,8 +7,8 @@ import time
 
 from PySide6 import QtCore
 
-from deepz.curve import ClientKeys
-from deepz.messages import MessageError, Subscriber
+from wire.curve import ClientKeys
+from wire.messages import MessageError, Subscriber
 from display.state import ViewState
 from display.window import ViewerWindow
 

@@ -33,7 +33,7 @@ def launch_viewer_process(
 ) -> subprocess.Popen:
     """Start a viewer subscribed to ``address`` at lower CPU priority; closing it (or it crashing) never
     affects the run. ``curve_key``: the CURVE publisher's own .key_secret file, which serves this local viewer
-    as both the server's public key and its client key pair (deepz.curve admits the server's own key)."""
+    as both the server's public key and its client key pair (wire.curve admits the server's own key)."""
     keys = [str(curve_key)] * 2 if curve_key is not None else []
     return subprocess.Popen(
         [sys.executable, "-c", _ENTRY, address, str(niceness), str(os.getpid()), *keys], env=env,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from deepz.messages import Message
+from wire.messages import Message
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ViewState:
 
     @classmethod
     def from_message(cls, message: Message) -> ViewState:
-        """Build a state from a decoded pipeline message (deepz.messages spec)."""
+        """Build a state from a decoded pipeline message (wire.messages spec)."""
         a = message.arrays
         return cls(
             t=message.t,

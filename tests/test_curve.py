@@ -18,8 +18,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from deepz.cli import app  # noqa: E402
 from deepz.config import PublishConfig  # noqa: E402
-from deepz.curve import ClientKeys, CurveKeyError, ServerKeys, create_keys  # noqa: E402
-from deepz.messages import Publisher, Subscriber, is_local  # noqa: E402
+from wire.curve import ClientKeys, CurveKeyError, ServerKeys, create_keys  # noqa: E402
+from wire.messages import Publisher, Subscriber, is_local  # noqa: E402
 from deepz.wiring import build_publisher  # noqa: E402
 
 FRAME = {"frame": np.full((16, 16), 7, np.uint16)}
@@ -77,7 +77,7 @@ def test_only_subscribers_with_admitted_keys_receive_the_stream(keys: Path, tmp_
 def test_non_loopback_bind_is_warned_and_curve_comes_from_the_publish_config(keys: Path, caplog) -> None:
     assert is_local("tcp://127.0.0.1:5557") and is_local("ipc:///tmp/x") and is_local("tcp://[::1]:5557")
     assert not is_local("tcp://*:5557") and not is_local("tcp://0.0.0.0:5557") and not is_local("tcp://10.0.0.2:1")
-    with caplog.at_level(logging.WARNING, logger="deepz.messages"):
+    with caplog.at_level(logging.WARNING, logger="wire.messages"):
         Publisher("tcp://*:*").close()
         assert "ANYONE who can reach this machine" in caplog.text and "deepz keys" in caplog.text
         caplog.clear()

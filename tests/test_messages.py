@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zmq
 
-from deepz.messages import TOPIC, MessageError, Publisher, Subscriber, decode, encode
+from wire.messages import TOPIC, MessageError, Publisher, Subscriber, decode, encode
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6 import QtCore  # noqa: E402
 from view_data import message_arrays, small_states  # noqa: E402
 
-from deepz.messages import TOPIC, Publisher  # noqa: E402
+from wire.messages import TOPIC, Publisher  # noqa: E402
 from display import launch_viewer_process  # noqa: E402
 from display.app import open_live_window  # noqa: E402
 

@@ -22,7 +22,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from view_data import message_arrays, small_states  # noqa: E402
 
-from deepz.messages import TOPIC, encode  # noqa: E402
+from wire.messages import TOPIC, encode  # noqa: E402
 from display.app import open_live_window  # noqa: E402
 
 HEADER = {"v": 1, "seq": 1, "t": 5, "sent": 1.0, "stats": {}, "meta": {}}

@@ -13,7 +13,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from view_data import message_arrays, small_states  # noqa: E402
 
-from deepz.messages import decode, encode  # noqa: E402
+from wire.messages import decode, encode  # noqa: E402
 
 
 def _readout_state():

@@ -25,7 +25,7 @@ def small_states() -> list[ViewState]:
 
 
 def message_arrays(state: ViewState) -> dict[str, np.ndarray]:
-    """The pipeline's message arrays for a snapshot (deepz.messages names)."""
+    """The pipeline's message arrays for a snapshot (wire.messages names)."""
     names = ("frame", "volume", "track_ids", "track_positions_um", "trace_ids", "traces_dff", "trace_t")
     return {name: getattr(state, name) for name in names}
 

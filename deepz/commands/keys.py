@@ -17,7 +17,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:  # noqa: ARG001 - sa
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace keys already in the folder."),
     ) -> None:
         """Make a CurveZMQ server and client key pair for `deepz live --publish tcp://*:PORT`."""
-        from deepz.curve import create_keys
+        from wire.curve import create_keys
 
         paths = create_keys(out, overwrite=overwrite)
         typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")

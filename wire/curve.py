@@ -17,13 +17,11 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from deepz.config import ConfigError
-
 SERVER = "server"
 CLIENT = "client"
 
 
-class CurveKeyError(ConfigError):
+class CurveKeyError(ValueError):
     """A CurveZMQ key file is missing, unreadable or lacks the secret key it should hold."""
 
 

@@ -1,4 +1,4 @@
-"""What a decoded message's named arrays, stats and meta must be (deepz.messages spec) before anyone draws it.
+"""What a decoded message's named arrays, stats and meta must be (wire.messages spec) before anyone draws it.
 
 The wire decoder checks framing, header fields and buffer sizes; this module checks content: each known
 array's dimensions, dtype and finiteness, the consistency of arrays that describe the same neurons or the
@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 if TYPE_CHECKING:
-    from deepz.messages import Message
+    from wire.messages import Message
 
 
 class MessageError(ValueError):
-    """A received message does not follow the spec (deepz.messages)."""
+    """A received message does not follow the spec (wire.messages)."""
 
 
 class ArrayRule(NamedTuple):

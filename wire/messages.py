@@ -26,10 +26,10 @@ readout's confidence in it (its signal-to-noise ratio); stats then carry ``calib
 Any may be absent.
 
 Readers reject, with a MessageError and nothing else, any message off this spec: framing, header fields and
-types, buffer sizes, and the content rules of deepz.message_checks (each named array's dimensions, dtype and
+types, buffer sizes, and the content rules of wire.checks (each named array's dimensions, dtype and
 finiteness, the agreement of arrays about the same neurons or time window, the geometry in meta).
 
-Security: publishers bind to loopback unless asked; beyond it they warn, and with CurveZMQ keys (deepz.curve,
+Security: publishers bind to loopback unless asked; beyond it they warn, and with CurveZMQ keys (wire.curve,
 `deepz keys`) the stream is encrypted and only admitted clients complete the handshake.
 
 Delivery is latest-only and lossy: the publisher's send high-water mark is small and sends never block, and
@@ -49,10 +49,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zmq
 
-from deepz.message_checks import NUMERIC_KINDS, MessageError, check_content
+from wire.checks import NUMERIC_KINDS, MessageError, check_content
 
 if TYPE_CHECKING:
-    from deepz.curve import ClientKeys, ServerKeys
+    from wire.curve import ClientKeys, ServerKeys
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def encode(
 
 def decode(frames: list[bytes | zmq.Frame]) -> Message:
     """Parse the multipart frames of one message; raises MessageError on anything off-spec (framing, header,
-    buffer sizes, and the content rules of deepz.message_checks), never another exception."""
+    buffer sizes, and the content rules of wire.checks), never another exception."""
     raw = [f.buffer if isinstance(f, zmq.Frame) else f for f in frames]
     if len(raw) < 2 or bytes(raw[0]) != TOPIC:
         raise MessageError("not a deepz message: missing the b'deepz' topic frame or header")
@@ -179,7 +179,7 @@ def is_local(address: str) -> bool:
 class Publisher:
     """PUB socket that never blocks the pipeline: zmq drops messages to a subscriber whose queue is full.
 
-    With ``curve`` (deepz.curve) the stream is encrypted and only authorised clients receive it; binding
+    With ``curve`` (wire.curve) the stream is encrypted and only authorised clients receive it; binding
     beyond loopback is logged as a warning either way (without CurveZMQ, anyone on the network can watch).
     """
 
@@ -235,7 +235,7 @@ class Publisher:
 
 class Subscriber:
     """SUB socket that hands out only the newest message, discarding older queued ones; with ``curve``
-    (deepz.curve) it connects to a CURVE publisher."""
+    (wire.curve) it connects to a CURVE publisher."""
 
     def __init__(
         self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context | None = None, curve: ClientKeys | None = None
