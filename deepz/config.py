@@ -82,6 +82,7 @@ class TrackingConfig(_Strict):
     enabled: bool = True
     nucleus_um: float = Field(1.5, gt=0, description="Detection scale (tuned on the simulator's 2-3 um nuclei)")
     trace_window_s: float = Field(30.0, gt=0, description="dF/F history sent to viewers")
+    device: str = Field("auto", description="auto (the inference engine's device) | cpu | cuda | cuda:N")
 
 
 class CalibrationConfig(_Strict):
@@ -128,6 +129,10 @@ class RunConfig(_Strict):
     publish: PublishConfig = PublishConfig()
     duration_s: float | None = Field(None, gt=0, description="Stop after this long; None = until Ctrl-C")
     view: bool = True
+    compute: Literal["auto", "process", "thread"] = Field(
+        "auto", description="Where inference, tracking and the readout run: process (a separate one fed by a "
+        "shared-memory ring, so they never take the camera's time) or thread; auto = process live, thread in replay"
+    )
 
     @model_validator(mode="after")
     def _source_exists(self) -> RunConfig:
