@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/deepz live --config configs/demo.toml --out $(DEMO_OUT) --overwrite
+	$(BIN)/deepz live --config demo --out $(DEMO_OUT) --overwrite
 
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -p no:cacheprovider

@@ -1,8 +1,15 @@
-"""Typed run configuration: TOML files in configs/ overridden by command-line flags."""
+"""Typed run configuration: TOML files (shipped ones in deepz/configs/) overridden by command-line flags.
+
+A config is named by its path or, for a shipped one, by its name (``demo`` = deepz/configs/demo.toml). Input
+paths inside a config file (models, simulator TOMLs, Micro-Manager .cfg files, keys) resolve relative to that
+file; a bare name that is not a file there names a shipped config or model. Outputs (``recording.out``) are
+relative to the working directory.
+"""
 
 from __future__ import annotations
 
 import tomllib
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +18,38 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 class ConfigError(ValueError):
     """A configuration file or flag is missing, malformed or inconsistent."""
+
+
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def _shipped_models() -> Path:
+    """infer/models, located without importing infer's (torch-heavy) modules."""
+    spec = find_spec("infer")
+    return Path(next(iter(spec.submodule_search_locations))) / "models" if spec else Path("infer/models")
+
+
+def _is_bare(path: Path) -> bool:
+    return not path.is_absolute() and path.parent == Path(".")
+
+
+def packaged(path: Path, suffix: str) -> Path:
+    """``path`` when it exists, else the shipped config of that bare name (with or without ``suffix``)."""
+    if path.exists() or not _is_bare(path):
+        return path
+    for candidate in (PACKAGED_CONFIGS / path.name, PACKAGED_CONFIGS / f"{path.name}{suffix}"):
+        if candidate.is_file():
+            return candidate
+    return path
+
+
+def config_path(name: str | Path) -> Path:
+    """A run config by path or by the name of a shipped one; ConfigError naming the shipped ones otherwise."""
+    path = packaged(Path(name).expanduser(), ".toml")
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.toml")))
+        raise ConfigError(f"config file {name} does not exist; pass a path or a shipped config: {shipped}")
+    return path
 
 
 class _Strict(BaseModel):
@@ -22,7 +61,7 @@ class SourceConfig(_Strict):
 
     mm_config: Path | None = Field(None, description="Micro-Manager .cfg of a real rig; None = simulator")
     sim_config: Path | None = Field(
-        None, description="Simulator TOML (optics, camera, worm), e.g. configs/sim-10x.toml; size/seed/neurons apply"
+        None, description="Simulator TOML (optics, camera, worm) or a shipped one (sim-10x); size/seed/neurons apply"
     )
     rate_hz: float = Field(100.0, gt=0, le=10_000, description="Frame rate asked of the camera")
     exposure_ms: float | None = Field(None, gt=0, description="Exposure; None = 1000 / rate_hz")
@@ -30,11 +69,23 @@ class SourceConfig(_Strict):
     seed: int = Field(0, description="Simulator seed")
     neurons: int = Field(180, ge=1, le=2000, description="Simulated nuclei")
 
+    @field_validator("mm_config")
+    @classmethod
+    def _packaged_cfg(cls, value: Path | None) -> Path | None:
+        return packaged(value, ".cfg") if value is not None else None
+
+    @field_validator("sim_config")
+    @classmethod
+    def _packaged_toml(cls, value: Path | None) -> Path | None:
+        return packaged(value, ".toml") if value is not None else None
+
 
 class InferenceConfig(_Strict):
     """Which model turns frames into volumes, on which planes, with which engine."""
 
-    model: Path | None = Field(None, description="Model directory; None = the shipped default model")
+    model: Path | None = Field(
+        None, description="Model directory or a shipped model's name (superres-na); None = the shipped default"
+    )
     engine: str = Field("auto", description="auto | torch | torch-opt | tensorrt | onnxruntime")
     planes: int = Field(16, ge=1, le=256, description="Planes K per virtual volume")
     z_range_um: tuple[float, float] = Field((-10.0, 10.0), description="Refocus range relative to focus")
@@ -52,6 +103,14 @@ class InferenceConfig(_Strict):
         if value[0] >= value[1]:
             raise ValueError(f"z_range_um must be (low, high) with low < high, got {value}")
         return value
+
+    @field_validator("model")
+    @classmethod
+    def _shipped(cls, value: Path | None) -> Path | None:
+        if value is None or value.exists() or not _is_bare(value):
+            return value
+        shipped = _shipped_models() / value.name
+        return shipped if shipped.is_dir() else value
 
 
 class RecordingConfig(_Strict):
@@ -141,7 +200,7 @@ class RunConfig(_Strict):
             raise ValueError(f"Micro-Manager config {cfg} does not exist; pass the path of your rig's .cfg file")
         sim = self.source.sim_config
         if sim is not None and not sim.is_file():
-            raise ValueError(f"simulator config {sim} does not exist; pass a TOML like configs/sim-10x.toml")
+            raise ValueError(f"simulator config {sim} does not exist; pass a TOML path or a shipped one (sim-10x)")
         return self
 
 
@@ -155,16 +214,34 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_INPUT_PATHS = (
+    ("source", "mm_config"), ("source", "sim_config"), ("inference", "model"),
+    ("publish", "curve_secret_key"), ("publish", "curve_clients"),
+)
+
+
+def _relative_to(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The config's input paths resolved against its folder; a bare name not found there is left as a name."""
+    for section, key in _INPUT_PATHS:
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if not isinstance(value, str):
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute() and ((folder / path).exists() or not _is_bare(path)):
+            data[section] = {**data[section], key: str(folder / path)}
+    return data
+
+
 def load_config(
     path: Path | None = None, overrides: dict[str, Any] | None = None, *, base: dict[str, Any] | None = None
 ) -> RunConfig:
-    """Read a TOML run config over `base` (or the defaults) and apply flag overrides (None values are ignored)."""
+    """Read a TOML run config (a path or a shipped config's name) over `base` (or the defaults) and apply flag
+    overrides (None values are ignored); paths inside the file are relative to it."""
     data: dict[str, Any] = {}
     if path is not None:
+        path = config_path(path)
         try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist; see configs/ for examples") from None
+            data = _relative_to(tomllib.loads(path.read_text()), path.resolve().parent)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deepz.config import ConfigError, load_config
+from deepz.config import PACKAGED_CONFIGS, ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -47,3 +47,37 @@ def test_bad_configs_name_the_problem(tmp_path, text, match):
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_repo_configs_are_the_packaged_ones():
+    """configs/ in the repository is the package's deepz/configs (one source of truth, shipped in the wheel)."""
+    assert CONFIGS.resolve() == PACKAGED_CONFIGS and (PACKAGED_CONFIGS / "demo.toml").is_file()
+
+
+def test_a_shipped_config_is_found_by_name_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("demo") == load_config(PACKAGED_CONFIGS / "demo.toml")
+    cfg = load_config("superres-live")  # its sim_config and model are relative to the file / shipped names
+    assert cfg.source.sim_config == PACKAGED_CONFIGS / "sim-10x.toml" and cfg.source.sim_config.is_file()
+    assert cfg.inference.model.name == "superres-na" and (cfg.inference.model / "manifest.json").is_file()
+    with pytest.raises(ConfigError, match=r"does not exist; pass a path or a shipped config: demo, "):
+        load_config("nodemo")
+
+
+def test_paths_inside_a_config_are_relative_to_the_file(tmp_path, monkeypatch):
+    rig = tmp_path / "rig"
+    rig.mkdir()
+    (rig / "optics.toml").write_text("[optics]\nna = 0.4\n")
+    (rig / "run.toml").write_text(
+        '[source]\nsim_config = "optics.toml"\n[inference]\nmodel = "models/mine"\n'
+        '[recording]\nout = "rec.zarr"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(rig / "run.toml", {"source": {"mm_config": None}})
+    assert cfg.source.sim_config == rig / "optics.toml"
+    assert cfg.inference.model == rig / "models" / "mine"  # inputs: beside the config
+    assert cfg.recording.out == Path("rec.zarr")  # outputs: in the working directory
+    flags = load_config(rig / "run.toml", {"source": {"sim_config": Path("sim-10x")}})  # a flag: cwd or shipped
+    assert flags.source.sim_config == PACKAGED_CONFIGS / "sim-10x.toml"
