@@ -39,7 +39,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """Stream the simulated camera through UniMMCore: sustained rate, frames lost, render time, CPU."""
         import datetime
 
-        from acquire import bench as ab
+        from deepz.lab import acquire_bench as ab
 
         base = _sim_config(sim_config)
         config = ab.with_size(base, size)

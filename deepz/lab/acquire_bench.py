@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from typing import Any
 
@@ -13,6 +11,7 @@ import psutil
 from acquire.errors import AcquisitionError
 from acquire.mm import MicroManagerSource
 from acquire.sim.config import SimConfig
+from deepz.lab import scaffold
 
 SHARED_CPU_NOTE = (
     "Measured on a 2-core machine shared with other engineers' jobs: CPU contention lowers the figures; "
@@ -135,18 +134,12 @@ def find_max_rate(
 
 
 def machine() -> dict[str, Any]:
-    """Where the benchmark ran."""
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "note": SHARED_CPU_NOTE,
-    }
+    """Where the benchmark ran, with the note on shared CPUs."""
+    return scaffold.machine() | {"note": SHARED_CPU_NOTE}
 
 
 def with_size(config: SimConfig, size: int) -> SimConfig:
     """The config with a square camera of ``size`` pixels."""
     if size < 16:
         raise AcquisitionError(f"Frame size {size} is too small; use at least 16 pixels (e.g. --size 512).")
-    return config.model_copy(update={"camera": config.camera.model_copy(update={"shape": (size, size)})})
+    return scaffold.sim_config(size, base=config)
