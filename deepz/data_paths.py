@@ -10,6 +10,7 @@ TARGETTRACK_HELP = (
     "targettrack data folder (holding data/data_points; https://github.com/rahi-lab/targettrack); "
     f"default: ${TARGETTRACK_ENV}."
 )
+TARGETTRACK_VOXEL_UM = (1.5, 0.1625, 0.1625)  # (z, y, x): the lab's stated voxel size (data_mask)
 
 
 def targettrack_dir(option: Path | None) -> Path:

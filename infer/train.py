@@ -2,8 +2,7 @@
 
 The trainer runs one code path on the CPU and on CUDA (infer.device.DevicePlan switches on bf16 autocast,
 channels-last and fused Adam on CUDA); its data is a TrainingData of batch sources on the same device
-(infer.training_data). train_model() is the library entry: a recipe, a device, and optionally the focal
-stacks to train on (a specimen's calibration scan), in; a model directory out.
+(infer.training_data). deepz.training.train_model() is the library entry that picks the data of a recipe.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from infer.data import FocalStacks
 from infer.device import DevicePlan
 from infer.manifest import Architecture, ModelManifest, Training
 from infer.metrics import ssim_map
@@ -30,7 +28,7 @@ from infer.model_io import save_model
 from infer.train_config import (  # noqa: F401  (the recipe models are part of this module's interface)
     DataSection, ModelSection, TrainConfig, TrainSection,
 )
-from infer.training_data import TrainingData, training_data
+from infer.training_data import TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -294,28 +292,3 @@ class Trainer:
         if self.config.export_dir:
             shutil.copytree(model_dir, self.config.export_dir, dirs_exist_ok=True)
         return model_dir
-
-
-def train_model(config: TrainConfig, *, device: str | torch.device | None = None, data: FocalStacks | None = None,
-                resume: bool = False, progress: bool = True) -> Path:
-    """Train a model from a recipe on a device; returns its directory (out_dir/model, copied to export_dir).
-
-    device: "cpu", "cuda" or "auto" (default: the recipe's train.device). data: focal stacks to train on
-    instead of the recipe's data (e.g. a specimen's calibration scan for a fine-tune); the recipe's pairs,
-    model and schedule apply, and its last data.val_stacks stacks validate when there are enough.
-    """
-    device = device if device is not None else config.train.device
-    plan = DevicePlan.for_device(device)
-    prepared = training_data(config, plan.device, data, progress=progress)
-    try:
-        trainer = Trainer(config, prepared, plan.device)
-        if resume:
-            trainer.load_checkpoint()
-        return trainer.fit(progress=progress)
-    finally:
-        prepared.close()
-
-
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
-    """Train from a recipe on its own data and device (train_model with the recipe's defaults)."""
-    return train_model(config, resume=resume, progress=progress)

@@ -29,7 +29,7 @@ class SimulateSection(BaseModel):
 class RenderSection(BaseModel):
     """On-the-fly data: fresh simulated worms rendered on the training device, a ring of `resident` at a time.
 
-    Every refresh_every steps the oldest worm is replaced by a new one (infer.worm_stream), so no worm is
+    Every refresh_every steps the oldest worm is replaced by a new one (deepz.lab.worm_stream), so no worm is
     drawn from after it retires. val_worms fixed worms (the stream's first) are the validation set.
     """
 

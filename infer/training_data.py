@@ -1,28 +1,39 @@
 """What a training run draws from, on its device: stacks made resident, pairs, or worms rendered on the fly.
 
-A recipe names its data (a stacks file, a super-resolution pairs store, or a [data.render] table); a caller
-such as a specimen calibration can hand over focal stacks instead. Either way the trainer gets the same
-TrainingData: batch sources on the device for training and validation, the normalisation, the data digest
+A recipe names its data (a stacks file, a super-resolution pairs store, or a [data.render] table; which one
+a recipe gets is wired in deepz.training, as the simulated sources live in deepz.lab); a caller such as a
+specimen calibration can hand over focal stacks instead. Either way the trainer gets the same TrainingData: batch sources on the device for training and validation, the normalisation, the data digest
 and what the model manifest says about the data.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from infer.data import CropSampler, FocalStacks, _digest, bright_level, intensity_scale, open_stacks
+from infer.data import CropSampler, FocalStacks, intensity_scale
 from infer.device_sampler import BatchSource, DevicePairSampler, DeviceStacks
 from infer.manifest import Normalisation, Optics
-from infer.superres.pairs import RegisteredPairs, SuperResSampler, ensure_pairs
+from infer.superres.pairs import RegisteredPairs, SuperResSampler
 from infer.train_config import TrainConfig
-from infer.worm_stream import WormStream
 
 VAL_SEED = 12345  # validation draws the same pairs every time
+
+
+class DataStream(Protocol):
+    """Training data that changes as training goes (worms rendered on the fly): advanced every step, part of
+    the checkpoint."""
+
+    def advance(self) -> None: ...
+
+    def state(self) -> dict: ...
+
+    def set_state(self, state: dict) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -34,7 +45,7 @@ class TrainingData:
     norm: Normalisation
     digest: str
     manifest_fields: dict[str, Any]
-    stream: WormStream | None = None  # on-the-fly worms: advanced every step, part of the checkpoint
+    stream: DataStream | None = None
 
     def close(self) -> None:
         """Release worker processes (on-the-fly rendering)."""
@@ -60,22 +71,6 @@ class HostBatches:
     def set_state(self, state: dict) -> None:
         """Restore the numpy sampler's RNG state."""
         self.sampler.set_state(state)
-
-
-def training_data(config: TrainConfig, device: torch.device, stacks: FocalStacks | None = None, *,
-                  progress: bool = True) -> TrainingData:
-    """The data of a recipe on a device: the given focal stacks, else the recipe's stacks, pairs or renders."""
-    if stacks is not None:
-        return stacks_data(config, stacks, device)
-    data = config.data
-    if data.render is not None:
-        return rendered_data(config, device)
-    if config.task == "superres":
-        pairs = ensure_pairs(data.stacks, data.simulate_pairs, pixel_size_um=data.pixel_size_um,
-                             target=config.target, progress=progress)
-        return pairs_data(config, pairs, device)
-    return stacks_data(config, open_stacks(data.stacks, z_um=np.asarray(data.z_um) if data.z_um else None,
-                                           pixel_size_um=data.pixel_size_um), device)
 
 
 def _split(n: int, val: int) -> tuple[slice, slice]:
@@ -120,37 +115,3 @@ def pairs_data(config: TrainConfig, pairs: RegisteredPairs, device: torch.device
         if val_part.stop > val_part.start else None
     return TrainingData(train=HostBatches(train, device), val=HostBatches(val, device) if val else None,
                         norm=norm, digest=pairs.digest, manifest_fields=pairs.manifest_fields())
-
-
-def rendered_data(config: TrainConfig, device: torch.device) -> TrainingData:
-    """Fresh simulated worms rendered on the device (data.render); the stream's first val_worms validate."""
-    from acquire.sim.config import SimConfig
-    from infer.sim_render import TorchMicroscope
-
-    r = config.data.render
-    base = SimConfig.from_toml(Path(r.sim_config)) if r.sim_config else SimConfig()
-    sim = base.model_copy(update={"camera": base.camera.model_copy(update={"shape": tuple(r.shape)})})
-    z = np.asarray(r.z_um(), np.float32)
-    microscope = TorchMicroscope(sim, z, device)
-    stream = WormStream(microscope, seed=r.seed, resident=r.resident, refresh_every=r.refresh_every,
-                        first=r.val_worms, workers=r.layout_workers)
-    offset = sim.camera.offset_adu
-    norm = Normalisation(offset_adu=offset, scale_adu=bright_level(stream.scale_sample(), offset))
-    val = None
-    if r.val_worms:
-        held_out = WormStream(microscope, seed=r.seed, resident=r.val_worms, first=0).stacks
-        val = DevicePairSampler(held_out, replace(config.pairs, augment=False), offset_adu=offset,
-                                scale_adu=norm.scale_adu, seed=VAL_SEED)
-    o = sim.optics
-    optics = Optics(numerical_aperture=o.na, magnification=o.magnification, wavelength_um=o.emission_um,
-                    pixel_size_um=o.pixel_size_um)
-    return TrainingData(
-        train=DevicePairSampler(stream.stacks, config.pairs, offset_adu=offset, scale_adu=norm.scale_adu,
-                                seed=config.train.seed),
-        val=val, norm=norm, stream=stream,
-        # what the worms are, not how their layouts are computed: a run may resume with other layout_workers
-        digest=_digest({"render": r.model_dump(mode="json", exclude={"layout_workers"}),
-                        "sim": sim.model_dump(mode="json")}),
-        manifest_fields=dict(optics=optics, axial_range_um=config.pairs.axial_range_um,
-                             axial_step_um=r.z_step_um),
-    )

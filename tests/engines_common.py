@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from infer.bench import random_frames, random_model
+from deepz.lab.engine_bench import random_frames, random_model
 from infer.dpm import uniform_dpm, uniform_planes
 from infer.model import UNetConfig
 from infer.model_io import LoadedModel

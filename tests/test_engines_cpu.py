@@ -9,7 +9,7 @@ import pytest
 import torch
 from engines_common import SHAPE, dpm, frames, tiny_model
 
-from infer.bench import relative_error, simulated_frames
+from deepz.lab.engine_bench import relative_error, simulated_frames
 from infer.engine import (
     EngineInputError,
     EngineOutOfMemory,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from engines_common import SHAPE, dpm, frames, tiny_model
 
-from infer.bench import relative_error
+from deepz.lab.engine_bench import relative_error
 from infer.engine import make_engine
 from infer.cache_seal import seal, seal_problem
 from infer.onnx_export import INPUT_NAME, OUTPUT_NAME, cached_onnx, onnx_cache_path

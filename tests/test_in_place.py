@@ -12,7 +12,7 @@ import pytest
 
 from storage import FrameRecord, RecordingExistsError, RecordingReader, RecordingWriter
 from storage.output_path import claim_output
-from track.synthetic import BlobConfig, BlobWorld
+from deepz.lab.blobs import BlobConfig, BlobWorld
 
 
 def _digest(path: Path) -> str:

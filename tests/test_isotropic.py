@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from deepz.cli import app
 from infer.isotropic import IsotropicConfig, IsotropicModel, fit_degradation, restore_volume, train_isotropic
 from infer.isotropic.errors import IsotropicInputError
-from infer.isotropic.evaluate import errors_vs_truth, nucleus_widths, simulated_volumes
+from deepz.lab.isotropic_eval import errors_vs_truth, nucleus_widths, simulated_volumes
 from infer.isotropic.selfnet import interpolate_z
 from infer.metrics import pearson
 from infer.model_io import ModelFileError, default_model_path

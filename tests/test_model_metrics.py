@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from infer.data import open_stacks
-from infer.evaluate import evaluate, wiener_refocus
+from deepz.lab.model_eval import evaluate, wiener_refocus
 from infer.manifest import Architecture, ModelManifest, Normalisation
 from infer.metrics import match_points, pearson, psnr, ssim
 from infer.model import DeepZGenerator, UNetConfig

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from infer.data import PairConfig, PairSampler, open_stacks
 from infer.model_io import load_model
-from infer.train import DataSection, ModelSection, TrainConfig, Trainer, TrainSection, train
+from deepz.training import train
+from infer.train import DataSection, ModelSection, TrainConfig, Trainer, TrainSection
 from infer.training_data import stacks_data
 from model_synthetic import OFFSET, write_blob_stacks
 

@@ -15,23 +15,18 @@ from acquire.sim import SimConfig
 from deepz.bench_pipeline import free_tcp_address
 from deepz.commands.pipeline import run_pipeline
 from deepz.config import ConfigError, load_config
+from deepz.lab.sim_pairs import input_sim_config, render_pairs
+from deepz.lab.superres_eval import evaluate_superres
+from deepz.training import train
 from display.recording import RecordingAdapter
 from infer.data import PairConfig
 from infer.engine import EngineInputError
 from infer.model_io import load_model
 from infer.resolution import fwhm_um
 from infer.superres.baselines import richardson_lucy
-from infer.superres.evaluate import evaluate_superres
 from infer.superres.live import superres_engine_stage
-from infer.superres.pairs import (
-    PairFileError,
-    SuperResSampler,
-    input_sim_config,
-    open_pairs,
-    render_pairs,
-    write_pairs,
-)
-from infer.train import TrainConfig, train
+from infer.superres.pairs import PairFileError, SuperResSampler, open_pairs, write_pairs
+from infer.train_config import TrainConfig
 from storage import RecordingReader
 
 ROOT = Path(__file__).resolve().parents[1]

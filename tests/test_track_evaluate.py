@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from track.benchmark import run_track_bench
+from deepz.lab.track_bench import run_track_bench
 from track.evaluate import TrackingScorer, detection_score
 from track.online import TrackState
-from track.scenario import RunConfig, evaluate_run
+from deepz.lab.track_eval import RunConfig, evaluate_run
 from track.targettrack import evaluate_targettrack
 
 TRUE = np.array([[0.0, 0.0, 0.0], [0.0, 10.0, 0.0]])

@@ -9,7 +9,7 @@ from deepz.cli import app
 from storage import FrameRecord, RecordingReader, RecordingWriter
 from track.detect import Detections
 from track.offline import OfflineConfig, link_global, track_volumes
-from track.synthetic import BlobConfig, BlobWorld
+from deepz.lab.blobs import BlobConfig, BlobWorld
 
 BASE = np.array([[0.0, 0.0, 0.0], [0.0, 6.0, 0.0], [3.0, 0.0, 6.0]])
 

@@ -9,7 +9,7 @@ from track.detect import Detections
 from track.evaluate import TrackingScorer
 from track.live import LiveTracker, LiveTrackerConfig
 from track.online import OnlineTracker, TrackerConfig
-from track.synthetic import BlobConfig, BlobWorld
+from deepz.lab.blobs import BlobConfig, BlobWorld
 
 BASE = np.array([[0.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0], [4.0, 4.0, 4.0], [2.0, 8.0, 1.0]])
 

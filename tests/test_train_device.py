@@ -13,7 +13,8 @@ from infer.data import FocalStacks, PairConfig, PairSampler, open_stacks
 from infer.device import DevicePlan
 from infer.device_sampler import DevicePairSampler, DeviceStacks
 from infer.model_io import load_model
-from infer.train import DataSection, ModelSection, TrainConfig, Trainer, TrainSection, train_model
+from deepz.training import train_model
+from infer.train import DataSection, ModelSection, TrainConfig, Trainer, TrainSection
 from infer.training_data import stacks_data
 from model_synthetic import OFFSET, write_blob_stacks
 

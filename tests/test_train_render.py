@@ -8,8 +8,8 @@ import torch
 from scipy import ndimage
 
 from acquire.sim import SimConfig, WormSimulator
-from infer.sim_render import TorchMicroscope, worm_layout, worm_seed
-from infer.worm_stream import WormStream
+from deepz.lab.sim_render import TorchMicroscope, worm_layout, worm_seed
+from deepz.lab.worm_stream import WormStream
 
 SHAPE = (96, 96)
 Z = np.array([-3.0, 0.0, 2.0], np.float32)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from display.bench import ViewBenchConfig, synthetic_states
+from deepz.lab.view_bench import ViewBenchConfig, synthetic_states
 from display.state import ViewState
 from storage import FrameRecord, RecordingWriter
 from storage.synthetic import blob_volume

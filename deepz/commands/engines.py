@@ -37,7 +37,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """Measure engines: planes/s, volumes/s, latency p50/p99, memory, TFLOP/s vs measured peak."""
         import torch
 
-        from infer.bench import plot_sweep, run_bench
+        from deepz.lab.engine_bench import plot_sweep, run_bench
         from infer.engine import EngineError, resolve_device
 
         try:

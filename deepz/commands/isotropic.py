@@ -187,7 +187,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         import torch
 
         from infer.isotropic import IsotropicConfig
-        from infer.isotropic.evaluate import evaluate_simulated, evaluate_targettrack
+        from deepz.lab.isotropic_eval import evaluate_simulated, evaluate_targettrack
 
         real_data = targettrack_dir(targettrack_path) if targettrack else None  # before minutes of training
         config = IsotropicConfig(steps=steps, seed=seed)

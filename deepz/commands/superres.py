@@ -37,7 +37,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     ) -> None:
         """Render registered (low-resolution input, high-resolution target) pairs with ground-truth nuclei."""
         from acquire.sim import SimConfig
-        from infer.superres.pairs import MODALITY, render_pairs
+        from deepz.lab.sim_pairs import render_pairs
+        from infer.superres.pairs import MODALITY
 
         if kind not in MODALITY:
             raise typer.BadParameter(f"--kind must be one of {', '.join(MODALITY)}, got {kind!r}")
@@ -64,13 +65,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """
         import tempfile
 
-        from infer.evaluate import store_evaluation
+        from deepz.lab.model_eval import store_evaluation
+        from deepz.lab.scaffold import seed_or_path
+        from deepz.lab.sim_pairs import render_pairs
+        from deepz.lab.superres_eval import evaluate_superres, summary_lines
         from infer.model_io import load_model
-        from infer.superres.evaluate import evaluate_superres, summary_lines
-        from infer.superres.pairs import open_pairs, render_pairs
+        from infer.superres.pairs import open_pairs
 
-        if (pairs is None) == (seed is None):
-            raise typer.BadParameter("Give exactly one of --pairs PATH or --seed S.")
+        seed_or_path(pairs, seed, path_flag="--pairs")
         loaded = load_model(model)
         kind = loaded.manifest.details.get("pair")
         modality = loaded.manifest.modality

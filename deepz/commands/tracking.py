@@ -122,7 +122,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         import torch
         from tqdm import tqdm
 
-        from track.scenario import RunConfig, evaluate_run
+        from deepz.lab.track_eval import RunConfig, evaluate_run
         from track.targettrack import evaluate_targettrack
 
         real_data = None if skip_targettrack else targettrack_dir(targettrack)  # before minutes of simulation
@@ -179,7 +179,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """Volumes/s of detection, windowed refinement, linking and activity for 32x512x512 volumes."""
         import torch
 
-        from track.benchmark import run_track_bench
+        from deepz.lab.track_bench import run_track_bench
 
         if threads > 0:
             torch.set_num_threads(threads)

@@ -129,8 +129,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         neurons: int = typer.Option(180, "--neurons", help="Tracked neurons (markers, labels, raster rows)."),
     ) -> None:
         """Measure viewer refresh: full-window updates per second (raw, XY/XZ/YZ, markers, traces, status)."""
-        from display.bench import ViewBenchConfig
-        from display.bench import bench_view as run
+        from deepz.lab.view_bench import ViewBenchConfig
+        from deepz.lab.view_bench import bench_view as run
 
         report = run(
             ViewBenchConfig(updates=updates, height=size, width=size, planes=planes, neurons=neurons)

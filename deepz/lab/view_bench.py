@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 
@@ -11,6 +10,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from deepz.lab.scaffold import machine
 from display.state import ViewState
 
 
@@ -143,9 +143,5 @@ def bench_view(config: ViewBenchConfig = ViewBenchConfig()) -> dict:
         "qt_platform": QtWidgets.QApplication.platformName(),
         "qt_version": QtCore.qVersion(),
         "pyqtgraph_version": pg.__version__,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
     }

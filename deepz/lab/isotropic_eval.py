@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from deepz.data_paths import TARGETTRACK_VOXEL_UM
+from deepz.lab.scaffold import sim_config
 from infer.isotropic.selfnet import (
     IsotropicConfig,
     IsotropicModel,
@@ -23,7 +25,6 @@ from infer.isotropic.selfnet import (
 from infer.metrics import psnr, ssim
 from infer.resolution import nucleus_fwhm_um
 
-TARGETTRACK_VOXEL_UM = (1.5, 0.1625, 0.1625)  # (z, y, x), stated for data_mask, assumed for data_points
 POINT_FRAMES = [
     ("ex2", "gt"),
     ("ex2", "tar"),
@@ -83,13 +84,11 @@ def simulated_volumes(
     noise: bool = True,
 ) -> dict[str, Any]:
     """Truth (fine z, noise-free confocal), anisotropic noisy input, voxel sizes and true nucleus centres."""
-    from acquire.sim import SimConfig, WormSimulator
+    from acquire.sim import WormSimulator
 
-    base = SimConfig()
-    sim = WormSimulator(
-        base.model_copy(update={"camera": base.camera.model_copy(update={"shape": shape}), "seed": seed})
-    )
-    t = float(np.random.default_rng(seed).uniform(0, base.worm.motion.period_s))
+    config = sim_config(shape, seed=seed)
+    sim = WormSimulator(config)
+    t = float(np.random.default_rng(seed).uniform(0, config.worm.motion.period_s))
     px = sim.pixel_size_um
     z_in = np.arange(z_um[0], z_um[1] + 1e-6, z_step_um)
     z_true = z_in[0] + np.arange(int(np.floor((z_in[-1] - z_in[0]) / px + 1e-6)) + 1) * px

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from deepz.lab.blobs import BlobConfig, BlobWorld
+from deepz.lab.scaffold import machine
 from track.activity import sample_intensity
 from track.detect import detect_neurons
 from track.live import LiveTracker, LiveTrackerConfig
 from track.online import OnlineTracker
 from track.refine import refine_positions
-from track.synthetic import BlobConfig, BlobWorld
 
 __all__ = ["bench_device", "run_track_bench"]
 
@@ -65,8 +65,7 @@ def bench_device(device: str, volumes: int, shape: tuple[int, int, int], neurons
             lambda i, lv=live: lv.process(i, vols[i % len(vols)]), volumes, dev
         )
     return {
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
-        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "seconds_per_volume": stages,
         "volumes_per_s": {k: 1.0 / v for k, v in stages.items()},
         "live_tracker_volumes_per_s": live_rates,
@@ -87,9 +86,8 @@ def run_track_bench(
         "volume_shape": list(shape),
         "neurons": neurons,
         "volumes_timed": volumes,
-        "torch": torch.__version__,
+        "machine": machine(),
         "results": {d: bench_device(d, volumes, shape, neurons) for d in devices},
-        "note": "stages timed separately on synthetic Gaussian-nucleus volumes (track.synthetic); 'link' is "
-        "the "
-        "online LAP linker with drift correction and dF/F update; live_tracker = full per-volume path.",
+        "note": "stages timed separately on synthetic Gaussian-nucleus volumes (deepz.lab.blobs); 'link' is "
+        "the online LAP linker with drift correction and dF/F update; live_tracker = full per-volume path.",
     }

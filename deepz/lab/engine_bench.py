@@ -8,10 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import hashlib
-import importlib.metadata
 import logging
 import os
-import platform
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
+from deepz.lab.scaffold import machine, sim_config
 from infer.dpm import uniform_dpm, uniform_planes
 from infer.engine import make_engine, resolve_device
 from infer.manifest import Architecture, ModelManifest, Normalisation
@@ -157,9 +156,9 @@ def random_frames(shape: tuple[int, ...], seed: int, *, offset: float = 100.0) -
 
 def simulated_frames(n: int, frame_shape: tuple[int, int], seed: int) -> np.ndarray:
     """n simulated wide-field worm frames (uint16, with noise) at random focus and time."""
-    from acquire.sim import CameraConfig, SimConfig, WormSimulator
+    from acquire.sim import WormSimulator
 
-    sim = WormSimulator(SimConfig(camera=CameraConfig(shape=frame_shape), seed=seed))
+    sim = WormSimulator(sim_config(frame_shape, seed=seed))
     rng = np.random.default_rng(seed)
     times, focus = rng.uniform(0, 5, n), rng.uniform(-3, 3, n)
     return np.stack([sim.render(float(t), float(z), noise=True) for t, z in zip(times, focus, strict=True)])
@@ -288,28 +287,8 @@ def check_engines(
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """Versions and hardware, for the JSON."""
-    def version(package: str) -> str | None:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    env = {
-        "device": str(device),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1m_start": os.getloadavg()[0],  # other processes competing for the same cores
-        "torch": torch.__version__,
-        "onnxruntime": version("onnxruntime"),
-        "tensorrt": version("tensorrt"),
-        "python": platform.python_version(),
-    }
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
-    return env
+    """Versions and hardware, for the JSON: the lab's machine record with the engines' runtimes."""
+    return machine(device, packages=("onnxruntime", "tensorrt"))
 
 
 def run_bench(
@@ -352,7 +331,7 @@ def run_bench(
     report: dict[str, Any] = {
         "benchmark": "infer",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "environment": {**env, "load_average_1m_end": os.getloadavg()[0]},
+        "environment": {**env, "load_average_1m_end": round(os.getloadavg()[0], 2)},
         "model": {"name": model.manifest.name, "digest": model.digest, "note": note,
                   "architecture": model.manifest.architecture.model_dump()},
         "peak": {**peaks[0], "tflops": best,

@@ -1,9 +1,10 @@
 """A ring of freshly rendered simulated worms resident on the training device: data that never repeats.
 
 Slot k % resident holds worm k of the stream. Every refresh_every training steps the oldest worm is replaced
-by the next one, rendered on the device (infer.sim_render), so a run draws its pairs from worms it has never
-seen and never sees a retired worm again. Worm layouts (acquire.sim's rejection-sampled nuclei, about 0.1 s
-of Python each) can be drawn ahead by worker processes so the device never waits for them.
+by the next one, rendered on the device (deepz.lab.sim_render), so a run draws its pairs from worms it has
+never seen and never sees a retired worm again. Worm layouts (acquire.sim's rejection-sampled nuclei, about
+0.1 s of Python each) can be drawn ahead by worker processes so the device never waits for them.
+rendered_data() makes such a stream a recipe's TrainingData ([data.render]).
 """
 
 from __future__ import annotations
@@ -11,13 +12,20 @@ from __future__ import annotations
 import multiprocessing
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from infer.data import scale_sample_indices
-from infer.device_sampler import DeviceStacks
-from infer.sim_render import TorchMicroscope, WormLayout, worm_layout, worm_seed
+from deepz.lab.scaffold import sim_config
+from deepz.lab.sim_pairs import optics_of
+from deepz.lab.sim_render import TorchMicroscope, WormLayout, worm_layout, worm_seed
+from infer.data import _digest, bright_level, scale_sample_indices
+from infer.device_sampler import DevicePairSampler, DeviceStacks
+from infer.manifest import Normalisation
+from infer.train_config import TrainConfig
+from infer.training_data import VAL_SEED, TrainingData
 
 
 class WormStream:
@@ -96,3 +104,32 @@ class WormStream:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
+
+def rendered_data(config: TrainConfig, device: torch.device) -> TrainingData:
+    """Fresh simulated worms rendered on the device (data.render); the stream's first val_worms validate."""
+    from acquire.sim.config import SimConfig
+
+    r = config.data.render
+    sim = sim_config(r.shape, base=SimConfig.from_toml(Path(r.sim_config)) if r.sim_config else None)
+    z = np.asarray(r.z_um(), np.float32)
+    microscope = TorchMicroscope(sim, z, device)
+    stream = WormStream(microscope, seed=r.seed, resident=r.resident, refresh_every=r.refresh_every,
+                        first=r.val_worms, workers=r.layout_workers)
+    offset = sim.camera.offset_adu
+    norm = Normalisation(offset_adu=offset, scale_adu=bright_level(stream.scale_sample(), offset))
+    val = None
+    if r.val_worms:
+        held_out = WormStream(microscope, seed=r.seed, resident=r.val_worms, first=0).stacks
+        val = DevicePairSampler(held_out, replace(config.pairs, augment=False), offset_adu=offset,
+                                scale_adu=norm.scale_adu, seed=VAL_SEED)
+    optics = optics_of(sim.optics)
+    return TrainingData(
+        train=DevicePairSampler(stream.stacks, config.pairs, offset_adu=offset, scale_adu=norm.scale_adu,
+                                seed=config.train.seed),
+        val=val, norm=norm, stream=stream,
+        # what the worms are, not how their layouts are computed: a run may resume with other layout_workers
+        digest=_digest({"render": r.model_dump(mode="json", exclude={"layout_workers"}),
+                        "sim": sim.model_dump(mode="json")}),
+        manifest_fields=dict(optics=optics, axial_range_um=config.pairs.axial_range_um,
+                             axial_step_um=r.z_step_um),
+    )

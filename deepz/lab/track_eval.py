@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 
+from deepz.lab.scaffold import sim_config
 from track.evaluate import TrackingScorer
 from track.live import LiveTracker, LiveTrackerConfig
 from track.online import TrackerConfig
@@ -57,19 +58,16 @@ def simulated_volumes(cfg: RunConfig) -> VolumeStream:
             raise ValueError(
                 "Virtual volumes need the simulator (source='sim'); the blob stand-in has no optics."
             )
-        from track.synthetic import BlobConfig, BlobWorld
+        from deepz.lab.blobs import BlobConfig, BlobWorld
 
         world = BlobWorld(BlobConfig(shape=(cfg.planes, *(cfg.frame_shape or (256, 256))), seed=cfg.seed))
         gen = (
             (i, float(t), world.volume(float(t)).numpy(), world.truth(float(t))) for i, t in enumerate(times)
         )
         return VolumeStream(world.config.voxel_um, (0.0, 0.0, 0.0), gen, {"source": "blobs"})
-    from acquire.sim import CameraConfig, SimConfig, WormSimulator
+    from acquire.sim import SimConfig, WormSimulator
 
-    sim_cfg = SimConfig(seed=cfg.seed)
-    if cfg.frame_shape is not None:
-        sim_cfg = sim_cfg.model_copy(update={"camera": CameraConfig(shape=tuple(cfg.frame_shape))})
-    sim = WormSimulator(sim_cfg)
+    sim = WormSimulator(sim_config(cfg.frame_shape, seed=cfg.seed) if cfg.frame_shape else SimConfig(seed=cfg.seed))
     px = sim.pixel_size_um
     origin = (float(planes[0]), 0.0, 0.0)
     if not cfg.virtual:

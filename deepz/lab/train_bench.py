@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
+from deepz.training import training_data
 from infer.device import DevicePlan
 from infer.train import Trainer
 from infer.train_config import ModelSection, TrainConfig
-from infer.training_data import TrainingData, training_data
+from infer.training_data import TrainingData
 
 LARGER_MODEL = ModelSection(base_channels=32, depth=5, max_channels=512, norm="none")
 
