@@ -5,11 +5,13 @@ re-calibration); its detected neurons are the readout's reference set. Layout, u
 ``base`` (a standalone ``CAL.zarr`` root, or a recording's root):
 
 ```
-calibration/                  group; attrs["deepz_calibration"]["scans"]: one ScanRecord per scan
-calibration/<i>/              NGFF 0.5 image group: array "0" (Z, H, W) uint16, z scale = the scan step,
+calibration/                  group; attrs["deepz_calibration"]: "scans", one ScanRecord per scan, and
+                              "images", the path of each scan's image in the collection
+<n>/                          NGFF 0.5 image "calibration <i>" of the root's image collection (see
+                              storage.collection): array "0" (Z, H, W) uint16, z scale = the scan step,
                               z translation = the first offset (z is relative to the focus of that scan);
                               attrs["deepz_calibration"]: its ScanRecord (stage positions, focus, pause)
-calibration/<i>/reference/    the reference neurons: 1-D arrays id (int64), z_um, y_um, x_um (float64);
+<n>/reference/                the reference neurons: 1-D arrays id (int64), z_um, y_um, x_um (float64);
                               attrs["units"] names each column's unit
 ```
 
@@ -27,7 +29,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from storage.layout import compressors, ngff_image_attrs
+from storage.collection import add_image, write_ome_xml
+from storage.layout import compressors
 
 GROUP = "calibration"
 ATTRS_KEY = "deepz_calibration"
@@ -95,17 +98,21 @@ def write_scan(
     parent = base.require_group(GROUP)
     dz, z0 = _z_geometry(np.asarray(record.z_um, np.float64))
     px = record.pixel_size_um
-    attrs = ngff_image_attrs(f"calibration {record.index}", "zyx", (dz, px, px), (z0, 0.0, 0.0))
-    image = parent.create_group(str(record.index), attributes={**attrs, ATTRS_KEY: asdict(record)})
+    image = add_image(base, f"calibration {record.index}", "zyx", (dz, px, px), (z0, 0.0, 0.0),
+                      {ATTRS_KEY: asdict(record)})
     image.create_array("0", data=stack, chunks=(1, *stack.shape[1:]), compressors=compressors(),
                        dimension_names=("z", "y", "x"))
+    write_ome_xml(base)
     table = image.create_group(REFERENCE_GROUP, attributes={"units": REFERENCE_UNITS,
                                                             "z_relative_to_um": record.focus_um})
     table.create_array("id", data=ids)
     for axis, column in enumerate(("z_um", "y_um", "x_um")):
         table.create_array(column, data=positions[:, axis])
-    scans = list(parent.attrs.get(ATTRS_KEY, {}).get("scans", []))
-    parent.attrs[ATTRS_KEY] = {"scans": [*scans, asdict(record)]}
+    index = parent.attrs.get(ATTRS_KEY, {"scans": [], "images": []})
+    parent.attrs[ATTRS_KEY] = {
+        "scans": [*index["scans"], asdict(record)],
+        "images": [*index["images"], image.basename],
+    }
     return image
 
 
@@ -116,9 +123,15 @@ def scan_records(base: zarr.Group) -> list[ScanRecord]:
     return [ScanRecord(**r) for r in base[GROUP].attrs.get(ATTRS_KEY, {}).get("scans", [])]
 
 
+def scan_image_path(base: zarr.Group, index: int) -> str:
+    """The path under ``base`` of the image of scan ``index``."""
+    records = base[GROUP].attrs[ATTRS_KEY]
+    return records["images"][[r["index"] for r in records["scans"]].index(index)]
+
+
 def read_scan(base: zarr.Group, index: int) -> StoredScan:
     """Scan ``index`` stored under ``base``: record, stack and reference table."""
-    image = base[f"{GROUP}/{index}"]
+    image = base[scan_image_path(base, index)]
     table = image[REFERENCE_GROUP]
     positions = np.stack([table[c][:] for c in ("z_um", "y_um", "x_um")], axis=1).reshape(-1, 3)
     return StoredScan(ScanRecord(**image.attrs[ATTRS_KEY]), image["0"][:], table["id"][:], positions)

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
+from storage.collection import add_image, write_ome_xml
 from storage.records import FRAME_FIELDS, TRACK_FIELDS
 
 FORMAT_NAME = "deepz-recording"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: NGFF collection root (images 0 = raw, 1 = volumes), volumes stored densely
 ATTRS_KEY = "deepz"
-RAW_ARRAY = "raw/0"
-VOLUME_ARRAY = "volumes/0"
+RAW_NAME = "raw"
+VOLUME_NAME = "volumes"
+RAW_IMAGE = "0"
+VOLUME_IMAGE = "1"
+RAW_ARRAY = f"{RAW_IMAGE}/0"
+VOLUME_ARRAY = f"{VOLUME_IMAGE}/0"
+"""Only the volumes computed, densely: row i is the volume of frame VOLUME_T_ARRAY[i]."""
 FRAMES_GROUP = "frames"
 VOLUME_T_ARRAY = "volume_t"
 TRACKS_GROUP = "tracks"
 TRACES_GROUP = "traces"
+UNITS_KEY = "units"
+FRAME_UNITS = {
+    "image_number": "count", "camera_time_s": "second", "host_time_s": "second (unix epoch)",
+    "focus_z_um": "micrometer", "exposure_ms": "millisecond", "lost_before": "frames", "volume_skipped": "bool",
+}  # fmt: skip
+TRACK_UNITS = {
+    "t": "frame index", "id": "track id", "z": "micrometer", "y": "micrometer", "x": "micrometer",
+    "intensity": "camera counts (ADU)", "dff": "dF/F (ratio to baseline)",
+}  # fmt: skip
+TRACE_UNITS = {"ids": "track id", "t": "frame index", "dff": "dF/F (ratio to baseline)"}
 TABLE_CHUNK = 65536
 RAW_SHARD_BYTES = 32 * 2**20
 """Raw frames are buffered and written one shard (about this many bytes) at a time."""
@@ -48,25 +63,6 @@ def default_queue_frames(frame_shape: tuple[int, int]) -> int:
     return int(np.clip(QUEUE_BYTES // (2 * frame_shape[0] * frame_shape[1]), 8, 1024))
 
 
-def _axis(name: str) -> dict:
-    if name == "t":
-        return {"name": "t", "type": "time", "unit": "second"}
-    return {"name": name, "type": "space", "unit": "micrometer"}
-
-
-def ngff_image_attrs(name: str, axes: str, scale: Sequence[float], translation: Sequence[float]) -> dict:
-    """OME-NGFF 0.5 ``ome`` attributes of a single-resolution image group whose array is ``0``."""
-    transforms = [{"type": "scale", "scale": [float(s) for s in scale]}]
-    if any(translation):
-        transforms.append({"type": "translation", "translation": [float(v) for v in translation]})
-    multiscale = {
-        "name": name,
-        "axes": [_axis(a) for a in axes],
-        "datasets": [{"path": "0", "coordinateTransformations": transforms}],
-    }
-    return {"ome": {"version": "0.5", "multiscales": [multiscale]}}
-
-
 def plane_geometry(planes_um: np.ndarray) -> tuple[float, float]:
     """(step, first plane) in um of the volume z axis; NGFF needs a grid, exact planes are in attrs."""
     if len(planes_um) < 2:
@@ -74,11 +70,21 @@ def plane_geometry(planes_um: np.ndarray) -> tuple[float, float]:
     return float(np.mean(np.diff(planes_um))), float(planes_um[0])
 
 
-def _table(group: zarr.Group, columns: dict[str, np.dtype]) -> None:
+def volume_time_axis(volume_t: np.ndarray, frame_interval_s: float) -> tuple[float, float]:
+    """(step, first time) in s of the dense volumes' NGFF t axis; exact frame indices are in VOLUME_T_ARRAY."""
+    t = np.asarray(volume_t, np.float64) * frame_interval_s
+    if len(t) < 2:
+        return frame_interval_s, float(t[0]) if len(t) else 0.0
+    return float((t[-1] - t[0]) / (len(t) - 1)) or frame_interval_s, float(t[0])
+
+
+def _table(group: zarr.Group, columns: dict[str, np.dtype], units: dict[str, str]) -> None:
+    group.update_attributes({UNITS_KEY: units})
     for name, dtype in columns.items():
         group.create_array(
-            name, shape=(0,), chunks=(TABLE_CHUNK,), dtype=dtype, compressors=compressors(), fill_value=0
-        )
+            name, shape=(0,), chunks=(TABLE_CHUNK,), dtype=dtype, compressors=compressors(), fill_value=0,
+            attributes={"unit": units[name]},
+        )  # fmt: skip
 
 
 def create_layout(
@@ -91,19 +97,16 @@ def create_layout(
     shard_frames: int,
     compression: Compression,
     volume_upsample: int = 1,
+    volume_interval_s: float | None = None,
 ) -> None:
     """Create every group and (empty) array of a new recording under ``root`` (tables always use zstd).
 
     Volumes may lie on a grid ``volume_upsample`` times finer than the frames (super-resolution models);
     their pixel centres follow the half-pixel convention, hence the NGFF translation of the first pixel.
+    ``volume_interval_s`` is the expected time between stored volumes (the writer fits it at close).
     """
     h, w = frame_shape
-    raw = root.create_group(
-        "raw",
-        attributes=ngff_image_attrs(
-            "raw", "tyx", (frame_interval_s, pixel_size_um, pixel_size_um), (0, 0, 0)
-        ),
-    )
+    raw = add_image(root, RAW_NAME, "tyx", (frame_interval_s, pixel_size_um, pixel_size_um), (0, 0, 0))
     raw.create_array(
         "0",
         shape=(0, h, w),
@@ -114,17 +117,13 @@ def create_layout(
         fill_value=0,
         dimension_names=("t", "y", "x"),
     )
-    _table(root.create_group(FRAMES_GROUP), FRAME_FIELDS)
+    _table(root.create_group(FRAMES_GROUP), FRAME_FIELDS, FRAME_UNITS)
     if planes_um is not None:
         dz, z0 = plane_geometry(planes_um)
         k, u = len(planes_um), volume_upsample
         h, w, vpx, v0 = h * u, w * u, pixel_size_um / u, -pixel_size_um * (u - 1) / (2 * u)
-        volumes = root.create_group(
-            "volumes",
-            attributes=ngff_image_attrs(
-                "volumes", "tzyx", (frame_interval_s, dz, vpx, vpx), (0, z0, v0, v0)
-            ),
-        )
+        dt = volume_interval_s or frame_interval_s
+        volumes = add_image(root, VOLUME_NAME, "tzyx", (dt, dz, vpx, vpx), (0, z0, v0, v0))
         volumes.create_array(
             "0",
             shape=(0, k, h, w),
@@ -142,5 +141,7 @@ def create_layout(
             dtype=np.int64,
             compressors=compressors(),
             fill_value=0,
+            attributes={"unit": "frame index", "of": VOLUME_ARRAY},
         )
-    _table(root.create_group(TRACKS_GROUP), TRACK_FIELDS)
+    _table(root.create_group(TRACKS_GROUP), TRACK_FIELDS, TRACK_UNITS)
+    write_ome_xml(root)

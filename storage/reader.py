@@ -10,7 +10,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from storage import layout
+from storage import collection, layout
 from storage.recorded_array import RecordedArray
 from storage.records import FRAME_FIELDS, TRACK_FIELDS, RecordingError
 from storage.tables import traces_from_tracks
@@ -50,11 +50,14 @@ class RecordingReader:
         header = self._root.attrs.get(layout.ATTRS_KEY)
         if not isinstance(header, dict) or header.get("format") != layout.FORMAT_NAME:
             raise _foreign(self.path)
-        if header["format_version"] > layout.FORMAT_VERSION:
+        if header["format_version"] != layout.FORMAT_VERSION:
+            newer = header["format_version"] > layout.FORMAT_VERSION
             raise RecordingError(
-                f"{self.path} uses recording format {header['format_version']}, newer than this deepz "
-                f"(format {layout.FORMAT_VERSION}); upgrade deepz-live to read it."
-            )
+                f"{self.path} uses recording format {header['format_version']}, "
+                + (f"newer than this deepz (format {layout.FORMAT_VERSION}); upgrade deepz-live to read it."
+                   if newer else f"older than this deepz reads (format {layout.FORMAT_VERSION}); open it with "
+                   "the deepz-live release that wrote it, or with zarr directly.")
+            )  # fmt: skip
         self._header = header
         self._progress = header["progress"]
         self.n_frames: int = int(self._progress["frames"])
@@ -64,19 +67,21 @@ class RecordingReader:
         self.volume_upsample: int = int(header.get("volume_upsample", 1))  # > 1: super-resolved volumes
         self.volume_pixel_size_um: float = self.pixel_size_um / self.volume_upsample
         self.frames = RecordedArray(self._array(layout.RAW_ARRAY), self.n_frames, layout.RAW_ARRAY)
-        self.has_volumes: bool = layout.VOLUME_ARRAY.split("/")[0] in self._root
+        self.has_volumes: bool = collection.image_path(self._root, layout.VOLUME_NAME) == layout.VOLUME_IMAGE
         planes = header["planes_um"]
         self.planes_um: np.ndarray | None = None if planes is None else np.asarray(planes, np.float64)
+        self._volume_rows: dict[int, int] = {}
         if self.has_volumes:
             n_volumes = int(self._progress["volumes"])
-            indices = np.sort(self._column(layout.VOLUME_T_ARRAY, n_volumes))
+            indices = self._column(layout.VOLUME_T_ARRAY, n_volumes)
             # a crash can leave a committed volume whose raw frame was not yet committed: only stored frames count
-            self.volume_indices: np.ndarray = indices[indices < self.n_frames]
-            volumes = self._array(layout.VOLUME_ARRAY)
-            self._volumes = RecordedArray(volumes, volumes.shape[0], layout.VOLUME_ARRAY)
+            rows = np.flatnonzero(indices < self.n_frames)
+            rows = rows[np.argsort(indices[rows], kind="stable")]
+            self.volume_indices: np.ndarray = indices[rows]
+            self._volume_rows = dict(zip(self.volume_indices.tolist(), rows.tolist(), strict=True))
+            self._volumes = RecordedArray(self._array(layout.VOLUME_ARRAY), n_volumes, layout.VOLUME_ARRAY)
         else:
             self.volume_indices = np.zeros(0, np.int64)
-        self._volume_set = set(self.volume_indices.tolist())
 
     def _array(self, name: str) -> zarr.Array:
         try:
@@ -101,9 +106,14 @@ class RecordingReader:
 
     def volume(self, t: int) -> np.ndarray | None:
         """The stored volume (K, H, W) uint16 of frame ``t`` (H, W = volume_upsample x the frame's), or None."""
-        if t not in self._volume_set:
-            return None
-        return self._volumes[t]
+        row = self._volume_rows.get(int(t))
+        return None if row is None else self._volumes[row]
+
+    @property
+    def volume_times_s(self) -> np.ndarray:
+        """Camera time (s, from the first frame) of each stored volume's frame, in volume_indices order."""
+        times = self._column(f"{layout.FRAMES_GROUP}/camera_time_s", self.n_frames)
+        return times[self.volume_indices] - times[0] if len(times) else np.zeros(0)
 
     def tracks(self) -> dict[str, np.ndarray]:
         """The tracks table: 1-D arrays t, id, z, y, x (um), intensity, dff, one row per neuron per frame."""

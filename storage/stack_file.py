@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from storage.layout import compressors, ngff_image_attrs
+from storage.layout import compressors
+from storage.ngff import ngff_image_attrs
 from storage.records import RecordingError
 
 ATTRS_KEY = "deepz_stack"

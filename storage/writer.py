@@ -16,7 +16,7 @@ from types import TracebackType
 import numpy as np
 import zarr
 
-from storage import layout
+from storage import collection, layout
 from storage.jsonable import to_json
 from storage.output_path import claim_output
 from storage.records import (
@@ -46,6 +46,7 @@ class _Frame:
 class _Volume:
     t: int
     volume: np.ndarray
+    row: int = -1  # its row in the dense volumes array, given by the writer thread
 
 
 @dataclass(slots=True)
@@ -96,6 +97,10 @@ class RecordingWriter:
         self.planes_um = None if planes_um is None else np.asarray(planes_um, np.float64)
         self.volume_every = volume_every
         self.volume_upsample = int(volume_upsample)  # volumes on a grid this many times finer than frames
+        self._volume_shape = (
+            0 if self.planes_um is None else len(self.planes_um),
+            *(n * self.volume_upsample for n in self.frame_shape),
+        )
         self.backend: Backend = backend or default_backend()
         self._queue_frames = queue_frames or layout.default_queue_frames(self.frame_shape)
         self._queue_volumes = queue_volumes
@@ -119,7 +124,9 @@ class RecordingWriter:
             "complete": False,
             "stopped_reason": None,
         }
-        self._open_store(pixel_size_um, frame_interval_s, overwrite, inputs, fsync, compression)
+        self._frame_interval_s = float(frame_interval_s)
+        volume_interval_s = max(frame_interval_s * max(volume_every, 1), 1.0 / volume_max_hz if volume_max_hz else 0)
+        self._open_store(pixel_size_um, frame_interval_s, volume_interval_s, overwrite, inputs, fsync, compression)
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # notified whenever a queued frame or volume is written
         self._wait_when_behind = wait_when_behind
@@ -142,6 +149,7 @@ class RecordingWriter:
         self._closed = False
         self._records: list[FrameRecord] = []
         self._volume_t: list[int] = []
+        self._volume_rows = 0  # volumes handed to the IO thread (each takes the next dense row)
         self._volume_writes: list[Future] = []
         self._tracks: list[dict[str, np.ndarray]] = []
         self._pool = ThreadPoolExecutor(
@@ -200,7 +208,7 @@ class RecordingWriter:
         """Queue the volume of frame ``t`` if the volume policy keeps it; raises WriterError if it cannot."""
         if self.planes_um is None:
             raise ValueError("this recording has no volumes (planes_um=None); do not call write_volume")
-        shape = (len(self.planes_um), *(n * self.volume_upsample for n in self.frame_shape))
+        shape = self._volume_shape
         if volume.shape != shape or volume.dtype != np.uint16:
             raise ValueError(f"volume must be uint16 {shape}, got {volume.dtype} {volume.shape}")
         with self._lock:
@@ -303,6 +311,7 @@ class RecordingWriter:
         self,
         pixel_size_um: float,
         frame_interval_s: float,
+        volume_interval_s: float,
         overwrite: bool,
         inputs: Sequence[str | Path],
         fsync: bool,
@@ -324,6 +333,7 @@ class RecordingWriter:
                 shard_frames=self._shard_frames,
                 compression=compression,
                 volume_upsample=self.volume_upsample,
+                volume_interval_s=volume_interval_s,
             )
             self._store.sync_directories()
             self._raw = open_sink(self.backend, self._root, self.path, layout.RAW_ARRAY, fsync=fsync)
@@ -378,15 +388,16 @@ class RecordingWriter:
                 self._counts["frames_pending"] -= 1
                 self._room.notify_all()
         elif isinstance(item, _Volume):
+            item.row, self._volume_rows = self._volume_rows, self._volume_rows + 1
             self._volume_writes.append(self._io.submit(self._write_volume, item))
             self._volume_t.append(item.t)
         else:
             self._tracks.append(item.columns)
 
     def _write_volume(self, item: _Volume) -> None:
-        """IO thread: store one volume; its queue slot frees only once it is written."""
-        self._volumes.grow(item.t + 1)
-        self._volumes.write(item.t, item.volume[None])
+        """IO thread: store one volume in its dense row; its queue slot frees only once it is written."""
+        self._volumes.grow(item.row + 1)
+        self._volumes.write(item.row, item.volume[None])
         with self._lock:
             self._counts["volumes_pending"] -= 1
             self._room.notify_all()
@@ -446,12 +457,15 @@ class RecordingWriter:
         self._store.sync_directories()
 
     def _close_store(self, item: _Close) -> None:
-        """Trim tables to their rows, align the volume t axis with raw, write traces and mark complete."""
+        """Trim tables and volumes to their rows, fit the volumes' time axis, write traces, mark complete."""
         n = self._stored["frames"]
         self._drop_rows_past_frames(n)
         if self._volumes is not None:
-            self._volumes.grow(n)
-            self._volume_t_array.resize((self._stored["volumes"],))
+            volumes = self._stored["volumes"]
+            self._volumes_array().resize((volumes, *self._volume_shape))
+            self._volume_t_array.resize((volumes,))
+            step, t0 = layout.volume_time_axis(self._volume_t_array[:], self._frame_interval_s)
+            collection.set_time_axis(self._root[layout.VOLUME_IMAGE], step, t0)
         for array in self._frame_arrays.values():
             array.resize((n,))
         for array in self._track_arrays.values():
@@ -459,9 +473,14 @@ class RecordingWriter:
         if self._stored["track_rows"]:
             columns = {k: self._track_arrays[k][: self._stored["track_rows"]] for k in ("t", "id", "dff")}
             ids, t, dff = traces_from_tracks(columns["t"], columns["id"], columns["dff"])
-            traces = self._root.create_group(layout.TRACES_GROUP)
+            traces = self._root.create_group(
+                layout.TRACES_GROUP, attributes={layout.UNITS_KEY: layout.TRACE_UNITS, "dims": ["ids", "t"]}
+            )
             for name, values in (("ids", ids), ("t", t), ("dff", dff)):
-                traces.create_array(name, data=values, compressors=layout.compressors())
+                traces.create_array(
+                    name, data=values, compressors=layout.compressors(), attributes={"unit": layout.TRACE_UNITS[name]}
+                )
+        collection.write_ome_xml(self._root)
         self._header.update(complete=True, stopped_reason=item.stopped_reason, summary=to_json(item.summary))
         self._write_header()
 
@@ -484,10 +503,19 @@ class RecordingWriter:
             log.warning("%s: dropping %d %s of frames never stored", self.path, int((~keep).sum()), counter)
             for array in arrays.values():
                 array[: int(keep.sum())] = array[:rows][keep]
+            if counter == "volumes":  # the dense volume rows move with their frame indices
+                volumes = self._volumes_array()
+                for new, old in enumerate(np.flatnonzero(keep)):
+                    if new != old:
+                        volumes[new] = volumes[old]
             stored[counter] = int(keep.sum())
         with self._lock:
             self._stored = stored
         self._header["progress"] = {**stored, "host_time_s": time.time()}
+
+    def _volumes_array(self) -> zarr.Array:
+        """The volumes array as now on disk (the sink may be tensorstore's, with its own view)."""
+        return zarr.open_array(self._store, path=layout.VOLUME_ARRAY, mode="r+")
 
     def _mark_stopped(self, reason: str) -> None:
         """Best effort: record why the writer stopped (the disk may refuse even this)."""

@@ -16,7 +16,14 @@ from acquire.mm import MicroManagerSource
 from acquire.sim import CameraConfig, SimConfig
 from acquire.sim.devices import load_simulated_core
 from acquire.zstack import z_positions
-from storage.calibration import CalibrationStore, ScanRecord, read_scans, scan_records, write_scan
+from storage.calibration import (
+    CalibrationStore,
+    ScanRecord,
+    read_scans,
+    scan_image_path,
+    scan_records,
+    write_scan,
+)
 
 CONFIG = SimConfig(camera=CameraConfig(shape=(64, 64)), seed=2)
 RATE = 50.0
@@ -123,7 +130,8 @@ def test_scans_are_ngff_images_with_a_reference_table(tmp_path) -> None:
     for i, stack in enumerate(stacks):
         store.write(_record(i, z, 40 * i), stack, ids, positions + i)
     for i in range(2):
-        image = zarr.open_group(path / f"calibration/{i}", mode="r")
+        image_path = path / scan_image_path(zarr.open_group(path, mode="r"), i)
+        image = zarr.open_group(image_path, mode="r")
         model = Image.from_zarr(image)
         multiscale = model.ome_attributes.multiscales[0]
         assert [(a.name, a.unit) for a in multiscale.axes] == [("z", "micrometer"), ("y", "micrometer"),
@@ -131,7 +139,7 @@ def test_scans_are_ngff_images_with_a_reference_table(tmp_path) -> None:
         transforms = multiscale.datasets[0].coordinateTransformations
         assert transforms[0].scale == pytest.approx([0.5, 0.325, 0.325])
         assert transforms[1].translation == pytest.approx([-2.0, 0.0, 0.0])
-        yaozarrs.validate_zarr_store(str(path / f"calibration/{i}"))
+        yaozarrs.validate_zarr_store(str(image_path))
         assert image["reference"].attrs["units"]["z_um"] == "micrometer"
     root = zarr.open_group(path, mode="r")
     assert [asdict(r) for r in scan_records(root)] == [asdict(_record(i, z, 40 * i)) for i in range(2)]

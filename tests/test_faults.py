@@ -62,7 +62,7 @@ def check_store(path: Path, printed: str | None = None) -> RecordingReader:
     from ome_zarr_models.v05 import Image
 
     reader = RecordingReader(path)
-    Image.from_zarr(__import__("zarr").open_group(path / "raw", mode="r"))
+    Image.from_zarr(__import__("zarr").open_group(path / "0", mode="r"))  # raw
     md = reader.metadata
     assert all(len(md[name]) == reader.n_frames for name in FRAME_FIELDS)  # every stored frame has metadata
     assert np.all(np.diff(md["image_number"]) > 0)
@@ -207,7 +207,7 @@ def test_replay_of_a_corrupt_recording_stops_at_the_bad_frame(recording: Path, t
     """A crashing stage: the replay source meets a corrupt chunk half way."""
     broken = tmp_path / "broken.zarr"
     shutil.copytree(recording, broken)
-    shard = next(p for p in sorted((broken / "raw" / "0" / "c").rglob("*")) if p.is_file())
+    shard = next(p for p in sorted((broken / "0" / "0" / "c").rglob("*")) if p.is_file())  # raw
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
@@ -272,7 +272,7 @@ def test_a_failed_start_leaves_no_empty_store(recording: Path, tmp_path: Path) -
     """The run fails on its first frame (unreadable): the new store held nothing, so nothing is left behind."""
     broken = tmp_path / "broken.zarr"
     shutil.copytree(recording, broken)
-    for shard in (p for p in (broken / "raw" / "0" / "c").rglob("*") if p.is_file()):
+    for shard in (p for p in (broken / "0" / "0" / "c").rglob("*") if p.is_file()):  # raw
         shard.write_bytes(b"\0" * 64)
     out = tmp_path / "replay.zarr"
     code, _, stderr = _finish(_start("replay", str(broken), "--out", str(out)))

@@ -16,7 +16,7 @@ from deepz.cli import app
 from deepz.commands.pipeline import run_pipeline
 from deepz.config import load_config
 from storage import RecordingReader
-from storage.calibration import read_scans
+from storage.calibration import read_scans, scan_image_path
 
 RATE, SIZE = 40.0, 96
 CALIBRATION = {"enabled": True, "z_range_um": [-6.0, 6.0], "step_um": 1.0, "interval_s": 2.5}
@@ -121,7 +121,7 @@ def test_scans_in_a_recording_validate_as_ngff_images(live_run) -> None:
     yaozarrs = pytest.importorskip("yaozarrs")
     path, _ = live_run
     for scan in read_scans(path):
-        group = path / f"calibration/{scan.record.index}"
+        group = path / scan_image_path(zarr.open_group(path, mode="r"), scan.record.index)
         Image.from_zarr(zarr.open_group(group, mode="r"))
         yaozarrs.validate_zarr_store(str(group))
 

@@ -100,7 +100,7 @@ def test_store_written_by_another_program_is_refused(tmp_path: Path) -> None:
 def test_corrupt_chunk_is_named_and_the_rest_stays_readable(tmp_path: Path) -> None:
     path = tmp_path / "rec.zarr"
     _write(path, 20)
-    shard = path / "raw" / "0" / "c" / "0" / "0" / "0"
+    shard = path / "0" / "0" / "c" / "0" / "0" / "0"
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
@@ -110,10 +110,10 @@ def test_corrupt_chunk_is_named_and_the_rest_stays_readable(tmp_path: Path) -> N
         try:
             np.testing.assert_array_equal(reader.frame(t), _frame(t))
         except CorruptChunkError as exc:
-            assert f"row t={t}" in str(exc) and "raw/0/c/0/0/0" in str(exc)
+            assert f"row t={t}" in str(exc) and "0/0/c/0/0/0" in str(exc)
             bad.append(t)
     assert len(bad) == 1
-    with pytest.raises(CorruptChunkError, match=f"raw/0.*t={bad[0]}"):
+    with pytest.raises(CorruptChunkError, match=f"0/0.*t={bad[0]}"):
         reader.frames[:]
     np.testing.assert_array_equal(reader.metadata["image_number"], np.arange(20))
 

@@ -122,8 +122,8 @@ def test_writer_failure_is_raised_on_next_call_with_its_cause(tmp_path: Path, ba
     writer = RecordingWriter(
         path, frame_shape=SHAPE, pixel_size_um=1.0, commit_interval_s=0.0, backend=backend
     )
-    shutil.rmtree(path / "raw" / "0")
-    (path / "raw" / "0").write_text("not a directory")
+    shutil.rmtree(path / "0" / "0")  # the raw frames' array
+    (path / "0" / "0").write_text("not a directory")
     with pytest.raises(WriterError, match="failed") as failure:
         for t in range(10_000):
             writer.write_frame(np.ones(SHAPE, np.uint16), _record(t))

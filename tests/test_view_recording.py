@@ -160,7 +160,7 @@ def test_bench_view_writes_json(tmp_path: Path, qtbot) -> None:
 
 def test_corrupt_chunk_is_reported_in_the_window(tmp_path: Path, qtbot) -> None:
     path = write_recording(tmp_path / "rec.zarr")
-    chunk = path / "volumes" / "0" / "c" / "20" / "0" / "0" / "0"
+    chunk = path / "1" / "0" / "c" / "4" / "0" / "0" / "0"  # the volume of frame 20 (row 4)
     assert chunk.is_file()
     chunk.write_bytes(b"not a compressed chunk")
     window, player = open_recording_window(RecordingReader(path), t=12)

@@ -90,4 +90,4 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             f"{result['end_host_s'] - result['start_host_s']:.2f} s; "
             f"found {result['n_reference']} reference neurons"
         )
-        typer.echo(f"wrote {out} (image calibration/0, reference table calibration/0/reference)")
+        typer.echo(f"wrote {out} (image 0, reference table 0/reference)")

@@ -17,6 +17,7 @@ from zarr.storage import LocalStore
 
 from infer.isotropic.errors import IsotropicInputError
 from storage import RecordingReader, layout
+from storage.ngff import ngff_image_attrs
 from storage.output_path import claim_output
 
 SUFFIXES = (".zarr", ".npy", ".tif", ".tiff")
@@ -220,7 +221,7 @@ def create_output(
     claim_output(path, overwrite=overwrite, inputs=inputs)
     root = zarr.open_group(LocalStore(path), mode="w-", zarr_format=3)
     root.attrs.update(
-        layout.ngff_image_attrs("isotropic", "tzyx", (1.0, *voxel_um), (0.0, z0_um, 0.0, 0.0))
+        ngff_image_attrs("isotropic", "tzyx", (1.0, *voxel_um), (0.0, z0_um, 0.0, 0.0))
         | {"deepz_isotropic": attrs}
     )
     z, y, x = shape
