@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
+
+from deepz.results import write_json
 
 
 def _ints(text: str) -> list[int]:
@@ -69,8 +70,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             typer.echo(f"check {c['spec']:<20} {c['precision']:<9} relative error {errors} "
                        f"(tolerance {c['tolerance']:.0e}): {'ok' if c['passed'] else 'FAILED'}")
         if json_out is not None:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(report, indent=2) + "\n")
+            write_json(json_out, report)
             typer.echo(f"wrote {json_out}")
         if sweep:
             png = plot or (json_out.with_suffix(".png") if json_out else Path("bench-infer-sweep.png"))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import typer
+
+from deepz.results import write_json
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -32,8 +33,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         with tempfile.TemporaryDirectory(dir=directory, prefix="deepz-bench-storage-") as tmp:
             results = run_storage_bench(Path(tmp), seconds, tuple(backends), tuple(compressions), rounds)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(json_path, results)
         disk = results["disk_sequential_write_mb_s"]
         typer.echo(f"disk sequential write: {disk['start']} MB/s before, {disk['end']} MB/s after")
         for name, result in results["runs"].items():

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+
+from deepz.results import write_json
 
 if TYPE_CHECKING:
     from storage import RecordingReader
@@ -142,6 +143,5 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             f"free core (load average {report['load_average_1min']:.1f})"
         )
         if json_out is not None:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(report, indent=2) + "\n")
+            write_json(json_out, report)
             typer.echo(f"wrote {json_out}")
