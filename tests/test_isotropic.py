@@ -185,11 +185,11 @@ def test_cli_rejects_bad_inputs(tmp_path: Path, data: np.ndarray, args: list[str
 def test_cli_reads_voxel_size_from_ome_zarr_and_tiff_needs_it(tmp_path: Path, small_worm: dict) -> None:
     import tifffile
 
-    from storage import layout
+    from storage.ngff import ngff_image_attrs
 
     stack = np.round(small_worm["input"][:, :64, :64]).astype(np.uint16)
     root = zarr.open_group(tmp_path / "stack.zarr", mode="w", zarr_format=3)
-    root.attrs.update(layout.ngff_image_attrs("stack", "zyx", (2.0, 0.325, 0.325), (-8.0, 0.0, 0.0)))
+    root.attrs.update(ngff_image_attrs("stack", "zyx", (2.0, 0.325, 0.325), (-8.0, 0.0, 0.0)))
     root.create_array("0", data=stack)
     code, output, _ = _run(str(tmp_path / "stack.zarr"), "--out", str(tmp_path / "a.zarr"), "--steps", "3")
     assert code == 0, output

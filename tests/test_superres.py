@@ -174,13 +174,13 @@ def test_live_and_replay_super_resolve_frames_and_keep_the_raw_ones(tiny_model, 
     stage = superres_engine_stage("torch", load_model(model_dir), (32, 32), 0.65, np.zeros(1), "cpu")
     expected = stage.run(live.frame(t)[None])[0]
     assert np.abs(volume.astype(np.int32) - expected.astype(np.int32)).max() <= 1
-    ngff = zarr.open_group(str(tmp_path / "live.zarr"), mode="r")["volumes"].attrs["ome"]["multiscales"][0]
+    ngff = zarr.open_group(str(tmp_path / "live.zarr"), mode="r")["1"].attrs["ome"]["multiscales"][0]
     scale, shift = (t[k] for t, k in zip(ngff["datasets"][0]["coordinateTransformations"], ("scale", "translation")))
     assert scale[-2:] == pytest.approx([0.325, 0.325]) and shift[-2:] == pytest.approx([-0.1625, -0.1625])
     view = RecordingAdapter(live).state(t)
     assert view.volume_pixel_size_um == pytest.approx(0.325) and view.pixel_size_um == pytest.approx(0.65)
     yaozarrs = pytest.importorskip("yaozarrs")
-    yaozarrs.validate_zarr_store(str(tmp_path / "live.zarr" / "volumes"))
+    yaozarrs.validate_zarr_store(str(tmp_path / "live.zarr"))
 
     replay = run_pipeline(_run_config(model_dir, tmp_path / "replay.zarr"), replay_from=tmp_path / "live.zarr")
     assert replay["volumes"] == live.n_frames
