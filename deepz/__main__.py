@@ -2,4 +2,5 @@
 
 from deepz.cli import app
 
-app(prog_name="deepz")
+if __name__ == "__main__":  # not again in a spawned process (the live compute process imports this as its main)
+    app(prog_name="deepz")
