@@ -65,9 +65,21 @@ class SourceConfig(_Strict):
     )
     rate_hz: float = Field(100.0, gt=0, le=10_000, description="Frame rate asked of the camera")
     exposure_ms: float | None = Field(None, gt=0, description="Exposure; None = 1000 / rate_hz")
+    binning: int | None = Field(None, ge=1, description="Camera binning (one of the camera's); None = as it is")
+    roi: tuple[int, int, int, int] | None = Field(
+        None, description="Camera ROI X Y WIDTH HEIGHT in (binned) sensor pixels; None = the whole sensor"
+    )
+    buffer_mb: int | None = Field(None, gt=0, description="Camera circular buffer (MB); None = the core's default")
     size: int = Field(256, ge=32, le=4096, description="Simulated camera frame side in pixels")
     seed: int = Field(0, description="Simulator seed")
     neurons: int = Field(180, ge=1, le=2000, description="Simulated nuclei")
+
+    @field_validator("roi")
+    @classmethod
+    def _roi(cls, value: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+        if value is not None and (min(value[:2]) < 0 or min(value[2:]) <= 0):
+            raise ValueError(f"roi must be X Y WIDTH HEIGHT with X, Y >= 0 and a positive size, got {value}")
+        return value
 
     @field_validator("mm_config")
     @classmethod
