@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from acquire.errors import AcquisitionError
+from deepz.cluster.connect import ClusterError
 from deepz.config import ConfigError
 from infer.device import DeviceError
 from infer.engine import EngineError
@@ -13,6 +14,7 @@ from wire.messages import MessageError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     AcquisitionError,
+    ClusterError,
     ConfigError,
     CurveKeyError,
     DeviceError,
