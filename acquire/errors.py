@@ -7,3 +7,8 @@ class AcquisitionError(RuntimeError):
 
 class SimConfigError(AcquisitionError, ValueError):
     """The simulated microscope's configuration is missing or malformed."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (pymmcore-plus puts file line and cause on separate lines)."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__

@@ -19,7 +19,8 @@ from types import TracebackType
 import numpy as np
 from pymmcore_plus import CMMCorePlus
 
-from acquire.errors import AcquisitionError
+from acquire.camera import check_buffer, check_exposure, set_binning, set_roi
+from acquire.errors import AcquisitionError, one_line
 from acquire.frames import FrameMeta, SourceStats
 from acquire.sim.config import SimConfig
 
@@ -70,11 +71,11 @@ def open_core(
         text = f"{exc} {exc.__cause__ or ''}"
         if "not a known Micro-manager DeviceAdapter" in text or "Failed to load device adapter" in text:
             raise AcquisitionError(
-                f"Could not load {path}: a device adapter is missing ({_flat(exc)}). "
+                f"Could not load {path}: a device adapter is missing ({one_line(exc)}). "
                 + _missing_adapter_help(core)
             ) from exc
         raise AcquisitionError(
-            f"Could not load Micro-Manager config {path}: {_flat(exc)}. Fix that line of the file "
+            f"Could not load Micro-Manager config {path}: {one_line(exc)}. Fix that line of the file "
             "(lines look like "
             "'Device,Label,Library,Name' or 'Property,Label,Name,Value'; see configs/rig-template.cfg)."
         ) from exc
@@ -85,11 +86,6 @@ def open_core(
             "'Property,Core,Camera,<camera label>' to the file, naming a loaded camera device."
         )
     return core
-
-
-def _flat(exc: BaseException) -> str:
-    """The exception's message on one line (pymmcore-plus puts file line and cause on separate lines)."""
-    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
 
 
 def _unload(core: CMMCorePlus) -> None:
@@ -131,8 +127,11 @@ class MicroManagerSource:
     """Continuous sequence acquisition on a Micro-Manager core, drained by a dedicated thread.
 
     ``rate_hz`` sets the frame interval (and, unless ``exposure_ms`` is given, the exposure fills it);
-    ``buffer_mb`` resizes the core's circular buffer; ``queue_frames`` bounds the hand-off queue between the
-    drain thread and the consumer (when both are full, the circular buffer overwrites; the loss is counted).
+    ``binning`` and ``roi`` (x, y, width, height in binned pixels) are set on the camera at once, so
+    ``frame_shape`` and ``pixel_size_um`` follow them; ``buffer_mb`` resizes the core's circular buffer;
+    ``queue_frames`` bounds the hand-off queue between the drain thread and the consumer (when both are full,
+    the circular buffer overwrites; the loss is counted). Each setting is checked against what the camera
+    allows (acquire.camera).
     """
 
     def __init__(
@@ -141,6 +140,8 @@ class MicroManagerSource:
         *,
         rate_hz: float | None = None,
         exposure_ms: float | None = None,
+        binning: int | None = None,
+        roi: tuple[int, int, int, int] | None = None,
         buffer_mb: int | None = None,
         queue_frames: int = 16,
     ) -> None:
@@ -152,6 +153,14 @@ class MicroManagerSource:
             )
         if rate_hz is not None and rate_hz <= 0:
             raise AcquisitionError(f"Frame rate must be positive, got {rate_hz} Hz; pass e.g. --rate 100.")
+        if binning is not None:
+            set_binning(core, binning)
+        if roi is not None:
+            set_roi(core, roi)
+        if exposure_ms is not None:
+            check_exposure(core, exposure_ms)
+        if buffer_mb is not None:
+            check_buffer(core, buffer_mb)
         self.core = core
         self.camera = camera
         self.rate_hz = rate_hz
@@ -278,6 +287,7 @@ class MicroManagerSource:
                     f"at {1000 / readout:g} Hz. Lower the rate, or shrink the frame (ROI / binning) to go "
                     "faster."
                 )
+        check_exposure(core, float(exposure))
         core.setExposure(float(exposure))
         return float(core.getExposure())
 

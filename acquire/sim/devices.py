@@ -7,8 +7,11 @@ Load them from code with :func:`load_simulated_core`, or from a Micro-Manager co
     #py Property,Camera,ConfigFile,configs/sim.toml
 
 The camera renders each frame from a WormSimulator at the focus stage's position and the simulated time of
-the exposure (seconds since the camera was initialised). It learns the focus position from the stage's
-``stagePositionChanged`` events (the stage starts at 0 um), so camera and stage need not know each other.
+the exposure (seconds since the camera was initialised), then bins (sums, saturating at 16 bits) and crops to
+its ROI as a sensor would. It learns the focus position from the stage's ``stagePositionChanged`` events
+(the stage starts at 0 um), so camera and stage need not know each other. Like a rig's piezo, the stage can
+run a hardware sequence of positions (property SequenceMaxLength > 0): armed with one, it steps on each
+exposure the camera announces through its 'TriggerOut' property, the simulated TTL line.
 The simulated light source is always on; the shutter exists so that AutoShutter and MDA work as on a rig.
 
 Ground truth of a frame: ``WormSimulator(config).truth(meta.camera_time_s)`` with the camera's config (the
@@ -34,6 +37,8 @@ from acquire.sim.simulator import MODALITIES, WormSimulator
 
 PIXEL_CONFIG = "sim-objective"
 MAX_LAG_S = 5.0  # on-board camera memory: how far rendering may lag the camera clock before frames drop
+BINNINGS = (1, 2, 4)
+TRIGGER_OUT = "TriggerOut"  # the camera's exposure counter, announced at the end of every exposure
 
 
 def _resolve(path: Path) -> Path:
@@ -53,7 +58,14 @@ class SimCamera(CameraDevice):
         self._sim: WormSimulator | None = None
         self._exposure_ms = 10.0
         self._focus_z_um = 0.0
+        self._binning = 1
+        self._roi: tuple[int, int, int, int] | None = None  # x, y, width, height in binned pixels
+        self._exposures = 0
         self._t0 = time.perf_counter()
+        self.set_property_allowed_values("Binning", [str(b) for b in BINNINGS])  # strings, as from a .cfg
+        self.set_property_limits("Exposure", (0.001, 60_000.0))
+        self.register_property(TRIGGER_OUT, getter=lambda dev: dev._exposures, property_type=int,
+                               is_read_only=True)
         self.register_property("ConfigFile", default_value="", is_pre_init=True)
         self.register_property("FocusDevice", default_value="Z")
         self.register_property("Modality", default_value="widefield", allowed_values=MODALITIES)
@@ -108,16 +120,66 @@ class SimCamera(CameraDevice):
         self._exposure_ms = value
 
     def pixel_size_um(self) -> float:
-        """Sample-plane pixel size (also the read-only 'PixelSize-um' property)."""
-        return self.simulator.pixel_size_um if self._sim else 0.0
+        """Sample-plane size of a (binned) pixel (also the read-only 'PixelSize-um' property)."""
+        return self.simulator.pixel_size_um * self._binning if self._sim else 0.0
 
     def get_readout_time(self) -> float:
-        """Shortest frame interval in ms (rolling readout of the sensor rows)."""
-        return self.simulator.config.camera.readout_interval_ms if self._sim else 0.0
+        """Shortest frame interval in ms: the rolling readout of the sensor rows the ROI spans."""
+        if self._sim is None:
+            return 0.0
+        rows = self.shape()[0] * self._binning
+        return self.simulator.config.camera.readout_interval_ms * rows / self.simulator.frame_shape[0]
+
+    def get_binning(self) -> int:
+        """Pixels summed along each axis (1, 2 or 4)."""
+        return self._binning
+
+    def set_binning(self, value: int) -> None:
+        """Bin ``value`` x ``value`` pixels; clears the ROI, which is in binned pixels (as in MMCore)."""
+        binning = int(value)
+        if binning not in BINNINGS:
+            raise ValueError(f"Binning {binning} is not supported; use one of {BINNINGS}.")
+        self._binning, self._roi = binning, None
+
+    def _binned_shape(self) -> tuple[int, int]:
+        h, w = self.simulator.frame_shape
+        return h // self._binning, w // self._binning
+
+    def get_roi(self) -> tuple[int, int, int, int]:
+        """(x, y, width, height) of the frame in binned sensor pixels."""
+        h, w = self._binned_shape()
+        return self._roi or (0, 0, w, h)
+
+    def set_roi(self, x: int, y: int, width: int, height: int) -> None:
+        """Read out only this rectangle of the (binned) sensor; ValueError when it does not fit on it."""
+        h, w = self._binned_shape()
+        if min(x, y) < 0 or min(width, height) <= 0 or x + width > w or y + height > h:
+            raise ValueError(f"ROI x={x} y={y} {width}x{height} does not fit the {w}x{h} sensor.")
+        self._roi = (int(x), int(y), int(width), int(height))
+
+    def clear_roi(self) -> None:
+        """Read out the whole sensor."""
+        self._roi = None
 
     def shape(self) -> tuple[int, int]:
-        """(H, W) of a frame."""
-        return self.simulator.frame_shape
+        """(H, W) of a frame: the ROI of the binned sensor."""
+        x, y, w, h = self.get_roi()
+        return h, w
+
+    def _read_out(self, image: np.ndarray) -> np.ndarray:
+        """Bin (sum, saturating at 65535) and crop a rendered full-sensor frame."""
+        b = self._binning
+        if b > 1:
+            h, w = self._binned_shape()
+            summed = image[: h * b, : w * b].reshape(h, b, w, b).sum(axis=(1, 3), dtype=np.uint32)
+            image = np.minimum(summed, np.iinfo(np.uint16).max).astype(np.uint16)
+        x, y, w, h = self.get_roi()
+        return image[y : y + h, x : x + w]
+
+    def _trigger_out(self) -> None:
+        """End of an exposure: the TTL edge a triggered device (a sequenced stage) steps on."""
+        self._exposures += 1
+        self.core.events.propertyChanged.emit(self.get_label(), TRIGGER_OUT, str(self._exposures))
 
     def dtype(self) -> np.dtype:
         """Frames are 16-bit."""
@@ -129,8 +191,9 @@ class SimCamera(CameraDevice):
         """Free-running acquisition: exposure k starts at start + k * max(exposure, readout).
 
         ``RenderAhead`` frames are rendered in parallel ahead of their time (numpy/torch release the GIL, so a
-        second core helps); each uses the focus position when its rendering starts, which its metadata
-        reports. When rendering falls behind (a busy CPU) the camera catches up at full speed; more than
+        second core helps); each uses the focus position when it is queued, which its metadata reports, and
+        then announces the end of its exposure (``TriggerOut``). When rendering falls behind (a busy CPU) the
+        camera catches up at full speed; more than
         ``MAX_LAG_S`` behind, it skips the missed exposures like a camera whose on-board memory overflowed,
         and the gap shows in ``CameraFrameNumber``.
         """
@@ -147,18 +210,19 @@ class SimCamera(CameraDevice):
         ahead = max(1, min(int(self.get_property_value("RenderAhead")), n or 2**31))
         start = time.perf_counter()
 
-        def frame(k: int) -> tuple[int, float, float, np.ndarray]:
+        def frame(k: int, z: float) -> tuple[int, float, float, np.ndarray]:
             t_s = round(start + k * interval - self._t0, 6)  # metadata carries t to 1 us: render that t
-            z = self._focus_z_um
             image = loop[k % n_loop] if loop else sim.render(t_s, z, modality=modality, exposure_ms=exposure)
-            return k, t_s, z, image
+            return k, t_s, z, self._read_out(image)
 
         with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="sim-camera-render") as pool:
             pending: deque[Future] = deque()
             next_k = done = 0
             while n is None or done < n:
                 while len(pending) < ahead and (n is None or done + len(pending) < n):
-                    pending.append(pool.submit(frame, next_k))
+                    # the focus of this exposure; after it, a triggered stage moves on to its next position
+                    pending.append(pool.submit(frame, next_k, self._focus_z_um))
+                    self._trigger_out()
                     next_k += 1
                 k, t_s, z, image = pending.popleft().result()
                 lag = time.perf_counter() - (start + k * interval)
@@ -183,11 +247,19 @@ class SimCamera(CameraDevice):
 class SimFocusStage(StageDevice):
     """Focus (Z) stage; its position is the sample z in focus, within [LowerLimit-um, UpperLimit-um]."""
 
-    def __init__(self, lower_um: float = -100.0, upper_um: float = 100.0) -> None:
+    def __init__(
+        self, lower_um: float = -100.0, upper_um: float = 100.0, sequence_max_length: int = 0
+    ) -> None:
         super().__init__()
         self._z_um = 0.0
+        self._sequence: tuple[float, ...] = ()
+        self._step = 0
         self.register_property("LowerLimit-um", default_value=float(lower_um))
         self.register_property("UpperLimit-um", default_value=float(upper_um))
+        # > 0: the stage takes hardware sequences of up to this many positions (0 = software steps only)
+        self.register_property("SequenceMaxLength", default_value=int(sequence_max_length),
+                               limits=(0, 10_000))
+        self.register_property("TriggerSource", default_value="Camera")  # the camera whose exposures step it
 
     def limits_um(self) -> tuple[float, float]:
         """(lower, upper) travel limits in um."""
@@ -211,6 +283,36 @@ class SimFocusStage(StageDevice):
     def get_position_um(self) -> float:
         """Current position in um."""
         return self._z_um
+
+    def get_sequence_max_length(self) -> int:
+        """Longest position sequence the stage takes (0: not sequenceable)."""
+        return int(self.get_property_value("SequenceMaxLength"))
+
+    def send_sequence(self, sequence: tuple[float, ...]) -> None:
+        """Load positions (um), each checked against the travel limits before any is used."""
+        lo, hi = self.limits_um()
+        outside = [z for z in map(float, sequence) if not lo <= z <= hi]
+        if outside:
+            raise ValueError(f"Sequence positions {outside[:5]} um lie outside the travel range "
+                             f"[{lo:g}, {hi:g}] um of stage {self.get_label()!r}.")
+        self._sequence = tuple(map(float, sequence))
+
+    def start_sequence(self) -> None:
+        """Go to the first position, then step to the next at each trigger (cycling, as piezos do)."""
+        if not self._sequence:
+            raise ValueError(f"Stage {self.get_label()!r} has no sequence loaded; load one before starting.")
+        self._step = 0
+        self.set_position_um(self._sequence[0])
+        self.core.events.propertyChanged.connect(self._on_trigger)
+
+    def stop_sequence(self) -> None:
+        """Stop stepping on triggers; the stage stays where it is."""
+        self.core.events.propertyChanged.disconnect(self._on_trigger)
+
+    def _on_trigger(self, device: str, prop: str, value: str) -> None:
+        if prop == TRIGGER_OUT and device == self.get_property_value("TriggerSource"):
+            self._step = (self._step + 1) % len(self._sequence)
+            self.set_position_um(self._sequence[self._step])
 
     def home(self) -> None:
         """Move to 0 um, the nominal focal plane of the worm's midline."""

@@ -1,0 +1,86 @@
+"""Rig controls on the simulated microscope (a real pymmcore-plus camera device): binning, ROI, exposure and
+circular buffer, checked against what the camera allows, in the source, the run config and `deepz live`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from acquire.errors import AcquisitionError
+from acquire.mm import MicroManagerSource
+from acquire.sim import CameraConfig, SimConfig, WormSimulator
+from acquire.sim.devices import load_simulated_core
+from deepz.bench_pipeline import free_tcp_address
+from deepz.cli import app
+from storage import RecordingReader
+
+CONFIG = SimConfig(camera=CameraConfig(shape=(64, 64)), seed=4)
+
+
+@pytest.fixture()
+def core():
+    core = load_simulated_core(CONFIG)
+    yield core
+    core.unloadAllDevices()
+
+
+def test_binned_roi_frames_are_the_sensor_summed_and_cropped(core) -> None:
+    source = MicroManagerSource(core, rate_hz=50.0, binning=2, roi=(4, 6, 20, 12), buffer_mb=16)
+    assert source.frame_shape == (12, 20) and source.pixel_size_um == pytest.approx(0.65)
+    assert str(core.getProperty("Camera", "Binning")) == "2" and list(core.getROI()) == [4, 6, 20, 12]
+    frames = []
+    with source:
+        for image, meta in source.frames():
+            frames.append((image, meta))
+            if len(frames) == 3:
+                break
+    assert core.getCircularBufferMemoryFootprint() == 16
+    sim = WormSimulator(CONFIG)
+    for image, meta in frames:
+        full = sim.render(meta.camera_time_s, meta.focus_z_um, exposure_ms=meta.exposure_ms).astype(np.uint32)
+        binned = np.minimum(full.reshape(32, 2, 32, 2).sum(axis=(1, 3)), 65535)
+        np.testing.assert_array_equal(image, binned[6:18, 4:24])
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"binning": 3}, r"cannot bin 3x3; its binnings are 1, 2, 4"),
+        ({"binning": 2, "roi": (0, 0, 64, 64)}, r"does not fit camera 'Camera''s 32x32 sensor"),
+        ({"roi": (60, 0, 8, 8)}, r"x \+ width <= 64"),
+        ({"exposure_ms": 90_000.0}, r"outside camera 'Camera''s range \[0.001, 60000\] ms"),
+        ({"buffer_mb": 1, "roi": None, "binning": None}, None),
+    ],
+)
+def test_settings_the_camera_does_not_allow_are_one_line_errors(core, settings, match) -> None:
+    if match is None:  # 1 MB holds 128 frames of 64x64: allowed; far more than the machine has is not
+        MicroManagerSource(core, **settings)
+        settings, match = {"buffer_mb": 1 << 30}, r"more than the \d+ MB of free memory"
+    with pytest.raises(AcquisitionError, match=match) as info:
+        MicroManagerSource(core, rate_hz=50.0, **settings)
+    assert "\n" not in str(info.value)
+
+
+def test_a_buffer_smaller_than_two_frames_is_refused() -> None:
+    core = load_simulated_core(SimConfig(camera=CameraConfig(shape=(1024, 1024))))  # 2 MB frames
+    try:
+        with pytest.raises(AcquisitionError, match=r"1 MB circular buffer holds fewer than 2 frames of 2.00 MB"):
+            MicroManagerSource(core, buffer_mb=1)
+    finally:
+        core.unloadAllDevices()
+
+
+def test_live_flags_reach_the_camera_and_bad_ones_exit_2(tmp_path) -> None:
+    runner = CliRunner()
+    common = ["live", "--size", "64", "--rate", "40", "--planes", "2", "--engine", "torch", "--no-track",
+              "--no-calibrate", "--no-view", "--publish", free_tcp_address()]
+    bad = runner.invoke(app, [*common, "--binning", "3", "--duration", "1"])
+    assert bad.exit_code == 2 and "cannot bin 3x3; its binnings are 1, 2, 4" in bad.output
+    out = tmp_path / "roi.zarr"
+    res = runner.invoke(app, [*common, "--roi", "8", "16", "48", "32", "--exposure", "5", "--buffer-mb", "8",
+                              "--duration", "1", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    reader = RecordingReader(out)
+    assert reader.n_frames > 10 and reader.frames.shape[1:] == (32, 48)
+    assert set(np.asarray(reader.metadata["exposure_ms"][: reader.n_frames])) == {5.0}
