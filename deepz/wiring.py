@@ -41,7 +41,12 @@ def build_source(cfg: SourceConfig):
     from acquire.mm import MicroManagerSource, open_core
 
     core = open_core(cfg.mm_config, sim_config=_sim_config(cfg) if cfg.mm_config is None else None)
-    return MicroManagerSource(core, rate_hz=cfg.rate_hz, exposure_ms=cfg.exposure_ms)
+    try:
+        return MicroManagerSource(core, rate_hz=cfg.rate_hz, exposure_ms=cfg.exposure_ms, binning=cfg.binning,
+                                  roi=cfg.roi, buffer_mb=cfg.buffer_mb)
+    except Exception:
+        core.unloadAllDevices()
+        raise
 
 
 def build_replay_source(path: Path, *, realtime: bool):

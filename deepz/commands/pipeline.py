@@ -253,6 +253,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         try:
             cfg = load_config(config, _overrides(
                 source__mm_config=mm_config, source__sim_config=sim_config, source__rate_hz=rate, source__size=size, source__seed=seed,
+                source__exposure_ms=exposure, source__binning=binning, source__roi=roi, source__buffer_mb=buffer_mb,
                 inference__planes=planes, inference__z_range_um=z_range, inference__dpm=dpm,
                 inference__engine=engine, inference__model=model, recording__out=out,
                 recording__volumes=volumes, recording__overwrite=overwrite, publish__address=publish,
