@@ -42,7 +42,7 @@ NOISY_LOGGERS = ("pymmcore-plus", "zarr", "numcodecs", "asyncio", "fsspec", "PIL
 COMMAND_MODULES = (
     "acquire", "model", "engines", "storage", "tracking", "view", "pipeline", "info", "superres", "isotropic",
     "activity",
-    "calibrate", "keys",
+    "calibrate", "keys", "export", "cluster",
 )
 
 

@@ -71,6 +71,7 @@ class RecordingReader:
         planes = header["planes_um"]
         self.planes_um: np.ndarray | None = None if planes is None else np.asarray(planes, np.float64)
         self._volume_rows: dict[int, int] = {}
+        self._volumes: RecordedArray | None
         if self.has_volumes:
             n_volumes = int(self._progress["volumes"])
             indices = self._column(layout.VOLUME_T_ARRAY, n_volumes)
@@ -82,6 +83,7 @@ class RecordingReader:
             self._volumes = RecordedArray(self._array(layout.VOLUME_ARRAY), n_volumes, layout.VOLUME_ARRAY)
         else:
             self.volume_indices = np.zeros(0, np.int64)
+            self._volumes = None
 
     def _array(self, name: str) -> zarr.Array:
         try:
@@ -107,13 +109,28 @@ class RecordingReader:
     def volume(self, t: int) -> np.ndarray | None:
         """The stored volume (K, H, W) uint16 of frame ``t`` (H, W = volume_upsample x the frame's), or None."""
         row = self._volume_rows.get(int(t))
-        return None if row is None else self._volumes[row]
+        return None if row is None or self._volumes is None else self._volumes[row]
+
+    @property
+    def volumes(self) -> RecordedArray | None:
+        """Every committed volume, densely (n, K, H, W), or None without volumes: row i is the volume of frame
+        ``volume_t[i]`` (stored order; volume_indices is the same set sorted, of stored frames only)."""
+        return self._volumes
 
     @property
     def volume_times_s(self) -> np.ndarray:
-        """Camera time (s, from the first frame) of each stored volume's frame, in volume_indices order."""
+        """Time (s from the first frame) of each stored volume's frame, in volume_indices order."""
+        return self.frame_times_s(self.volume_indices)
+
+    def frame_times_s(self, t: np.ndarray) -> np.ndarray:
+        """Times (s) of frame indices ``t`` from the first frame: camera times where the store holds the frames,
+        else ``t`` x the nominal frame interval (a tracks-only store such as `deepz track`'s)."""
+        t = np.asarray(t, np.int64)
+        if not self.n_frames:
+            return t * self.frame_interval_s
         times = self._column(f"{layout.FRAMES_GROUP}/camera_time_s", self.n_frames)
-        return times[self.volume_indices] - times[0] if len(times) else np.zeros(0)
+        stored = np.clip(t, 0, self.n_frames - 1)
+        return np.where(t == stored, times[stored], times[stored] + (t - stored) * self.frame_interval_s) - times[0]
 
     def tracks(self) -> dict[str, np.ndarray]:
         """The tracks table: 1-D arrays t, id, z, y, x (um), intensity, dff, one row per neuron per frame."""

@@ -91,6 +91,23 @@ def load_stack(path: Path | str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]
     return stack, np.asarray(meta.pop("z_um"), np.float64), meta
 
 
+def is_stack(path: Path | str) -> bool:
+    """Whether ``path`` is a focal stack written by save_stack (reads metadata only)."""
+    path = Path(path)
+    if path.suffix == ".zarr":
+        return (path / "zarr.json").is_file() and ATTRS_KEY in zarr.open_group(path, mode="r").attrs
+    if path.suffix not in (".tif", ".tiff") or not path.is_file():
+        return False
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        description = tif.ome_metadata and _ome_description(tif.ome_metadata)
+    try:
+        return "z_um" in json.loads(description or "")
+    except ValueError:
+        return False
+
+
 def _ome_description(ome_xml: str) -> str | None:
     """The Description text of the first OME Image."""
     import xml.etree.ElementTree as ET
