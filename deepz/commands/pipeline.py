@@ -230,6 +230,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         out: Path = OutOpt,
         duration: float = typer.Option(None, "--duration", help="Seconds to run (default: until Ctrl-C)."),
         rate: float = typer.Option(None, "--rate", help="Camera frame rate in Hz."),
+        exposure: float = typer.Option(None, "--exposure", help="Exposure in ms (default: 1000 / rate)."),
+        binning: int = typer.Option(None, "--binning", help="Camera binning, one the camera allows (1, 2, 4...)."),
+        roi: tuple[int, int, int, int] = typer.Option(
+            None, "--roi", help="Camera ROI X Y WIDTH HEIGHT in (binned) sensor pixels."
+        ),
+        buffer_mb: int = typer.Option(None, "--buffer-mb", help="Camera circular buffer in MB."),
         size: int = typer.Option(None, "--size", help="Simulated frame side in pixels."),
         seed: int = typer.Option(None, "--seed", help="Simulator seed."),
         planes: int = PlanesOpt,
