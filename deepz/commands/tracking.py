@@ -58,6 +58,7 @@ def track_recording(
         out,
         frame_shape=reader.frame_shape,
         pixel_size_um=reader.pixel_size_um,
+        frame_interval_s=reader.frame_interval_s,  # the tracks' times (deepz export, napari)
         planes_um=None,
         volume_every=0,
         attrs=attrs,
