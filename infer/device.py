@@ -26,11 +26,14 @@ def resolve_device(name: str | torch.device) -> torch.device:
         name = str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"--device {name}: not a device; use cpu, cuda, cuda:N or auto.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"--device {name}: this machine has no usable CUDA device; use --device cpu or auto.")
     if device.type not in ("cpu", "cuda"):
-        raise DeviceError(f"--device {name}: training runs on 'cpu' or 'cuda' only.")
+        raise DeviceError(f"--device {name}: this runs on 'cpu' or 'cuda' only.")
     return device
 
 

@@ -115,7 +115,7 @@ def test_bad_recordings_give_a_clear_message(kind: str, message: str, tmp_path: 
         zarr.open_group(path, mode="w").create_array("data", shape=(4, 4), dtype="uint16")
     for args in (["view", str(path)], ["view", str(path), "--screenshot", str(tmp_path / "x.png")]):
         result = CliRunner().invoke(app, args)
-        assert result.exit_code == 1
+        assert result.exit_code == 2
         assert message in result.output and "Traceback" not in result.output
         assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
 
@@ -173,7 +173,7 @@ def test_corrupt_chunk_is_reported_in_the_window(tmp_path: Path, qtbot) -> None:
     result = CliRunner().invoke(
         app, ["view", str(path), "--screenshot", str(tmp_path / "x.png"), "--t", "22"]
     )
-    assert result.exit_code == 1 and "is corrupt" in result.output and not (tmp_path / "x.png").exists()
+    assert result.exit_code == 2 and "is corrupt" in result.output and not (tmp_path / "x.png").exists()
 
 
 def test_single_plane_volumes_hide_the_axial_projections(qtbot) -> None:

@@ -99,7 +99,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         import torch
 
         from deepz.lab.activity_bench import run_activity_bench
+        from infer.device import resolve_device
 
+        for name in device or []:
+            resolve_device(name)  # before any work: a device that is not there is a one-line error
         if threads > 0:
             torch.set_num_threads(threads)
         results = run_activity_bench(size=size, neurons=neurons, frames=frames, devices=device or None)

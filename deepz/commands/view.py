@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
+from deepz.config import ConfigError
 from deepz.results import write_json
-
-if TYPE_CHECKING:
-    from storage import RecordingReader
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -19,17 +16,6 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise typer.BadParameter(f"size {text!r} is not WIDTHxHEIGHT, e.g. 1600x1000") from None
     return width, height
-
-
-def _open_reader(path: Path) -> RecordingReader:
-    """Open a recording, or exit with the reader's explanation (missing, foreign, newer format ...)."""
-    from storage import RecordingError, RecordingReader
-
-    try:
-        return RecordingReader(path)
-    except RecordingError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -55,67 +41,36 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     ) -> None:
         """Show live volumes, neurons and traces from a running pipeline, or browse a recording."""
         if (recording is None) == (connect is None):
-            typer.secho(
-                "error: give either a recording path (deepz view REC.zarr) or --connect ADDRESS "
-                "(deepz view --connect tcp://127.0.0.1:5557), not both or neither.",
-                err=True,
-                fg=typer.colors.RED,
-            )
-            raise typer.Exit(2)
+            raise ConfigError("give either a recording path (deepz view REC.zarr) or --connect ADDRESS "
+                              "(deepz view --connect tcp://127.0.0.1:5557), not both or neither.")
         if (server_key is None) != (client_key is None) or (server_key is not None and connect is None):
-            typer.secho(
-                "error: CurveZMQ needs both --server-key and --client-key, with --connect (see deepz keys).",
-                err=True,
-                fg=typer.colors.RED,
-            )
-            raise typer.Exit(2)
+            raise ConfigError("CurveZMQ needs both --server-key and --client-key, with --connect (see deepz keys).")
         if connect is not None:
             if screenshot is not None:
-                typer.secho(
-                    "error: --screenshot renders a recording; pass REC.zarr instead of --connect.",
-                    err=True,
-                    fg=typer.colors.RED,
-                )
-                raise typer.Exit(2)
+                raise ConfigError("--screenshot renders a recording; pass REC.zarr instead of --connect.")
             from display.app import run_live
 
             try:
                 code = run_live(connect, server_key, client_key)
             except OSError as exc:
-                typer.secho(
-                    f"error: {exc}. Give the pipeline's address, "
-                    "e.g. tcp://127.0.0.1:5557 (deepz live logs it).",
-                    err=True,
-                    fg=typer.colors.RED,
-                )
-                raise typer.Exit(2) from None
+                raise ConfigError(f"{exc}. Give the pipeline's address, e.g. tcp://127.0.0.1:5557 (deepz live "
+                                  "logs it).") from None
             raise typer.Exit(code)
-        reader = _open_reader(recording)
+        from storage import RecordingError, RecordingReader
+
+        reader = RecordingReader(recording)
         if reader.n_frames == 0:
-            typer.secho(
-                f"error: recording {recording} holds no frames yet: nothing to show.",
-                err=True,
-                fg=typer.colors.RED,
-            )
-            raise typer.Exit(1)
+            raise RecordingError(f"recording {recording} holds no frames yet: nothing to show.")
         if t is not None and not 0 <= t < reader.n_frames:
-            typer.secho(
-                f"error: --t {t} is outside the recording (frames 0..{reader.n_frames - 1}).",
-                err=True,
-                fg=typer.colors.RED,
-            )
-            raise typer.Exit(2)
+            raise ConfigError(f"--t {t} is outside the recording (frames 0..{reader.n_frames - 1}).")
         if screenshot is not None:
             from display.screenshot import render_screenshot
 
             try:
-                typer.echo(f"wrote {render_screenshot(reader, screenshot, t=t, size=_size(size))}")
-            except (
-                ValueError,
-                OSError,
-            ) as exc:  # too small (usage: 2); unreadable frame or unwritable PNG (1)
-                typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-                raise typer.Exit(2 if isinstance(exc, ValueError) else 1) from None
+                path = render_screenshot(reader, screenshot, t=t, size=_size(size))
+            except ValueError as exc:  # smaller than the window's minimum; unreadable frames are OSErrors
+                raise ConfigError(str(exc)) from None
+            typer.echo(f"wrote {path}")
             return
         from display.app import run_recording
 
