@@ -107,12 +107,20 @@ class FrameRing:
         return cls(spec, _create=True)
 
     # --- producer -------------------------------------------------------------------------------
-    def put(self, seq: int, array: np.ndarray, meta: tuple[float, ...] = (), lock_timeout_s: float = 0.5
-            ) -> int | None:
-        """Store item ``seq`` (increasing); returns the seq it displaced untaken by reader 0, if any."""
-        with self._locked(lock_timeout_s):
-            slot, displaced = self._free_slot()
-            self._seq[slot] = WRITING
+    def put(self, seq: int, array: np.ndarray, meta: tuple[float, ...] = (), lock_timeout_s: float = 0.5,
+            wait_s: float = 0.0) -> int | None:
+        """Store item ``seq`` (increasing); returns the seq it displaced untaken by reader 0, if any.
+
+        ``wait_s``: wait that long for reader 0 to take an item before displacing one (0: never wait).
+        """
+        deadline = time.perf_counter() + wait_s
+        while True:
+            with self._locked(lock_timeout_s):
+                slot, displaced = self._free_slot(displace=time.perf_counter() >= deadline)
+                if slot is not None:
+                    self._seq[slot] = WRITING
+                    break
+            time.sleep(0.0005)
         self._data[slot] = array
         self._meta[slot, : len(meta)] = meta
         with self._locked(lock_timeout_s):
@@ -123,13 +131,18 @@ class FrameRing:
                 self._counts[0] += 1
         return displaced
 
-    def _free_slot(self) -> tuple[int, int | None]:
-        """An empty slot, else the oldest one no reader is copying (its item displaced when reader 0 had not
-        taken it)."""
+    def _free_slot(self, displace: bool) -> tuple[int | None, int | None]:
+        """An empty slot, else the oldest one reader 0 is done with, else (``displace``) the oldest one no
+        reader is copying, whose item reader 0 then never takes; (slot, displaced seq)."""
         idle = ~self._reading.any(axis=1) & (self._seq != WRITING)
         empty = np.flatnonzero(idle & (self._seq == EMPTY))
         if empty.size:
             return int(empty[0]), None
+        done = [int(i) for i in np.flatnonzero(idle) if self.fate(int(self._seq[i])) is not None]
+        if done:
+            return min(done, key=lambda i: self._seq[i]), None
+        if not displace:
+            return None, None
         candidates = np.flatnonzero(idle)
         slot = int(candidates[np.argmin(self._seq[candidates])])
         old = int(self._seq[slot])

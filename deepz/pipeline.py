@@ -1,23 +1,30 @@
 """The running pipeline: camera -> raw store + inference -> volume store + tracking -> viewers.
 
-Four threads hand over through one-item mailboxes. The acquisition loop (the caller's thread) records
-every raw frame; in live mode it never waits for inference: a frame not yet taken when the next arrives is
-marked skipped. In replay mode every hand-over waits, so every frame becomes a volume.
+The acquisition loop (the caller's thread) records every raw frame. Inference, tracking and the readout run
+either in a compute process (deepz.compute_process: live, so that they never take the camera's time) fed
+through a shared-memory ring, or in threads of this process handing over through one-item mailboxes. Live,
+acquisition never waits for them: a frame inference did not take is marked skipped. In replay every hand-over
+waits, so every frame becomes a volume. A compute process that fails or stalls ends without the camera: raw
+recording goes on, and its error is logged, put in the summary and stored with it.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from deepz.stages import Closed, LatencyRecorder, Mailbox, RateMeter
+
+if TYPE_CHECKING:
+    from deepz.compute_process import ComputeProcess
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +118,8 @@ class Pipeline:
         self,
         source: FrameSourceLike,
         *,
-        engine: VolumeEngine,
+        engine: VolumeEngine | None = None,
+        compute: ComputeProcess | None = None,
         recorder: Recorder | None,
         make_record: Callable[[Any, bool, int], Any] | None = None,
         tracker: VolumeTracker | None = None,
@@ -127,6 +135,9 @@ class Pipeline:
         serialize_compute: bool = False,
     ) -> None:
         self.source, self.engine, self.recorder, self.tracker = source, engine, recorder, tracker
+        self.compute = compute  # started; runs the engine, tracker and readout in its own process
+        if (engine is None) == (compute is None):
+            raise ValueError("a pipeline runs either an engine (in threads) or a compute process")
         self.publisher, self.live, self.duration_s = publisher, live, duration_s
         self.live_source = live_source
         self.readout = readout  # reads every reference neuron in each frame; its snapshots replace tracks
@@ -148,6 +159,13 @@ class Pipeline:
         self._latest_tracks: Any = None
         self._published_key: tuple | None = None
         self._unstored_run = 0
+        self._pending: collections.deque[_Work] = collections.deque()  # frames whose fate is not known yet
+        self.compute_error: str | None = None  # why the compute process stopped early, if it did
+        self.compute_done: dict[str, Any] | None = None
+        self._latest_traces: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._remote_status: dict[str, Any] = {}
+        self._ring_ok = True  # False once the frame ring's lock was lost (its reader died holding it)
+        self._input_ended: float | None = None  # when the ring was closed (monotonic s)
         # On a CPU, inference and tracking share one torch thread pool and two cores; taking turns keeps each
         # engine call's thread partitioning, and so its result, close to what replay computes.
         self._compute_lock = threading.Lock() if serialize_compute else contextlib.nullcontext()
@@ -158,7 +176,14 @@ class Pipeline:
         status = self.stats.snapshot(self._queue_depth(), self.recording)
         if self.readout is not None:
             status.update(readout_hz=round(self.stats.read_out.rate(), 2), **self.readout.status())
+        elif self._reads_out:
+            status.update(readout_hz=round(self.stats.read_out.rate(), 2), **self._remote_status)
         return status
+
+    @property
+    def _reads_out(self) -> bool:
+        """A readout stage (here or in the compute process) reads every reference neuron in each frame."""
+        return self.readout is not None or (self.compute is not None and bool(self.compute.info.get("readout")))
 
     def stop(self, reason: str = "stopped") -> None:
         """Ask the run to end after the frame in hand; safe from any thread or a signal handler."""
@@ -167,7 +192,10 @@ class Pipeline:
 
     def run(self, on_status: Callable[[dict[str, Any]], None] | None = None, status_period_s: float = 1.0) -> dict:
         """Acquire until the source ends, the duration passes or stop(); returns the run summary."""
-        workers = [threading.Thread(target=self._guard(self._infer_loop), name="deepz-infer", daemon=True)]
+        if self.compute is not None:
+            workers = [threading.Thread(target=self._guard(self._results_loop), name="deepz-results", daemon=True)]
+        else:
+            workers = [threading.Thread(target=self._guard(self._infer_loop), name="deepz-infer", daemon=True)]
         if self.tracker is not None:
             workers.append(threading.Thread(target=self._guard(self._track_loop), name="deepz-track", daemon=True))
         if self.readout is not None:
@@ -190,7 +218,12 @@ class Pipeline:
             self._acquired_s = time.perf_counter() - acquire_start
             self.source.stop()
             self._to_infer.close()
+            if self.compute is not None:
+                self._input_ended = time.monotonic()
+                self.compute.stop_input()
             workers[0].join()
+            if self.compute is not None:
+                self._record_pending(final=True)
             self._to_track.close()
             self._to_read.close()
             self._stop.set()
@@ -219,39 +252,139 @@ class Pipeline:
 
     def _acquire_loop(self, on_status, status_period_s: float) -> None:
         start = time.perf_counter()
-        next_status = start + status_period_s
+        self._next_status = start + status_period_s
         pending: _Work | None = None  # handed to inference; recorded once the next frame shows if it was taken
         self._end_reason = "source ended"
         try:
             for t, (image, meta) in enumerate(self.source.frames()):
                 now = time.perf_counter()
                 work = _Work(t, image, meta, meta.host_time_s if self.live_source else time.time())
-                displaced = self._to_infer.put(work)
-                if self.readout is not None:
-                    self._to_read.put(work)
-                done, pending = pending, work
                 self.stats.frames_in.tick(now)  # counted once in hand: every counted frame is recorded
                 self.stats.lost += int(getattr(meta, "lost_before", 0))
                 self._latest_frame = work
-                if done is not None:
-                    self._record(done, skipped=displaced is not None)
-                if displaced is not None:
-                    self.stats.skipped += 1
-                if self._errors:
-                    self._end_reason = "error"
-                    break
-                if on_status is not None and now >= next_status:
-                    on_status(self.status())
-                    next_status = now + status_period_s
-                if self._stop.is_set():
-                    self._end_reason = self._stop_reason
-                    break
-                if self.duration_s is not None and now - start >= self.duration_s:
-                    self._end_reason = "duration reached"
+                if self.compute is not None:
+                    self._offer(work)
+                else:
+                    displaced = self._to_infer.put(work)
+                    if self.readout is not None:
+                        self._to_read.put(work)
+                    done, pending = pending, work
+                    if done is not None:
+                        self._record(done, skipped=displaced is not None)
+                    self.stats.skipped += int(displaced is not None)
+                if self._should_end(now, start, on_status, status_period_s):
                     break
         finally:
             if pending is not None:
                 self._record(pending, skipped=False)  # the inference thread drains it before stopping
+
+    def _should_end(self, now: float, start: float, on_status, status_period_s: float) -> bool:
+        """Status line when due; True when the run is to end (stop(), duration, a failed thread here)."""
+        if self._errors:
+            self._end_reason = "error"
+            return True
+        if on_status is not None and now >= self._next_status:
+            on_status(self.status())
+            self._next_status = now + status_period_s
+        for reason, ended in ((self._stop_reason, self._stop.is_set()),
+                              ("duration reached", self.duration_s is not None and now - start >= self.duration_s)):
+            if ended:
+                self._end_reason = reason
+                return True
+        return False
+
+    # --- the compute process --------------------------------------------------------------------
+    def _offer(self, work: _Work) -> None:
+        """Hand a frame to the compute process's ring and record the frames whose fate is known."""
+        from deepz.frame_ring import RingBroken
+
+        if self._ring_ok:
+            try:
+                self.compute.offer(work.t, work.image, float(work.meta.camera_time_s), work.origin_s)
+            except RingBroken as exc:
+                self._ring_ok = False
+                self._compute_failed(f"{exc}; raw recording goes on without volumes")
+        self._pending.append(work)
+        self._record_pending(final=False)
+
+    def _record_pending(self, final: bool) -> None:
+        """Record the oldest frames whose fate is known: taken by inference, or skipped (displaced in the
+        ring, or older than the one it took); with ``final``, every frame left is skipped."""
+        if final and self._ring_ok:
+            self.compute.frames.settle()
+        while self._pending:
+            work = self._pending[0]
+            taken = self.compute.frames.fate(work.t) if self._ring_ok else False
+            if taken is None:
+                if not final:
+                    return
+                taken = False
+            self._pending.popleft()
+            self.stats.skipped += int(not taken)
+            self._record(work, skipped=not taken)
+
+    def _compute_failed(self, message: str) -> None:
+        if self.compute_error is None:
+            self.compute_error = message
+            log.error("compute process: %s", message)
+
+    def _results_loop(self) -> None:
+        """Store and keep what the compute process sends until it is done, dies, or outlives its stop time."""
+        quiet_since = time.monotonic()
+        while True:
+            result = self.compute.poll(0.2)
+            now = time.monotonic()
+            if result is None:
+                if self._input_ended is not None and now - self._input_ended > self.compute.stop_timeout_s:
+                    self._compute_failed(f"stalled: not done {self.compute.stop_timeout_s:.0f} s after the last "
+                                         "frame; stopped it")  # fmt: skip
+                    self.compute.kill()
+                    return
+                if not self.compute.alive():
+                    self._compute_failed(f"exited (code {self.compute.process.exitcode}) before the run ended")
+                    return
+                if now - quiet_since > self.compute.stop_timeout_s and self._input_ended is None:
+                    log.warning("compute process: nothing for %.0f s (frames are recorded, volumes skipped)",
+                                now - quiet_since)
+                    quiet_since = now
+                continue
+            quiet_since = now
+            if result.kind == "done":
+                self.compute_done = result.payload
+                return
+            self._on_result(result)
+
+    def _on_result(self, result) -> None:
+        kind, seq, payload = result
+        if kind == "volume":
+            self.stats.frame_to_volume.add(time.time() - payload)
+            self.stats.volumes_out.tick()
+            taken = self.compute.volumes.take(seq)
+            if taken is None:  # overwritten in the ring before this thread could copy it
+                self._volume_not_stored()
+                return
+            if self.recorder is not None:
+                self._store(lambda: self.recorder.write_volume(seq, taken.array), self._volume_not_stored)
+            self._latest_volume = (seq, taken.array)
+        elif kind in ("tracks", "readout"):
+            snap, traces = payload
+            (self.stats.tracked if kind == "tracks" else self.stats.read_out).tick()
+            if self.recorder is not None:
+                self._store(
+                    lambda: self.recorder.write_tracks(seq, snap.ids, snap.positions_um, snap.intensity, snap.dff),
+                    lambda: None,
+                )
+            if traces is not None:
+                self._latest_traces = traces
+            self._latest_tracks = snap
+        elif kind == "status":
+            self._remote_status = payload
+        elif kind == "request_scan" and self.compute.request_scan is not None:
+            self.compute.request_scan(payload)
+        elif kind == "error":
+            log.error("compute process: %s stage failed:\n%s", payload["stage"], payload["traceback"])
+            exc = payload["exception"]
+            self._compute_failed(f"{payload['stage']} failed: {type(exc).__name__}: {exc}")
 
     def _record(self, work: _Work, skipped: bool) -> None:
         """Store one raw frame; a frame the writer cannot take is counted as not stored, never dropped silently."""
@@ -362,9 +495,11 @@ class Pipeline:
         if snap is not None:
             arrays["track_ids"] = np.asarray(snap.ids, np.int64)
             arrays["track_positions_um"] = np.asarray(snap.positions_um, np.float32).reshape(-1, 3)
-            ids, times, dff = (self.readout or self.tracker).recent_traces()
-            arrays.update(trace_ids=ids, trace_t=times, traces_dff=dff)
-            if self.readout is not None:
+            traces = self._latest_traces if self.compute is not None else (self.readout or self.tracker).recent_traces()
+            if traces is not None:
+                ids, times, dff = traces
+                arrays.update(trace_ids=ids, trace_t=times, traces_dff=dff)
+            if self._reads_out:
                 arrays.update(track_dff=np.asarray(snap.dff, np.float32),
                               track_confidence=np.asarray(snap.confidence, np.float32))
         self.publisher.publish(frame.t, arrays, self.status(), meta)
@@ -390,6 +525,9 @@ class Pipeline:
             "input_hz_mean": round(frames / acquired, 3) if acquired > 0 else None,
             "volume_hz_mean": round(volumes / acquired, 3) if acquired > 0 else None,
             "frame_to_volume_ms": latency,
-            "engine": getattr(self.engine, "name", None),
+            "engine": self.compute.info.get("engine") if self.compute is not None else getattr(self.engine, "name", None),
+            "compute": "process" if self.compute is not None else "thread",
+            "frames_displaced_in_ring": self.compute.frames.displaced if self.compute is not None else 0,
+            "compute_error": self.compute_error,
             "recording_error": None if self.recording_error is None else str(self.recording_error),
         }

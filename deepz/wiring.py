@@ -114,6 +114,19 @@ def camera_optics(source: SourceConfig | None, pixel_size_um: float) -> CameraOp
     return CameraOptics(pixel_size_um, optics.na, optics.emission_um)
 
 
+def load_checked_model(
+    cfg: InferenceConfig, frame_shape: tuple[int, int], pixel_size_um: float, camera: CameraOptics | None = None
+):
+    """(model, planes um, DPM stack) of a run: its model, refused when trained for other optics than the
+    camera's unless ``cfg.allow_optics_mismatch`` (deepz.optics_check)."""
+    from infer.model_io import load_model
+
+    model = load_model(cfg.model)
+    check_optics(model.manifest, camera or CameraOptics(pixel_size_um), allow_mismatch=cfg.allow_optics_mismatch)
+    planes, dpm = planes_and_dpm(cfg, frame_shape, pixel_size_um)
+    return model, planes, dpm
+
+
 def build_engine(
     cfg: InferenceConfig, frame_shape: tuple[int, int], pixel_size_um: float, camera: CameraOptics | None = None
 ):
@@ -124,12 +137,8 @@ def build_engine(
     plane at dz = 0 behind a bicubic upsampling of the raw frames onto its finer grid.
     """
     from infer.engine import make_engine
-    from infer.model_io import load_model
 
-    model = load_model(cfg.model)
-    camera = camera or CameraOptics(pixel_size_um)
-    check_optics(model.manifest, camera, allow_mismatch=cfg.allow_optics_mismatch)
-    planes, dpm = planes_and_dpm(cfg, frame_shape, pixel_size_um)
+    model, planes, dpm = load_checked_model(cfg, frame_shape, pixel_size_um, camera)
     device = None if cfg.device == "auto" else cfg.device
     if model.manifest.task == "superres":
         from infer.superres.live import superres_engine_stage
@@ -231,10 +240,15 @@ def build_publisher(cfg: PublishConfig):
     return Publisher(cfg.address, curve=keys)
 
 
-def build_tracker(cfg: TrackingConfig, voxel_um: tuple[float, float, float], planes_um: np.ndarray):
-    """The live tracking stage (detection + online linking + dF/F), or None when disabled."""
+def build_tracker(cfg: TrackingConfig, voxel_um: tuple[float, float, float], planes_um: np.ndarray,
+                  engine_device: str = "cpu"):
+    """The live tracking stage (detection + online linking + dF/F) on ``cfg.device`` (auto: the engine's),
+    or None when disabled."""
     if not cfg.enabled:
         return None
     from deepz.tracking_stage import TrackingStage
+    from infer.engine import resolve_device
 
-    return TrackingStage(cfg, voxel_um=voxel_um, planes_um=planes_um)
+    device = str(resolve_device(engine_device if cfg.device == "auto" else cfg.device))
+    log.info("tracking on %s%s", device, " (the engine's device)" if cfg.device == "auto" else "")
+    return TrackingStage(cfg, voxel_um=voxel_um, planes_um=planes_um, device=device)

@@ -127,3 +127,16 @@ def test_a_reader_that_dies_holding_the_lock_breaks_the_ring_without_blocking_th
         assert time.perf_counter() - started < 1.0
     finally:
         ring.detach()
+
+
+def test_a_waiting_producer_displaces_only_after_its_wait(ring):
+    import threading
+
+    for seq in range(4):
+        ring.put(seq, frame(seq))
+    threading.Timer(0.05, lambda: ring.take(0)).start()
+    assert ring.put(4, frame(4), wait_s=5.0) is None  # reader 0 took item 0 meanwhile: its slot is reused
+    assert ring.fate(0) is True and ring.displaced == 0
+    started = time.perf_counter()
+    assert ring.put(5, frame(5), wait_s=0.05) == 1  # nothing taken in time: the oldest untaken goes
+    assert time.perf_counter() - started >= 0.05 and ring.displaced == 1

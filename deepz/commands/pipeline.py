@@ -62,11 +62,16 @@ def _status_printer(stream=sys.stderr):
 
 def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: bool = False,
                  on_status=None, status_period_s: float = 1.0) -> dict[str, Any]:
-    """Build every stage from `cfg`, run to the end, close everything; returns the summary."""
+    """Build every stage from `cfg`, run to the end, close everything; returns the summary.
+
+    Live, inference, tracking and the readout run in a compute process unless ``cfg.compute`` is "thread" (a
+    realtime replay too when it is "process"); a replay of every frame runs them in threads, with back-pressure.
+    """
     from deepz import wiring
     from deepz.pipeline import Pipeline
 
     live = replay_from is None
+    in_process = (cfg.compute == "process" and (live or realtime)) or (cfg.compute == "auto" and live)
     with contextlib.ExitStack() as stack:
         if live:
             source, frame_interval_s = wiring.build_source(cfg.source), 1.0 / cfg.source.rate_hz
@@ -74,7 +79,13 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             source, frame_interval_s = wiring.build_replay_source(replay_from, realtime=realtime)
         stack.callback(source.stop)
         camera = wiring.camera_optics(cfg.source if live else None, source.pixel_size_um)
-        engine, model, planes = wiring.build_engine(cfg.inference, source.frame_shape, source.pixel_size_um, camera)
+        engine = compute = None
+        if in_process:
+            model, planes, _ = wiring.load_checked_model(cfg.inference, source.frame_shape, source.pixel_size_um,
+                                                         camera)  # fmt: skip
+        else:
+            engine, model, planes = wiring.build_engine(cfg.inference, source.frame_shape, source.pixel_size_um,
+                                                        camera)  # fmt: skip
         from infer.superres.live import volume_upsample
 
         upsample = volume_upsample(model.manifest)  # > 1: a super-resolution model's single, finer images
@@ -88,11 +99,19 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         voxel_um = (dz, volume_px, volume_px)
         from deepz.calibration import build_readout_stage, calibrating_source
 
-        readout = build_readout_stage(cfg, model.manifest, replay_from=replay_from, device=str(engine.device))
-        if readout is not None and live:  # the camera pauses for a focal scan first and at each re-calibration
-            source = calibrating_source(source, cfg.calibration, model.manifest, readout)
-        # with a readout, every reference neuron's trace comes from it, not from tracking the volumes
-        tracker = None if readout is not None else wiring.build_tracker(cfg.tracking, voxel_um, planes)
+        readout = tracker = None
+        if in_process:
+            compute = _start_compute(cfg, source, camera, voxel_um, planes, replay_from)
+            stack.callback(compute.close)
+            if compute.info["readout"] and live:  # the camera pauses for a focal scan first and at re-scans
+                source = calibrating_source(source, cfg.calibration, model.manifest, compute)
+        else:
+            readout = build_readout_stage(cfg, model.manifest, replay_from=replay_from, device=str(engine.device))
+            if readout is not None and live:
+                source = calibrating_source(source, cfg.calibration, model.manifest, readout)
+            # with a readout, every reference neuron's trace comes from it, not from tracking the volumes
+            if readout is None:
+                tracker = wiring.build_tracker(cfg.tracking, voxel_um, planes, engine_device=str(engine.device))
         publisher = wiring.build_publisher(cfg.publish) if live or cfg.view else None  # before the store: a port in
         if publisher is not None:  # use must not leave an empty recording behind
             stack.callback(publisher.close)
@@ -116,6 +135,7 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         pipeline = Pipeline(
             source,
             engine=engine,
+            compute=compute,
             recorder=recorder,
             make_record=wiring.frame_record,
             tracker=tracker,
@@ -129,7 +149,7 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
                   "volume_pixel_size_um": volume_px, "voxel_um": list(voxel_um)},
             recording=str(cfg.recording.out) if cfg.recording.out else None,
             queue_depth=(lambda: recorder.stats.queue_depth) if recorder is not None else (lambda: 0),
-            serialize_compute=engine.device.type == "cpu",
+            serialize_compute=engine is not None and engine.device.type == "cpu",
         )
         try:
             with stop_on_signals(lambda name: pipeline.stop(f"signal {name}")):
@@ -142,9 +162,29 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         if readout is not None:
             readout.finish()
             summary["calibration"] = readout.summary()
+        elif compute is not None and (pipeline.compute_done or {}).get("readout_summary"):
+            summary["calibration"] = pipeline.compute_done["readout_summary"]
         if recorder is not None:
             _close_recorder(recorder, summary)
         return summary
+
+
+def _start_compute(cfg: RunConfig, source, camera, voxel_um, planes, replay_from: Path | None):
+    """The compute process of a run, started: its stages are built (what building raised is raised here)."""
+    from deepz.compute_process import ComputeProcess, ComputeSpec
+
+    spec = ComputeSpec(cfg, source.frame_shape, source.pixel_size_um, camera, voxel_um,
+                       tuple(float(p) for p in planes), replay_from=replay_from, publish_period_s=1.0 / cfg.publish.max_hz,
+                       log_level=logging.getLogger().getEffectiveLevel())  # fmt: skip
+    compute = ComputeProcess(spec)
+    try:
+        info = compute.start()
+    except BaseException:
+        compute.close()
+        raise
+    log.info("compute process: engine %s on %s%s", info["engine"], info["device"],
+             ", tracking" if info["tracking"] else ", readout" if info["readout"] else "")
+    return compute
 
 
 def _close_recorder(recorder, summary: dict[str, Any]) -> None:
@@ -214,8 +254,12 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
         )
         typer.echo(f"view it:   deepz view {out}")
         typer.echo(f"replay it: deepz replay {out} --out {out.with_name(out.stem + '-replay.zarr')}")
+    if summary.get("compute_error"):
+        typer.secho(f"error: inference/tracking stopped early ({summary['compute_error']}); raw frames were "
+                    "recorded throughout: replay the recording for its volumes", err=True, fg=typer.colors.RED)
     if summary.get("recording_error"):
         typer.secho(f"error: the recording failed: {summary['recording_error']}", err=True, fg=typer.colors.RED)
+    if summary.get("recording_error") or summary.get("compute_error"):
         raise typer.Exit(1)
 
 
@@ -286,6 +330,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         overwrite: bool = OverwriteOpt,
         track: bool = TrackOpt,
         allow_optics_mismatch: bool = OpticsOpt,
+        cluster: str = typer.Option(None, "--cluster", help="Compute the volumes on a Dask cluster: local[:N] "
+                                    "workers, or a scheduler address tcp://host:8786 (a re-run resumes)."),
     ) -> None:
         """Re-run a recorded movie through inference and tracking into a new store, every frame.
 
@@ -304,6 +350,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             ))
         except USER_ERRORS as exc:
             raise _fail(str(exc)) from None
+        if cluster is not None:
+            if realtime:
+                raise _fail("--realtime paces a replay in one process; it does not go with --cluster")
+            from deepz.commands.cluster import replay_cli
+
+            return replay_cli(cfg, recording, cluster)
         summary = _run_cli(cfg, replay_from=recording, realtime=realtime)
         _print_summary(summary, cfg.recording.out)
 

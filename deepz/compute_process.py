@@ -1,0 +1,340 @@
+"""Inference, tracking and the activity readout in their own process, so nothing they do can take the camera
+loop's or the raw writer's time.
+
+Frames go in through a shared-memory ring (deepz.frame_ring) that never makes the camera wait; volumes come
+back through a second ring, and everything small (which frame became a volume, track and readout snapshots,
+trace windows, status, errors) through a queue, each tagged with its frame's sequence number. The process
+builds its stages itself (``build``: a picklable function of a ComputeSpec; default build_stages) and reports
+a stage's failure instead of taking the run down: the acquiring side keeps recording raw frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import multiprocessing as mp
+import os
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from deepz.frame_ring import Closed as RingClosed
+from deepz.frame_ring import FrameRing, RingSpec
+from deepz.stages import Closed, Mailbox
+
+log = logging.getLogger(__name__)
+
+FRAME_SLOTS, VOLUME_SLOTS = 8, 4
+"""Ring sizes: 8 frames (80 ms at 100 Hz) for the readers to take the newest from; 4 volumes in flight back."""
+INFER_READER, READOUT_READER = 0, 1
+
+
+class ComputeError(RuntimeError):
+    """The compute process failed, stalled or could not start; raw recording went on without it."""
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    """Everything the compute process builds its stages from (picklable)."""
+
+    config: Any  # deepz.config.RunConfig
+    frame_shape: tuple[int, int]
+    pixel_size_um: float
+    camera: Any  # deepz.optics_check.CameraOptics
+    voxel_um: tuple[float, float, float]
+    planes_um: tuple[float, ...]
+    replay_from: Path | None = None  # a realtime replay: the readout calibrates on the recording's scans
+    publish_period_s: float = 0.05
+    log_level: int = logging.INFO
+
+
+class Stages(NamedTuple):
+    """A compute process's stages: the engine, and each optional, the volume tracker and the frame readout."""
+
+    engine: Any
+    tracker: Any = None
+    readout: Any = None
+
+
+def build_stages(spec: ComputeSpec) -> Stages:
+    """The run's engine, tracker (on the tracking device) and readout stage, built from its config."""
+    from deepz import wiring
+    from deepz.calibration import build_readout_stage
+
+    cfg = spec.config
+    engine, model, _ = wiring.build_engine(cfg.inference, spec.frame_shape, spec.pixel_size_um, spec.camera)
+    readout = build_readout_stage(cfg, model.manifest, replay_from=spec.replay_from, device=str(engine.device))
+    tracker = None
+    if readout is None:
+        tracker = wiring.build_tracker(cfg.tracking, spec.voxel_um, np.asarray(spec.planes_um),
+                                       engine_device=str(engine.device))
+    return Stages(engine, tracker, readout)
+
+
+class Result(NamedTuple):
+    """One message from the compute process: its kind and what it carries (see _Worker)."""
+
+    kind: str
+    seq: int
+    payload: Any
+
+
+class ComputeProcess:
+    """The acquiring side's handle: start the process, offer frames, read results, stop."""
+
+    def __init__(self, spec: ComputeSpec, *, build: Callable[[ComputeSpec], Stages] = build_stages, start_timeout_s: float = 300.0,
+                 stop_timeout_s: float = 10.0) -> None:
+        self.spec, self.build = spec, build
+        self.start_timeout_s, self.stop_timeout_s = start_timeout_s, stop_timeout_s
+        self._ctx = mp.get_context("spawn")
+        self.frames = FrameRing.create(spec.frame_shape, np.uint16, slots=FRAME_SLOTS, readers=2, meta=2,
+                                       lock=self._ctx.Lock())
+        self.volumes: FrameRing | None = None
+        self._volume_lock = self._ctx.Lock()  # a lock reaches a process only at its start, not through a queue
+        self.results: Any = self._ctx.Queue()
+        self.control: Any = self._ctx.Queue()
+        self.info: dict[str, Any] = {}
+        self.process: Any = None
+        self.request_scan: Callable[[str], None] | None = None  # the calibrating source's, when the readout asks
+
+    def offer_scan(self, scan: Any) -> None:
+        """A calibration scan for the readout in the process (deepz.readout_stage.PendingScan)."""
+        self.send("scan", scan)
+
+    def start(self) -> dict[str, Any]:
+        """Spawn the process and wait until its stages are built; raises what building them raised."""
+        self.process = self._ctx.Process(target=_main, name="deepz-compute", daemon=True,
+                                         args=(self.spec, self.frames.spec, self._volume_lock, self.build, self.results,
+                                               self.control))
+        self.process.start()
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            try:
+                msg: Result = self.results.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self.process.is_alive():
+                    raise ComputeError(f"the compute process exited with code {self.process.exitcode} while "
+                                       "building its stages") from None
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise ComputeError(f"the compute process built no stages in {self.start_timeout_s:.0f} s") \
+                        from None
+        if msg.kind == "error":
+            self.process.join(5)
+            raise msg.payload["exception"]
+        self.info = msg.payload
+        self.volumes = FrameRing.create(tuple(self.info["volume_shape"]), self.info["volume_dtype"],
+                                        slots=VOLUME_SLOTS, readers=1, meta=1, lock=self._volume_lock)
+        self.control.put(("start", dataclasses.replace(self.volumes.spec, lock=None)))
+        return self.info
+
+    def offer(self, seq: int, image: np.ndarray, time_s: float, origin_s: float) -> int | None:
+        """Put a frame in the ring (never waits); returns the seq it displaced untaken, if any."""
+        return self.frames.put(seq, image, (time_s, origin_s))
+
+    def send(self, kind: str, payload: Any) -> None:
+        """A control message to the process (e.g. a calibration scan)."""
+        self.control.put((kind, payload))
+
+    def poll(self, timeout_s: float) -> Result | None:
+        """The next result, or None after ``timeout_s``."""
+        try:
+            return self.results.get(timeout=timeout_s)
+        except (queue.Empty, EOFError, OSError):
+            return None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def stop_input(self) -> None:
+        """No more frames: the process finishes what it holds, reports ``done`` and exits."""
+        self.frames.close()
+        with contextlib.suppress(ValueError, OSError):
+            self.control.put(("stop", None))
+
+    def kill(self) -> None:
+        """End a process that did not stop in time (its ring lock, if held, is never taken again)."""
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+    def close(self) -> None:
+        """Join or kill the process and remove the shared memory."""
+        if self.process is not None:
+            self.process.join(1)
+            self.kill()
+        for q in (self.results, self.control):
+            q.close()
+            q.cancel_join_thread()
+        self.frames.detach()
+        if self.volumes is not None:
+            self.volumes.detach()
+
+
+# ------------------------------------------------------------------------------------------- the process side
+def _main(spec: ComputeSpec, frames_spec: RingSpec, volume_lock: Any, build: Callable[[ComputeSpec], Stages],
+          results: Any, control: Any) -> None:
+    """The compute process: build the stages, report ready, run until the frame ring closes."""
+    logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s (compute process): %(message)s")
+    try:
+        stages = build(spec)
+        engine = stages.engine
+        if engine.device.type == "cpu":  # the camera and writer share the CPU: they go first
+            os.nice(10)
+        probe = engine.run(np.zeros((1, *spec.frame_shape), np.uint16))[0]  # warms up, and gives the shape
+    except BaseException as exc:
+        results.put(Result("error", -1, {"stage": "startup", "exception": _portable(exc),
+                                         "traceback": traceback.format_exc()}))
+        return
+    results.put(Result("ready", -1, {"engine": engine.name, "device": str(engine.device),
+                                     "volume_shape": list(probe.shape), "volume_dtype": probe.dtype.str,
+                                     "tracking": stages.tracker is not None, "readout": stages.readout is not None}))
+    kind, volume_spec = control.get()
+    if kind != "start":
+        return
+    volumes = FrameRing(dataclasses.replace(volume_spec, lock=volume_lock))
+    worker = _Worker(spec, stages, FrameRing(frames_spec), volumes, results)
+    worker.run(control)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself when it survives pickling, else a ComputeError with its text."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return ComputeError(f"{type(exc).__name__}: {exc}")
+
+
+class _Worker:
+    """Threads of the compute process: infer (newest frame -> volume), track (newest volume), readout
+    (newest frame); they take turns on a CPU, where they share one thread pool."""
+
+    def __init__(self, spec: ComputeSpec, stages: Stages, frames: FrameRing, volumes: FrameRing, results: Any
+                 ) -> None:
+        self.spec, self.stages, self.frames, self.volumes, self.results = spec, stages, frames, volumes, results
+        self._to_track: Mailbox[tuple[int, float, np.ndarray]] = Mailbox(latest=True)
+        self._stop = threading.Event()
+        cpu = stages.engine.device.type == "cpu"
+        self._turns = threading.Lock() if cpu else contextlib.nullcontext()
+        self._traces_sent = 0.0
+        self._failed = False
+
+    def run(self, control: Any) -> None:
+        readout = self.stages.readout
+        if readout is not None:
+            readout.request_scan = lambda reason: self.results.put(Result("request_scan", -1, reason))
+        threads = [threading.Thread(target=self._guard("inference", self._infer), daemon=True)]
+        if self.stages.tracker is not None:
+            threads.append(threading.Thread(target=self._guard("tracking", self._track), daemon=True))
+        if readout is not None:
+            threads.append(threading.Thread(target=self._guard("readout", self._read), daemon=True))
+        for thread in threads:
+            thread.start()
+        self._listen(control, readout)
+        threads[0].join()
+        self._to_track.close()
+        for thread in threads[1:]:
+            thread.join()
+        summary = None
+        if readout is not None and not self._failed:
+            readout.finish()
+            summary = readout.summary()
+        self.results.put(Result("done", -1, {"readout_summary": summary}))
+
+    def _listen(self, control: Any, readout: Any) -> None:
+        """Control messages until stop (scans for the readout), status every half second; ends when the
+        acquiring process is gone."""
+        parent = mp.parent_process()
+        next_status = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                kind, payload = control.get(timeout=0.1)
+            except queue.Empty:
+                kind, payload = None, None
+            if kind == "stop":
+                return
+            if kind == "scan" and readout is not None:
+                readout.offer_scan(payload)
+            if parent is not None and not parent.is_alive():
+                self._stop.set()
+                self.frames.close(lock_timeout_s=0.1)
+            if readout is not None and time.monotonic() >= next_status:
+                self.results.put(Result("status", -1, readout.status()))
+                next_status = time.monotonic() + 0.5
+
+    def _guard(self, stage: str, loop: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                loop()
+            except BaseException as exc:
+                self._failed = True
+                self.results.put(Result("error", -1, {"stage": stage, "exception": _portable(exc),
+                                                      "traceback": traceback.format_exc()}))
+                self._stop.set()
+                self.frames.close(lock_timeout_s=0.1)
+                self._to_track.close()
+
+        return run
+
+    def _newest(self, reader: int):
+        """The newest frame for ``reader``; None once the run ended."""
+        while not self._stop.is_set():
+            try:
+                return self.frames.take_newest(reader, timeout_s=0.2)
+            except TimeoutError:
+                continue
+            except RingClosed:
+                return None
+        return None
+
+    def _infer(self) -> None:
+        engine = self.stages.engine
+        while (item := self._newest(INFER_READER)) is not None:
+            with self._turns:
+                volume = engine.run(item.array[np.newaxis])[0]
+            # the acquiring side copies volumes out as they come; one it did not take within a second (a
+            # loaded machine) is displaced, and counted there as not stored
+            self.volumes.put(item.seq, volume, wait_s=1.0)
+            self.results.put(Result("volume", item.seq, float(item.meta[1])))
+            if self.stages.tracker is not None:
+                self._to_track.put((item.seq, float(item.meta[0]), volume))
+
+    def _track(self) -> None:
+        tracker = self.stages.tracker
+        while True:
+            try:
+                seq, time_s, volume = self._to_track.take()
+            except Closed:
+                return
+            with self._turns:
+                snap = tracker.update(seq, time_s, volume)
+            self._send_snapshot("tracks", seq, snap, tracker)
+
+    def _read(self) -> None:
+        readout = self.stages.readout
+        while (item := self._newest(READOUT_READER)) is not None:
+            readout.apply_scans(item.seq)
+            with self._turns:
+                snap = readout.update(item.seq, float(item.meta[0]), item.array)
+            if snap is not None:
+                self._send_snapshot("readout", item.seq, snap, readout)
+
+    def _send_snapshot(self, kind: str, seq: int, snap: Any, stage: Any) -> None:
+        """A snapshot for the recording, with the trace window at most at the publishing rate."""
+        now = time.monotonic()
+        traces = None
+        if now - self._traces_sent >= self.spec.publish_period_s:
+            traces, self._traces_sent = stage.recent_traces(), now
+        self.results.put(Result(kind, seq, (snap, traces)))

@@ -1,0 +1,118 @@
+"""The compute process of a live run: its volumes match their frames by sequence number, and a stage that
+raises or stalls there never stops raw recording; its error reaches the user, the summary and the store."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from acquire.array_source import ArraySource
+from deepz import wiring
+from deepz.commands.pipeline import _close_recorder
+from deepz.compute_process import ComputeProcess, ComputeSpec, build_stages
+from deepz.config import load_config
+from deepz.optics_check import CameraOptics
+from deepz.pipeline import Pipeline
+from storage import RecordingReader
+
+SIZE, PLANES, RATE, PX = 64, 4, 100.0, 0.325
+
+
+def _config(out):
+    return load_config(None, {
+        "source": {"size": SIZE, "rate_hz": RATE},
+        "inference": {"planes": PLANES, "engine": "torch", "z_range_um": [-6.0, 6.0], "device": "cpu"},
+        "recording": {"out": str(out), "overwrite": True},
+        "calibration": {"enabled": False},
+        "view": False,
+    })
+
+
+def _frames(n: int) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    return rng.poisson(200, (n, SIZE, SIZE)).astype(np.uint16) + rng.integers(0, 2000, (n, 1, 1), np.uint16)
+
+
+class _Faulty:
+    """The real engine, failing (``raise``) or hanging (``stall``) from its ``after``-th frame on."""
+
+    def __init__(self, engine, fault: str, after: int) -> None:
+        self.engine, self.fault, self.after, self.calls = engine, fault, after, 0
+        self.name, self.device = engine.name, engine.device
+
+    def run(self, frames: np.ndarray) -> np.ndarray:
+        self.calls += 1  # call 1 is the compute process's warm-up
+        if self.calls > self.after:
+            if self.fault == "raise":
+                raise RuntimeError("injected engine fault")
+            time.sleep(3600)
+        return self.engine.run(frames)
+
+
+def build_raising(spec: ComputeSpec):
+    stages = build_stages(spec)
+    return stages._replace(engine=_Faulty(stages.engine, "raise", after=4))
+
+
+def build_stalling(spec: ComputeSpec):
+    stages = build_stages(spec)
+    return stages._replace(engine=_Faulty(stages.engine, "stall", after=4))
+
+
+def _live_run(out, frames: np.ndarray, build=build_stages, stop_timeout_s: float = 10.0) -> dict:
+    """A live pipeline on frames paced at RATE, with its compute process and recording."""
+    cfg = _config(out)
+    model, planes, _ = wiring.load_checked_model(cfg.inference, (SIZE, SIZE), PX)
+    voxel = (float(planes[1] - planes[0]), PX, PX)
+    spec = ComputeSpec(cfg, (SIZE, SIZE), PX, CameraOptics(PX), voxel, tuple(planes))
+    compute = ComputeProcess(spec, build=build, stop_timeout_s=stop_timeout_s)
+    try:
+        compute.start()
+        recorder = wiring.build_recorder(cfg.recording, frame_shape=(SIZE, SIZE), pixel_size_um=PX, planes_um=planes,
+                                         frame_interval_s=1 / RATE, run_config=cfg, model=model)
+        pipeline = Pipeline(ArraySource(frames, rate_hz=RATE, pixel_size_um=PX), compute=compute, recorder=recorder,
+                            make_record=wiring.frame_record, live=True)
+        summary = pipeline.run()
+        _close_recorder(recorder, summary)
+    finally:
+        compute.close()
+    return summary
+
+
+def test_volumes_and_tracks_match_their_frames_by_sequence_number(tmp_path):
+    frames = _frames(120)
+    summary = _live_run(tmp_path / "rec.zarr", frames)
+    reader = RecordingReader(tmp_path / "rec.zarr")
+    assert summary["compute"] == "process" and summary["compute_error"] is None
+    assert reader.n_frames == summary["frames"] == len(frames) and summary["frames_lost"] == 0
+    np.testing.assert_array_equal(reader.frames[:], frames)
+    assert summary["volumes"] >= 2 and reader.volume_indices.size == summary["volumes"] - summary["volumes_not_stored"]
+    skipped = reader.metadata["volume_skipped"]
+    assert int(skipped.sum()) == summary["volumes_skipped"] == len(frames) - summary["volumes"]
+    assert not skipped[reader.volume_indices].any()
+    cfg = _config(tmp_path / "unused.zarr")
+    engine, _, _ = wiring.build_engine(cfg.inference, (SIZE, SIZE), PX)
+    for t in reader.volume_indices[:: max(1, reader.volume_indices.size // 5)]:  # a volume is its own frame's
+        expected = engine.run(frames[int(t)][np.newaxis])[0].astype(np.int32)
+        assert np.abs(reader.volume(int(t)).astype(np.int32) - expected).max() <= 1, t
+    assert set(np.unique(reader.tracks()["t"])) <= set(reader.volume_indices.tolist())
+    assert summary["tracked_volumes"] >= 1
+
+
+@pytest.mark.parametrize(("build", "message"), [(build_raising, "injected engine fault"), (build_stalling, "stalled")])
+def test_a_failing_or_stalled_stage_never_stops_raw_recording(tmp_path, caplog, build, message):
+    frames = _frames(150)
+    with caplog.at_level(logging.ERROR, logger="deepz.pipeline"):
+        summary = _live_run(tmp_path / "rec.zarr", frames, build=build, stop_timeout_s=1.5)
+    reader = RecordingReader(tmp_path / "rec.zarr")
+    assert reader.complete and reader.n_frames == summary["frames"] == len(frames) and summary["frames_lost"] == 0
+    np.testing.assert_array_equal(reader.frames[:], frames)
+    assert message in summary["compute_error"]
+    assert message in reader.attrs["summary"]["compute_error"]
+    assert any(message in r.getMessage() for r in caplog.records)
+    assert 1 <= summary["volumes"] <= 4  # the frames before the fault became volumes; nothing after
+    skipped = reader.metadata["volume_skipped"]
+    assert int(skipped.sum()) == summary["volumes_skipped"] >= len(frames) - 5
