@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from acquire.errors import AcquisitionError
 from acquire.sim import CameraConfig, SimConfig
 from acquire.sim.devices import load_simulated_core
-from acquire.zstack import acquire_focal_stack, z_positions
+from acquire.zstack import acquire_focal_stack, scan_sequence, z_positions
 from storage.stack_file import load_stack, save_stack
 
 CONFIG = SimConfig(camera=CameraConfig(shape=(192, 192)), seed=1)
@@ -156,3 +156,61 @@ def test_useq_mda_z_plan_runs_on_the_simulated_core(core) -> None:
     core.mda.run(useq.MDASequence(z_plan={"top": 1.0, "bottom": -1.0, "step": 1.0}))
     assert [z for _, z in seen] == [-1.0, 0.0, 1.0] and seen[0][0] == (192, 192)
     assert not core.getShutterOpen()  # AutoShutter closed the simulated shutter again
+
+
+def _contrast(stack: np.ndarray) -> np.ndarray:
+    n, h, w = stack.shape
+    return stack.astype(np.float64).reshape(n, h // 4, 4, w // 4, 4).mean(axis=(2, 4)).std(axis=(1, 2))
+
+
+def test_hardware_sequenced_and_stepped_scans_take_the_same_planes(core) -> None:
+    """The simulated piezo takes the scan's useq sequence and steps on the camera's exposures; a stepped scan
+    of the same offsets (software, positions read back) sees the same focal planes."""
+    z = z_positions(-8, 8, 2)
+    core.setPosition(1.0)
+    sequence = scan_sequence(1.0, z)
+    assert sequence.z_plan.is_relative and [e.z_pos for e in sequence.iter_events()] == list(1.0 + z)
+    moves: list[float] = []
+    record = lambda label, position: moves.append(position)  # noqa: E731
+    core.events.stagePositionChanged.connect(record)
+    try:
+        hardware = acquire_focal_stack(core, z)
+    finally:
+        core.events.stagePositionChanged.disconnect(record)
+    assert hardware.sequenced and core.isStageSequenceable("Z") and not core.isSequenceRunning()
+    np.testing.assert_allclose(moves[: z.size], 1.0 + z)  # each exposure at its plane, in order
+    assert moves[-1] == 1.0 and core.getPosition() == 1.0  # focus restored
+    np.testing.assert_allclose(hardware.stage_um, 1.0 + z)
+    stepped = acquire_focal_stack(core, z, sequenced=False)
+    assert not stepped.sequenced and core.getPosition() == 1.0
+    np.testing.assert_allclose(stepped.stage_um, 1.0 + z)
+    assert np.corrcoef(_contrast(hardware.stack), _contrast(stepped.stack))[0, 1] > 0.95
+    core.setPosition(0.0)
+
+
+def test_stages_that_cannot_sequence_are_stepped(core) -> None:
+    z = z_positions(-2, 2, 1)
+    assert acquire_focal_stack(core, z, settle_ms=1).sequenced is False  # a settle time asks for steps
+    core.setProperty("Z", "SequenceMaxLength", 3)  # shorter than the scan
+    try:
+        assert acquire_focal_stack(core, z).sequenced is False
+        with pytest.raises(AcquisitionError, match="cannot run a hardware sequence of 5 positions"):
+            acquire_focal_stack(core, z, sequenced=True)
+        assert core.getPosition() == 0.0
+    finally:
+        core.setProperty("Z", "SequenceMaxLength", 1000)
+
+
+def test_focus_is_restored_after_ctrl_c_mid_sequenced_scan(core) -> None:
+    core.setPosition(-2.0)
+    core.setExposure(100.0)  # 41 planes take 4 s: interrupted
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            acquire_focal_stack(core, z_positions(-10, 10, 0.5))
+    finally:
+        timer.cancel()
+        core.setExposure(10.0)
+    assert core.getPosition() == -2.0 and not core.isSequenceRunning()
+    core.setPosition(0.0)

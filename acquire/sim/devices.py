@@ -10,7 +10,7 @@ The camera renders each frame from a WormSimulator at the focus stage's position
 the exposure (seconds since the camera was initialised), then bins (sums, saturating at 16 bits) and crops to
 its ROI as a sensor would. It learns the focus position from the stage's ``stagePositionChanged`` events
 (the stage starts at 0 um), so camera and stage need not know each other. Like a rig's piezo, the stage can
-run a hardware sequence of positions (property SequenceMaxLength > 0): armed with one, it steps on each
+run a hardware sequence of positions (up to SequenceMaxLength, 0 = none): armed with one, it steps on each
 exposure the camera announces through its 'TriggerOut' property, the simulated TTL line.
 The simulated light source is always on; the shutter exists so that AutoShutter and MDA work as on a rig.
 
@@ -245,10 +245,13 @@ class SimCamera(CameraDevice):
 
 
 class SimFocusStage(StageDevice):
-    """Focus (Z) stage; its position is the sample z in focus, within [LowerLimit-um, UpperLimit-um]."""
+    """Focus (Z) stage; its position is the sample z in focus, within [LowerLimit-um, UpperLimit-um].
+
+    Sequenceable like a piezo: loaded with positions and started, it steps on each camera exposure.
+    """
 
     def __init__(
-        self, lower_um: float = -100.0, upper_um: float = 100.0, sequence_max_length: int = 0
+        self, lower_um: float = -100.0, upper_um: float = 100.0, sequence_max_length: int = 1000
     ) -> None:
         super().__init__()
         self._z_um = 0.0
@@ -256,7 +259,7 @@ class SimFocusStage(StageDevice):
         self._step = 0
         self.register_property("LowerLimit-um", default_value=float(lower_um))
         self.register_property("UpperLimit-um", default_value=float(upper_um))
-        # > 0: the stage takes hardware sequences of up to this many positions (0 = software steps only)
+        # the longest hardware sequence of positions the stage takes, like a piezo controller's (0: none)
         self.register_property("SequenceMaxLength", default_value=int(sequence_max_length),
                                limits=(0, 10_000))
         self.register_property("TriggerSource", default_value="Camera")  # the camera whose exposures step it
