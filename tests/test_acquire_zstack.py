@@ -126,8 +126,18 @@ def test_cli_acquire_stack_bench_and_simulate(tmp_path: Path) -> None:
     assert stack.shape == (5, 96, 96) and z.tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
     assert attrs["pixel_size_um"] == pytest.approx(0.325)
     assert attrs["focus_um"] == 0.0 and attrs["stage_um"] == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert attrs["z_sequenced"] is True  # the simulated piezo takes the scan as a hardware sequence
     res = runner.invoke(app, ["acquire-stack", "--z-range", "-1", "1", "--out", str(out), "--sim-config", str(toml)])
     assert res.exit_code == 2 and "already exists" in res.output  # never replaced without --overwrite
+    res = runner.invoke(app, ["acquire-stack", "--z-range", "-1", "1", "--out", str(out), "--sim-config", str(toml),
+                              "--binning", "2", "--roi", "0", "8", "40", "24", "--stepped", "--overwrite"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    stack, z, attrs = load_stack(out)
+    assert stack.shape == (5, 24, 40) and attrs["pixel_size_um"] == pytest.approx(0.65)
+    assert attrs["z_sequenced"] is False
+    res = runner.invoke(app, ["acquire-stack", "--out", str(tmp_path / "b.zarr"), "--sim-config", str(toml),
+                              "--binning", "3"])  # fmt: skip
+    assert res.exit_code == 2 and "cannot bin 3x3; its binnings are 1, 2, 4" in res.output
 
     js = tmp_path / "bench.json"
     res = runner.invoke(app, ["bench", "acquire", "--size", "64", "--rate", "50", "--seconds", "1",

@@ -97,13 +97,26 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         exposure: Optional[float] = typer.Option(
             None, "--exposure", help="Exposure (ms); default: camera's."
         ),
-        settle_ms: float = typer.Option(0.0, "--settle-ms", help="Wait after each focus move (ms)."),
+        binning: Optional[int] = typer.Option(None, "--binning", help="Camera binning, one the camera allows."),
+        roi: Optional[tuple[int, int, int, int]] = typer.Option(
+            None, "--roi", help="Camera ROI X Y WIDTH HEIGHT in (binned) sensor pixels."
+        ),
+        settle_ms: float = typer.Option(
+            0.0, "--settle-ms", help="Wait after each focus move (ms); steps the stage in software."
+        ),
+        sequenced: Optional[bool] = typer.Option(
+            None, "--sequenced/--stepped",
+            help="Hardware-sequenced z (the camera triggers the stage) or software steps; default: sequenced "
+            "when the stage can.",
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing stack at --out."),
     ) -> None:
-        """Step the focus stage around the current focus, snap a frame at each plane, restore the focus.
+        """Scan the focus around the current focus (a useq z plan, hardware-sequenced when the stage can),
+        one frame per plane, then restore the focus.
 
-        Saves (Z, H, W) frames with each plane's offset from focus, and the absolute stage positions.
+        Saves (Z, H, W) frames with each plane's offset from focus, and the stage positions.
         """
+        from acquire.camera import check_exposure, set_binning, set_roi
         from acquire.errors import AcquisitionError
         from acquire.mm import open_core, pixel_size_um
         from acquire.zstack import acquire_focal_stack, z_positions
@@ -114,14 +127,20 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         z = z_positions(z_range[0], z_range[1], step)
         core = open_core(mm_config, sim_config)
         try:
+            if binning is not None:
+                set_binning(core, binning)
+            if roi is not None:
+                set_roi(core, roi)
             if exposure:
+                check_exposure(core, exposure)
                 core.setExposure(exposure)
-            scan = acquire_focal_stack(core, z, settle_ms=settle_ms)
+            scan = acquire_focal_stack(core, z, settle_ms=settle_ms, sequenced=sequenced)
             attrs = {
                 "source": str(mm_config) if mm_config else "acquire.sim",
                 "exposure_ms": core.getExposure(),
                 "focus_um": scan.focus_um,
                 "stage_um": scan.stage_um.tolist(),
+                "z_sequenced": scan.sequenced,
             }
             save_stack(out, scan.stack, scan.z_um, pixel_size_um=pixel_size_um(core), attrs=attrs)
         finally:
