@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,17 +25,28 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def check_writable(path: Path) -> None:
+    """Fail now, not after minutes of measuring, when results cannot be written to ``path``: makes its folder
+    and writes a probe file there (an OSError, a user error, when either is refused)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+        pass
+
+
 def _interrupt_on_sigterm(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt("SIGTERM")
 
 
 @contextlib.contextmanager
 def results_file(path: Path | None) -> Iterator[dict[str, Any]]:
-    """Yield a dict for the results; on leaving, write it to ``path`` (when given) with ``"complete"``.
+    """Yield a dict for the results; on leaving, write it to ``path`` (when given, checked writable first)
+    with ``"complete"``.
 
     On an exception or KeyboardInterrupt (SIGTERM is turned into one inside the block) the partial dict is
     written with ``"complete": false`` and ``"stopped_by"``, then the exception continues.
     """
+    if path is not None:
+        check_writable(path)
     results: dict[str, Any] = {}
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm) if main else None

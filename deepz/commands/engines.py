@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from deepz.results import write_json
+from deepz.results import check_writable, write_json
 
 
 def _ints(text: str) -> list[int]:
@@ -41,11 +41,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from deepz.lab.engine_bench import plot_sweep, run_bench
         from infer.engine import EngineError, resolve_device
 
-        try:
-            dev = resolve_device(device)
-        except EngineError as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(2) from None
+        dev = resolve_device(device)
+        if json_out is not None:
+            check_writable(json_out)
         names = [n.strip() for n in engine.split(",") if n.strip()]
         if seconds is None:
             seconds = 10.0 if dev.type == "cuda" else 2.0

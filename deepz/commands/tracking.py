@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from deepz.data_paths import TARGETTRACK_HELP, targettrack_dir
-from deepz.results import results_file, write_json
+from deepz.results import check_writable, results_file, write_json
 
 
 def track_recording(
@@ -185,6 +185,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         for name in device or []:
             resolve_device(name)  # before any work: a device that is not there is a one-line error
+        check_writable(json_path)
         if threads > 0:
             torch.set_num_threads(threads)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from deepz.config import ConfigError
-from deepz.results import write_json
+from deepz.results import check_writable, write_json
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -88,6 +88,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from deepz.lab.view_bench import ViewBenchConfig
         from deepz.lab.view_bench import bench_view as run
 
+        if json_out is not None:
+            check_writable(json_out)
         report = run(
             ViewBenchConfig(updates=updates, height=size, width=size, planes=planes, neurons=neurons)
         )
