@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from track.volume import as_volume_tensor, gather_windows
+from track.volume import CheckedVolume, as_volume_tensor, gather_windows
 
 __all__ = ["ActivityConfig", "RunningDff", "dff_traces", "sample_intensity", "volume_background"]
 
@@ -43,7 +43,7 @@ def volume_background(volume: torch.Tensor) -> float:
 
 
 def sample_intensity(
-    volume: np.ndarray | torch.Tensor,
+    volume: np.ndarray | torch.Tensor | CheckedVolume,
     positions_um: np.ndarray,
     voxel_um: Sequence[float],
     *,

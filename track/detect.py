@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
-from track.volume import as_volume_tensor
+from track.volume import CheckedVolume, as_volume_tensor
 
 __all__ = ["DetectConfig", "Detections", "detect_neurons", "gaussian_blur", "max_filter", "suppress_close"]
 
@@ -155,7 +155,7 @@ def suppress_close(pos_um: np.ndarray, strength: np.ndarray, min_distance_um: fl
 
 
 def detect_neurons(
-    volume: np.ndarray | torch.Tensor,
+    volume: np.ndarray | torch.Tensor | CheckedVolume,
     voxel_um: Sequence[float],
     *,
     config: DetectConfig | None = None,

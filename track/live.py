@@ -11,7 +11,7 @@ from track.activity import sample_intensity
 from track.detect import DetectConfig, Detections, detect_neurons, suppress_close
 from track.online import OnlineTracker, TrackerConfig, TrackState
 from track.refine import refine_positions
-from track.volume import as_volume_tensor
+from track.volume import CheckedVolume, checked_volume
 
 __all__ = ["LiveTracker", "LiveTrackerConfig"]
 
@@ -44,7 +44,7 @@ class LiveTracker:
         self.tracker = OnlineTracker(config.tracker)
         self._count = 0
 
-    def detections(self, t: int, volume: torch.Tensor) -> Detections:
+    def detections(self, t: int, volume: CheckedVolume) -> Detections:
         """Full detection on schedule, else refined predictions of live tracks (duplicates: older wins)."""
         cfg = self.config
         full = self._count % cfg.detect_every == 0 or self.tracker.n_active == 0
@@ -62,8 +62,9 @@ class LiveTracker:
         return Detections(det.positions_um[keep], det.intensity[keep])
 
     def process(self, t: int, volume: np.ndarray | torch.Tensor) -> TrackState:
-        """Detect or refine, link to tracks, and measure sphere intensity and dF/F for frame t."""
-        vol = as_volume_tensor(volume, self.device)
+        """Detect or refine, link to tracks, and measure sphere intensity and dF/F for frame t (the volume is
+        validated and moved to the tracker's device once, here)."""
+        vol = checked_volume(volume, self.device)
         det = self.detections(t, vol)
         intensity = sample_intensity(
             vol,

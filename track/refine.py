@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from track.detect import Detections
-from track.volume import as_volume_tensor, gather_windows
+from track.volume import CheckedVolume, as_volume_tensor, gather_windows
 
 __all__ = ["refine_positions"]
 
 
 def refine_positions(
-    volume: np.ndarray | torch.Tensor,
+    volume: np.ndarray | torch.Tensor | CheckedVolume,
     positions_um: np.ndarray,
     voxel_um: Sequence[float],
     *,

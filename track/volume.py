@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-__all__ = ["as_volume_tensor", "gather_windows"]
+__all__ = ["CheckedVolume", "as_volume_tensor", "checked_volume", "gather_windows"]
+
+
+@dataclass(frozen=True)
+class CheckedVolume:
+    """A volume validated and converted once, on its device: detection, refinement and sampling take it as is
+    (a live tracker converts each volume once, not once per step)."""
+
+    tensor: torch.Tensor
+
+
+def checked_volume(volume: np.ndarray | torch.Tensor | CheckedVolume,
+                   device: str | torch.device | None = None) -> CheckedVolume:
+    """The volume validated and on `device` (see as_volume_tensor), for handing to several steps."""
+    return CheckedVolume(as_volume_tensor(volume, device))
 
 
 def as_volume_tensor(
-    volume: np.ndarray | torch.Tensor, device: str | torch.device | None = None
+    volume: np.ndarray | torch.Tensor | CheckedVolume, device: str | torch.device | None = None
 ) -> torch.Tensor:
     """Return a finite, non-empty (Z, Y, X) float32 tensor on `device` (default: the input's, else CPU)."""
+    if isinstance(volume, CheckedVolume):
+        return volume.tensor if device is None else volume.tensor.to(device)
+    return _converted(volume, device)
+
+
+def _converted(volume: np.ndarray | torch.Tensor, device: str | torch.device | None) -> torch.Tensor:
+    """Validate and convert (one host-to-device copy for an array and another device)."""
     if isinstance(volume, torch.Tensor):
         tensor = volume.to(device=device or volume.device)
     else:
