@@ -41,7 +41,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
     @app.command("train")
     def train_cmd(
-        config: Path = typer.Option(..., "--config", help="Training recipe TOML (configs/train-sim.toml)."),
+        config: Path = typer.Option(..., "--config", help="Recipe TOML, or a shipped one (train-sim)."),
         target: Optional[str] = typer.Option(None, "--target", help="widefield or confocal (cross-modality)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint (any device)."),
         out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Override the recipe's out_dir."),
@@ -55,10 +55,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         rendered on the fly ([data.render]); with an [evaluate] table, score it on held-out worms into its
         manifest."""
         from infer.device import DeviceError, resolve_device
+        from deepz.config import config_path
         from deepz.training import train_model
         from infer.train_config import TrainConfig
 
-        cfg = TrainConfig.from_toml(config)
+        cfg = TrainConfig.from_toml(config_path(config))
         updates: dict = {}
         if target:
             updates |= {"target": target, "name": f"{cfg.name}-{target}", "export_dir": None,
@@ -155,7 +156,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                                                     "every one this machine has)."),
         steps: int = typer.Option(20, "--steps", help="Timed steps per model and mode."),
         warmup: int = typer.Option(3, "--warmup", help="Untimed steps first."),
-        recipe: Path = typer.Option(Path("configs/train-gpu.toml"), "--recipe", help="Training recipe TOML."),
+        recipe: Path = typer.Option(Path("train-gpu"), "--recipe", help="Recipe TOML, or a shipped one."),
         overrides: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe field: KEY=VALUE "
                                                       "(e.g. train.batch=8 for a CPU-sized run)."),
         models: Optional[list[str]] = typer.Option(None, "--model", help="Generator BASExDEPTHxMAX channels, "
@@ -170,10 +171,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from deepz.lab.engine_bench import environment
         from deepz.lab.train_bench import bench_train
         from infer.device import DeviceError, resolve_device
+        from deepz.config import config_path
         from infer.train_config import ModelSection, TrainConfig
 
         try:
-            cfg = TrainConfig.from_toml(recipe).with_overrides(overrides or [])
+            cfg = TrainConfig.from_toml(config_path(recipe)).with_overrides(overrides or [])
         except ValueError as exc:
             raise typer.BadParameter(str(exc).splitlines()[0], param_hint="--set") from exc
         try:
