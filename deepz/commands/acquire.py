@@ -11,8 +11,9 @@ import typer
 
 def _sim_config(path: Optional[Path]):
     from acquire.sim import SimConfig
+    from deepz.config import packaged
 
-    return SimConfig.from_toml(path) if path else SimConfig()
+    return SimConfig.from_toml(packaged(path, ".toml")) if path else SimConfig()
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -33,7 +34,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         max_sizes: list[int] = typer.Option([512, 2048], "--max-size", help="Frame sizes for --find-max."),
         trial_seconds: float = typer.Option(5.0, "--trial-seconds", help="Seconds per --find-max trial."),
         sim_config: Optional[Path] = typer.Option(
-            None, "--sim-config", help="Simulator TOML (configs/sim.toml)."
+            None, "--sim-config", help="Simulator TOML, or a shipped one (sim-10x)."
         ),
     ) -> None:
         """Stream the simulated camera through UniMMCore: sustained rate, frames lost, render time, CPU."""
@@ -92,7 +93,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             None, "--mm-config", help="Real rig .cfg (default: simulator)."
         ),
         sim_config: Optional[Path] = typer.Option(
-            None, "--sim-config", help="Simulator TOML (configs/sim.toml)."
+            None, "--sim-config", help="Simulator TOML, or a shipped one (sim-10x)."
         ),
         exposure: Optional[float] = typer.Option(
             None, "--exposure", help="Exposure (ms); default: camera's."
@@ -120,12 +121,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from acquire.errors import AcquisitionError
         from acquire.mm import open_core, pixel_size_um
         from acquire.zstack import acquire_focal_stack, z_positions
+        from deepz.config import packaged
         from storage.stack_file import save_stack
 
         if out.exists() and not overwrite:
             raise AcquisitionError(f"{out} already exists; pass --overwrite to replace it or choose another path.")
         z = z_positions(z_range[0], z_range[1], step)
-        core = open_core(mm_config, sim_config)
+        core = open_core(mm_config and packaged(mm_config, ".cfg"),
+                         sim_config and packaged(sim_config, ".toml"))  # a bare name: a shipped config
         try:
             if binning is not None:
                 set_binning(core, binning)
@@ -163,7 +166,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         focus: float = typer.Option(0.0, "--focus", help="Focus z (um)."),
         modality: str = typer.Option("widefield", "--modality", help="widefield or confocal."),
         sim_config: Optional[Path] = typer.Option(
-            None, "--sim-config", help="Simulator TOML (configs/sim.toml)."
+            None, "--sim-config", help="Simulator TOML, or a shipped one (sim-10x)."
         ),
     ) -> None:
         """Render a movie at fixed focus with per-frame ground truth, into a Zarr group.

@@ -29,7 +29,7 @@ def calibrate(
     from acquire.mm import open_core
     from acquire.zstack import acquire_focal_stack
     from deepz.calibration import build_readout, readout_optics, scan_offsets
-    from deepz.config import CalibrationConfig
+    from deepz.config import CalibrationConfig, packaged
     from infer.model_io import default_model_path, load_manifest
     from storage.calibration import ScanRecord, write_scan
     from storage.output_path import check_output, claim_output
@@ -37,7 +37,8 @@ def calibrate(
     manifest = load_manifest(model or default_model_path())
     offsets = scan_offsets(CalibrationConfig(z_range_um=z_range, step_um=step, settle_ms=settle_ms), manifest)
     check_output(out, overwrite=overwrite)  # before anything moves
-    core = open_core(mm_config, sim_config)
+    core = open_core(mm_config and packaged(mm_config, ".cfg"),
+                     sim_config and packaged(sim_config, ".toml"))  # a bare name: a shipped config
     try:
         from acquire.mm import pixel_size_um
 
@@ -69,7 +70,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Calibration store to write (.zarr)."),
         mm_config: Path = typer.Option(None, "--mm-config", help="Micro-Manager .cfg of a real rig."),
         sim_config: Path = typer.Option(
-            None, "--sim-config", help="Simulated microscope TOML (default: 20x)."
+            None, "--sim-config", help="Simulated microscope TOML or a shipped one (sim-10x; default: 20x)."
         ),
         z_range: tuple[float, float] = typer.Option(
             None, "--z-range", help="Scan offsets LOW HIGH (um) from focus; default: the model's range."
