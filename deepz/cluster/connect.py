@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -67,6 +68,8 @@ def connect(spec: ClusterSpec, *, dashboard_address: str | None = "127.0.0.1:878
     """
     from distributed import Client, LocalCluster
 
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # Dask logs every worker and connection at INFO
+        logging.getLogger("distributed").setLevel(logging.ERROR)  # (and warns of slow worker exits)
     if spec.local:
         with LocalCluster(n_workers=spec.local_workers(), threads_per_worker=1, processes=True,
                           dashboard_address=dashboard_address, silence_logs=logging.ERROR) as cluster, \
@@ -74,6 +77,9 @@ def connect(spec: ClusterSpec, *, dashboard_address: str | None = "127.0.0.1:878
             yield client
         return
     try:
+        if spec.address.startswith("tcp://"):  # a refused port fails at once (Dask retries until its timeout)
+            host, _, port = spec.address.removeprefix("tcp://").rpartition(":")
+            socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
         client = Client(spec.address, timeout=f"{CONNECT_TIMEOUT_S}s")
     except (OSError, TimeoutError, ValueError) as exc:
         raise ClusterError(

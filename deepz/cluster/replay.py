@@ -77,10 +77,11 @@ def _resume(out: Path, recording: Path, cfg: RunConfig, digest: str | None) -> V
 
 
 def _start(out: Path, recording: Path, cfg: RunConfig, model, *, region_frames: int, cluster: dict,
-           on_copy: Callable[[int], None] | None) -> VolumeRegions:  # fmt: skip
+           on_copy: Callable[[int, int], None] | None) -> VolumeRegions:  # fmt: skip
     """A new store: the raw frames and their metadata copied as single-process replay stores them, then the plan."""
     from infer.superres.live import volume_upsample
 
+    reader = RecordingReader(recording)
     source, interval_s = wiring.build_replay_source(recording, realtime=False)
     planes = wiring.planes_and_dpm(cfg.inference, source.frame_shape, source.pixel_size_um)[0]
     writer: RecordingWriter = wiring.build_recorder(
@@ -94,7 +95,7 @@ def _start(out: Path, recording: Path, cfg: RunConfig, model, *, region_frames: 
         for t, (image, meta) in enumerate(source.frames()):
             writer.write_frame(image, wiring.frame_record(meta, False))
             if on_copy is not None:
-                on_copy(t + 1)
+                on_copy(t + 1, reader.n_frames)
     except BaseException as exc:
         writer.close_failed(f"cluster replay stopped while copying raw frames: {type(exc).__name__}: {exc}")
         raise
@@ -109,7 +110,7 @@ def replay_on_cluster(
     *,
     torch_threads: int | None = None,
     region_frames: int | None = None,
-    on_copy: Callable[[int], None] | None = None,
+    on_copy: Callable[[int, int], None] | None = None,
     on_plan: Callable[[VolumeRegions], None] | None = None,
     on_region: Callable[[RegionDone], None] | None = None,
 ) -> dict[str, Any]:
@@ -142,12 +143,14 @@ def replay_on_cluster(
         frames = region_frames or default_region_frames(reader.n_frames, workers)
         regions = _start(out, recording, cfg, model, region_frames=frames, cluster=cluster, on_copy=on_copy)
     copied_s = time.perf_counter() - started
-    pending = regions.pending()
-    if on_plan is not None:
-        on_plan(regions)
     plugin = ReplayEngine(_inference_settings(cfg), reader.frame_shape, reader.pixel_size_um, torch_threads)
     if not client.run_on_scheduler(lambda dask_scheduler, name=plugin.name: name in dask_scheduler.worker_plugins):
+        log.info("loading the model on %d workers", workers)
         client.register_plugin(plugin)  # loads the model on every worker, once
+    pending = regions.pending()
+    done_before = len(regions.regions) - len(pending)
+    if on_plan is not None:
+        on_plan(regions)
     compute_start = time.perf_counter()
     futures = [client.submit(replay_region, str(recording), str(out), region, plugin.name, pure=False)
                for region in pending]  # fmt: skip
@@ -174,6 +177,7 @@ def replay_on_cluster(
         "regions": len(regions.regions),
         "frames_per_region": regions.frames_per_region,
         "resumed": resumed,
+        "regions_done_before": done_before,
         "regions_computed": len(results),
         "frames_computed": computed,
         "volumes_computed": sum(r.volumes for r in results),

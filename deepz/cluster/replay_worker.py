@@ -11,7 +11,11 @@ from typing import Any
 
 from distributed import WorkerPlugin, get_worker
 
-from storage.region_writer import Region
+from deepz.cluster.worker_path import import_storage
+
+import_storage()  # before any storage import on a Dask worker
+
+from storage.region_writer import Region  # noqa: E402
 
 log = logging.getLogger(__name__)
 
