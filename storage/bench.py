@@ -107,12 +107,62 @@ def stream(
     return result
 
 
+OME_WRITERS_LAYOUTS = {"unsharded": False, "sharded-as-deepz": True}
+"""ome-writers' own default for an unbounded stream (one file per frame/plane), and deepz's shard layout."""
+
+
+def ome_writers_stream(
+    directory: Path, compression: layout.Compression, seconds: float, *, volumes: bool, sharded: bool
+) -> dict:
+    """The same stream through ome-writers (pymmcore-plus' writer, tensorstore backend), for comparison.
+
+    It takes 2-D frames, so a volume is appended plane by plane; it writes without fsync (not durable as it
+    goes), so this favours it against RecordingWriter's fsynced commits.
+    """
+    from ome_writers import AcquisitionSettings, Dimension, OmeZarrFormat, create_stream
+
+    shape = (PLANES, *FRAME_SHAPE) if volumes else FRAME_SHAPE
+    items = [blob_volume(shape, seed=s) for s in range(3 if volumes else 16)]
+    path = directory / f"ome-writers-{'volumes' if volumes else 'raw'}.ome.zarr"
+    t_shard = None if volumes else layout.raw_shard_frames(FRAME_SHAPE)
+    dims = [Dimension(name="t", count=None, chunk_size=1, shard_size_chunks=t_shard if sharded else None,
+                      unit="second", scale=1 / CAMERA_HZ)]  # fmt: skip
+    if volumes:
+        dims.append(Dimension(name="z", count=PLANES, chunk_size=1, shard_size_chunks=PLANES if sharded else None,
+                              unit="micrometer", scale=20 / (PLANES - 1)))  # fmt: skip
+    dims += [Dimension(name=a, count=n, unit="micrometer", scale=0.325) for a, n in zip("yx", FRAME_SHAPE)]
+    settings = AcquisitionSettings(
+        root_path=str(path), dtype="uint16", compression=f"blosc-{compression}", dimensions=dims,
+        format=OmeZarrFormat(backend="tensorstore"), overwrite=True,
+    )  # fmt: skip
+    start, cpu, stored = time.perf_counter(), _cpu_s(), 0
+    with create_stream(settings) as out:
+        while time.perf_counter() - start < seconds:
+            for plane in items[stored % len(items)].reshape(-1, *FRAME_SHAPE):
+                out.append(plane)
+            stored += 1
+    elapsed, cpu = time.perf_counter() - start, _cpu_s() - cpu
+    result = {
+        "stored": stored,
+        "seconds": round(elapsed, 2),
+        "per_s": round(stored / elapsed, 2),
+        "mb_per_s": round(stored * items[0].nbytes / elapsed / 1e6, 1),
+        "compression_ratio": round(stored * items[0].nbytes / _du(path), 2),
+        "process_cpu_ms_per_item": round(cpu / stored * 1e3, 2),
+    }
+    if not volumes:
+        result["x_real_time_100hz"] = round(stored / elapsed / CAMERA_HZ, 1)
+    shutil.rmtree(path)
+    return result
+
+
 def run_storage_bench(
     directory: Path,
     seconds: float,
     backends: tuple[Backend, ...],
     compressions: tuple[layout.Compression, ...],
     rounds: int = 2,
+    ome_writers: bool = True,
 ) -> dict:
     """The storage benchmark as a JSON-ready dict (targets: raw >= 10x real time, volumes >= 80% disk)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -132,6 +182,7 @@ def run_storage_bench(
         "runs": {},
     }
     repeats: dict[str, dict[str, list[dict]]] = {}
+    others: dict[str, dict[str, list[dict]]] = {}
     for _ in range(rounds):
         for backend in backends:
             for compression in compressions:
@@ -140,12 +191,25 @@ def run_storage_bench(
                     runs[kind].append(
                         stream(directory, backend, compression, seconds, volumes=kind == "volumes")
                     )
+        for name, sharded in OME_WRITERS_LAYOUTS.items() if ome_writers else ():
+            runs = others.setdefault(f"ome-writers/{compressions[0]}/{name}", {"raw": [], "volumes": []})
+            for kind in runs:
+                runs[kind].append(ome_writers_stream(
+                    directory, compressions[0], seconds, volumes=kind == "volumes", sharded=sharded
+                ))  # fmt: skip
     for key, runs in repeats.items():
         backend, compression = key.split("/")
         results["runs"][key] = {"backend": backend, "compression": compression}
         for kind, measured in runs.items():
             results["runs"][key][kind] = max(measured, key=lambda run: run["mb_per_s"])
             results["runs"][key][f"{kind}_mb_per_s_each_round"] = [run["mb_per_s"] for run in measured]
+    if others:
+        results["ome_writers"] = {
+            "what": "the same streams through ome-writers (tensorstore backend, no fsync), interleaved with the "
+            "runs above; best of the rounds",
+            **{key: {kind: max(m, key=lambda run: run["mb_per_s"]) for kind, m in runs.items()}
+               for key, runs in others.items()},
+        }  # fmt: skip
     disk_end = disk_write_mb_s(directory, seconds)
     disk = max(disk_start, disk_end)
     results["disk_sequential_write_mb_s"] = {"start": round(disk_start, 1), "end": round(disk_end, 1)}

@@ -27,6 +27,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             ["zstd", "lz4"], "--compression", help="Blosc compressors to compare (repeat the option)."
         ),
         rounds: int = typer.Option(2, "--rounds", help="Interleaved rounds; the best of them is reported."),
+        ome_writers: bool = typer.Option(
+            True, "--ome-writers/--no-ome-writers", help="Also time ome-writers on the same streams."
+        ),
     ) -> None:
         """Raw (512x512 uint16 at 100 Hz) and volume (32x512x512) streams through RecordingWriter."""
         from storage.bench import run_storage_bench
@@ -34,7 +37,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         check_writable(json_path)
 
         with tempfile.TemporaryDirectory(dir=directory, prefix="deepz-bench-storage-") as tmp:
-            results = run_storage_bench(Path(tmp), seconds, tuple(backends), tuple(compressions), rounds)
+            results = run_storage_bench(
+                Path(tmp), seconds, tuple(backends), tuple(compressions), rounds, ome_writers=ome_writers
+            )
         write_json(json_path, results)
         disk = results["disk_sequential_write_mb_s"]
         typer.echo(f"disk sequential write: {disk['start']} MB/s before, {disk['end']} MB/s after")
@@ -44,4 +49,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 f"{name}: raw {raw['mb_per_s']} MB/s = {raw['x_real_time_100hz']}x real time; volumes "
                 f"{volumes['mb_per_s']} MB/s = {volumes['fraction_of_disk']:.0%} of disk"
             )
+        for name, result in results.get("ome_writers", {}).items():
+            if name != "what":
+                typer.echo(f"{name}: raw {result['raw']['mb_per_s']} MB/s, volumes {result['volumes']['mb_per_s']} MB/s")
         typer.echo(f"chosen: {results['chosen']}; results in {json_path}")
