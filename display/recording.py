@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from display.state import ViewState
-from storage.calibration import recorded_scan_records
 
 TRACE_WINDOW = 300  # trace samples shown up to the current time (as the live pipeline's window)
 RATE_WINDOW = 100  # frames over which playback estimates the input and volume rates
@@ -30,6 +29,7 @@ class RecordingLike(Protocol):
     def volume(self, t: int) -> np.ndarray | None: ...
     def tracks(self) -> dict[str, np.ndarray]: ...
     def traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def scan_records(self) -> list[Any]: ...  # storage.calibration.ScanRecord: end_host_s, pause_s ...
     @property
     def metadata(self) -> dict[str, np.ndarray]: ...
 
@@ -49,7 +49,7 @@ class RecordingAdapter:
         meta = reader.metadata
         self._time_s = np.asarray(meta["camera_time_s"], np.float64)
         self._host_s = np.asarray(meta["host_time_s"], np.float64)
-        self._scans = recorded_scan_records(reader.path)  # calibration scans: tracks are then the readout's
+        self._scans = reader.scan_records()  # calibration scans: tracks are then the readout's
         self._lost = np.cumsum(meta["lost_before"])
         self._skipped = np.cumsum(meta["volume_skipped"])
         self._volume_t = np.sort(np.asarray(reader.volume_indices, np.int64))

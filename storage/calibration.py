@@ -163,8 +163,3 @@ class CalibrationStore:
             self._root = zarr.open_group(self._store, mode="r+", zarr_format=3)
         write_scan(self._root, record, stack, ids, positions_um)
         self._store.sync_directories()
-
-
-def recorded_scan_records(path: str | Path) -> list[ScanRecord]:
-    """The scan records of a store on disk, without reading any pixels ([] when it holds none)."""
-    return scan_records(zarr.open_group(Path(path), mode="r"))

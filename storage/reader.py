@@ -11,6 +11,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from storage import collection, layout
+from storage.calibration import ScanRecord, scan_records
 from storage.recorded_array import RecordedArray
 from storage.records import FRAME_FIELDS, TRACK_FIELDS, RecordingError
 from storage.tables import traces_from_tracks
@@ -144,6 +145,10 @@ class RecordingReader:
             return group["ids"][:], group["t"][:], group["dff"][:]
         table = self.tracks()
         return traces_from_tracks(table["t"], table["id"], table["dff"])
+
+    def scan_records(self) -> list[ScanRecord]:
+        """The calibration scans stored with the recording: their records, no pixels ([] when none)."""
+        return scan_records(self._root)
 
     @property
     def attrs(self) -> dict[str, Any]:
