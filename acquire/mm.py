@@ -59,7 +59,7 @@ def open_core(
     if not path.is_file():
         raise AcquisitionError(
             f"Micro-Manager config file {path} does not exist. Pass the .cfg your rig was set up with "
-            "(saved by Micro-Manager's Hardware Configuration Wizard; configs/rig-template.cfg shows the "
+            "(saved by Micro-Manager's Hardware Configuration Wizard; deepz/configs/rig-template.cfg shows the "
             "format), or leave "
             "--mm-config out to use the simulated microscope."
         )
@@ -77,7 +77,7 @@ def open_core(
         raise AcquisitionError(
             f"Could not load Micro-Manager config {path}: {one_line(exc)}. Fix that line of the file "
             "(lines look like "
-            "'Device,Label,Library,Name' or 'Property,Label,Name,Value'; see configs/rig-template.cfg)."
+            "'Device,Label,Library,Name' or 'Property,Label,Name,Value'; see deepz/configs/rig-template.cfg)."
         ) from exc
     if not core.getCameraDevice():
         _unload(core)

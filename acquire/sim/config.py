@@ -121,7 +121,7 @@ class SimConfig(_Model):
         if not path.is_file():
             raise SimConfigError(
                 f"Simulator config {path} does not exist. Pass an existing TOML file "
-                "(see configs/sim.toml for the defaults) or leave the option out to use the defaults."
+                "(see deepz/configs/sim.toml for the defaults) or leave the option out to use the defaults."
             )
         try:
             data = tomllib.loads(path.read_text())
@@ -135,7 +135,7 @@ class SimConfig(_Model):
                 f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()
             )
             raise SimConfigError(
-                f"Simulator config {path} is malformed ({problems}). Fix those fields; configs/sim.toml "
+                f"Simulator config {path} is malformed ({problems}). Fix those fields; deepz/configs/sim.toml "
                 "lists "
                 "every field with its default."
             ) from exc

@@ -1,10 +1,11 @@
 """The simulated microscope as pymmcore-plus UniMMCore Python devices: camera, focus stage, shutter.
 
-Load them from code with :func:`load_simulated_core`, or from a Micro-Manager config file (configs/sim.cfg)::
+Load them from code with :func:`load_simulated_core`, or from a Micro-Manager config file
+(deepz/configs/sim.cfg)::
 
     #py pyDevice,Z,acquire.sim.devices,SimFocusStage
     #py pyDevice,Camera,acquire.sim.devices,SimCamera
-    #py Property,Camera,ConfigFile,configs/sim.toml
+    #py Property,Camera,ConfigFile,/path/to/sim.toml
 
 The camera renders each frame from a WormSimulator at the focus stage's position and the simulated time of
 the exposure (seconds since the camera was initialised), then bins (sums, saturating at 16 bits) and crops to
