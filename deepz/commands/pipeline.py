@@ -17,7 +17,8 @@ from deepz.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
-ConfigOpt = typer.Option(None, "--config", help="Run config TOML (see configs/); flags override it.")
+ConfigOpt = typer.Option(None, "--config", help="Run config TOML, or a shipped one (demo, live-gpu, superres-live); "
+                         "flags override it.")
 OutOpt = typer.Option(None, "--out", help="Recording to write (.zarr).")
 PlanesOpt = typer.Option(None, "--planes", help="Planes K per virtual volume.")
 ZRangeOpt = typer.Option(None, "--z-range", help="Refocus range LOW HIGH in um relative to focus.")
@@ -269,7 +270,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         config: Path = ConfigOpt,
         mm_config: Path = typer.Option(None, "--mm-config", help="Micro-Manager .cfg of a real rig."),
         sim_config: Path = typer.Option(
-            None, "--sim-config", help="Simulated microscope TOML (e.g. configs/sim-10x.toml; default: 20x/0.75 NA)."
+            None, "--sim-config", help="Simulated microscope TOML or a shipped one (e.g. sim-10x; default: 20x/0.75 NA)."
         ),
         out: Path = OutOpt,
         duration: float = typer.Option(None, "--duration", help="Seconds to run (default: until Ctrl-C)."),
