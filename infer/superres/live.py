@@ -34,8 +34,8 @@ def check_superres_fits(manifest: ModelManifest, planes_um: np.ndarray, pixel_si
         raise EngineInputError(
             f"model {manifest.name} is a super-resolution model: it makes one plane at the focus, but "
             f"{len(planes)} plane(s) {np.round(planes, 3).tolist()} um were asked for. Run it with one plane "
-            "at dz = 0: --planes 1 and a z range symmetric about 0 (e.g. --z-range -1 1), as in "
-            "configs/superres-live.toml."
+            "at dz = 0: --planes 1 and a z range symmetric about 0 (e.g. --z-range -1 1), as in the shipped "
+            "config superres-live."
         )
     factor = volume_upsample(manifest)
     expected = manifest.input_optics.pixel_size_um if manifest.input_optics else manifest.optics.pixel_size_um
@@ -44,8 +44,8 @@ def check_superres_fits(manifest: ModelManifest, planes_um: np.ndarray, pixel_si
         raise EngineInputError(
             f"model {manifest.name} takes frames of its {io.magnification:g}x/{io.numerical_aperture:g} NA input "
             f"microscope sampled at {expected:g} um per pixel, but the source gives {pixel_size_um:g} um: use "
-            "that microscope and camera (simulated: source.sim_config = 'configs/sim-10x.toml', as in "
-            "configs/superres-live.toml), or a model trained for this sampling."
+            "that microscope and camera (simulated: source.sim_config = 'sim-10x', as in the shipped config "
+            "superres-live), or a model trained for this sampling."
         )
     if pixel_size_um <= 0:
         log.warning("the source does not say its pixel size; assuming the model's input sampling %g um", expected)
