@@ -39,7 +39,7 @@ def restore_source(
 
     from infer.isotropic import IsotropicConfig, IsotropicModel, restore_volume, train_isotropic
     from infer.isotropic.errors import IsotropicInputError
-    from infer.isotropic.io import cast, create_output, open_source, output_dtype, parse_voxel
+    from deepz.isotropic_io import cast, create_output, open_source, output_dtype, parse_voxel
     from storage.output_path import check_output
 
     if model_dir is not None and steps is not None:

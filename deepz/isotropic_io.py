@@ -2,6 +2,7 @@
 
 Axis orders are strings over t, c, z, y, x (e.g. "cxyz" for targettrack data_points frames, "xyz" for
 data_mask frames); volumes come out as (Z, Y, X). The output is an OME-Zarr image (Zarr v3, NGFF 0.5).
+It joins storage (recordings, output paths) to the Self-Net stage (infer.isotropic), hence lives in deepz.
 """
 
 from __future__ import annotations
