@@ -1,7 +1,7 @@
 """Volumes of an existing recording written region by region, by several processes at once (cluster replay).
 
-A region is a chunk-aligned range of frames: no two regions share a volume chunk, so workers never write the
-same file. Each region's volumes are written (fsynced) before its completion marker, one chunk of the
+A region is a range of frames whose volumes (stored densely, one row per computed frame) fill whole chunks: no
+two regions share a chunk, so workers never write the same file. Each region's volumes are written (fsynced) before its completion marker, one chunk of the
 ``regions/done`` array per region, so a re-run after a killed worker or client computes only what is missing.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from storage import layout
+from storage import collection, layout
 from storage.jsonable import to_json
 from storage.records import RecordingError
 from storage.synced_store import SyncedLocalStore
@@ -72,25 +72,22 @@ class VolumeRegions:
     def start(cls, path: str | Path, *, frames_per_region: int) -> VolumeRegions:
         """Plan the regions of a recording whose raw frames are stored and whose volumes are to be computed.
 
-        ``frames_per_region`` is rounded up to whole volume chunks; the recording is marked unfinished until
-        finish().
+        Volumes are stored densely (every volume_every-th frame has one); ``frames_per_region`` is rounded up
+        so that each region's volume rows fill whole chunks. The recording is marked unfinished until finish().
         """
         root = _open(Path(path))
         header = dict(root.attrs[layout.ATTRS_KEY])
-        n_frames = int(header["progress"]["frames"])
+        n_frames, every = int(header["progress"]["frames"]), int(header["volume_every"])
         volumes = root[layout.VOLUME_ARRAY]
-        if volumes.shape[0] < n_frames:
-            volumes.resize((n_frames, *volumes.shape[1:]))
-        chunk_t = (volumes.shards or volumes.chunks)[0]
-        per_region = max(1, math.ceil(max(1, frames_per_region) / chunk_t)) * chunk_t
-        n_regions = math.ceil(n_frames / per_region)
+        volumes.resize((math.ceil(n_frames / every), *volumes.shape[1:]))
+        step = every * (volumes.shards or volumes.chunks)[0]
+        per_region = max(1, math.ceil(max(1, frames_per_region) / step)) * step
         group = root.create_group(
             REGIONS_GROUP,
-            attributes={"n_frames": n_frames, "frames_per_region": per_region,
-                        "volume_every": int(header["volume_every"])},  # fmt: skip
+            attributes={"n_frames": n_frames, "frames_per_region": per_region, "volume_every": every},
         )
-        group.create_array("done", shape=(n_regions,), chunks=(1,), dtype=np.uint8, fill_value=0,
-                           compressors=layout.compressors())  # fmt: skip
+        group.create_array("done", shape=(math.ceil(n_frames / per_region),), chunks=(1,), dtype=np.uint8,
+                           fill_value=0, compressors=layout.compressors())  # fmt: skip
         header.update(complete=False, stopped_reason=PENDING_REASON)
         root.update_attributes({layout.ATTRS_KEY: header})
         root.store.sync_directories()
@@ -109,25 +106,23 @@ class VolumeRegions:
     def volume_frames(self, region: Region) -> np.ndarray:
         """Frame indices in ``region`` that get a volume (the recording's volume policy: every N-th frame)."""
         t = np.arange(region.start, region.stop)
-        return t[t % self.volume_every == 0] if self.volume_every else t[:0]
+        return t[t % self.volume_every == 0]
 
     def write(self, region: Region, volumes: np.ndarray) -> None:
         """Store the volumes (V, K, H, W) of ``region``'s volume_frames, then mark the region done (durably)."""
         frames = self.volume_frames(region)
         if len(volumes) != len(frames):
             raise ValueError(f"region {region.index} needs {len(frames)} volumes, got {len(volumes)}")
-        array = self._root[layout.VOLUME_ARRAY]
-        if self.volume_every == 1:  # one call: zarr writes the chunks concurrently
-            array[region.start : region.stop] = volumes
-        else:
-            for t, volume in zip(frames, volumes, strict=True):
-                array[int(t)] = volume
+        first = -(-region.start // self.volume_every)  # dense rows: one per volume frame before this region
+        if len(frames):
+            self._root[layout.VOLUME_ARRAY][first : first + len(frames)] = volumes  # chunks written concurrently
         self._root.store.sync_directories()
         self._done[region.index] = 1
         self._root.store.sync_directories()
 
     def finish(self, summary: dict[str, Any] | None = None) -> int:
-        """Index every region's volumes and mark the recording complete; returns the number of volumes."""
+        """Index every region's volumes, fit the volumes' time axis, mark the recording complete; returns the
+        number of volumes."""
         missing = len(self.pending())
         if missing:
             raise RecordingError(f"{self.path}: {missing} of {len(self.regions)} regions are not computed yet")
@@ -135,8 +130,11 @@ class VolumeRegions:
         volume_t = self._root[layout.VOLUME_T_ARRAY]
         volume_t.resize((len(t),))
         volume_t[:] = t
-        self._root.store.sync_directories()
         header = dict(self._root.attrs[layout.ATTRS_KEY])
+        collection.set_time_axis(self._root[layout.VOLUME_IMAGE],
+                                 *layout.volume_time_axis(t, float(header["frame_interval_s"])))  # fmt: skip
+        collection.write_ome_xml(self._root)
+        self._root.store.sync_directories()
         header["progress"] = {**header["progress"], "volumes": len(t), "host_time_s": time.time()}
         header.update(complete=True, stopped_reason=None, summary=to_json(summary))
         self._root.update_attributes({layout.ATTRS_KEY: header})
