@@ -80,6 +80,18 @@ def test_reader_opens_a_recording_whole_at_its_physical_scale(plugins, recording
     assert kind == "points" and meta["features"]["id"].tolist() == [5, 5, 5, 9, 9, 9]
 
 
+def test_reader_opens_a_tracks_store(plugins, tmp_path: Path) -> None:
+    path = tmp_path / "rec.tracks.zarr"  # what `deepz track` writes: tracks of another recording, no frames
+    with RecordingWriter(path, frame_shape=SHAPE, pixel_size_um=0.5, frame_interval_s=0.05) as writer:
+        for t in (10, 20):
+            writer.write_tracks(t, IDS, np.ones((2, 3)) * t, np.ones(2), np.zeros(2))
+    layers = _layers(path)
+    assert set(layers) == {"tracks", "neurons"}
+    tracks, meta, _ = layers["tracks"]
+    assert tracks[:, 1].tolist() == [10, 20, 10, 20] and meta["scale"][0] == pytest.approx(0.05)
+    assert meta["metadata"]["deepz_traces"]["time_s"] == pytest.approx([0.5, 1.0])
+
+
 def test_layers_share_one_world_in_a_viewer_model(plugins, recording: Path) -> None:
     viewer = ViewerModel()
     for data, meta, kind in _layers(recording).values():
