@@ -13,7 +13,6 @@ from acquire.sim import CameraConfig, SimConfig, WormSimulator
 from acquire.sim.devices import load_simulated_core
 from deepz.bench_pipeline import free_tcp_address
 from deepz.cli import app
-from storage import RecordingReader
 
 CONFIG = SimConfig(camera=CameraConfig(shape=(64, 64)), seed=4)
 
@@ -69,16 +68,18 @@ def test_a_buffer_smaller_than_two_frames_is_refused() -> None:
         core.unloadAllDevices()
 
 
-def test_live_flags_reach_the_camera_and_bad_ones_exit_2(tmp_path) -> None:
-    runner = CliRunner()
-    common = ["live", "--size", "64", "--rate", "40", "--planes", "2", "--engine", "torch", "--no-track",
-              "--no-calibrate", "--no-view", "--publish", free_tcp_address()]
-    bad = runner.invoke(app, [*common, "--binning", "3", "--duration", "1"])
-    assert bad.exit_code == 2 and "cannot bin 3x3; its binnings are 1, 2, 4" in bad.output
-    out = tmp_path / "roi.zarr"
-    res = runner.invoke(app, [*common, "--roi", "8", "16", "48", "32", "--exposure", "5", "--buffer-mb", "8",
-                              "--duration", "1", "--out", str(out)])  # fmt: skip
-    assert res.exit_code == 0, res.output
-    reader = RecordingReader(out)
-    assert reader.n_frames > 10 and reader.frames.shape[1:] == (32, 48)
-    assert set(np.asarray(reader.metadata["exposure_ms"][: reader.n_frames])) == {5.0}
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--binning", "3"], "cannot bin 3x3; its binnings are 1, 2, 4"),
+        (["--roi", "60", "0", "8", "8"], "need x + width <= 64"),
+        (["--exposure", "90000", "--rate", "0.01"], "outside camera 'Camera''s range [0.001, 60000] ms"),
+        (["--buffer-mb", str(1 << 30)], "MB of free memory"),
+        (["--roi", "0", "0", "0", "8"], "roi must be X Y WIDTH HEIGHT"),
+    ],
+)
+def test_live_camera_flags_reach_the_camera_checks(flags, message) -> None:
+    """Each flag gets to the camera (or the config check) before any model or store: exit 2, one line.
+    (A live run with an ROI, exposure and buffer: tests/test_packaging.py.)"""
+    res = CliRunner().invoke(app, ["live", "--size", "64", "--no-view", "--publish", free_tcp_address(), *flags])
+    assert res.exit_code == 2 and message in res.output and res.output.count("\n") == 1, res.output

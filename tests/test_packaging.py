@@ -1,5 +1,6 @@
 """The installable package: a wheel built from the source tree, installed alone into a fresh folder, runs
-`deepz --version` and a short `deepz live --config demo` outside the repository (shipped configs and model)."""
+`deepz --version` and a short `deepz live --config demo` outside the repository (shipped configs and model),
+with the rig camera flags (ROI, exposure, buffer) reaching the recording."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deepz.bench_pipeline import free_tcp_address
@@ -67,10 +69,14 @@ def test_installed_wheel_runs_live_demo_outside_the_repo(wheel: Path, tmp_path: 
     version = subprocess.run([str(deepz), "--version"], cwd=work, env=env, capture_output=True, text=True,
                              timeout=60)  # fmt: skip
     assert version.returncode == 0 and version.stdout.startswith("deepz-live "), version
-    live = subprocess.run(  # the demo config, lightened for a shared CI machine (64 px frames, 4 planes)
+    live = subprocess.run(  # the demo config, lightened for a shared CI machine, with the rig camera flags
         [str(deepz), "live", "--config", "demo", "--duration", "2", "--out", "X.zarr", "--no-view",
-         "--size", "64", "--planes", "4", "--engine", "torch", "--publish", free_tcp_address()],
+         "--size", "64", "--planes", "4", "--engine", "torch", "--publish", free_tcp_address(),
+         "--roi", "8", "16", "48", "32", "--exposure", "5", "--buffer-mb", "8"],
         cwd=work, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert live.returncode == 0, live.stderr[-3000:]
-    assert RecordingReader(work / "X.zarr").n_frames >= 50  # 2 s at the demo's 100 Hz, whatever the CPU load
+    reader = RecordingReader(work / "X.zarr")
+    assert reader.n_frames >= 50  # 2 s at the demo's 100 Hz, whatever the CPU load
+    assert reader.frames.shape[1:] == (32, 48)  # the camera's ROI
+    assert set(np.asarray(reader.metadata["exposure_ms"][: reader.n_frames])) == {5.0}
