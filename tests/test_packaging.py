@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from deepz.bench_pipeline import free_tcp_address
 from storage import RecordingReader
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("acquire", "infer", "display", "storage", "track", "deepz", "wire")
+FIND = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+PACKAGES = [pattern.rstrip("*") for pattern in FIND["include"]]  # the wheel's top-level packages
 
 
 @pytest.fixture(scope="module")
