@@ -135,18 +135,18 @@ def acquire_focal_stack(
         if sequenced:
             stack, stage = _run_sequenced(core, focus, positions, shape), positions.copy()
         else:
-            stack, stage = _run_stepped(core, focus, positions, z, shape, settle_ms)
+            stack, stage = _run_stepped(core, focus, positions, shape, settle_ms)
     finally:
         core.setPosition(focus, start)
         core.waitForDevice(focus)
     return FocalScan(stack=stack, z_um=z, stage_um=stage, focus_um=start, sequenced=sequenced)
 
 
-def _checked(core: CMMCorePlus, image: np.ndarray, shape: tuple[int, int], z: float) -> np.ndarray:
+def _checked(core: CMMCorePlus, image: np.ndarray, shape: tuple[int, int], position: float) -> np.ndarray:
     if image.shape != shape or image.dtype != np.uint16:
         raise AcquisitionError(
             f"Camera {core.getCameraDevice()!r} returned a {image.dtype} frame of shape {image.shape} at "
-            f"z = {z:g} um, expected uint16 {shape}. Check the camera's ROI/binning/pixel type."
+            f"focus {position:g} um, expected uint16 {shape}. Check the camera's ROI/binning/pixel type."
         )
     return image
 
@@ -155,7 +155,6 @@ def _run_stepped(
     core: CMMCorePlus,
     focus: str,
     positions: np.ndarray,
-    z: np.ndarray,
     shape: tuple[int, int],
     settle_ms: float,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +168,7 @@ def _run_stepped(
             core.sleep(settle_ms)
         stage[i] = core.getPosition(focus)
         core.snapImage()
-        stack[i] = _checked(core, core.getImage(), shape, z[i])
+        stack[i] = _checked(core, core.getImage(), shape, position)
     return stack, stage
 
 
