@@ -17,7 +17,8 @@ The simulated light source is always on; the shutter exists so that AutoShutter 
 
 Ground truth of a frame: ``WormSimulator(config).truth(meta.camera_time_s)`` with the camera's config (the
 simulator is deterministic, so a second instance gives the same sample; the camera renders exactly
-``render(camera_time_s, focus_z_um, exposure_ms=...)``, which the tests check pixel for pixel).
+``render(camera_time_s, focus_z_um, exposure_ms=...)``, binned and cropped to the ROI, which the tests check
+pixel for pixel; truth positions are in full-sensor coordinates).
 """
 
 from __future__ import annotations
