@@ -61,6 +61,8 @@ class Engine(ABC):
 
     name: str = "engine"
     pipeline: CudaPipeline | None = None
+    setup: str = ""
+    """How this engine was set up (precision, compilation and its cache ...), for the startup line."""
 
     def __init__(
         self,
@@ -244,7 +246,7 @@ def engine_unavailable_reason(name: str, device: torch.device) -> str | None:
 AUTO_ORDER = {
     "cuda": (
         ("tensorrt", "a TensorRT fp16 engine is the fastest backend on NVIDIA GPUs"),
-        ("torch-opt", "torch fp16 + CUDA graphs is the fastest backend without TensorRT"),
+        ("torch-opt", "compiled torch fp16 + CUDA graphs is the fastest backend without TensorRT"),
         ("torch", "the eager float32 reference is the only other CUDA backend"),
     ),
     "cpu": (
@@ -279,15 +281,19 @@ def make_engine(
         reason = engine_unavailable_reason(name, dev)
         if reason is not None:
             raise EngineUnavailable(f"engine {name!r} is unavailable on {dev}: {reason}")
-        return engine_class(name)(model, frame_shape, dpm, batch, dev, **options)
+        engine = engine_class(name)(model, frame_shape, dpm, batch, dev, **options)
+        log.info("engine %s on %s%s", name, dev, f": {engine.setup}" if engine.setup else "")
+        return engine
     skipped = []
     for candidate, why in AUTO_ORDER[dev.type]:
         reason = engine_unavailable_reason(candidate, dev)
         if reason is None:
+            engine = engine_class(candidate)(model, frame_shape, dpm, batch, dev)
             log.info(
-                "engine auto -> %s on %s: %s%s", candidate, dev, why,
+                "engine auto -> %s on %s: %s%s%s", candidate, dev, why,
+                f"; {engine.setup}" if engine.setup else "",
                 f" (skipped: {'; '.join(skipped)})" if skipped else "",
             )
-            return engine_class(candidate)(model, frame_shape, dpm, batch, dev)
+            return engine
         skipped.append(f"{candidate}: {reason}")
     raise EngineUnavailable(f"no engine can run on {dev}: {'; '.join(skipped)}")

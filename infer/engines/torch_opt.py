@@ -1,8 +1,10 @@
-"""Optimised torch engine: folded batch norm, channels-last, half precision; CUDA graphs on the GPU.
+"""Optimised torch engine: folded batch norm, channels-last, half precision; compiled, with CUDA graphs, on the
+GPU.
 
-On the GPU each pipeline slot replays a CUDA graph of the whole fixed-shape batch (normalise, U-Net,
-back to uint16) in float16 and copies overlap compute (`CudaPipeline`). On the CPU it runs oneDNN
-kernels in channels-last layout, float32 by default (bfloat16 on request: faster, less accurate).
+On the GPU the generator is torch.compile'd by default (its kernels cached on disk: compile_cache), and each
+pipeline slot replays a CUDA graph of the whole fixed-shape batch (normalise, U-Net, back to uint16) in
+float16 while copies overlap compute (`CudaPipeline`). On the CPU it runs oneDNN kernels in channels-last
+layout, float32 by default (bfloat16 on request: faster, less accurate), compiled only on request.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from infer.engine import Engine, EngineInputError
+from infer.engines.compile_cache import CompileCache, compile_choice, compile_key, device_name, triton_available
 from infer.engines.cuda_pipeline import CudaPipeline
 from infer.engines.torch_eager import cpu_planes_per_call
 
@@ -60,30 +63,45 @@ class TorchOptEngine(Engine):
         device: str | torch.device | None = None,
         *,
         precision: Precision = "auto",
-        compile: bool = False,
+        compile: bool | None = None,
         cuda_graphs: bool = True,
     ) -> None:
+        """``compile``: None = by default on CUDA (compile_cache.compile_choice), True / False to force."""
         super().__init__(model, frame_shape, dpm, batch, device)
         self._precision = default_precision(self.device) if precision == "auto" else precision
         if self._precision not in DTYPES:
             raise EngineInputError(f"precision {precision!r} is not one of auto, {', '.join(DTYPES)}.")
         self.dtype = DTYPES[self._precision]
         self.graphs: list[torch.cuda.CUDAGraph] = []
+        self.compiled, compile_note = compile_choice(self.device.type, compile, triton_available())
+        cache = None
+        if self.compiled:
+            from infer.onnx_export import cache_dir
+
+            key = compile_key(model_digest=model.digest, frame_shape=self.frame_shape, planes=self.planes,
+                              batch=self.batch, precision=self._precision, device=device_name(self.device))
+            cache = CompileCache(cache_dir() / "compiled", key, model.digest)
+            compile_note += f" ({cache.load()})"
         try:
             generator = fold_batch_norm(model.generator).to(self.device, self.dtype)
             self.generator = generator.to(memory_format=torch.channels_last)
             self.forward = (
                 torch.compile(self.generator, dynamic=False, fullgraph=True, options=self._compile_options())
-                if compile
+                if self.compiled
                 else self.generator
             )
             self.dpm_um = torch.from_numpy(self.dpm).to(self.device)
             if self.device.type == "cuda":
                 self._build_gpu(cuda_graphs)
+            elif self.compiled:  # compile now, not on the first frame
+                with torch.inference_mode():
+                    self._volumes(torch.zeros((self.batch, *self.frame_shape), dtype=torch.uint16))
         except torch.OutOfMemoryError as exc:
             raise self.out_of_memory(exc) from exc
-        log.info("torch-opt on %s: %s, channels-last, compile=%s, cuda_graphs=%s",
-                 self.device, self._precision, compile, bool(self.graphs))
+        if cache is not None:
+            cache.save()
+        self.setup = (f"{self._precision}, channels-last{', CUDA graphs' if self.graphs else ''}; "
+                      f"{compile_note}")
 
     def _compile_options(self) -> dict[str, bool]:
         """Inductor options: autotuned Triton kernels on GPU (we capture the graphs); frozen oneDNN on CPU."""
