@@ -69,10 +69,10 @@ def connect(spec: ClusterSpec, *, dashboard_address: str | None = "127.0.0.1:878
     from distributed import Client, LocalCluster
 
     if not logging.getLogger().isEnabledFor(logging.DEBUG):  # Dask logs every worker and connection at INFO
-        logging.getLogger("distributed").setLevel(logging.ERROR)  # (and warns of slow worker exits)
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)  # failures reach the caller as exceptions
     if spec.local:
         with LocalCluster(n_workers=spec.local_workers(), threads_per_worker=1, processes=True,
-                          dashboard_address=dashboard_address, silence_logs=logging.ERROR) as cluster, \
+                          dashboard_address=dashboard_address, silence_logs=logging.CRITICAL) as cluster, \
                 Client(cluster) as client:  # fmt: skip
             yield client
         return
@@ -103,4 +103,4 @@ def describe(client) -> str:
     info = client.scheduler_info()
     link = client.dashboard_link if info.get("services", {}).get("dashboard") else None
     where = f"dashboard {link}" if link else "no dashboard (install bokeh to get one)"
-    return f"Dask cluster {client.scheduler.address}: {len(info['workers'])} workers; {where}"
+    return f"Dask cluster {client.scheduler.address}: {len(info['workers'])} worker{'s' if len(info['workers']) != 1 else ''}; {where}"

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,13 @@ def _start(out: Path, recording: Path, cfg: RunConfig, model, *, region_frames: 
     return VolumeRegions.start(out, frames_per_region=region_frames)
 
 
+def _load_engines(client, plugin: ReplayEngine) -> None:
+    """Register the worker plugin (each worker loads the model) unless the cluster already has it."""
+    if not client.run_on_scheduler(lambda dask_scheduler, name=plugin.name: name in dask_scheduler.worker_plugins):
+        log.info("loading the model on the workers")
+        client.register_plugin(plugin)
+
+
 def replay_on_cluster(
     cfg: RunConfig,
     recording: Path,
@@ -136,17 +145,22 @@ def replay_on_cluster(
                  allow_mismatch=cfg.inference.allow_optics_mismatch)  # fmt: skip
     workers = len(client.scheduler_info()["workers"])
     cluster = {"scheduler": client.scheduler.address, "workers": workers, "torch_threads": torch_threads}
-    resumed = VolumeRegions.planned(out) and not cfg.recording.overwrite
-    if resumed:
-        regions = _resume(out, recording, cfg, model.digest)
-    else:
-        frames = region_frames or default_region_frames(reader.n_frames, workers)
-        regions = _start(out, recording, cfg, model, region_frames=frames, cluster=cluster, on_copy=on_copy)
-    copied_s = time.perf_counter() - started
     plugin = ReplayEngine(_inference_settings(cfg), reader.frame_shape, reader.pixel_size_um, torch_threads)
-    if not client.run_on_scheduler(lambda dask_scheduler, name=plugin.name: name in dask_scheduler.worker_plugins):
-        log.info("loading the model on %d workers", workers)
-        client.register_plugin(plugin)  # loads the model on every worker, once
+    with ThreadPoolExecutor(1, thread_name_prefix="deepz-load-engines") as pool:
+        loading = pool.submit(_load_engines, client, plugin)  # while the raw frames are copied
+        resumed = VolumeRegions.planned(out) and not cfg.recording.overwrite
+        if resumed:
+            regions = _resume(out, recording, cfg, model.digest)
+        else:
+            frames = region_frames or default_region_frames(reader.n_frames, workers)
+            regions = _start(out, recording, cfg, model, region_frames=frames, cluster=cluster, on_copy=on_copy)
+        copied_s = time.perf_counter() - started
+        try:
+            loading.result()
+        except BaseException:
+            if not resumed:  # a failed start leaves no store behind to block the next run
+                shutil.rmtree(out, ignore_errors=True)
+            raise
     pending = regions.pending()
     done_before = len(regions.regions) - len(pending)
     if on_plan is not None:
