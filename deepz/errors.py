@@ -5,8 +5,10 @@ from __future__ import annotations
 from acquire.errors import AcquisitionError
 from deepz.cluster.connect import ClusterError
 from deepz.config import ConfigError
+from infer.data import StackFileError
 from infer.device import DeviceError
 from infer.engine import EngineError
+from infer.isotropic.errors import IsotropicInputError
 from infer.model_io import ModelFileError
 from storage.records import RecordingError, WriterError
 from wire.curve import CurveKeyError
@@ -19,9 +21,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     CurveKeyError,
     DeviceError,
     EngineError,
+    IsotropicInputError,
     MessageError,
     ModelFileError,
     RecordingError,
+    StackFileError,  # also PairFileError (super-resolution pairs)
     WriterError,
     OSError,  # what the user's machine refused: a port in use, a full disk, a missing or read-only path
 )

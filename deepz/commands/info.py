@@ -17,16 +17,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """Print versions, devices (GPU, engines available) and the effective run configuration."""
         import torch
 
-        from deepz.config import ConfigError, load_config
+        from deepz.config import load_config
         from deepz.wiring import software_versions
         from infer.engine import ENGINE_NAMES, engine_unavailable_reason, resolve_device
         from infer.model_io import default_model_path, load_manifest
 
-        try:
-            cfg = load_config(config)
-        except ConfigError as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(2) from None
+        cfg = load_config(config)
         device = resolve_device(None if cfg.inference.device == "auto" else cfg.inference.device)
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         engines = {}

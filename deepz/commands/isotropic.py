@@ -13,11 +13,6 @@ from deepz.data_paths import TARGETTRACK_HELP, targettrack_dir
 from deepz.results import results_file
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(2)
-
-
 def restore_source(
     source_path: Path,
     out: Path,
@@ -148,25 +143,19 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
     ) -> None:
         """Self-Net: learn the axial degradation from the volume itself and restore isotropic resolution."""
-        from deepz.errors import USER_ERRORS
-        from infer.isotropic.errors import IsotropicInputError
-
-        try:
-            summary = restore_source(
-                source,
-                out,
-                voxel_um=voxel_um,
-                axes=axes,
-                channel=channel,
-                z_step_um=z_step_um,
-                steps=steps,
-                train_volumes=train_volumes,
-                model_dir=model,
-                save_model_dir=save_model,
-                overwrite=overwrite,
-            )
-        except (IsotropicInputError, *USER_ERRORS) as exc:
-            raise _fail(str(exc)) from None
+        summary = restore_source(
+            source,
+            out,
+            voxel_um=voxel_um,
+            axes=axes,
+            channel=channel,
+            z_step_um=z_step_um,
+            steps=steps,
+            train_volumes=train_volumes,
+            model_dir=model,
+            save_model_dir=save_model,
+            overwrite=overwrite,
+        )
         typer.echo(json.dumps(summary, indent=1))
 
     @app.command("evaluate-isotropic")
