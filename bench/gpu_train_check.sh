@@ -3,7 +3,7 @@
 #   1. `deepz bench train --device cuda`: full training step (worms rendered on the GPU) vs pre-made batches,
 #      for the recipe's model and a larger one (target: ratio >= 0.7)           -> $OUT/train-gpu.json
 #   2. the cross-device checkpoint tests (tests marked gpu), when pytest is installed -> $OUT/pytest-gpu.log
-#   3. `deepz train --config configs/train-gpu.toml --device cuda`: about 10 minutes (7 of them training,
+#   3. `deepz train --config train-gpu --device cuda`: about 10 minutes (7 of them training,
 #      max_minutes), export, held-out evaluation (--seed 7 --n 4) stored in the manifest -> $OUT/model
 #   4. `deepz evaluate` of that model on the same held-out worms, with plots     -> $OUT/evaluate.json, plots/
 # Usage: OUT=/path/to/results bench/gpu_train_check.sh   (PYTHON=python3 by default; BENCH_STEPS=50)
@@ -24,7 +24,7 @@ if "$PY" -c "import pytest" 2>/dev/null; then
     "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_train_device.py 2>&1 | tee "$OUT/pytest-gpu.log" || true
 fi
 
-"$PY" -m deepz train --config configs/train-gpu.toml --device cuda --out-dir "$OUT/run" \
+"$PY" -m deepz train --config train-gpu --device cuda --out-dir "$OUT/run" \
     --set "export_dir=\"$OUT/model\"" 2>&1 | tee "$OUT/train.log"
 
 "$PY" -m deepz evaluate "$OUT/model" --seed 7 --n 4 --json "$OUT/evaluate.json" --plots "$OUT/plots" \
