@@ -166,7 +166,7 @@ class CalibrationConfig(_Strict):
     step_um: float | None = Field(None, gt=0, description="Scan step (um); None = the model's axial step")
     interval_s: float | None = Field(None, gt=0, description="Re-scan every this many seconds; None = never")
     drift_um: float | None = Field(None, gt=0, description="Re-scan when the readout's motion exceeds this")
-    settle_ms: float = Field(0.0, ge=0, description="Wait after each focus step (ms)")
+    settle_ms: float = Field(0.0, ge=0, description="Wait after each focus step (ms); > 0 steps the stage in software")
 
     @field_validator("z_range_um")
     @classmethod
