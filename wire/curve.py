@@ -45,15 +45,20 @@ def create_keys(out: Path, *, overwrite: bool = False) -> dict[str, Path]:
     return {name: out / name for name in names}
 
 
-def _load(path: Path, *, secret: bool) -> tuple[bytes, bytes | None]:
-    """(public, secret) keys of a certificate file; the secret one must be there when ``secret``."""
+def _load(path: Path) -> tuple[bytes, bytes | None]:
+    """(public, secret or None) keys of a certificate file."""
     try:
-        public, secret_key = zmq.auth.load_certificate(path)
+        return zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
         raise CurveKeyError(f"cannot read the CurveZMQ key {path}: {exc}") from None
-    if secret and not secret_key:
+
+
+def _key_pair(path: Path) -> tuple[bytes, bytes]:
+    """(public, secret) keys of a ``.key_secret`` file."""
+    public, secret = _load(path)
+    if not secret:
         raise CurveKeyError(f"{path} holds no secret key; give the .key_secret file made by `deepz keys`")
-    return public, secret_key
+    return public, secret
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class ServerKeys:
     def load(cls, secret_file: Path, clients_dir: Path | None = None) -> ServerKeys:
         """From the server's ``.key_secret`` file and a folder of client ``*.key`` files (default: its own
         folder); the server's own key is always let in, so a viewer on this machine can use its file."""
-        public, secret = _load(secret_file, secret=True)
+        public, secret = _key_pair(secret_file)
         folder = clients_dir or secret_file.parent
         try:
             clients = set(zmq.auth.load_certificates(folder))
@@ -77,7 +82,7 @@ class ServerKeys:
             raise CurveKeyError(f"cannot read the CurveZMQ client keys in {folder}: {exc}") from None
         return cls(public, secret, frozenset(clients | {public}), secret_file)
 
-    def secure(self, socket: zmq.Socket) -> ThreadAuthenticator:
+    def secure(self, socket: zmq.Socket[bytes]) -> ThreadAuthenticator:
         """Make ``socket`` (not yet bound) a CURVE server and start the authenticator that checks clients."""
         authenticator = ThreadAuthenticator(socket.context)
         authenticator.start()
@@ -103,11 +108,11 @@ class ClientKeys:
     @classmethod
     def load(cls, server_key: Path, client_key: Path) -> ClientKeys:
         """From the server's ``.key`` (or ``.key_secret``) file and the client's ``.key_secret`` file."""
-        server_public, _ = _load(server_key, secret=False)
-        public, secret = _load(client_key, secret=True)
+        server_public, _ = _load(server_key)
+        public, secret = _key_pair(client_key)
         return cls(server_public, public, secret)
 
-    def secure(self, socket: zmq.Socket) -> None:
+    def secure(self, socket: zmq.Socket[bytes]) -> None:
         """Make ``socket`` (not yet connected) a CURVE client of the server."""
         socket.curve_serverkey = self.server_public
         socket.curve_publickey = self.public

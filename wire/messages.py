@@ -42,7 +42,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -95,11 +95,11 @@ def encode(
         "stats": dict(stats or {}),
         "meta": dict(meta or {}),
     }
-    buffers = [memoryview(a.astype(a.dtype.newbyteorder("<"), copy=False)).cast("B") for a in contiguous.values()]
+    buffers = [a.astype(a.dtype.newbyteorder("<"), copy=False).data.cast("B") for a in contiguous.values()]
     return [TOPIC, json.dumps(header).encode(), *buffers]
 
 
-def decode(frames: list[bytes | zmq.Frame]) -> Message:
+def decode(frames: Sequence[bytes | zmq.Frame]) -> Message:
     """Parse the multipart frames of one message; raises MessageError on anything off-spec (framing, header,
     buffer sizes, and the content rules of wire.checks), never another exception."""
     raw = [f.buffer if isinstance(f, zmq.Frame) else f for f in frames]
@@ -184,7 +184,7 @@ class Publisher:
     """
 
     def __init__(
-        self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context | None = None, curve: ServerKeys | None = None
+        self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context[zmq.Socket[bytes]] | None = None, curve: ServerKeys | None = None
     ) -> None:
         # a CURVE server's authenticator owns its context's ZAP endpoint: give it a context of its own
         self._own_context = context is None and curve is not None
@@ -238,7 +238,7 @@ class Subscriber:
     (wire.curve) it connects to a CURVE publisher."""
 
     def __init__(
-        self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context | None = None, curve: ClientKeys | None = None
+        self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context[zmq.Socket[bytes]] | None = None, curve: ClientKeys | None = None
     ) -> None:
         self._ctx = context or zmq.Context.instance()
         self._socket = self._ctx.socket(zmq.SUB)
@@ -269,6 +269,8 @@ class Subscriber:
             if newest is not None:
                 self.discarded += 1
             newest = frames
+        if newest is None:  # polled readable, yet nothing to take
+            return None
         self.received += 1
         return decode(newest)
 
