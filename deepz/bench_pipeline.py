@@ -24,21 +24,29 @@ def free_tcp_address() -> str:
 
 
 def bench_pipeline(*, seconds: float, rate_hz: float, size: int, planes: int, engine: str,
-                   out: Path | None) -> dict[str, Any]:
-    """Run `deepz live` for `seconds` with a subscriber process; return settings, summary and probe figures."""
+                   out: Path | None, compute: str = "auto", config: Path | None = None, track: bool | None = None,
+                   calibrate: bool | None = None) -> dict[str, Any]:
+    """Run `deepz live` for `seconds` with a subscriber process; return settings, summary and probe figures.
+
+    ``compute``: where inference and tracking run (RunConfig.compute); ``config``: a base run config (the
+    other arguments override it).
+    """
     from deepz.commands.pipeline import run_pipeline
     from deepz.wiring import software_versions
 
     address = free_tcp_address()
     with tempfile.TemporaryDirectory(prefix="deepz-bench-") as tmp:
         recording = out or Path(tmp) / "bench.zarr"
-        cfg = load_config(None, {
+        cfg = load_config(config, {
             "source": {"rate_hz": rate_hz, "size": size},
             "inference": {"planes": planes, "engine": engine},
             "recording": {"out": str(recording), "overwrite": True},
+            **({"tracking": {"enabled": track}} if track is not None else {}),
+            **({"calibration": {"enabled": calibrate}} if calibrate is not None else {}),
             "publish": {"address": address},
             "duration_s": seconds,
             "view": False,
+            "compute": compute,
         })
         probe_json = Path(tmp) / "probe.json"
         probe = subprocess.Popen(
@@ -55,7 +63,9 @@ def bench_pipeline(*, seconds: float, rate_hz: float, size: int, planes: int, en
         "benchmark": "pipeline",
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
         "versions": software_versions(),
-        "settings": {"seconds": seconds, "rate_hz": rate_hz, "size": size, "planes": planes, "engine": engine},
+        "settings": {"seconds": seconds, "rate_hz": rate_hz, "size": size, "planes": planes, "engine": engine,
+                     "compute": compute, "config": str(config) if config else None,
+                     "tracking": cfg.tracking.enabled, "calibration": cfg.calibration.enabled},
         "wall_s": round(wall, 3),
         "summary": summary,
         "subscriber": subscriber,

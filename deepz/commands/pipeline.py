@@ -363,24 +363,37 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @bench.command("pipeline")
     def bench_pipeline(
         json_out: Path = typer.Option(..., "--json", help="Write the results here."),
+        config: Path = typer.Option(None, "--config", help="Base run config (e.g. configs/demo.toml); flags override."),
         seconds: float = typer.Option(60.0, "--seconds"),
         rate: float = typer.Option(100.0, "--rate"),
         size: int = typer.Option(256, "--size"),
         planes: int = typer.Option(16, "--planes"),
         engine: str = typer.Option("auto", "--engine"),
+        compute: str = typer.Option(
+            "auto", "--compute",
+            help="process | thread | auto, or several comma-separated (e.g. thread,process) run one after another.",
+        ),
+        track: bool = TrackOpt,
+        calibrate: bool = typer.Option(None, "--calibrate/--no-calibrate", help="Start with a focal scan (readout)."),
         out: Path = typer.Option(None, "--out", help="Recording path (default: a temporary directory)."),
     ) -> None:
         """End-to-end live run on the simulator: rates, latencies, lost/skipped, with a subscriber process."""
         from deepz.bench_pipeline import bench_pipeline as run_bench
         from deepz.errors import USER_ERRORS
 
+        modes = [m.strip() for m in compute.split(",") if m.strip()]
+        runs = []
         try:
-            result = run_bench(seconds=seconds, rate_hz=rate, size=size, planes=planes, engine=engine, out=out)
+            for mode in modes:
+                runs.append(run_bench(seconds=seconds, rate_hz=rate, size=size, planes=planes, engine=engine,
+                                      out=out, compute=mode, config=config, track=track, calibrate=calibrate))
         except USER_ERRORS as exc:
             raise _fail(str(exc)) from None
+        result = runs[0] if len(runs) == 1 else {"benchmark": "pipeline", "runs": runs}
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2))
-        typer.echo(json.dumps(result["summary"], indent=2))
+        for run in runs:
+            typer.echo(json.dumps(run["summary"], indent=2))
         typer.echo(f"wrote {json_out}")
 
 
