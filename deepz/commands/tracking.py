@@ -120,9 +120,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         The JSON is written also when the run fails or is interrupted, with what it has ("complete": false).
         """
-        import torch
         from tqdm import tqdm
 
+        from deepz.lab.scaffold import machine
         from deepz.lab.track_eval import RunConfig, evaluate_run
         from track.targettrack import evaluate_targettrack
 
@@ -138,7 +138,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         )
         start = time.perf_counter()
         with results_file(json_path) as result:
-            result.update(run=asdict(cfg), volumes_done=0, torch_threads=torch.get_num_threads())
+            result.update(run=asdict(cfg), volumes_done=0, machine=machine())
             if real_data is not None:
                 result["targettrack"] = evaluate_targettrack(real_data)
             with tqdm(total=cfg.n_volumes, desc="track", unit="vol") as bar:
