@@ -13,7 +13,8 @@ OUT="${OUT:-bench/results/gpu-check-$(date +%F)}"
 WORK="$(mktemp -d)"
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"; : >"$LOG"
-export QT_QPA_PLATFORM=offscreen DEEPZ_CACHE_DIR="${DEEPZ_CACHE_DIR:-$PWD/.gpu-cache}"
+export QT_QPA_PLATFORM=offscreen
+[ $DRY = 0 ] && export DEEPZ_CACHE_DIR="${DEEPZ_CACHE_DIR:-$PWD/.gpu-cache}"
 if [ $DRY = 1 ]; then
   PY="${PY:-.venv/bin/python}"; DEV=cpu; SIZE=64; PLANES=4; RATE=40; SECONDS_LIVE=3; TRACK_VOLUMES=2
   SECONDS_INFER=1; ENGINE=torch
@@ -58,7 +59,7 @@ summary = replay.attrs['summary']
 json.dump({'frames': live.n_frames, 'volumes_stored': int(replay.volume_indices.size),
            'every_volume_stored': int(replay.volume_indices.size) == live.n_frames, 'summary': summary},
           open('$OUT/replay.json', 'w'), indent=2)"
-if [ -d "$DEEPZ_CACHE_DIR/compiled" ]; then mkdir -p "$OUT/cache" && cp -r "$DEEPZ_CACHE_DIR/compiled" "$OUT/cache/"; fi
+if [ -d "${DEEPZ_CACHE_DIR:-/nonexistent}/compiled" ]; then mkdir -p "$OUT/cache" && cp -r "$DEEPZ_CACHE_DIR/compiled" "$OUT/cache/"; fi
 $PY - "$STEPS" "$OUT" <<'EOF'
 import json, sys
 steps = [json.loads(line) for line in open(sys.argv[1])]
