@@ -5,6 +5,7 @@ with one line."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -138,6 +139,21 @@ def test_replay_command_on_a_scheduler_address(files, single, client, tmp_path) 
     assert_same_store(out, single, every=2)  # workers' default: one torch thread (Dask sets OMP_NUM_THREADS=1)
     again = CliRunner().invoke(app, args)  # a complete store is not replaced without --overwrite
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_batch_of_recordings_shares_the_workers(files, single, client, tmp_path) -> None:
+    rec, model = files
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(rec, copy)
+    out_dir = tmp_path / "batch"
+    result = CliRunner().invoke(app, [
+        "replay-batch", str(rec), str(copy), "--out-dir", str(out_dir), "--model", str(model),
+        "--planes", str(PLANES), "--z-range", "-6", "6", "--engine", "torch", "--no-track",
+        "--cluster", client.scheduler.address])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in ("rec-replay.zarr", "copy-replay.zarr"):
+        assert f"recording: {out_dir / name} ({FRAMES} frames, {FRAMES} volumes)" in result.output
+        assert_same_store(out_dir / name, single)
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,9 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +106,43 @@ def _start(out: Path, recording: Path, cfg: RunConfig, model, *, region_frames: 
     return VolumeRegions.start(out, frames_per_region=region_frames)
 
 
-def _load_engines(client, plugin: ReplayEngine) -> None:
-    """Register the worker plugin (each worker loads the model) unless the cluster already has it."""
-    if not client.run_on_scheduler(lambda dask_scheduler, name=plugin.name: name in dask_scheduler.worker_plugins):
-        log.info("loading the model on the workers")
-        client.register_plugin(plugin)
+def _load_engines(client, plugins: Sequence[ReplayEngine]) -> None:
+    """Register each worker plugin (each worker loads its model) unless the cluster already has it."""
+    for plugin in plugins:
+        if not client.run_on_scheduler(lambda dask_scheduler, name=plugin.name: name in dask_scheduler.worker_plugins):
+            log.info("loading the model on the workers")
+            client.register_plugin(plugin)
+
+
+@dataclass
+class _Replay:
+    """One recording's replay in a batch: what it reads and writes, its engine, its plan and its results."""
+
+    cfg: RunConfig
+    recording: Path
+    out: Path
+    model: Any
+    plugin: ReplayEngine
+    regions: VolumeRegions | None = None
+    resumed: bool = False
+    copy_s: float = 0.0
+    done_before: int = 0
+    results: list[RegionDone] = field(default_factory=list)
+
+
+def _prepare(cfg: RunConfig, recording: Path, torch_threads: int | None) -> _Replay:
+    """Check what a user can get wrong (settings, model, optics) before any work on the cluster."""
+    from deepz.optics_check import check_optics
+    from infer.model_io import load_model
+
+    _check(cfg)
+    recording = Path(recording).resolve()
+    reader = RecordingReader(recording)
+    model = load_model(cfg.inference.model)
+    check_optics(model.manifest, wiring.camera_optics(None, reader.pixel_size_um),
+                 allow_mismatch=cfg.inference.allow_optics_mismatch)  # fmt: skip
+    plugin = ReplayEngine(_inference_settings(cfg), reader.frame_shape, reader.pixel_size_um, torch_threads)
+    return _Replay(cfg, recording, Path(cfg.recording.out).resolve(), model, plugin)
 
 
 def replay_on_cluster(
@@ -119,88 +152,122 @@ def replay_on_cluster(
     *,
     torch_threads: int | None = None,
     region_frames: int | None = None,
-    on_copy: Callable[[int, int], None] | None = None,
-    on_plan: Callable[[VolumeRegions], None] | None = None,
+    on_copy: Callable[[Path, int, int], None] | None = None,
+    on_plan: Callable[[list[VolumeRegions]], None] | None = None,
     on_region: Callable[[RegionDone], None] | None = None,
 ) -> dict[str, Any]:
     """Replay ``recording`` into cfg.recording.out on the Dask ``client``'s workers; returns the summary.
 
-    An unfinished cluster replay of the same recording and settings at the output is resumed (unless
-    cfg.recording.overwrite). ``torch_threads`` per worker (None: the worker's default); ``region_frames``
-    per task (None: about REGIONS_PER_WORKER per worker). Callbacks: frames copied so far, the plan before any
+    See replay_batch_on_cluster, of which this is the batch of one.
+    """
+    return replay_batch_on_cluster([(cfg, recording)], client, torch_threads=torch_threads,
+                                   region_frames=region_frames, on_copy=on_copy, on_plan=on_plan,
+                                   on_region=on_region)[0]  # fmt: skip
+
+
+def replay_batch_on_cluster(
+    runs: Sequence[tuple[RunConfig, Path]],
+    client,
+    *,
+    torch_threads: int | None = None,
+    region_frames: int | None = None,
+    on_copy: Callable[[Path, int, int], None] | None = None,
+    on_plan: Callable[[list[VolumeRegions]], None] | None = None,
+    on_region: Callable[[RegionDone], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Replay each (config, recording) into its config's output on the ``client``'s workers; their summaries.
+
+    Every recording's regions go to the cluster together, so workers stay busy across recordings; a recording
+    is finished (indexed, marked complete) as soon as its last region is stored. An unfinished cluster replay
+    of the same recording and settings at an output is resumed (unless its config says overwrite).
+    ``torch_threads`` per worker (None: the worker's default); ``region_frames`` per task (None: about
+    REGIONS_PER_WORKER per worker). Callbacks: (recording, frames copied, of frames), the plans before any
     task runs, each region stored.
     """
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
-    from deepz.optics_check import check_optics
-    from infer.model_io import load_model
-
-    _check(cfg)
     started = time.perf_counter()
-    recording, out = Path(recording).resolve(), Path(cfg.recording.out).resolve()
-    reader = RecordingReader(recording)
-    model = load_model(cfg.inference.model)  # user errors (model, optics) before any work on the cluster
-    check_optics(model.manifest, wiring.camera_optics(None, reader.pixel_size_um),
-                 allow_mismatch=cfg.inference.allow_optics_mismatch)  # fmt: skip
+    replays = [_prepare(cfg, recording, torch_threads) for cfg, recording in runs]
+    outs = [r.out for r in replays]
+    if len(set(outs)) != len(outs):
+        raise ConfigError("two recordings of the batch would be replayed into the same output store")
     workers = len(client.scheduler_info()["workers"])
     cluster = {"scheduler": client.scheduler.address, "workers": workers, "torch_threads": torch_threads}
-    plugin = ReplayEngine(_inference_settings(cfg), reader.frame_shape, reader.pixel_size_um, torch_threads)
+    plugins = list({r.plugin.name: r.plugin for r in replays}.values())
     with ThreadPoolExecutor(1, thread_name_prefix="deepz-load-engines") as pool:
-        loading = pool.submit(_load_engines, client, plugin)  # while the raw frames are copied
-        resumed = VolumeRegions.planned(out) and not cfg.recording.overwrite
-        if resumed:
-            regions = _resume(out, recording, cfg, model.digest)
-        else:
-            frames = region_frames or default_region_frames(reader.n_frames, workers)
-            regions = _start(out, recording, cfg, model, region_frames=frames, cluster=cluster, on_copy=on_copy)
-        copied_s = time.perf_counter() - started
+        loading = pool.submit(_load_engines, client, plugins)  # while the raw frames are copied
         try:
+            for r in replays:
+                copy_start = time.perf_counter()
+                r.resumed = VolumeRegions.planned(r.out) and not r.cfg.recording.overwrite
+                if r.resumed:
+                    r.regions = _resume(r.out, r.recording, r.cfg, r.model.digest)
+                else:
+                    frames = region_frames or default_region_frames(RecordingReader(r.recording).n_frames, workers)
+                    copied = None if on_copy is None else (lambda n, total, rec=r.recording: on_copy(rec, n, total))
+                    r.regions = _start(r.out, r.recording, r.cfg, r.model, region_frames=frames, cluster=cluster,
+                                       on_copy=copied)  # fmt: skip
+                r.copy_s = time.perf_counter() - copy_start
             loading.result()
         except BaseException:
-            if not resumed:  # a failed start leaves no store behind to block the next run
-                shutil.rmtree(out, ignore_errors=True)
+            for r in replays:  # a failed start leaves no store behind to block the next run
+                if r.regions is not None and not r.resumed:
+                    shutil.rmtree(r.out, ignore_errors=True)
             raise
-    pending = regions.pending()
-    done_before = len(regions.regions) - len(pending)
     if on_plan is not None:
-        on_plan(regions)
+        on_plan([r.regions for r in replays])
     compute_start = time.perf_counter()
-    futures = [client.submit(replay_region, str(recording), str(out), region, plugin.name, pure=False)
-               for region in pending]  # fmt: skip
-    results: list[RegionDone] = []
+    futures = {}
+    for r in replays:
+        pending = r.regions.pending()
+        r.done_before = len(r.regions.regions) - len(pending)
+        for region in pending:
+            future = client.submit(replay_region, str(r.recording), str(r.out), region, r.plugin.name, pure=False)
+            futures[future] = r
+    summaries = {r.out: _finish(r, cluster, started, compute_start) for r in replays if not r.regions.pending()}
     try:
-        for future in as_completed(futures):
-            results.append(future.result())
+        for future in as_completed(list(futures)):
+            r = futures[future]
+            r.results.append(future.result())
             if on_region is not None:
-                on_region(results[-1])
+                on_region(r.results[-1])
+            if len(r.results) == len(r.regions.regions) - r.done_before:
+                summaries[r.out] = _finish(r, cluster, started, compute_start)
     except KilledWorker as exc:
         raise ClusterError(
             f"Dask gave up on a region after the workers computing it died several times ({exc}); the "
-            f"regions done so far are stored in {out}: run the same command again to compute the rest."
+            "regions done so far are stored: run the same command again to compute the rest."
         ) from None
     finally:
-        client.cancel(futures)
+        client.cancel(list(futures))
+    return [summaries[r.out] for r in replays]
+
+
+def _finish(r: _Replay, cluster: dict[str, Any], started: float, compute_start: float) -> dict[str, Any]:
+    """Index the recording's volumes and mark it complete, with its summary."""
+    regions = r.regions
     compute_s = time.perf_counter() - compute_start
-    computed = sum(r.region.stop - r.region.start for r in results)
+    computed = sum(d.region.stop - d.region.start for d in r.results)
     summary = {
         "mode": "replay on a Dask cluster",
-        "recording": str(recording),
+        "recording": str(r.recording),
+        "out": str(r.out),
         **cluster,
         "frames": regions.n_frames,
+        "volumes": sum(len(regions.volume_frames(region)) for region in regions.regions),
         "regions": len(regions.regions),
         "frames_per_region": regions.frames_per_region,
-        "resumed": resumed,
-        "regions_done_before": done_before,
-        "regions_computed": len(results),
+        "resumed": r.resumed,
+        "regions_done_before": r.done_before,
+        "regions_computed": len(r.results),
         "frames_computed": computed,
-        "volumes_computed": sum(r.volumes for r in results),
-        "copy_s": round(copied_s, 3),
+        "volumes_computed": sum(d.volumes for d in r.results),
+        "copy_s": round(r.copy_s, 3),
         "compute_s": round(compute_s, 3),
         "frames_per_s": round(computed / compute_s, 3) if compute_s > 0 and computed else None,
-        "engines": sorted({r.engine for r in results}),
+        "engines": sorted({d.engine for d in r.results}),
+        "elapsed_s": round(time.perf_counter() - started, 3),
     }
-    summary["volumes"] = sum(len(regions.volume_frames(r)) for r in regions.regions)
-    summary["elapsed_s"] = round(time.perf_counter() - started, 3)
     regions.finish(summary)
     return summary
