@@ -25,6 +25,7 @@ BAD_INPUT: dict[str, list[str]] = {
     "view": [f"{MISSING}/rec.zarr"],
     "live": ["--config", f"{MISSING}/run.toml"],
     "replay": [f"{MISSING}/rec.zarr", "--out", "{tmp}/replay.zarr"],
+    "replay-batch": [f"{MISSING}/rec.zarr", "--out-dir", "{tmp}/replays"],
     "info": ["--config", f"{MISSING}/run.toml"],
     "export": [f"{MISSING}/rec.zarr", "--out", "{tmp}/tables"],
     "evaluate-superres": [f"{MISSING}/model", "--seed", "0"],
@@ -57,7 +58,8 @@ def commands() -> list[str]:
         found = []
         for name in group.list_commands(ctx):
             command = group.get_command(ctx, name)
-            found += walk(command, [*prefix, name]) if hasattr(command, "list_commands") else [" ".join([*prefix, name])]
+            leaf = not hasattr(command, "list_commands")
+            found += [" ".join([*prefix, name])] if leaf else walk(command, [*prefix, name])
         return found
 
     return walk(root, [])

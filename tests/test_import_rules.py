@@ -1,5 +1,5 @@
-"""The stage rule, read from the source: a stage package imports no other stage and not deepz (only deepz wires
-them); the wire format imports neither. Every import statement counts, also inside functions and TYPE_CHECKING."""
+"""The stage rule, read from the source: a stage package imports no other stage and not deepz (only deepz
+wires them); the wire format imports neither. Every import counts, also inside functions and TYPE_CHECKING."""
 
 from __future__ import annotations
 

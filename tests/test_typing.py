@@ -1,4 +1,4 @@
-"""mypy --strict over the typed interfaces listed in pyproject's [tool.mypy] files (the wire format, results)."""
+"""mypy --strict over the typed interfaces listed in pyproject's [tool.mypy] files (wire format, results)."""
 
 from __future__ import annotations
 

@@ -184,7 +184,11 @@ class Publisher:
     """
 
     def __init__(
-        self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context[zmq.Socket[bytes]] | None = None, curve: ServerKeys | None = None
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        curve: ServerKeys | None = None,
     ) -> None:
         # a CURVE server's authenticator owns its context's ZAP endpoint: give it a context of its own
         self._own_context = context is None and curve is not None
@@ -238,7 +242,11 @@ class Subscriber:
     (wire.curve) it connects to a CURVE publisher."""
 
     def __init__(
-        self, address: str = DEFAULT_ADDRESS, *, context: zmq.Context[zmq.Socket[bytes]] | None = None, curve: ClientKeys | None = None
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
         self._ctx = context or zmq.Context.instance()
         self._socket = self._ctx.socket(zmq.SUB)

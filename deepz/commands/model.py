@@ -174,8 +174,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from deepz.config import config_path
         from infer.train_config import ModelSection, TrainConfig
 
+        cfg = TrainConfig.from_toml(config_path(recipe))  # a missing recipe is a ConfigError (one line)
         try:
-            cfg = TrainConfig.from_toml(config_path(recipe)).with_overrides(overrides or [])
+            cfg = cfg.with_overrides(overrides or [])
         except ValueError as exc:
             raise typer.BadParameter(str(exc).splitlines()[0], param_hint="--set") from exc
         try:

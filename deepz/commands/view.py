@@ -44,7 +44,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             raise ConfigError("give either a recording path (deepz view REC.zarr) or --connect ADDRESS "
                               "(deepz view --connect tcp://127.0.0.1:5557), not both or neither.")
         if (server_key is None) != (client_key is None) or (server_key is not None and connect is None):
-            raise ConfigError("CurveZMQ needs both --server-key and --client-key, with --connect (see deepz keys).")
+            raise ConfigError(
+                "CurveZMQ needs both --server-key and --client-key, with --connect (see deepz keys)."
+            )
         if connect is not None:
             if screenshot is not None:
                 raise ConfigError("--screenshot renders a recording; pass REC.zarr instead of --connect.")
@@ -53,8 +55,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             try:
                 code = run_live(connect, server_key, client_key)
             except OSError as exc:
-                raise ConfigError(f"{exc}. Give the pipeline's address, e.g. tcp://127.0.0.1:5557 (deepz live "
-                                  "logs it).") from None
+                raise ConfigError(
+                    f"{exc}. Give the pipeline's address, e.g. tcp://127.0.0.1:5557 (deepz live logs it)."
+                ) from None
             raise typer.Exit(code)
         from storage import RecordingError, RecordingReader
 

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import torch
 
     from acquire.sim import SimConfig
+    from acquire.sim.config import OpticsConfig
+    from infer.manifest import Optics
 
 
 def package_version(name: str) -> str | None:
@@ -51,7 +53,9 @@ def machine(device: torch.device | None = None, *, packages: tuple[str, ...] = (
     return env | {name: package_version(name) for name in packages}
 
 
-def sim_config(size: int | tuple[int, int], *, seed: int | None = None, base: SimConfig | None = None) -> SimConfig:
+def sim_config(
+    size: int | tuple[int, int], *, seed: int | None = None, base: SimConfig | None = None
+) -> SimConfig:
     """The simulator's config (``base``, else the default) with a camera of ``size`` pixels and ``seed``."""
     from acquire.sim import SimConfig
 
@@ -63,7 +67,15 @@ def sim_config(size: int | tuple[int, int], *, seed: int | None = None, base: Si
     return base.model_copy(update=update)
 
 
+def optics_of(config: OpticsConfig) -> Optics:
+    """The model manifest's Optics of a simulated microscope (what a model trained on it records)."""
+    from infer.manifest import Optics
+
+    return Optics(numerical_aperture=config.na, magnification=config.magnification,
+                  wavelength_um=config.emission_um, pixel_size_um=config.pixel_size_um)
+
+
 def seed_or_path(path: Path | None, seed: int | None, *, path_flag: str) -> None:
-    """Check that an evaluation got exactly one source: saved data at ``path`` or fresh worms from ``seed``."""
+    """Check that an evaluation got exactly one source: saved data at ``path`` or fresh worms of ``seed``."""
     if (path is None) == (seed is None):
         raise ConfigError(f"Give exactly one of {path_flag} PATH or --seed S.")

@@ -12,7 +12,6 @@ import numpy as np
 
 from deepz.lab import scaffold
 from infer.data import Target
-from infer.manifest import Optics
 from infer.superres.pairs import (
     MODALITY,
     PairFileError,
@@ -32,12 +31,6 @@ BEAD_DIAMETER_UM = 0.2  # sub-resolution beads: their images are the PSF, so the
 def collection_efficiency(na: float, immersion_index: float = 1.0) -> float:
     """Fraction of isotropic emission an objective collects: (1 - cos(asin(NA/n))) / 2."""
     return (1 - math.cos(math.asin(na / immersion_index))) / 2
-
-
-def optics_of(config: Any) -> Optics:
-    """The manifest's Optics of a simulator OpticsConfig."""
-    return Optics(numerical_aperture=config.na, magnification=config.magnification,
-                  wavelength_um=config.emission_um, pixel_size_um=config.pixel_size_um)
 
 
 def input_sim_config(target: Any, kind: PairKind) -> Any:
@@ -111,7 +104,8 @@ def render_pairs(out: str | Path, *, kind: PairKind, n: int, seed: int, shape: t
         "kind": kind, "modality": modality, "seed": seed, "worm": worms, "t_s": times,
         "nucleus_diameter_um": diameters, "bead_every": bead_every,
         "source": "acquire.sim.WormSimulator",
-        "optics": optics_of(base.optics).model_dump(), "input_optics": optics_of(input_cfg.optics).model_dump(),
+        "optics": scaffold.optics_of(base.optics).model_dump(),
+        "input_optics": scaffold.optics_of(input_cfg.optics).model_dump(),
         "sim_config": base.model_dump(mode="json"), "input_sim_config": input_cfg.model_dump(mode="json"),
     }
     return write_pairs(out, np.stack(inputs), np.stack(targets), pixel_size_um=base.optics.pixel_size_um,

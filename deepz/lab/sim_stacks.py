@@ -37,14 +37,12 @@ def render_stacks(out: Path, *, n: int, seed: int, shape: tuple[int, int], z_um:
     targets = {"clean": np.stack(clean)} | ({"confocal": np.stack(conf)} if confocal else {})
     step = float(np.median(np.diff(z)))
     psf_z = np.arange(-float(abs(z).max()), float(abs(z).max()) + step / 2, step)
-    optics = base.optics
     path = write_stacks(
-        out, np.stack(noisy), z, pixel_size_um=optics.pixel_size_um, offset_adu=base.camera.offset_adu,
+        out, np.stack(noisy), z, pixel_size_um=base.optics.pixel_size_um, offset_adu=base.camera.offset_adu,
         targets=targets, positions_um=positions,
         attrs={"source": "acquire.sim.WormSimulator", "seed": seed, "t_s": times,
                "sim_config": base.model_dump(mode="json"),
-               "optics": {"numerical_aperture": optics.na, "magnification": optics.magnification,
-                          "wavelength_um": optics.emission_um, "pixel_size_um": optics.pixel_size_um}},
+               "optics": scaffold.optics_of(base.optics).model_dump()},
     )
     _write_defocus_psf(path, sim, psf_z)
     return path

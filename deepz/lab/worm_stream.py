@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepz.lab.scaffold import sim_config
-from deepz.lab.sim_pairs import optics_of
+from deepz.lab.scaffold import optics_of, sim_config
 from deepz.lab.sim_render import TorchMicroscope, WormLayout, worm_layout, worm_seed
 from infer.data import _digest, bright_level, scale_sample_indices
 from infer.device_sampler import DevicePairSampler, DeviceStacks
