@@ -16,6 +16,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -183,7 +184,13 @@ class ComputeProcess:
 # ------------------------------------------------------------------------------------------- the process side
 def _main(spec: ComputeSpec, frames_spec: RingSpec, volume_lock: Any, build: Callable[[ComputeSpec], Stages],
           results: Any, control: Any) -> None:
-    """The compute process: build the stages, report ready, run until the frame ring closes."""
+    """The compute process: build the stages, report ready, run until the frame ring closes.
+
+    Ctrl-C (SIGINT to the whole process group) and SIGTERM are the acquiring process's to handle: it stops
+    this one by closing the ring, and this one exits by itself when that process is gone.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s (compute process): %(message)s")
     try:
         stages = build(spec)
@@ -267,9 +274,8 @@ class _Worker:
                 return
             if kind == "scan" and readout is not None:
                 readout.offer_scan(payload)
-            if parent is not None and not parent.is_alive():
-                self._stop.set()
-                self.frames.close(lock_timeout_s=0.1)
+            if parent is not None and not parent.is_alive():  # nobody left to deliver to
+                os._exit(0)
             if readout is not None and time.monotonic() >= next_status:
                 self.results.put(Result("status", -1, readout.status()))
                 next_status = time.monotonic() + 0.5
