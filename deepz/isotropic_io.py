@@ -36,6 +36,7 @@ class VolumeSource:
     z0_um: float = 0.0
     frame_indices: list[int] | None = None  # recordings: the frame each volume belongs to
     attrs: dict[str, Any] = field(default_factory=dict)
+    time_axis_s: tuple[float, float] = (1.0, 0.0)  # (step, first time) of the volumes' NGFF t axis
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self.read(i) for i in range(self.count))
@@ -119,7 +120,11 @@ def _recording(path: Path, voxel_um: tuple[float, float, float] | None) -> Volum
         np.dtype(np.uint16),
         float(planes[0]),
         frames,
-        {"recording": {"planes_um": planes.tolist(), "model": reader.attrs.get("model")}},
+        {
+            "recording": {"planes_um": planes.tolist(), "model": reader.attrs.get("model")},
+            "frame_times_s": reader.volume_times_s.tolist(),
+        },
+        layout.volume_time_axis(reader.volume_indices, reader.frame_interval_s),
     )
 
 
@@ -155,6 +160,7 @@ def open_source(
     if path.suffix.lower() not in SUFFIXES and not (path / "zarr.json").is_file():
         raise IsotropicInputError(f"{path}: unknown input type; use one of {', '.join(SUFFIXES)}")
     z0 = 0.0
+    time_axis = (1.0, 0.0)
     stored_voxel: tuple[float, float, float] | None = None
     if (path / "zarr.json").is_file():
         node = zarr.open(LocalStore(path, read_only=True), mode="r")
@@ -168,6 +174,7 @@ def open_source(
             if {"z", "y", "x"} <= set(named):
                 stored_voxel = (named["z"], named["y"], named["x"])
             z0 = dict(zip(names, translation, strict=False)).get("z", 0.0)
+            time_axis = (named.get("t", 1.0), dict(zip(names, translation, strict=False)).get("t", 0.0))
         array: Any = node
         dim_names = getattr(node.metadata, "dimension_names", None) or ()  # Zarr v3 arrays may name axes
         axes = axes or "".join(str(n)[0] for n in dim_names if n) or None
@@ -189,7 +196,9 @@ def open_source(
         raise IsotropicInputError(
             f"{path} does not say its voxel size; pass --voxel-um DZ,DY,DX in um (e.g. 1.5,0.1625,0.1625)"
         )
-    return VolumeSource(path, tzyx.shape[0], lambda i: np.asarray(tzyx[i]), voxel, np.dtype(array.dtype), z0)
+    return VolumeSource(
+        path, tzyx.shape[0], lambda i: np.asarray(tzyx[i]), voxel, np.dtype(array.dtype), z0, time_axis_s=time_axis
+    )
 
 
 def output_dtype(dtype: np.dtype) -> np.dtype:
@@ -216,13 +225,15 @@ def create_output(
     attrs: dict[str, Any],
     overwrite: bool,
     inputs: Sequence[str | Path] = (),
+    time_axis_s: tuple[float, float] = (1.0, 0.0),
 ) -> zarr.Array:
-    """An empty OME-Zarr image (t, z, y, x) at `path` with its NGFF scale; refuses an existing path or input."""
+    """An empty OME-Zarr image (t, z, y, x) at `path` with its NGFF scale (t: the source's ``time_axis_s``,
+    step and first time in s); refuses an existing path or input."""
     path = Path(path)
     claim_output(path, overwrite=overwrite, inputs=inputs)
     root = zarr.open_group(LocalStore(path), mode="w-", zarr_format=3)
     root.attrs.update(
-        ngff_image_attrs("isotropic", "tzyx", (1.0, *voxel_um), (0.0, z0_um, 0.0, 0.0))
+        ngff_image_attrs("isotropic", "tzyx", (time_axis_s[0], *voxel_um), (time_axis_s[1], z0_um, 0.0, 0.0))
         | {"deepz_isotropic": attrs}
     )
     z, y, x = shape

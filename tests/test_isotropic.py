@@ -112,9 +112,10 @@ def test_cli_restores_a_recording(tmp_path: Path, small_worm: dict) -> None:
     n_z = int(12 / 0.325) + 1
     assert out["0"].shape == (3, n_z, 64, 96) and out["0"].dtype == np.uint16
     scale = out.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
-    assert scale[0]["scale"] == [1.0, 0.325, 0.325, 0.325]
+    assert scale[0]["scale"] == pytest.approx([0.01, 0.325, 0.325, 0.325])  # the volumes' true times
     assert scale[1]["translation"] == [0.0, -6.0, 0.0, 0.0]
     assert out.attrs["deepz_isotropic"]["frame_indices"] == [0, 1, 2]
+    assert out.attrs["deepz_isotropic"]["source_attrs"]["frame_times_s"] == pytest.approx([0.0, 0.01, 0.02])
     expected = interpolate_z(np.roll(stack, 2, axis=2).astype(np.float32), 2.0, 0.325)
     assert pearson(out["0"][2], expected) > 0.95  # barely trained: close to plain interpolation
     from ome_zarr_models.v05 import Image

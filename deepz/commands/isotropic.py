@@ -76,6 +76,7 @@ def restore_source(
         attrs=attrs,
         overwrite=overwrite,
         inputs=(source_path,),
+        time_axis_s=source.time_axis_s,
     )
     array[0] = cast(first, dtype)
     for i in tqdm(
