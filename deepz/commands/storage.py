@@ -16,7 +16,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @bench.command("storage")
     def bench_storage(
         json_path: Path = typer.Option(..., "--json", help="Write the results to this JSON file."),
-        seconds: float = typer.Option(8.0, "--seconds", help="Seconds per measurement (disk, raw, volumes)."),
+        seconds: float = typer.Option(
+            8.0, "--seconds", min=1.0, help="Seconds per measurement (disk, raw, volumes)."
+        ),
         directory: Path | None = typer.Option(
             None, "--dir", help="Directory on the disk to measure (default: a temporary directory)."
         ),
@@ -32,7 +34,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         ),
     ) -> None:
         """Raw (512x512 uint16 at 100 Hz) and volume (32x512x512) streams through RecordingWriter."""
-        from storage.bench import run_storage_bench
+        from deepz.lab.storage_bench import run_storage_bench
 
         check_writable(json_path)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepz.lab.scaffold import machine
 from storage import layout
 from storage.records import FrameRecord, WriterBehindError
 from storage.sinks import Backend
@@ -169,7 +170,7 @@ def run_storage_bench(
     disk_start = disk_write_mb_s(directory, seconds)
     results: dict = {
         "directory": str(directory),
-        "cpu_count": os.cpu_count(),
+        "machine": machine(),
         "load_average_start": list(os.getloadavg()),
         "content": CONTENT_DESCRIPTION,
         "codecs": "blosc <compression> clevel 1 + bitshuffle, then crc32c per chunk",
