@@ -197,7 +197,8 @@ def open_source(
             f"{path} does not say its voxel size; pass --voxel-um DZ,DY,DX in um (e.g. 1.5,0.1625,0.1625)"
         )
     return VolumeSource(
-        path, tzyx.shape[0], lambda i: np.asarray(tzyx[i]), voxel, np.dtype(array.dtype), z0, time_axis_s=time_axis
+        path, tzyx.shape[0], lambda i: np.asarray(tzyx[i]), voxel, np.dtype(array.dtype), z0,
+        time_axis_s=time_axis,
     )
 
 

@@ -1,1 +1,1 @@
-"""napari plugin (npe2) for deepz-live: open recordings, calibration scans and focal stacks; watch a live run."""
+"""napari plugin (npe2) of deepz-live: open recordings, calibration scans and focal stacks; watch a run."""

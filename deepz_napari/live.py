@@ -101,18 +101,23 @@ class LiveWidget(QtWidgets.QWidget):
         if layer is None or layer.data.shape != data.shape:
             if layer is not None:
                 self.viewer.layers.remove(layer)
-            self.viewer.add_image(data.copy(), name=name, scale=scale, translate=translate, blending="additive",
-                                  units=("micrometer",) * 3, axis_labels=("z", "y", "x"))  # fmt: skip
+            self.viewer.add_image(
+                data.copy(), name=name, scale=scale, translate=translate, blending="additive",
+                units=("micrometer",) * 3, axis_labels=("z", "y", "x"),
+            )  # fmt: skip
         else:
             layer.data = data.copy()
 
     def _neurons(self, ids: np.ndarray, positions_um: np.ndarray, dff: np.ndarray | None) -> None:
-        features = {"id": np.asarray(ids), "dff": np.full(len(ids), np.nan) if dff is None else np.asarray(dff)}
+        values = np.full(len(ids), np.nan) if dff is None else np.asarray(dff)
+        features = {"id": np.asarray(ids), "dff": values}
         layer = self._layer("live neurons")
         if layer is None:
-            self.viewer.add_points(np.asarray(positions_um, np.float64), name="live neurons", features=features,
-                                   text={"string": "{id}", "size": 8}, size=2.0, face_color="transparent",
-                                   border_color="cyan", units=("micrometer",) * 3)  # fmt: skip
+            self.viewer.add_points(
+                np.asarray(positions_um, np.float64), name="live neurons", features=features,
+                text={"string": "{id}", "size": 8}, size=2.0, face_color="transparent", border_color="cyan",
+                units=("micrometer",) * 3,
+            )  # fmt: skip
         else:
             layer.data = np.asarray(positions_um, np.float64)
             layer.features = features

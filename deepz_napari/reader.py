@@ -102,7 +102,7 @@ def _scan_layers(root: zarr.Group) -> list[LayerData]:
 
 
 def _track_layers(reader: RecordingReader) -> list[LayerData]:
-    """Tracks (track_id, t, z, y, x) and Points (t, z, y, x) of every tracked neuron, t in frames x interval."""
+    """Tracks (track_id, t, z, y, x) and Points (t, z, y, x) of the tracked neurons (t: frame x interval)."""
     tracks = reader.tracks()
     if not len(tracks["t"]):
         return []
@@ -116,8 +116,8 @@ def _track_layers(reader: RecordingReader) -> list[LayerData]:
               "axis_labels": ("t", "z", "y", "x")}  # fmt: skip
     features = {"id": columns["id"], "dff": columns["dff"], "intensity": columns["intensity"]}
     return [
-        (np.column_stack([columns["id"], position]), {"name": "tracks", "features": features, "tail_length": 50,
-         "metadata": {TRACES_KEY: traces}, **common}, "tracks"),
+        (np.column_stack([columns["id"], position]), {"name": "tracks", "features": features,
+         "tail_length": 50, "metadata": {TRACES_KEY: traces}, **common}, "tracks"),
         (position, {"name": "neurons", "features": features, "text": {"string": "{id}", "size": 8},
          "size": 2.0, "face_color": "transparent", "border_color": "cyan", **common}, "points"),
     ]  # fmt: skip
@@ -130,6 +130,7 @@ def _read_stack(path: str | list[str]) -> list[LayerData]:
     dz = float(np.mean(np.diff(z_um))) if len(z_um) > 1 else 1.0
     px = float(attrs["pixel_size_um"])
     meta = {"name": path.name, "scale": [dz, px, px], "translate": [float(z_um[0]), 0.0, 0.0],
-            "units": ("micrometer",) * 3, "axis_labels": ("z", "y", "x"), "metadata": {"z_um": z_um}}  # fmt: skip
+            "units": ("micrometer",) * 3, "axis_labels": ("z", "y", "x"),
+            "metadata": {"z_um": z_um}}  # fmt: skip
     return [(stack, meta, "image")]
 

@@ -1,4 +1,4 @@
-"""Dock widget: dF/F traces of a recording's neurons (a raster and the selected neurons' curves) at the viewer's time."""
+"""Dock widget: a recording's dF/F traces (a raster of all neurons and the first ones' curves)."""
 
 from __future__ import annotations
 
@@ -42,17 +42,20 @@ class TracesPanel(QtWidgets.QWidget):
 
     def set_traces(self, ids: np.ndarray, time_s: np.ndarray, dff: np.ndarray) -> None:
         """Show ``dff`` (M, T) of neurons ``ids`` (M,) sampled at ``time_s`` (T,)."""
-        self.ids, self.time_s, self.dff = np.asarray(ids), np.asarray(time_s, np.float64), np.asarray(dff, np.float32)
+        self.ids, self.time_s = np.asarray(ids), np.asarray(time_s, np.float64)
+        self.dff = np.asarray(dff, np.float32)
         self.curves_plot.clear()
         self.curves_plot.addItem(self.cursors[0])
         for row in range(min(MAX_CURVES, len(self.ids))):
-            self.curves_plot.plot(self.time_s, self.dff[row], pen=pg.intColor(row, MAX_CURVES), connect="finite")
+            pen = pg.intColor(row, MAX_CURVES)
+            self.curves_plot.plot(self.time_s, self.dff[row], pen=pen, connect="finite")
         if self.dff.size:
             finite = np.nan_to_num(self.dff, nan=0.0)
             self.raster.setImage(finite, autoLevels=True)
             span = (self.time_s[-1] - self.time_s[0]) or 1.0
             self.raster.setRect(float(self.time_s[0]), 0.0, float(span), float(len(self.ids)))
-        self.label.setText(f"{len(self.ids)} neurons, {len(self.time_s)} time points (first {MAX_CURVES} drawn)")
+        drawn = f"first {MAX_CURVES} drawn"
+        self.label.setText(f"{len(self.ids)} neurons, {len(self.time_s)} time points ({drawn})")
 
     def set_time(self, time_s: float) -> None:
         """Move the time cursor."""
@@ -61,7 +64,7 @@ class TracesPanel(QtWidgets.QWidget):
 
 
 class TracesWidget(TracesPanel):
-    """Traces of the recording whose tracks layer is selected (or the first one loaded), following the t slider."""
+    """Traces of the recording whose tracks layer is selected (else the first loaded), at the t slider."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()

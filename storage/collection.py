@@ -72,7 +72,7 @@ def add_image(
 
 
 def set_time_axis(group: zarr.Group, step_s: float, t0_s: float) -> None:
-    """Set the t scale and translation of an image whose first axis is t (e.g. once volumes' times are known)."""
+    """Set the t scale and translation of an image whose first axis is t (once volume times are known)."""
     multiscale = group.attrs["ome"]["multiscales"][0]
     axes = "".join(a["name"] for a in multiscale["axes"])
     transforms = {t["type"]: t[t["type"]] for t in multiscale["datasets"][0]["coordinateTransformations"]}

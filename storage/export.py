@@ -1,4 +1,4 @@
-"""A recording's tables as CSV or Parquet files with units: tracks, traces, per-frame metadata, reference neurons.
+"""A recording's tables as CSV or Parquet files with units: tracks, traces, frame metadata, reference neurons.
 
 Column names carry their unit (``time_s``, ``z_um``, ``intensity_adu``; ``dff`` is the dimensionless dF/F);
 Parquet files also carry each column's unit in the field metadata (``unit``) and the source in the schema's.
@@ -24,7 +24,8 @@ UNITS = {
     "y_um": "micrometer", "x_um": "micrometer", "intensity_adu": "camera counts (ADU)",
     "dff": "dF/F (ratio to baseline)", "scan": "calibration scan index", "focus_um": "micrometer",
     "image_number": "count", "camera_time_s": "second", "host_time_s": "second (unix epoch)",
-    "focus_z_um": "micrometer", "exposure_ms": "millisecond", "lost_before": "frames", "volume_skipped": "bool",
+    "focus_z_um": "micrometer", "exposure_ms": "millisecond", "lost_before": "frames",
+    "volume_skipped": "bool",
 }  # fmt: skip
 """Unit of every exported column; trace columns ``dff_<id>`` are dF/F of track ``id``."""
 
@@ -40,7 +41,7 @@ def tracks_table(reader: RecordingReader) -> pd.DataFrame:
 
 
 def traces_table(reader: RecordingReader) -> pd.DataFrame:
-    """One row per tracked time point: frame, time_s, then one dF/F column ``dff_<id>`` per neuron (NaN: untracked)."""
+    """A row per tracked time point: frame, time_s, a dF/F column ``dff_<id>`` per neuron (NaN: untracked)."""
     ids, t, dff = reader.traces()
     columns = {"frame": t, "time_s": reader.frame_times_s(t)}
     columns |= {f"dff_{int(i)}": dff[k] for k, i in enumerate(ids)}
@@ -54,7 +55,7 @@ def frames_table(reader: RecordingReader) -> pd.DataFrame:
 
 
 def reference_table(path: Path) -> pd.DataFrame | None:
-    """The reference neurons of every calibration scan (z relative to that scan's focus), or None without scans."""
+    """The reference neurons of every calibration scan (z relative to its focus), or None without scans."""
     root = zarr.open_group(path, mode="r")
     records = scan_records(root)
     if not records:
@@ -70,7 +71,9 @@ def reference_table(path: Path) -> pd.DataFrame | None:
     return pd.concat(parts, ignore_index=True)
 
 
-def export_recording(path: str | Path, out_dir: str | Path, fmt: Format, *, overwrite: bool = False) -> list[Path]:
+def export_recording(
+    path: str | Path, out_dir: str | Path, fmt: Format, *, overwrite: bool = False
+) -> list[Path]:
     """Write tracks, traces, frames (and reference, when the store has calibration scans) to ``out_dir``."""
     path, out_dir = Path(path), Path(out_dir)
     reader = RecordingReader(path)

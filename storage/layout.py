@@ -28,7 +28,8 @@ TRACES_GROUP = "traces"
 UNITS_KEY = "units"
 FRAME_UNITS = {
     "image_number": "count", "camera_time_s": "second", "host_time_s": "second (unix epoch)",
-    "focus_z_um": "micrometer", "exposure_ms": "millisecond", "lost_before": "frames", "volume_skipped": "bool",
+    "focus_z_um": "micrometer", "exposure_ms": "millisecond", "lost_before": "frames",
+    "volume_skipped": "bool",
 }  # fmt: skip
 TRACK_UNITS = {
     "t": "frame index", "id": "track id", "z": "micrometer", "y": "micrometer", "x": "micrometer",
@@ -71,7 +72,7 @@ def plane_geometry(planes_um: np.ndarray) -> tuple[float, float]:
 
 
 def volume_time_axis(volume_t: np.ndarray, frame_interval_s: float) -> tuple[float, float]:
-    """(step, first time) in s of the dense volumes' NGFF t axis; exact frame indices are in VOLUME_T_ARRAY."""
+    """(step, first time) in s of the dense volumes' NGFF t axis; their frame indices are VOLUME_T_ARRAY."""
     t = np.asarray(volume_t, np.float64) * frame_interval_s
     if len(t) < 2:
         return frame_interval_s, float(t[0]) if len(t) else 0.0

@@ -56,8 +56,8 @@ class RecordingReader:
             raise RecordingError(
                 f"{self.path} uses recording format {header['format_version']}, "
                 + (f"newer than this deepz (format {layout.FORMAT_VERSION}); upgrade deepz-live to read it."
-                   if newer else f"older than this deepz reads (format {layout.FORMAT_VERSION}); open it with "
-                   "the deepz-live release that wrote it, or with zarr directly.")
+                   if newer else f"older than this deepz reads (format {layout.FORMAT_VERSION}); open it "
+                   "with the deepz-live release that wrote it, or with zarr directly.")
             )  # fmt: skip
         self._header = header
         self._progress = header["progress"]
@@ -76,7 +76,7 @@ class RecordingReader:
         if self.has_volumes:
             n_volumes = int(self._progress["volumes"])
             indices = self._column(layout.VOLUME_T_ARRAY, n_volumes)
-            # a crash can leave a committed volume whose raw frame was not yet committed: only stored frames count
+            # a crash can leave a committed volume whose raw frame was not: only stored frames count
             rows = np.flatnonzero(indices < self.n_frames)
             rows = rows[np.argsort(indices[rows], kind="stable")]
             self.volume_indices: np.ndarray = indices[rows]
@@ -124,14 +124,15 @@ class RecordingReader:
         return self.frame_times_s(self.volume_indices)
 
     def frame_times_s(self, t: np.ndarray) -> np.ndarray:
-        """Times (s) of frame indices ``t`` from the first frame: camera times where the store holds the frames,
-        else ``t`` x the nominal frame interval (a tracks-only store such as `deepz track`'s)."""
+        """Times (s) of frame indices ``t`` from the first frame: camera times where the store holds the
+        frames, else ``t`` x the nominal frame interval (a tracks-only store such as `deepz track`'s)."""
         t = np.asarray(t, np.int64)
         if not self.n_frames:
             return t * self.frame_interval_s
         times = self._column(f"{layout.FRAMES_GROUP}/camera_time_s", self.n_frames)
         stored = np.clip(t, 0, self.n_frames - 1)
-        return np.where(t == stored, times[stored], times[stored] + (t - stored) * self.frame_interval_s) - times[0]
+        beyond = (t - stored) * self.frame_interval_s  # past the last stored frame: at the nominal rate
+        return times[stored] + beyond - times[0]
 
     def tracks(self) -> dict[str, np.ndarray]:
         """The tracks table: 1-D arrays t, id, z, y, x (um), intensity, dff, one row per neuron per frame."""

@@ -125,8 +125,11 @@ class RecordingWriter:
             "stopped_reason": None,
         }
         self._frame_interval_s = float(frame_interval_s)
-        volume_interval_s = max(frame_interval_s * max(volume_every, 1), 1.0 / volume_max_hz if volume_max_hz else 0)
-        self._open_store(pixel_size_um, frame_interval_s, volume_interval_s, overwrite, inputs, fsync, compression)
+        fastest = 1 / volume_max_hz if volume_max_hz else 0.0
+        volume_interval_s = max(frame_interval_s * max(volume_every, 1), fastest)
+        self._open_store(
+            pixel_size_um, frame_interval_s, volume_interval_s, overwrite, inputs, fsync, compression
+        )
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # notified whenever a queued frame or volume is written
         self._wait_when_behind = wait_when_behind
@@ -478,7 +481,10 @@ class RecordingWriter:
             )
             for name, values in (("ids", ids), ("t", t), ("dff", dff)):
                 traces.create_array(
-                    name, data=values, compressors=layout.compressors(), attributes={"unit": layout.TRACE_UNITS[name]}
+                    name,
+                    data=values,
+                    compressors=layout.compressors(),
+                    attributes={"unit": layout.TRACE_UNITS[name]},
                 )
         collection.write_ome_xml(self._root)
         self._header.update(complete=True, stopped_reason=item.stopped_reason, summary=to_json(item.summary))

@@ -23,8 +23,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         fmt: TableFormat = typer.Option(TableFormat.csv, "--format", help="csv or parquet."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace tables already in --out."),
     ) -> None:
-        """Write tracks, traces (dF/F per neuron), per-frame metadata and calibration reference neurons as tables
-        whose column names carry their units (time_s, z_um, intensity_adu; Parquet also in field metadata)."""
+        """Write tracks, traces (dF/F per neuron), per-frame metadata and calibration reference neurons as
+        tables whose column names carry their units (time_s, z_um, intensity_adu; Parquet: field metadata)."""
         from storage.export import export_recording
 
         for file in export_recording(recording, out, fmt.value, overwrite=overwrite):
