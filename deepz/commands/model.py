@@ -54,8 +54,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """Train a Deep-Z model on focal stacks (rendered by the simulator first if missing) or on worms
         rendered on the fly ([data.render]); with an [evaluate] table, score it on held-out worms into its
         manifest."""
-        from infer.device import DeviceError, resolve_device
-        from deepz.config import config_path
+        from infer.device import resolve_device
+        from deepz.config import ConfigError, config_path
         from deepz.training import train_model
         from infer.train_config import TrainConfig
 
@@ -71,11 +71,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             cfg = cfg.with_overrides((overrides or []) + ([f"train.steps={steps}"] if steps is not None else [])
                                      + (["train.compile=true"] if compile_nets else []))
         except ValueError as exc:
-            raise typer.BadParameter(str(exc).splitlines()[0], param_hint="--set") from exc
-        try:
-            run_device = resolve_device(device or cfg.train.device)
-        except DeviceError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--device") from exc
+            raise ConfigError(str(exc).splitlines()[0]) from None
+        run_device = resolve_device(device or cfg.train.device)
         sim = cfg.data.simulate
         if cfg.data.stacks is not None and sim is not None:
             stacks = Path(cfg.data.stacks)
@@ -170,26 +167,23 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         from deepz.lab.engine_bench import environment
         from deepz.lab.train_bench import bench_train
-        from infer.device import DeviceError, resolve_device
-        from deepz.config import config_path
+        from infer.device import resolve_device
+        from deepz.config import ConfigError, config_path
         from infer.train_config import ModelSection, TrainConfig
 
         cfg = TrainConfig.from_toml(config_path(recipe))  # a missing recipe is a ConfigError (one line)
         try:
             cfg = cfg.with_overrides(overrides or [])
         except ValueError as exc:
-            raise typer.BadParameter(str(exc).splitlines()[0], param_hint="--set") from exc
+            raise ConfigError(str(exc).splitlines()[0]) from None
         try:
             sizes = [[int(v) for v in m.lower().split("x")] for m in models or []]
             archs = [ModelSection(base_channels=b, depth=d, max_channels=c, norm=cfg.model.norm) for b, d, c in sizes]
         except ValueError as exc:
-            raise typer.BadParameter(f"write BASExDEPTHxMAX, e.g. 16x4x128 ({exc})", param_hint="--model") from exc
+            raise ConfigError(f"--model: write BASExDEPTHxMAX, e.g. 16x4x128 ({exc})") from None
         names = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-        try:
-            for name in names:
-                resolve_device(name)  # before any work: a missing GPU is a one-line error
-        except DeviceError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--device") from exc
+        for name in names:
+            resolve_device(name)  # before any work: a missing GPU is a one-line error
         with results_file(json_out) as results:
             results["command"] = {"recipe": str(recipe), "set": overrides or [], "devices": names}
             results["environment"] = environment(resolve_device(names[-1]))

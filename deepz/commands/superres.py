@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from deepz.config import ConfigError
 from deepz.results import results_file
 
 
@@ -41,7 +42,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from infer.superres.pairs import MODALITY
 
         if kind not in MODALITY:
-            raise typer.BadParameter(f"--kind must be one of {', '.join(MODALITY)}, got {kind!r}")
+            raise ConfigError(f"--kind must be one of {', '.join(MODALITY)}, got {kind!r}")
         path = render_pairs(out, kind=kind, n=n, seed=seed, shape=shape, planes_per_worm=planes,
                             focus_range_um=focus_range, bead_every=bead_every,
                             sim_config=SimConfig.from_toml(sim_config) if sim_config else None)
@@ -77,8 +78,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         kind = loaded.manifest.details.get("pair")
         modality = loaded.manifest.modality
         if seed is not None and kind not in ("na", "confocal"):
-            raise typer.BadParameter(f"model {model} was not trained on simulated pairs (pair {kind!r}); "
-                                     "pass --pairs with registered pairs of its kind.")
+            raise ConfigError(f"model {model} was not trained on simulated pairs (pair {kind!r}); "
+                              "pass --pairs with registered pairs of its kind.")
         with results_file(json_out) as results, tempfile.TemporaryDirectory() as tmp:
             results["command"] = {"pairs": str(pairs) if seed is None else None, "seed": seed,
                                   "n_worms": n if seed is not None else None}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from deepz.config import ConfigError
 from deepz.data_paths import TARGETTRACK_HELP, targettrack_dir
 from deepz.results import check_writable, results_file, write_json
 
@@ -26,7 +27,7 @@ def track_recording(
     check_output(out, overwrite=overwrite, inputs=(source,))  # before minutes of detection
     reader = RecordingReader(source)
     if not reader.has_volumes or len(reader.volume_indices) == 0 or reader.planes_um is None:
-        raise typer.BadParameter(
+        raise ConfigError(
             f"{source} holds no volumes to track; run `deepz replay {source}` to compute them first."
         )
     planes = reader.planes_um

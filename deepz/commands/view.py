@@ -14,7 +14,7 @@ def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise typer.BadParameter(f"size {text!r} is not WIDTHxHEIGHT, e.g. 1600x1000") from None
+        raise ConfigError(f"--size {text!r} is not WIDTHxHEIGHT, e.g. 1600x1000") from None
     return width, height
 
 
