@@ -335,9 +335,9 @@ class Pipeline:
             result = self.compute.poll(0.2)
             now = time.monotonic()
             if result is None:
-                if self._input_ended is not None and now - self._input_ended > self.compute.stop_timeout_s:
-                    self._compute_failed(f"stalled: not done {self.compute.stop_timeout_s:.0f} s after the last "
-                                         "frame; stopped it")  # fmt: skip
+                if self._input_ended is not None and now - self._input_ended > self._stop_wait_s():
+                    self._compute_failed(f"stalled: not done {self._stop_wait_s():.0f} s after the last frame; "
+                                         "stopped it")  # fmt: skip
                     self.compute.kill()
                     return
                 if not self.compute.alive():
@@ -353,6 +353,12 @@ class Pipeline:
                 self.compute_done = result.payload
                 return
             self._on_result(result)
+
+    def _stop_wait_s(self) -> float:
+        """How long the compute process may take to finish after the last frame: its stop timeout, or three
+        times the slowest frame-to-volume latency so far (a slow CPU is not a stall)."""
+        slowest_ms = self.stats.frame_to_volume.percentiles()["max"] or 0.0
+        return max(self.compute.stop_timeout_s, 3e-3 * slowest_ms)
 
     def _on_result(self, result) -> None:
         kind, seq, payload = result
