@@ -174,13 +174,18 @@ class FrameRing:
         return int(self._counts[0])
 
     # --- readers --------------------------------------------------------------------------------
-    def take_newest(self, reader: int = 0, timeout_s: float | None = None, poll_s: float = 0.0005) -> Taken:
+    def take_newest(self, reader: int = 0, timeout_s: float | None = None, poll_s: float = 0.001) -> Taken:
         """Wait for an item newer than this reader's last and copy it out; older untaken ones are skipped.
 
         Raises Closed once the ring is closed and nothing newer is left, TimeoutError after ``timeout_s``.
         """
         deadline = None if timeout_s is None else time.perf_counter() + timeout_s
         while True:
+            if self._head[1] <= self._last[reader] and not self._head[0]:  # nothing new: no need for the lock
+                if deadline is not None and time.perf_counter() > deadline:
+                    raise TimeoutError
+                time.sleep(poll_s)
+                continue
             with self._locked(None):
                 newer = self._seq > self._last[reader]
                 if newer.any():
