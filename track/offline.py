@@ -13,7 +13,7 @@ from track.activity import ActivityConfig, dff_traces, sample_intensity
 from track.detect import DetectConfig, Detections, detect_neurons
 from track.volume import as_volume_tensor
 
-__all__ = ["OfflineConfig", "TrackTable", "link_global", "track_volumes"]
+__all__ = ["OfflineConfig", "TrackTable", "link_global", "link_measurements", "measure_volume", "track_volumes"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,38 @@ def link_global(detections: Sequence[Detections], config: OfflineConfig | None =
     return ids
 
 
+def measure_volume(
+    volume: np.ndarray | torch.Tensor,
+    voxel_um: Sequence[float],
+    *,
+    origin_um: Sequence[float] = (0.0, 0.0, 0.0),
+    detect: DetectConfig | None = None,
+    config: OfflineConfig | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[Detections, np.ndarray]:
+    """Neurons detected in one volume and their sphere intensities: the per-volume half of offline tracking."""
+    cfg = config or OfflineConfig()
+    vol = as_volume_tensor(volume, device)
+    det = detect_neurons(vol, voxel_um, config=detect, origin_um=origin_um)
+    return det, sample_intensity(vol, det.positions_um, voxel_um, radius_um=cfg.activity.radius_um,
+                                 origin_um=origin_um)  # fmt: skip
+
+
+def link_measurements(
+    detections: Sequence[Detections], intensities: Sequence[np.ndarray], config: OfflineConfig | None = None
+) -> TrackTable:
+    """Every volume's detections (in order) linked globally, with intensity and dF/F per track."""
+    cfg = config or OfflineConfig()
+    ids = link_global(detections, cfg)
+    t = np.repeat(np.arange(len(detections)), [len(d) for d in detections])
+    ids_flat = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    positions = np.concatenate([d.positions_um for d in detections]) if detections else np.zeros((0, 3))
+    intensity = np.concatenate(intensities).astype(np.float32) if len(intensities) else np.zeros(0, np.float32)
+    return TrackTable(
+        t, ids_flat, positions, intensity, _dff_per_track(t, ids_flat, intensity, len(detections), cfg)
+    )
+
+
 def track_volumes(
     volumes: Iterable[np.ndarray | torch.Tensor],
     voxel_um: Sequence[float],
@@ -84,28 +116,16 @@ def track_volumes(
     progress: Callable[[int], None] | None = None,
 ) -> TrackTable:
     """Detect neurons in every volume (in order), link globally, measure intensity and dF/F per track."""
-    cfg = config or OfflineConfig()
     detections: list[Detections] = []
     intensities: list[np.ndarray] = []
     for i, volume in enumerate(volumes):
-        vol = as_volume_tensor(volume, device)
-        det = detect_neurons(vol, voxel_um, config=detect, origin_um=origin_um)
+        det, intensity = measure_volume(volume, voxel_um, origin_um=origin_um, detect=detect, config=config,
+                                        device=device)  # fmt: skip
         detections.append(det)
-        intensities.append(
-            sample_intensity(
-                vol, det.positions_um, voxel_um, radius_um=cfg.activity.radius_um, origin_um=origin_um
-            )
-        )
+        intensities.append(intensity)
         if progress is not None:
             progress(i + 1)
-    ids = link_global(detections, cfg)
-    t = np.repeat(np.arange(len(detections)), [len(d) for d in detections])
-    ids_flat = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-    positions = np.concatenate([d.positions_um for d in detections]) if detections else np.zeros((0, 3))
-    intensity = np.concatenate(intensities).astype(np.float32) if intensities else np.zeros(0, np.float32)
-    return TrackTable(
-        t, ids_flat, positions, intensity, _dff_per_track(t, ids_flat, intensity, len(detections), cfg)
-    )
+    return link_measurements(detections, intensities, config)
 
 
 def _dff_per_track(
