@@ -231,7 +231,7 @@ class _Worker:
     def __init__(self, spec: ComputeSpec, stages: Stages, frames: FrameRing, volumes: FrameRing, results: Any
                  ) -> None:
         self.spec, self.stages, self.frames, self.volumes, self.results = spec, stages, frames, volumes, results
-        self._to_track: Mailbox[tuple[int, float, np.ndarray]] = Mailbox(latest=True)
+        self._to_track: Mailbox[tuple[int, float, Any]] = Mailbox(latest=True)  # volume: array or tensor
         self._stop = threading.Event()
         cpu = stages.engine.device.type == "cpu"
         self._turns = threading.Lock() if cpu else contextlib.nullcontext()
@@ -307,15 +307,20 @@ class _Worker:
 
     def _infer(self) -> None:
         engine = self.stages.engine
+        with_device = hasattr(engine, "run_with_device")  # the tracker gets the engine's device copy
         while (item := self._newest(INFER_READER)) is not None:
             with self._turns:
-                volume = engine.run(item.array[np.newaxis])[0]
+                if with_device:
+                    volumes, on_device = engine.run_with_device(item.array[np.newaxis])
+                    volume, for_tracker = volumes[0], on_device[0]
+                else:
+                    volume = for_tracker = engine.run(item.array[np.newaxis])[0]
             # the acquiring side copies volumes out as they come; one it did not take within a second (a
             # loaded machine) is displaced, and counted there as not stored
             self.volumes.put(item.seq, volume, wait_s=1.0)
             self.results.put(Result("volume", item.seq, float(item.meta[1])))
             if self.stages.tracker is not None:
-                self._to_track.put((item.seq, float(item.meta[0]), volume))
+                self._to_track.put((item.seq, float(item.meta[0]), for_tracker))
 
     def _track(self) -> None:
         tracker = self.stages.tracker

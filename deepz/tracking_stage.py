@@ -37,8 +37,9 @@ class TrackingStage:
         self._lock = threading.Lock()
         self._volumes = 0
 
-    def update(self, t: int, time_s: float, volume: np.ndarray):
-        """Track one volume (frame index t, camera time in s); returns track.online.TrackState.
+    def update(self, t: int, time_s: float, volume):
+        """Track one volume (frame index t, camera time in s; an array, or a tensor best already on the
+        tracker's device); returns track.online.TrackState.
 
         The tracker counts in volumes, not frames: live inference skips frames when it falls behind, and
         linking gates, velocity and gap closing are per step between consecutive volumes.

@@ -143,6 +143,20 @@ class Engine(ABC):
         except torch.OutOfMemoryError as exc:
             raise self.out_of_memory(exc) from exc
 
+    def run_with_device(self, frames: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """Volumes on the host (to store, publish) and the same on the engine's device (to track there),
+        computed once; on a GPU pipeline the device copy never goes through the host."""
+        frames = self.check_frames(frames)
+        try:
+            if self.pipeline is not None:
+                index = self.pipeline.submit(frames)
+                on_device = self.pipeline.device_copy(index)
+                return self.pipeline.collect(index), on_device
+            volumes = self._run(frames)
+            return volumes, torch.from_numpy(volumes).to(self.device)
+        except torch.OutOfMemoryError as exc:
+            raise self.out_of_memory(exc) from exc
+
     def run_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Refocus a stream of frame batches in order; on a GPU pipeline, copies overlap compute."""
         if self.pipeline is None:

@@ -93,6 +93,13 @@ class CudaPipeline:
         slot.downloaded.synchronize()
         return slot.host_out.numpy()[: slot.frames].copy()
 
+    def device_copy(self, index: int) -> torch.Tensor:
+        """A device copy of a submitted batch's volumes (on the current stream), taken before the slot is
+        reused: volumes for work on the GPU that never go through the host."""
+        slot = self.slots[index]
+        slot.computed.synchronize()
+        return slot.dev_out[: slot.frames].clone()
+
     def run(self, frames: np.ndarray) -> np.ndarray:
         """One batch in, its volumes out (no overlap with other batches)."""
         return self.collect(self.submit(frames))
