@@ -25,7 +25,7 @@ from track.live import LiveTracker, LiveTrackerConfig
 from track.online import TrackerConfig
 from track.readout import LiveReadout, Optics, ReadoutConfig
 
-__all__ = ["ActivityRunConfig", "DEFAULT_METHOD", "METHODS", "evaluate_activity"]
+__all__ = ["ActivityRunConfig", "DEFAULT_METHOD", "METHODS", "evaluate_activity", "noise_ceiling"]
 
 DEFAULT_METHOD = "demix"
 METHODS = ("demix", "virtual-sample", "virtual-detect", "zscan")
@@ -85,6 +85,29 @@ class _DeepZ:
         return self.engine.run(frame[None])[0]
 
 
+def noise_ceiling(
+    brightness: dict[int, list[float]], error: dict[int, list[float]], r: list[float], owners: list[int]
+) -> dict[str, object]:
+    """The trace r the demixing's own noise allows each traced neuron: sqrt(1 - noise variance / trace
+    variance), with the noise variance from the fit's standard errors (its Cramer-Rao bound under the
+    model). An r far below it is model error (stamps, motion); an r near it is photon noise."""
+    ceiling = []
+    for owner in owners:
+        b, e = np.asarray(brightness[owner]), np.asarray(error[owner])
+        ok = np.isfinite(b) & np.isfinite(e)
+        variance = float(np.var(b[ok])) if ok.sum() > 2 else 0.0
+        noise = float(np.mean(e[ok] ** 2)) if ok.any() else float("inf")
+        ceiling.append(float(np.sqrt(max(0.0, 1.0 - noise / variance))) if variance > 0 else 0.0)
+    c, achieved = np.asarray(ceiling), np.asarray(r)
+    return {
+        "median_r_ceiling": float(np.median(c)) if len(c) else float("nan"),
+        "fraction_ceiling_ge_0_9": float(np.mean(c >= 0.9)) if len(c) else float("nan"),
+        "median_shortfall": float(np.median(c - achieved)) if len(c) else float("nan"),
+        "note": "per traced neuron: sqrt(1 - mean squared standard error / variance of its brightness trace),"
+        " the r that noise alone would leave; shortfall = ceiling - achieved r",
+    }
+
+
 def evaluate_activity(
     sim: WormSimulator, cfg: ActivityRunConfig, progress: Callable[[int], None] | None = None,
     methods: tuple[str, ...] = METHODS,
@@ -131,6 +154,8 @@ def evaluate_activity(
         detect_virtual = LiveTracker(volume_tracking, device=cfg.device)
         sample_dff = RunningDff(ActivityConfig(baseline_window=max(10, round(30 * slow_rate))))
     info["interrupted"] = False
+    demixed: dict[int, list[float]] = {}
+    demix_error: dict[int, list[float]] = {}
     done = 0
     try:
         for k in range(cfg.n_frames):
@@ -142,6 +167,10 @@ def evaluate_activity(
             timing["demix"] = timing.get("demix", 0.0) + time.perf_counter() - t0
             if "demix" in methods:
                 scorer.add("demix", truth, state.ids, state.positions_um, state.dff)
+                error = state.brightness / np.where(state.confidence > 0, state.confidence, np.nan)
+                for i, b, e in zip(state.ids.tolist(), state.brightness, error, strict=True):
+                    demixed.setdefault(i, []).append(float(b))
+                    demix_error.setdefault(i, []).append(float(e))
             if use_virtual and k % cfg.virtual_every == 0:
                 t0 = time.perf_counter()
                 volume = deepz.volume(frame)
@@ -174,4 +203,8 @@ def evaluate_activity(
         info["interrupted"] = True
     info["frames_done"] = done
     info["demix_frames_per_s"] = done / max(timing.get("demix", 0.0), 1e-9)
-    return {m: scorer.neuron_scores(m) for m in scorer.methods}, info
+    scores = {m: scorer.neuron_scores(m) for m in scorer.methods}
+    if "demix" in scores:
+        demix = scores["demix"]
+        info["demix_noise_ceiling"] = noise_ceiling(demixed, demix_error, demix.r, demix.owners)
+    return scores, info

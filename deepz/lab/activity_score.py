@@ -1,8 +1,10 @@
 """Scores of per-neuron activity readouts against the simulator's truth, the same way for every method.
 
-A true neuron is scored when it stays inside the field (1.5 um from its edges) and within +/-10 um of focus
-for the whole run. At each scored time the method's neurons are matched one to one to the true ones within
-1.5 um; a neuron's trace is the output of the method ID it was matched to most often.
+A true neuron is scored at the times it is inside the field (1.5 um from its edges) and within +/-10 um of
+focus, if that is at least half of the run (neurons that leave the field or the depth range count while they
+are in it). At each time the method's neurons are matched one to one to the true ones in range within
+1.5 um; a neuron's trace is the output of the method ID it was matched to most often, over its in-range
+times; it "gets a trace" when matched at >= 90% of them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from track.evaluate import match_points
 __all__ = ["ActivityScorer", "MATCH_UM", "NeuronScores", "in_field", "summarise"]
 
 MATCH_UM = 1.5
-COVERAGE = 0.9  # a neuron "gets a trace" when it is matched at >= 90% of the method's times
+COVERAGE = 0.9  # a neuron "gets a trace" when it is matched at >= 90% of its in-range times
+MIN_IN_RANGE = 0.5  # neurons in range for less of the run are not scored (too short for a trace r)
 
 
 def in_field(positions_um: np.ndarray, field_um: tuple[float, float], *, margin_um: float = 1.5,
@@ -73,18 +76,21 @@ class ActivityScorer:
     def neuron_scores(self, method: str) -> NeuronScores:
         """Per scored neuron: coverage, trace r (0 without a trace; flat-truth neurons left out), errors."""
         s = self._series[method]
-        scored = np.stack(s.scored, 1).all(axis=1)  # in the field and depth range at every time
-        matched = np.stack(s.matched, 1)[scored]  # (N, T)
+        in_range = np.stack(s.scored, 1)  # in the field and depth range, per time
+        scored = in_range.mean(axis=1) >= MIN_IN_RANGE
+        in_range = in_range[scored]
+        matched = np.stack(s.matched, 1)[scored]  # (N, T), -1 also wherever the neuron is out of range
         activity = np.stack(s.activity, 1)[scored]
         truth_pos = np.stack(s.truth_positions, 1)[scored]  # (N, T, 3)
         n, t = matched.shape
         duration = (s.times[-1] - s.times[0]) + (float(np.median(np.diff(s.times))) if t > 1 else 0.0)
-        coverage = (matched >= 0).mean(axis=1) if t else np.zeros(n)
-        out = NeuronScores(coverage=coverage, duration_s=duration, n_times=t)
+        coverage = (matched >= 0).sum(axis=1) / np.maximum(in_range.sum(axis=1), 1) if t else np.zeros(n)
+        share = float(in_range.mean()) if n and t else 1.0  # neuron-minutes count in-range times only
+        out = NeuronScores(coverage=coverage, duration_s=duration * share, n_times=t)
         for i in range(n):
             seq = matched[i][matched[i] >= 0]
             out.switches += int(np.count_nonzero(seq[1:] != seq[:-1]))
-            flat = np.std(activity[i]) < 1e-6
+            flat = np.std(activity[i, in_range[i]]) < 1e-6
             out.flat += int(flat)
             if len(seq) == 0:
                 if not flat:
@@ -92,7 +98,7 @@ class ActivityScorer:
                 continue
             ids, counts = np.unique(seq, return_counts=True)
             owner = int(ids[np.argmax(counts)])
-            present = [k for k in range(t) if owner in s.outputs[k]]
+            present = [k for k in range(t) if in_range[i, k] and owner in s.outputs[k]]
             measured = np.array([s.outputs[k][owner][0] for k in present])
             where = np.array([s.outputs[k][owner][1] for k in present])
             out.errors.extend(np.linalg.norm(where - truth_pos[i, present], axis=1).tolist())
@@ -106,6 +112,7 @@ class ActivityScorer:
                 out.r.append(0.0)
             else:
                 out.r.append(float(np.corrcoef(measured[ok], truth)[0, 1]))
+                out.owners.append(owner)
         return out
 
     def score(self, method: str) -> dict[str, object]:
@@ -118,12 +125,13 @@ class NeuronScores:
     """Raw per-neuron scores of one method on one run (poolable over runs)."""
 
     coverage: np.ndarray
-    duration_s: float
+    duration_s: float  # the run's duration times the scored neurons' mean in-range share
     n_times: int
     r: list[float] = field(default_factory=list)
     errors: list[float] = field(default_factory=list)
     switches: int = 0
     flat: int = 0
+    owners: list[int] = field(default_factory=list)  # the method's id traced for each r that has one
 
 
 def summarise(parts: list[NeuronScores]) -> dict[str, object]:

@@ -3,7 +3,7 @@ each single frame at focus; re-calibration keeps the IDs of neurons found again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -14,9 +14,10 @@ from track.evaluate import match_points
 from track.online import estimate_drift
 from track.readout.calibrate import StampFitConfig
 from track.readout.demix import Demixer, DemixResult, gram_matrix
-from track.readout.motion import MotionConfig, motion_step, neighbour_weights
+from track.readout.motion import MotionConfig, field_weights, motion_step, neighbour_weights
 from track.readout.patches import cut_patches
 from track.readout.reference import Reference, build_reference
+from track.readout.shapes import ShapeConfig, ShapeReader
 from track.readout.stamps import Optics
 
 __all__ = ["LiveReadout", "ReadoutConfig", "ReadoutState"]
@@ -26,10 +27,12 @@ _CAMERA_RATE_DFF = ActivityConfig(baseline_window=1000, baseline_every=50)
 
 @dataclass(frozen=True)
 class ReadoutConfig:
-    """Detection, stamp fit, motion and dF/F settings; Gram rebuild interval; motion steps after a scan."""
+    """Detection, stamp fit, per-neuron stamps, motion and dF/F settings; Gram rebuild interval; motion
+    steps after a scan."""
 
     detect: DetectConfig = field(default_factory=DetectConfig)
     fit: StampFitConfig = field(default_factory=StampFitConfig)
+    shapes: ShapeConfig = field(default_factory=ShapeConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     # dF/F baseline over 10 s at a 100 Hz camera (the volume trackers' 300 samples would be 3 s: a calcium
     # transient lasts longer), its percentile refreshed every 0.5 s
@@ -75,7 +78,7 @@ class LiveReadout:
         self.optics = optics
         reference = build_reference(
             stack, z_um, pixel_size_um, optics, detect=self.config.detect, fit=self.config.fit,
-            device=self.device,
+            shapes=self.config.shapes, device=self.device,
         )  # fmt: skip
         self._dff = RunningDff(self.config.activity)
         self.follow(reference)
@@ -90,7 +93,7 @@ class LiveReadout:
         followed = self.positions_um()
         fresh = build_reference(
             stack, z_um, old.pixel_size_um, self.optics, detect=self.config.detect, fit=self.config.fit,
-            first_id=int(old.ids.max()) + 1, device=self.device,
+            shapes=self.config.shapes, first_id=int(old.ids.max()) + 1, device=self.device,
         )  # fmt: skip
         shift = estimate_drift(followed, fresh.positions_um, search_um=3 * self.config.match_um)
         new_row, old_row = match_points(fresh.positions_um, followed + shift, self.config.match_um)
@@ -99,10 +102,7 @@ class LiveReadout:
         unmatched = np.setdiff1d(np.arange(len(ids)), new_row)
         ids[unmatched] = int(old.ids.max()) + 1 + np.arange(len(unmatched))
         self._dff.forget(np.setdiff1d(old.ids, ids))
-        reference = Reference(
-            ids, fresh.positions_um, fresh.brightness, fresh.stamps, fresh.pixel_size_um, fresh.frame_shape,
-            fresh.fit_residual,
-        )  # fmt: skip
+        reference = replace(fresh, ids=ids)
         self.follow(reference)
         return reference
 
@@ -115,10 +115,17 @@ class LiveReadout:
         px = reference.pixel_size_um
         lateral = reference.positions_um[:, 1:] / px
         self._centres = torch.as_tensor(lateral, dtype=torch.float32, device=self.device)
+        self._scan_centres = self._centres.clone()
+        scan_positions = torch.as_tensor(reference.positions_um, device=self.device)
+        self._field = field_weights(scan_positions, self.config.motion)  # neighbours as the scan found them
         self._depth = torch.as_tensor(reference.positions_um[:, 0], dtype=torch.float32, device=self.device)
         self._axial = 0.0
         reach = float(np.abs(reference.positions_um[:, 0]).max()) + 2.0
         self._half = reference.stamps.half_for(reach)
+        self._shapes = None
+        if reference.shapes is not None:
+            self._shapes = ShapeReader(reference.shapes, self.device)
+            self._half = max(self._half, reference.shapes.half_px)
         self._brightness = torch.as_tensor(reference.brightness, dtype=torch.float32, device=self.device)
         self._demixer = Demixer()
         self._since_scan = 0
@@ -162,7 +169,10 @@ class LiveReadout:
         the demixing and the residual's RMS (the noise level of the confidence)."""
         ref = self.reference
         patches = cut_patches(self._centres, self._half, ref.frame_shape)
-        stamps = ref.stamps.evaluate(patches, self._depth + self._axial, derivatives=True)
+        defocus = self._depth + self._axial
+        stamps = ref.stamps.evaluate(patches, defocus, derivatives=True)
+        if self._shapes is not None:
+            stamps = self._shapes.add_to(stamps, patches, defocus)
         if fresh_gram or not self._demixer.has_gram:
             self._demixer.set_gram(gram_matrix(patches, stamps.value))
             self._weights = neighbour_weights(self._centres * ref.pixel_size_um, self.config.motion)
@@ -171,7 +181,7 @@ class LiveReadout:
         residual = y - result.background - patches.render(result.brightness[:, None, None] * stamps.value)
         move = motion_step(
             patches, residual, patches.gather(residual), stamps, result.brightness, self._weights,
-            self.config.motion,
+            self.config.motion, self._centres - self._scan_centres, self._field,
         )  # fmt: skip
         self._centres = self._centres + move.lateral_px
         self._axial += move.axial_um

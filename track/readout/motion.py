@@ -4,6 +4,9 @@ axial offset against the residual of the forward model, lateral steps pooled ove
 At 100 Hz neurons move a few hundredths of a pixel per frame, so one step per frame, started from the last
 frame's positions, keeps them locked; pooling the normal equations of neighbours (a locally rigid motion)
 lets dim or defocused neurons, whose own position information is weak, move with their neighbourhood.
+Neighbours in a worm move together, so each neuron's displacement since the scan is also drawn towards its
+neighbours' (a smooth displacement field), in proportion to how weak its own information is: a neuron with
+little of it cannot wander off alone, and one with plenty is barely held.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch
 from track.readout.patches import Patches
 from track.readout.stamps import StampValues
 
-__all__ = ["MotionConfig", "MotionStep", "motion_step", "neighbour_weights"]
+__all__ = ["MotionConfig", "MotionStep", "field_weights", "motion_step", "neighbour_weights"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class MotionConfig:
     # over 5 s (median error 0.18 um, not 0.30) but hurt on seed 7 over 20 s (traced 0.71, median r 0.44,
     # against 0.76 and 0.70 with 0.1): pooling assumes a locally rigid motion the bending worm breaks
     neighbour_weight: float = 0.1
+    # pull of each neuron's displacement since the scan towards its neighbours' information-weighted mean
+    # (Gaussian weights at pool_um in 3D), relative to the median neuron's lateral information; 0 = off
+    field_weight: float = 0.1
     damping: float = 1e-3  # Levenberg term relative to the mean lateral information
     max_step_px: float = 0.5
     max_axial_step_um: float = 0.1
@@ -50,6 +56,15 @@ def neighbour_weights(lateral_um: torch.Tensor, config: MotionConfig) -> torch.T
     return w
 
 
+def field_weights(positions_um: torch.Tensor, config: MotionConfig) -> torch.Tensor:
+    """(N, N) Gaussian weights of 3D distance at ``pool_um``, zero on the diagonal: who a neuron's
+    displacement is compared with."""
+    p = positions_um.double()
+    w = torch.exp(-0.5 * torch.cdist(p, p) ** 2 / config.pool_um**2)
+    w.fill_diagonal_(0.0)
+    return w
+
+
 def motion_step(
     patches: Patches,
     residual_frame: torch.Tensor,
@@ -58,8 +73,11 @@ def motion_step(
     brightness: torch.Tensor,
     weights: torch.Tensor,
     config: MotionConfig,
+    displacement_px: torch.Tensor | None = None,
+    field: torch.Tensor | None = None,
 ) -> MotionStep:
-    """One pooled Gauss-Newton step from the residual (frame - model), whole and cut at each patch."""
+    """One pooled Gauss-Newton step from the residual (frame - model), whole and cut at each patch; with
+    each neuron's displacement since the scan (N, 2) px and ``field_weights``, drawn to a smooth field."""
     b = brightness[:, None, None]
     jr, jc = b * stamps.d_row, b * stamps.d_col
     g = torch.stack([(jr * residual_patches).sum(dim=(1, 2)), (jc * residual_patches).sum(dim=(1, 2))], 1)
@@ -71,6 +89,13 @@ def motion_step(
     a, c, d = hp[:, 0] + lam, hp[:, 1], hp[:, 2] + lam
     det = (a * d - c * c).clamp(min=1e-30)
     step = torch.stack([(d * gp[:, 0] - c * gp[:, 1]) / det, (a * gp[:, 1] - c * gp[:, 0]) / det], 1)
+    if config.field_weight > 0 and displacement_px is not None and field is not None:
+        # min_s info |s - step|^2 + pull |u + s - mean|^2, with info each neuron's own lateral information
+        info = 0.5 * (h[:, 0] + h[:, 2]).double()
+        trust = field * info[None]
+        mean = (trust @ displacement_px.double()) / trust.sum(dim=1, keepdim=True).clamp(min=1e-30)
+        pull = config.field_weight * info.median().clamp(min=1e-30)
+        step = (info[:, None] * step + pull * (mean - displacement_px.double())) / (info + pull)[:, None]
     norm = step.norm(dim=1, keepdim=True).clamp(min=1e-12)
     step = step * (config.max_step_px / norm).clamp(max=1.0)
     axial = 0.0

@@ -10,6 +10,7 @@ import torch
 
 from track.detect import DetectConfig, detect_neurons
 from track.readout.calibrate import StampFitConfig, fit_stamps
+from track.readout.shapes import NeuronShapes, ShapeConfig, fit_shapes
 from track.readout.stamps import Optics, StampModel
 
 __all__ = ["Reference", "build_reference", "check_scan"]
@@ -26,6 +27,7 @@ class Reference:
     pixel_size_um: float
     frame_shape: tuple[int, int]
     fit_residual: float  # relative squared error of the forward model on the scan
+    shapes: NeuronShapes | None = None  # each neuron's own stamp near focus (None: the radial table alone)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -60,10 +62,12 @@ def build_reference(
     *,
     detect: DetectConfig | None = None,
     fit: StampFitConfig | None = None,
+    shapes: ShapeConfig | None = None,
     first_id: int = 0,
     device: str | torch.device = "cpu",
 ) -> Reference:
-    """Detect the scan's neurons (ids first_id, first_id + 1, ...), fit the defocus response around them."""
+    """Detect the scan's neurons (ids first_id, first_id + 1, ...), fit the defocus response around them
+    (the shared radial table, then each neuron's own correction near focus)."""
     if pixel_size_um <= 0:
         raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um}.")
     tensor, z, dz = check_scan(stack, z_um)
@@ -76,6 +80,12 @@ def build_reference(
             "the scan's range, and that the frames are not saturated or blank."
         )
     fitted = fit_stamps(tensor, z, found.positions_um, pixel_size_um, optics, fit)
+    shape_cfg = shapes or ShapeConfig()
+    own = (
+        fit_shapes(tensor, z, found.positions_um, pixel_size_um, fitted.stamps, fitted.brightness, shape_cfg)
+        if shape_cfg.iterations > 0
+        else None
+    )
     return Reference(
         ids=np.arange(first_id, first_id + len(found), dtype=np.int64),
         positions_um=found.positions_um,
@@ -84,4 +94,5 @@ def build_reference(
         pixel_size_um=float(pixel_size_um),
         frame_shape=(int(tensor.shape[1]), int(tensor.shape[2])),
         fit_residual=fitted.relative_residual,
+        shapes=own,
     )

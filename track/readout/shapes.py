@@ -1,0 +1,172 @@
+"""Per-neuron stamps: each neuron's own departure from the shared radial stamp near its focus, measured in
+the calibration scan.
+
+The radial table holds what all nuclei share (the defocus blur). Near focus a nucleus' image is its own
+shape (elongated, sized, oriented its own way); a shared radial stamp leaves that difference in the residual,
+where neighbours and defocused neurons absorb it. The scan sees every neuron at every defocus, so each
+neuron's correction is read off it: the scan residual around the neuron, shared among overlapping neurons in
+proportion to their modelled light (an EM step), with the part a brightness change explains removed and
+smoothed over adjacent planes. Corrections live on each neuron's own scan planes and pixel grid and are
+read live by trilinear interpolation (shift and defocus).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from track.readout.patches import Patches, cut_patches
+from track.readout.stamps import StampModel, StampValues
+
+__all__ = ["NeuronShapes", "ShapeConfig", "ShapeReader", "fit_shapes"]
+
+
+@dataclass(frozen=True)
+class ShapeConfig:
+    """Defocus range and half-width of the corrections, their taper, and EM iterations (0 = radial only)."""
+
+    max_defocus_um: float = 4.0  # corrections within this |defocus| (tapered over taper_um); radial beyond
+    taper_um: float = 1.0
+    half_px: int = 12
+    iterations: int = 4
+
+    def __post_init__(self) -> None:
+        if self.max_defocus_um <= 0 or self.taper_um <= 0 or self.half_px < 1 or self.iterations < 0:
+            raise ValueError("max_defocus_um and taper_um must be > 0, half_px >= 1 and iterations >= 0.")
+
+
+@dataclass(frozen=True)
+class NeuronShapes:
+    """Corrections (N, J, P, P) added to the radial stamp; plane j of neuron n is at defocus
+    d_start_um[n] + j * d_step_um, pixel (a, b) at offset (a - half + frac_px[n]) from the neuron's centre."""
+
+    values: np.ndarray  # (N, J, P, P) float32, per unit brightness like the stamp table
+    d_start_um: np.ndarray  # (N,)
+    d_step_um: float
+    frac_px: np.ndarray  # (N, 2) scan centre minus its nearest pixel (row, col)
+    max_defocus_um: float
+    taper_um: float
+
+    @property
+    def half_px(self) -> int:
+        return self.values.shape[-1] // 2
+
+    def taper(self, defocus_um: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight of the correction at each (N,) defocus (1 near focus, 0 beyond the range) and its slope."""
+        edge = (self.max_defocus_um - defocus_um.abs()) / self.taper_um
+        weight = edge.clamp(0, 1)
+        inside = (edge > 0) & (edge < 1)
+        slope = torch.where(inside, -torch.sign(defocus_um) / self.taper_um, torch.zeros_like(edge))
+        return weight, slope
+
+
+class ShapeReader:
+    """The corrections on a device with their derivatives, read at current centres and defocus."""
+
+    def __init__(self, shapes: NeuronShapes, device: torch.device) -> None:
+        self.shapes = shapes
+        e = torch.as_tensor(shapes.values, device=device)
+        d_j, d_row, d_col = torch.gradient(e, dim=(1, 2, 3))  # per plane, per pixel
+        self._stack = torch.stack([e, d_row, d_col, d_j / shapes.d_step_um], 1)  # (N, 4, J, P, P)
+        self._start = torch.as_tensor(shapes.d_start_um, dtype=torch.float32, device=device)
+        self._frac = torch.as_tensor(shapes.frac_px, dtype=torch.float32, device=device)
+
+    def add_to(self, stamps: StampValues, patches: Patches, defocus_um: torch.Tensor) -> StampValues:
+        """The stamps (values and derivatives, if any) with each neuron's correction added in the middle of
+        its patch; the patches' half-width must be at least the corrections'."""
+        hc = self.shapes.half_px
+        half = patches.dy.shape[1] // 2
+        if half < hc:
+            raise ValueError(f"Patches of half-width {half} px cannot hold corrections of half-width {hc}.")
+        win = slice(half - hc, half + hc + 1)
+        n, _, j, p, _ = self._stack.shape
+        gy = patches.dy[:, win, win] + self._frac[:, 0, None, None] + hc  # correction pixel coordinates
+        gx = patches.dx[:, win, win] + self._frac[:, 1, None, None] + hc
+        gz = ((defocus_um.float() - self._start) / self.shapes.d_step_um)[:, None, None].expand_as(gy)
+        scale = 2.0 / max(p - 1, 1)
+        grid = torch.stack([gx * scale - 1, gy * scale - 1, gz * (2.0 / max(j - 1, 1)) - 1], -1)
+        read = F.grid_sample(self._stack, grid[:, None], align_corners=True, padding_mode="zeros")[:, :, 0]
+        weight, slope = self.shapes.taper(defocus_um.float())
+        w = weight[:, None, None]
+        value = stamps.value.clone()
+        value[:, win, win] += w * read[:, 0]
+        if stamps.d_row is None:
+            return StampValues(value, None, None, None)
+        d_row, d_col, d_defocus = stamps.d_row.clone(), stamps.d_col.clone(), stamps.d_defocus.clone()
+        d_row[:, win, win] -= w * read[:, 1]  # moving the centre by +1 row reads the correction 1 row lower
+        d_col[:, win, win] -= w * read[:, 2]
+        d_defocus[:, win, win] += w * read[:, 3] + slope[:, None, None] * read[:, 0]
+        return StampValues(value, d_row, d_col, d_defocus)
+
+
+def fit_shapes(
+    stack: torch.Tensor,
+    z_um: np.ndarray,
+    positions_um: np.ndarray,
+    pixel_size_um: float,
+    stamps: StampModel,
+    brightness: np.ndarray,
+    config: ShapeConfig | None = None,
+) -> NeuronShapes:
+    """Each neuron's correction to ``stamps`` from a (Z, H, W) scan at focus offsets z_um (uniform steps)."""
+    cfg = config or ShapeConfig()
+    device = stack.device
+    z = np.asarray(z_um, np.float64)
+    dz = float(z[1] - z[0])
+    n = len(positions_um)
+    m = int(np.ceil((cfg.max_defocus_um + dz) / dz))  # planes each side of the neuron's sharpest
+    planes_per = 2 * m + 1
+    centres = torch.as_tensor(positions_um[:, 1:] / pixel_size_um, dtype=torch.float32, device=device)
+    frac = (centres - torch.round(centres)).cpu().numpy()
+    nearest = np.abs(positions_um[:, 0][:, None] - z[None]).argmin(axis=1)  # (N,) sharpest scan plane
+    d_start = positions_um[:, 0] - z[nearest] - m * dz  # j = 0 is the plane m steps above the sharpest
+    # plane k sees neuron n at defocus z_n - z_k = d_start + j dz with j = m - (k - nearest)
+    shape = (int(stack.shape[1]), int(stack.shape[2]))
+    b = torch.as_tensor(brightness, dtype=torch.float32, device=device)
+    full = cut_patches(centres, stamps.half_for(float(np.abs(positions_um[:, 0] - z[:, None]).max())), shape)
+    window = cut_patches(centres, cfg.half_px, shape)
+    values = torch.zeros(n, planes_per, 2 * cfg.half_px + 1, 2 * cfg.half_px + 1, device=device)
+    depth = torch.as_tensor(positions_um[:, 0], dtype=torch.float32, device=device)
+    used = np.flatnonzero((np.abs(positions_um[:, 0][None] - z[:, None]) <= (m + 0.5) * dz).any(axis=1))
+    light, residual0, radial_window, seen, j_of = {}, {}, {}, {}, {}
+    for k in used.tolist():
+        defocus = depth - float(z[k])
+        light[k] = full.render(b[:, None, None] * stamps.evaluate(full, defocus).value)
+        rest = stack[k].float() - light[k]
+        residual0[k] = rest - rest.median()  # the plane's background: most pixels see no neuron's core
+        j = m - (k - nearest)
+        idx = np.flatnonzero((j >= 0) & (j < planes_per))
+        seen[k] = torch.as_tensor(idx, device=device)
+        j_of[k] = torch.as_tensor(j[idx], device=device)
+        radial_window[k] = stamps.evaluate(window, defocus).value[seen[k]]
+    for _ in range(cfg.iterations):
+        update = torch.zeros_like(values)
+        for k in used.tolist():
+            idx, j = seen[k], j_of[k]
+            if len(idx) == 0:
+                continue
+            corr = values[idx, j]
+            extra = torch.zeros_like(window.dy)
+            extra[idx] = b[idx, None, None] * corr
+            corrected = window.render(extra)
+            residual = window.gather(residual0[k] - corrected)[idx]
+            total = window.gather(light[k] + corrected)[idx].clamp(min=1e-6)  # all neurons' light
+            stamp = radial_window[k] + corr
+            share = (b[idx, None, None] * stamp / total).clamp(0, 1)
+            delta = share * residual / b[idx, None, None]
+            along = (delta * stamp).sum(dim=(1, 2)) / (stamp * stamp).sum(dim=(1, 2)).clamp(min=1e-12)
+            update[idx, j] = delta - along[:, None, None] * stamp  # a brightness change is not a shape
+        values = values + _smooth_planes(update)
+    return NeuronShapes(
+        values=values.cpu().numpy().astype(np.float32), d_start_um=d_start.astype(np.float64), d_step_um=dz,
+        frac_px=frac.astype(np.float64), max_defocus_um=cfg.max_defocus_um, taper_um=cfg.taper_um,
+    )  # fmt: skip
+
+
+def _smooth_planes(values: torch.Tensor) -> torch.Tensor:
+    """[1, 2, 1] / 4 along the planes (N, J, P, P): adjacent planes differ by a small defocus step."""
+    padded = torch.cat([values[:, :1], values, values[:, -1:]], 1)
+    return 0.25 * padded[:, :-2] + 0.5 * padded[:, 1:-1] + 0.25 * padded[:, 2:]
