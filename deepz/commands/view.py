@@ -100,7 +100,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             f"view refresh: {report['fps']:.1f} fps (p50 {report['update_ms']['p50']:.1f} ms, "
             f"p99 {report['update_ms']['p99']:.1f} ms per update; target {report['target_fps']:.0f} fps); "
             f"{report['cpu_ms_per_update']:.1f} ms CPU per update = {report['cpu_limited_fps']:.0f} fps on a "
-            f"free core (load average {report['load_average_1min']:.1f})"
+            f"free core (load average {report['machine']['load_average_1m']:.1f})"
         )
         if json_out is not None:
             write_json(json_out, report)

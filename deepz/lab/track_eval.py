@@ -67,7 +67,9 @@ def simulated_volumes(cfg: RunConfig) -> VolumeStream:
         return VolumeStream(world.config.voxel_um, (0.0, 0.0, 0.0), gen, {"source": "blobs"})
     from acquire.sim import SimConfig, WormSimulator
 
-    sim = WormSimulator(sim_config(cfg.frame_shape, seed=cfg.seed) if cfg.frame_shape else SimConfig(seed=cfg.seed))
+    sim = WormSimulator(
+        sim_config(cfg.frame_shape, seed=cfg.seed) if cfg.frame_shape else SimConfig(seed=cfg.seed)
+    )
     px = sim.pixel_size_um
     origin = (float(planes[0]), 0.0, 0.0)
     if not cfg.virtual:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -136,7 +135,6 @@ def bench_view(config: ViewBenchConfig = ViewBenchConfig()) -> dict:
             1e3 / cpu_ms
         ),  # the rate with one free core: wall fps drops when cores are shared
         "view_paints_per_update": paints.count / config.updates,
-        "load_average_1min": os.getloadavg()[0],
         "set_data_ms_mean": float(np.mean(set_ms)),
         "paint_ms_mean": float(np.mean(paint_ms)),
         "target_fps": 30.0,
