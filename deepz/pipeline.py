@@ -52,7 +52,7 @@ class Recorder(Protocol):
 
 
 class VolumeTracker(Protocol):
-    def update(self, t: int, time_s: float, volume: np.ndarray) -> Any: ...  # -> TrackSnapshot
+    def update(self, t: int, time_s: float, volume: Any) -> Any: ...  # array or device tensor -> TrackSnapshot
 
     def recent_traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # ids, t_s, dff (M, W)
 
@@ -434,14 +434,18 @@ class Pipeline:
             except Closed:
                 return
             with self._compute_lock:
-                volume = self.engine.run(work.image[np.newaxis])[0]
+                if self.tracker is not None and hasattr(self.engine, "run_with_device"):
+                    volumes, on_device = self.engine.run_with_device(work.image[np.newaxis])
+                    volume, for_tracker = volumes[0], on_device[0]  # tracked where the engine ran
+                else:
+                    volume = for_tracker = self.engine.run(work.image[np.newaxis])[0]
             self.stats.frame_to_volume.add(time.time() - work.origin_s)
             self.stats.volumes_out.tick()
             if self.recorder is not None:
                 self._store(lambda: self.recorder.write_volume(work.t, volume), self._volume_not_stored)
             self._latest_volume = (work.t, volume)
             if self.tracker is not None:
-                displaced = self._to_track.put((work, volume))
+                displaced = self._to_track.put((work, for_tracker))
                 if displaced is not None:
                     log.debug("tracking skipped volume %d", displaced[0].t)
 
