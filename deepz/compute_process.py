@@ -91,7 +91,7 @@ class Result(NamedTuple):
 class ComputeProcess:
     """The acquiring side's handle: start the process, offer frames, read results, stop."""
 
-    def __init__(self, spec: ComputeSpec, *, build: Callable[[ComputeSpec], Stages] = build_stages, start_timeout_s: float = 300.0,
+    def __init__(self, spec: ComputeSpec, *, build: Callable[[ComputeSpec], Stages] = build_stages, start_timeout_s: float = 1800.0,
                  stop_timeout_s: float = 10.0) -> None:
         self.spec, self.build = spec, build
         self.start_timeout_s, self.stop_timeout_s = start_timeout_s, stop_timeout_s
