@@ -13,7 +13,7 @@ from zarr.storage import LocalStore
 from storage import collection, layout
 from storage.calibration import ScanRecord, scan_records
 from storage.recorded_array import RecordedArray
-from storage.records import FRAME_FIELDS, TRACK_FIELDS, RecordingError
+from storage.records import FRAME_FIELDS, TRACK_FIELDS, CorruptChunkError, RecordingError
 from storage.tables import traces_from_tracks
 
 
@@ -110,7 +110,12 @@ class RecordingReader:
     def volume(self, t: int) -> np.ndarray | None:
         """The stored volume (K, H, W) uint16 of frame ``t`` (H, W = volume_upsample x the frame's), or None."""
         row = self._volume_rows.get(int(t))
-        return None if row is None or self._volumes is None else self._volumes[row]
+        if row is None or self._volumes is None:
+            return None
+        try:
+            return self._volumes[row]
+        except CorruptChunkError as exc:  # name the frame: volume rows are not frame indices
+            raise CorruptChunkError(f"the volume of frame {t} (row {row}): {exc}") from exc
 
     @property
     def volumes(self) -> RecordedArray | None:

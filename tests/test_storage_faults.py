@@ -118,6 +118,21 @@ def test_corrupt_chunk_is_named_and_the_rest_stays_readable(tmp_path: Path) -> N
     np.testing.assert_array_equal(reader.metadata["image_number"], np.arange(20))
 
 
+def test_a_corrupt_volume_names_its_frame(tmp_path: Path) -> None:
+    path = tmp_path / "rec.zarr"
+    with RecordingWriter(path, frame_shape=SHAPE, pixel_size_um=1.0, planes_um=[0.0, 1.0]) as writer:
+        for t in range(12):
+            writer.write_frame(_frame(t), FrameRecord(t, t * 0.01, 0.0, 0.0, 1.0, 0, False))
+            if t % 5 == 0:
+                writer.write_volume(t, np.full((2, *SHAPE), t, np.uint16))
+    shard = path / "1" / "0" / "c" / "1" / "0" / "0" / "0"  # row 1: the volume of frame 5
+    shard.write_bytes(b"not a chunk")
+    reader = RecordingReader(path)
+    assert reader.volume(10)[0, 0, 0] == 10
+    with pytest.raises(CorruptChunkError, match=r"volume of frame 5 \(row 1\).*1/0/c/1/0/0/0"):
+        reader.volume(5)
+
+
 @pytest.mark.parametrize("backend", ["zarr", "tensorstore"])
 def test_disk_full_on_a_real_small_filesystem(tmp_path: Path, backend: str) -> None:
     pytest.importorskip(backend)
