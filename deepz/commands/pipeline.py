@@ -234,7 +234,8 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
     typer.echo(
         f"{summary['mode']} run ended ({summary['stopped_by']}) after {summary['elapsed_s']:.1f} s: "
         f"{summary['frames']} frames ({summary['input_hz_mean']} Hz), {summary['frames_lost']} lost; "
-        f"{summary['volumes']} volumes ({summary['volume_hz_mean']} Hz, engine {summary['engine']}), "
+        f"{summary['volumes']} volumes ({summary['volume_hz_mean']} Hz, engine {summary['engine']} "
+        f"{'in the compute process' if summary['compute'] == 'process' else 'in threads'}), "
         f"{summary['volumes_skipped']} frames skipped by inference; frame-to-volume latency "
         f"p50 {lat['p50']} ms, p99 {lat['p99']} ms."
     )
@@ -299,6 +300,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             help="Start with a focal scan and read every neuron found in it (default: on for the simulator).",
         ),
         recalibrate_s: float = typer.Option(None, "--recalibrate-s", help="Re-scan every this many seconds."),
+        compute: str = typer.Option(
+            None, "--compute", help="process (default: inference and tracking never take the camera's time) | thread."
+        ),
     ) -> None:
         """Acquire live (simulated microscope by default), refocus every frame into a volume, record, show."""
         try:
@@ -310,7 +314,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 recording__volumes=volumes, recording__overwrite=overwrite, publish__address=publish,
                 tracking__enabled=track, duration_s=duration, view=view,
                 inference__allow_optics_mismatch=allow_optics_mismatch,
-                calibration__enabled=calibrate, calibration__interval_s=recalibrate_s,
+                calibration__enabled=calibrate, calibration__interval_s=recalibrate_s, compute=compute,
             ))
         except ConfigError as exc:
             raise _fail(str(exc)) from None
