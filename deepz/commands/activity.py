@@ -45,6 +45,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         from deepz.lab.activity_eval import DEFAULT_METHOD, ActivityRunConfig, evaluate_activity
         from deepz.lab.activity_run import TARGETTRACK_EXAMPLES, simulated_worm, targettrack_worm
         from deepz.lab.activity_score import summarise
+        from deepz.lab.scaffold import machine
 
         if threads > 0:
             torch.set_num_threads(threads)
@@ -60,7 +61,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         with results_file(json_path) as result:
             result.update(
                 seed=seed, size=size, specimen="targettrack" if targettrack else "simulated worm",
-                default=DEFAULT_METHOD, torch_threads=torch.get_num_threads(), runs={}, methods={},
+                default=DEFAULT_METHOD, machine=machine(), runs={}, methods={},
             )  # fmt: skip
             for name, make in specimens:
                 with tqdm(total=cfg.n_frames, desc=f"activity {name}", unit="frame") as bar:
