@@ -211,6 +211,9 @@ def _main(spec: ComputeSpec, frames_spec: RingSpec, volume_lock: Any, build: Cal
     volumes = FrameRing(dataclasses.replace(volume_spec, lock=volume_lock))
     worker = _Worker(spec, stages, FrameRing(frames_spec), volumes, results)
     worker.run(control)
+    results.close()
+    results.join_thread()  # everything reported; skip the interpreter's (torch's) slow teardown
+    os._exit(0)
 
 
 def _portable(exc: BaseException) -> BaseException:

@@ -4,10 +4,10 @@ raises or stalls there never stops raw recording; its error reaches the user, th
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import pytest
+from compute_faults import build_raising, build_stalling
 
 from acquire.array_source import ArraySource
 from deepz import wiring
@@ -34,32 +34,6 @@ def _config(out):
 def _frames(n: int) -> np.ndarray:
     rng = np.random.default_rng(5)
     return rng.poisson(200, (n, SIZE, SIZE)).astype(np.uint16) + rng.integers(0, 2000, (n, 1, 1), np.uint16)
-
-
-class _Faulty:
-    """The real engine, failing (``raise``) or hanging (``stall``) from its ``after``-th frame on."""
-
-    def __init__(self, engine, fault: str, after: int) -> None:
-        self.engine, self.fault, self.after, self.calls = engine, fault, after, 0
-        self.name, self.device = engine.name, engine.device
-
-    def run(self, frames: np.ndarray) -> np.ndarray:
-        self.calls += 1  # call 1 is the compute process's warm-up
-        if self.calls > self.after:
-            if self.fault == "raise":
-                raise RuntimeError("injected engine fault")
-            time.sleep(3600)
-        return self.engine.run(frames)
-
-
-def build_raising(spec: ComputeSpec):
-    stages = build_stages(spec)
-    return stages._replace(engine=_Faulty(stages.engine, "raise", after=4))
-
-
-def build_stalling(spec: ComputeSpec):
-    stages = build_stages(spec)
-    return stages._replace(engine=_Faulty(stages.engine, "stall", after=4))
 
 
 def _live_run(out, frames: np.ndarray, build=build_stages, stop_timeout_s: float = 10.0) -> dict:

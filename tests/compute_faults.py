@@ -1,0 +1,35 @@
+"""Stage builders for the compute process that fail on purpose (imported by its spawned process: keep light)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from deepz.compute_process import ComputeSpec, Stages, build_stages
+
+
+class Faulty:
+    """The real engine, failing (``raise``) or hanging (``stall``) from its ``after``-th frame on."""
+
+    def __init__(self, engine, fault: str, after: int) -> None:
+        self.engine, self.fault, self.after, self.calls = engine, fault, after, 0
+        self.name, self.device = engine.name, engine.device
+
+    def run(self, frames: np.ndarray) -> np.ndarray:
+        self.calls += 1  # call 1 is the compute process's warm-up
+        if self.calls > self.after:
+            if self.fault == "raise":
+                raise RuntimeError("injected engine fault")
+            time.sleep(3600)
+        return self.engine.run(frames)
+
+
+def build_raising(spec: ComputeSpec) -> Stages:
+    stages = build_stages(spec)
+    return stages._replace(engine=Faulty(stages.engine, "raise", after=4))
+
+
+def build_stalling(spec: ComputeSpec) -> Stages:
+    stages = build_stages(spec)
+    return stages._replace(engine=Faulty(stages.engine, "stall", after=4))
