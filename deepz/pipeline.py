@@ -333,6 +333,8 @@ class Pipeline:
         quiet_since = time.monotonic()
         while True:
             result = self.compute.poll(0.2)
+            if result is None and not self.compute.alive():
+                result = self.compute.poll(0.5)  # what it sent just before exiting
             now = time.monotonic()
             if result is None:
                 if self._input_ended is not None and now - self._input_ended > self._stop_wait_s():
