@@ -35,6 +35,7 @@ def bench_pipeline(*, seconds: float, rate_hz: float, size: int, planes: int, en
     from deepz.wiring import software_versions
 
     address = free_tcp_address()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="deepz-bench-") as tmp:
         recording = out or Path(tmp) / "bench.zarr"
         cfg = load_config(config, {
@@ -61,7 +62,8 @@ def bench_pipeline(*, seconds: float, rate_hz: float, size: int, planes: int, en
         subscriber = json.loads(probe_json.read_text())
     return {
         "benchmark": "pipeline",
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "load_average_1m_before": round(load_before, 2)},  # other work on a shared machine
         "versions": software_versions(),
         "settings": {"seconds": seconds, "rate_hz": rate_hz, "size": size, "planes": planes, "engine": engine,
                      "compute": compute, "config": str(config) if config else None,
