@@ -18,7 +18,10 @@ if TYPE_CHECKING:
     import torch
 
     from acquire.sim import SimConfig
+    import numpy as np
+
     from acquire.sim.config import OpticsConfig
+    from infer.engine import Engine
     from infer.manifest import Optics
 
 
@@ -73,6 +76,20 @@ def optics_of(config: OpticsConfig) -> Optics:
 
     return Optics(numerical_aperture=config.na, magnification=config.magnification,
                   wavelength_um=config.emission_um, pixel_size_um=config.pixel_size_um)
+
+
+def shipped_deepz(
+    frame_shape: tuple[int, int], planes_um: np.ndarray, *, engine: str = "torch", device: str | None = None
+) -> tuple[Engine, dict[str, str]]:
+    """The shipped Deep-Z model in an engine refocusing one frame (focus at 0) onto ``planes_um``, and what
+    the results say of it (model name and digest, engine)."""
+    from infer.dpm import uniform_dpm
+    from infer.engine import make_engine
+    from infer.model_io import default_model_path, load_model
+
+    model = load_model(default_model_path())
+    built = make_engine(engine, model, frame_shape, uniform_dpm(planes_um, frame_shape), batch=1, device=device)
+    return built, {"model": model.manifest.name, "model_digest": model.digest, "engine": built.name}
 
 
 def seed_or_path(path: Path | None, seed: int | None, *, path_flag: str) -> None:

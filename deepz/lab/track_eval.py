@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from deepz.lab.scaffold import sim_config
+from deepz.lab.scaffold import shipped_deepz, sim_config
 from track.evaluate import TrackingScorer
 from track.live import LiveTracker, LiveTrackerConfig
 from track.online import TrackerConfig
@@ -78,7 +78,8 @@ def simulated_volumes(cfg: RunConfig) -> VolumeStream:
             for i, t in enumerate(times)
         )
         return VolumeStream((dz, px, px), origin, gen, {"source": "sim", "volumes": "widefield focal stack"})
-    engine, info = _virtual_engine(cfg, sim.frame_shape, planes)
+    engine, info = shipped_deepz(sim.frame_shape, planes, engine=cfg.engine)
+    info = {"source": "sim", "volumes": "virtual (Deep-Z)", **info}
 
     def virtual() -> Iterator[tuple[int, float, np.ndarray, object]]:
         for i, t in enumerate(times):
@@ -86,29 +87,6 @@ def simulated_volumes(cfg: RunConfig) -> VolumeStream:
             yield i, float(t), engine.run(frame[None])[0], sim.truth(float(t))
 
     return VolumeStream((dz, px, px), origin, virtual(), info)
-
-
-def _virtual_engine(cfg: RunConfig, frame_shape: tuple[int, int], planes: np.ndarray) -> tuple[object, dict]:
-    """The shipped Deep-Z model in an engine that refocuses one frame (focus z = 0) onto `planes`."""
-    from infer.dpm import uniform_dpm
-    from infer.engine import make_engine
-    from infer.model_io import default_model_path, load_model
-
-    path = default_model_path()
-    if not (path / "manifest.json").is_file():
-        raise FileNotFoundError(
-            f"No Deep-Z model at {path}; virtual volumes need the shipped model (`deepz train` makes it) "
-            "or run the evaluation without --virtual."
-        )
-    model = load_model(path)
-    engine = make_engine(cfg.engine, model, frame_shape, uniform_dpm(planes, frame_shape), batch=1)
-    return engine, {
-        "source": "sim",
-        "volumes": "virtual (Deep-Z)",
-        "model": model.manifest.name,
-        "model_digest": model.digest,
-        "engine": engine.name,
-    }
 
 
 def in_view(positions_um: np.ndarray, origin_um, voxel_um, shape, margin_um: float = 1.5) -> np.ndarray:
