@@ -88,7 +88,8 @@ def shipped_deepz(
     from infer.model_io import default_model_path, load_model
 
     model = load_model(default_model_path())
-    built = make_engine(engine, model, frame_shape, uniform_dpm(planes_um, frame_shape), batch=1, device=device)
+    dpm = uniform_dpm(planes_um, frame_shape)
+    built = make_engine(engine, model, frame_shape, dpm, batch=1, device=device)
     return built, {"model": model.manifest.name, "model_digest": model.digest, "engine": built.name}
 
 
