@@ -91,18 +91,21 @@ def noise_ceiling(
     """The trace r the demixing's own noise allows each traced neuron: sqrt(1 - noise variance / trace
     variance), with the noise variance from the fit's standard errors (its Cramer-Rao bound under the
     model). An r far below it is model error (stamps, motion); an r near it is photon noise."""
-    ceiling = []
-    for owner in owners:
+    ceiling, achieved = [], []
+    for owner, r_owner in zip(owners, r, strict=True):
+        if owner < 0:
+            continue  # no trace: no noise level to compare with
+        achieved.append(r_owner)
         b, e = np.asarray(brightness[owner]), np.asarray(error[owner])
         ok = np.isfinite(b) & np.isfinite(e)
         variance = float(np.var(b[ok])) if ok.sum() > 2 else 0.0
         noise = float(np.mean(e[ok] ** 2)) if ok.any() else float("inf")
         ceiling.append(float(np.sqrt(max(0.0, 1.0 - noise / variance))) if variance > 0 else 0.0)
-    c, achieved = np.asarray(ceiling), np.asarray(r)
+    c = np.asarray(ceiling)
     return {
         "median_r_ceiling": float(np.median(c)) if len(c) else float("nan"),
         "fraction_ceiling_ge_0_9": float(np.mean(c >= 0.9)) if len(c) else float("nan"),
-        "median_shortfall": float(np.median(c - achieved)) if len(c) else float("nan"),
+        "median_shortfall": float(np.median(c - np.asarray(achieved))) if len(c) else float("nan"),
         "note": "per traced neuron: sqrt(1 - mean squared standard error / variance of its brightness trace),"
         " the r that noise alone would leave; shortfall = ceiling - achieved r",
     }

@@ -95,6 +95,7 @@ class ActivityScorer:
             if len(seq) == 0:
                 if not flat:
                     out.r.append(0.0)  # no trace: counts as no correlation
+                    out.owners.append(-1)
                 continue
             ids, counts = np.unique(seq, return_counts=True)
             owner = int(ids[np.argmax(counts)])
@@ -110,6 +111,7 @@ class ActivityScorer:
                 out.flat += 1
             elif ok.sum() < 3 or np.std(measured[ok]) < 1e-12:
                 out.r.append(0.0)
+                out.owners.append(owner)
             else:
                 out.r.append(float(np.corrcoef(measured[ok], truth)[0, 1]))
                 out.owners.append(owner)
@@ -131,7 +133,7 @@ class NeuronScores:
     errors: list[float] = field(default_factory=list)
     switches: int = 0
     flat: int = 0
-    owners: list[int] = field(default_factory=list)  # the method's id traced for each r that has one
+    owners: list[int] = field(default_factory=list)  # the method's id behind each r (-1: no trace)
 
 
 def summarise(parts: list[NeuronScores]) -> dict[str, object]:
