@@ -1,4 +1,4 @@
-"""mypy --strict over the typed interfaces listed in pyproject's [tool.mypy] files (wire format, results)."""
+"""mypy --strict over the modules in pyproject's [tool.mypy] files (wire format, results, lab scaffold)."""
 
 from __future__ import annotations
 
