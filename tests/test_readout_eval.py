@@ -52,3 +52,24 @@ def test_bench_activity_writes_frame_rates(tmp_path):
     cpu = data["results"]["cpu"]
     assert cpu["frames_per_s_median"] > 0 and cpu["neurons_in_reference"] > 0
     assert data["frame_shape"] == [64, 64] and data["frames_timed"] == 3
+
+
+def test_a_neuron_that_leaves_the_field_is_scored_over_the_times_it_is_in_it():
+    import numpy as np
+
+    from acquire.sim.sample import GroundTruth
+    from deepz.lab.activity_score import ActivityScorer, summarise
+
+    scorer = ActivityScorer((50.0, 50.0))
+    for k in range(100):
+        t = k * 0.1
+        x = np.array([20.0, 20.0 + 0.5 * k, 82.0 - 0.5 * k])  # B leaves at k = 58, C enters at k = 67
+        positions = np.column_stack([np.zeros(3), np.full(3, 25.0), x])
+        activity = np.sin(np.array([1.0, 2.0, 3.0]) * t) + 1
+        truth = GroundTruth(t, np.arange(3), positions, activity, activity)
+        shown = x < 48.5  # the method reports a neuron only while it is in the field
+        scorer.add("m", truth, np.arange(3)[shown], positions[shown], activity[shown])
+    scores = summarise([scorer.neuron_scores("m")])
+    assert scores["n_neurons_scored"] == 2  # C is in range for less than half of the run
+    assert scores["traced_fraction"] == 1.0 and scores["median_r"] > 0.999
+    assert scores["switches_per_neuron_minute"] == 0.0
