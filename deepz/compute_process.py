@@ -205,7 +205,14 @@ def _main(spec: ComputeSpec, frames_spec: RingSpec, volume_lock: Any, build: Cal
     results.put(Result("ready", -1, {"engine": engine.name, "device": str(engine.device),
                                      "volume_shape": list(probe.shape), "volume_dtype": probe.dtype.str,
                                      "tracking": stages.tracker is not None, "readout": stages.readout is not None}))
-    kind, volume_spec = control.get()
+    parent = mp.parent_process()
+    while True:
+        try:
+            kind, volume_spec = control.get(timeout=0.5)
+            break
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                os._exit(0)
     if kind != "start":
         return
     volumes = FrameRing(dataclasses.replace(volume_spec, lock=volume_lock))
@@ -225,6 +232,16 @@ def _portable(exc: BaseException) -> BaseException:
         return exc
     except Exception:
         return ComputeError(f"{type(exc).__name__}: {exc}")
+
+
+def _join(thread: threading.Thread) -> None:
+    """Wait for a stage's thread, but exit at once if the acquiring process is gone (a stalled stage would
+    otherwise keep this process, and its device memory, forever)."""
+    parent = mp.parent_process()
+    while thread.is_alive():
+        thread.join(0.5)
+        if parent is not None and not parent.is_alive():
+            os._exit(0)
 
 
 class _Worker:
@@ -253,10 +270,10 @@ class _Worker:
         for thread in threads:
             thread.start()
         self._listen(control, readout)
-        threads[0].join()
+        _join(threads[0])
         self._to_track.close()
         for thread in threads[1:]:
-            thread.join()
+            _join(thread)
         summary = None
         if readout is not None and not self._failed:
             readout.finish()
