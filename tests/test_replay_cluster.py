@@ -20,6 +20,7 @@ from deepz.cli import app
 from deepz.cluster.connect import ClusterSpec, connect
 from deepz.cluster.replay import replay_on_cluster
 from deepz.commands.pipeline import run_pipeline
+from deepz.commands.tracking import track_recording
 from deepz.config import ConfigError, load_config
 from infer.model_io import save_model
 from storage import FrameRecord, RecordingReader, RecordingWriter
@@ -154,6 +155,24 @@ def test_batch_of_recordings_shares_the_workers(files, single, client, tmp_path)
     for name in ("rec-replay.zarr", "copy-replay.zarr"):
         assert f"recording: {out_dir / name} ({FRAMES} frames, {FRAMES} volumes)" in result.output
         assert_same_store(out_dir / name, single)
+
+
+def test_track_detects_on_the_workers_and_links_in_the_client(single, client, tmp_path) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker detects
+    try:
+        track_recording(single, tmp_path / "here.zarr", max_distance_um=2.0, max_gap=20, device="cpu",
+                        overwrite=False)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "cluster.zarr"
+    result = CliRunner().invoke(app, ["track", str(single), "--out", str(out), "--device", "cpu",
+                                      "--cluster", client.scheduler.address])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    here, there = RecordingReader(tmp_path / "here.zarr").tracks(), RecordingReader(out).tracks()
+    assert len(here["t"]) > FRAMES  # neurons found in the volumes
+    for name, column in here.items():
+        np.testing.assert_array_equal(there[name], column, err_msg=name)
 
 
 @pytest.mark.parametrize(

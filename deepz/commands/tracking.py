@@ -14,15 +14,19 @@ from deepz.results import check_writable, results_file, write_json
 
 
 def track_recording(
-    source: Path, out: Path, *, max_distance_um: float, max_gap: int, device: str | None, overwrite: bool
+    source: Path, out: Path, *, max_distance_um: float, max_gap: int, device: str | None, overwrite: bool,
+    cluster: str | None = None,
 ) -> dict[str, object]:
-    """Re-detect and globally re-link every stored volume of `source`; write tracks to a new store."""
+    """Re-detect and globally re-link every stored volume of `source`; write tracks to a new store.
+
+    With ``cluster`` (local[:N] or a scheduler address) the volumes are detected on Dask workers; linking stays here.
+    """
     import numpy as np
     from tqdm import tqdm
 
     from storage import RecordingReader, RecordingWriter
     from storage.output_path import check_output
-    from track.offline import OfflineConfig, track_volumes
+    from track.offline import OfflineConfig, link_measurements, track_volumes
 
     check_output(out, overwrite=overwrite, inputs=(source,))  # before minutes of detection
     reader = RecordingReader(source)
@@ -36,15 +40,27 @@ def track_recording(
     origin = (float(planes[0]), 0.0, 0.0)
     indices = reader.volume_indices
     config = OfflineConfig(max_distance_um=max_distance_um, max_gap=max_gap)
-    with tqdm(total=len(indices), desc="detect", unit="vol") as bar:
-        table = track_volumes(
-            (reader.volume(int(t)) for t in indices),
-            voxel,
-            origin_um=origin,
-            config=config,
-            device=device,
-            progress=lambda _: bar.update(1),
-        )
+    if cluster is not None:
+        from deepz.cluster.connect import connect, describe, local_torch_threads, parse_cluster
+        from deepz.cluster.track import TrackGeometry, measure_on_cluster
+
+        spec = parse_cluster(cluster)
+        threads = local_torch_threads(spec.local_workers()) if spec.local else None
+        geometry = TrackGeometry(voxel, origin, device, threads)
+        with connect(spec) as client, tqdm(total=len(indices), desc="detect", unit="vol") as bar:
+            typer.echo(describe(client), err=True)
+            detections, intensities = measure_on_cluster(client, source.resolve(), indices, geometry, bar.update)
+        table = link_measurements(detections, intensities, config)
+    else:
+        with tqdm(total=len(indices), desc="detect", unit="vol") as bar:
+            table = track_volumes(
+                (reader.volume(int(t)) for t in indices),
+                voxel,
+                origin_um=origin,
+                config=config,
+                device=device,
+                progress=lambda _: bar.update(1),
+            )
     attrs = {
         "tracked_from": str(source),
         "tracking": {
@@ -85,6 +101,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             None, help="torch device for detection (cpu, cuda; default: input's)."
         ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output store."),
+        cluster: str = typer.Option(None, "--cluster", help="Detect on a Dask cluster: local[:N] workers, or a "
+                                    "scheduler address tcp://host:8786 (linking stays in this process)."),
     ) -> None:
         """Re-detect neurons in every stored volume and re-link them globally (offline, gap closing)."""
         out = out or recording.with_name(recording.name.removesuffix(".zarr") + ".tracks.zarr")
@@ -95,6 +113,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             max_gap=max_gap,
             device=device,
             overwrite=overwrite,
+            cluster=cluster,
         )
         typer.echo(f"{summary['tracks']} tracks over {summary['volumes']} volumes written to {out}")
 
