@@ -54,3 +54,18 @@ def test_results_equal_the_public_functions_on_the_array(conversions):
         np.testing.assert_allclose(state.intensity, expected.intensity)
         np.testing.assert_allclose(state.dff, expected.dff)
     assert conversions.count("Tensor") == 3  # the tracker's: one per volume; the rest are the reference's
+
+
+def test_the_tracker_runs_on_the_configured_device_else_the_engines():
+    from deepz.config import TrackingConfig
+    from deepz.wiring import build_tracker
+    from infer.engine import EngineUnavailable
+
+    planes = np.linspace(-5.0, 5.0, 4)
+    auto = build_tracker(TrackingConfig(), (1.0, 0.325, 0.325), planes, engine_device="cpu")
+    assert auto.tracker.device == torch.device("cpu")
+    pinned = build_tracker(TrackingConfig(device="cpu"), (1.0, 0.325, 0.325), planes, engine_device="cpu")
+    assert pinned.tracker.device == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(EngineUnavailable, match="no CUDA GPU"):
+            build_tracker(TrackingConfig(device="cuda"), (1.0, 0.325, 0.325), planes)
