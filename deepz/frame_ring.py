@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,6 +61,17 @@ class Taken:
     meta: np.ndarray
 
 
+def _check_room(nbytes: int, folder: str = "/dev/shm") -> None:
+    """Refuse a ring the shared-memory filesystem cannot hold (writing past its end kills the process with
+    SIGBUS; containers often give /dev/shm only 64 MB)."""
+    if not os.path.isdir(folder):
+        return
+    free = shutil.disk_usage(folder).free
+    if nbytes > free:
+        raise OSError(f"the shared-memory ring needs {nbytes / 1e6:.0f} MB but {folder} has {free / 1e6:.0f} MB "
+                      "free: give it more (docker run --shm-size=1g) or run inference in threads (--compute thread)")
+
+
 class FrameRing:
     """Create with FrameRing.create(...) in the producer's process; attach elsewhere with FrameRing(spec)."""
 
@@ -70,6 +83,8 @@ class FrameRing:
                  "counts": 2}  # fmt: skip
         table = sum(sizes.values()) * 8
         total = table + n * m * 8 + n * item
+        if _create:
+            _check_room(total)
         self._shm = (shared_memory.SharedMemory(spec.name, create=True, size=total) if _create
                      else shared_memory.SharedMemory(spec.name))  # fmt: skip
         self._owner = _create

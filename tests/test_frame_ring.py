@@ -140,3 +140,13 @@ def test_a_waiting_producer_displaces_only_after_its_wait(ring):
     started = time.perf_counter()
     assert ring.put(5, frame(5), wait_s=0.05) == 1  # nothing taken in time: the oldest untaken goes
     assert time.perf_counter() - started >= 0.05 and ring.displaced == 1
+
+
+def test_a_ring_larger_than_the_shared_memory_folder_is_refused_clearly(monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(64_000_000, 63_000_000, 1_000_000))
+    with pytest.raises(OSError, match=r"needs 4 MB but /dev/shm has 1 MB free.*--compute thread"):
+        FrameRing.create((512, 512), np.uint16, slots=8)
