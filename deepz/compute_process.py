@@ -33,8 +33,9 @@ from deepz.stages import Closed, Mailbox
 
 log = logging.getLogger(__name__)
 
-FRAME_SLOTS, VOLUME_SLOTS = 8, 4
-"""Ring sizes: 8 frames (80 ms at 100 Hz) for the readers to take the newest from; 4 volumes in flight back."""
+FRAME_SLOTS, VOLUME_SLOTS = 8, 3
+"""Ring sizes: 8 frames (80 ms at 100 Hz) for the readers to take the newest from; 3 volumes in flight back
+(the fewest for one reader: 512x512 x 32 planes fit a container's default 64 MB of /dev/shm)."""
 INFER_READER, READOUT_READER = 0, 1
 
 
