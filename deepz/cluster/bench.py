@@ -34,12 +34,13 @@ def _difference(a: Path, b: Path) -> dict[str, int]:
             "of_voxels": int(sum(d.size for d in diffs))}  # fmt: skip
 
 
-def bench_replay(workers: list[int], *, frames: int, size: int, planes: int, engine: str,
-                 model: Path | None) -> dict[str, Any]:  # fmt: skip
-    """Replay one synthetic recording single-process, then on a local cluster of each worker count."""
+def bench_replay(workers: list[int], *, frames: int, size: int, planes: int, engine: str, model: Path | None,
+                 threads: int) -> dict[str, Any]:  # fmt: skip
+    """Replay one synthetic recording single-process, then on a local cluster of each worker count; every
+    process computes with ``threads`` torch threads, so the ratio measures what more worker processes give."""
     import torch
 
-    from deepz.cluster.connect import ClusterSpec, connect, local_torch_threads
+    from deepz.cluster.connect import ClusterSpec, connect
     from deepz.cluster.replay import replay_on_cluster
     from deepz.commands.pipeline import run_pipeline
     from deepz.config import load_config
@@ -61,15 +62,20 @@ def bench_replay(workers: list[int], *, frames: int, size: int, planes: int, eng
     }
     with tempfile.TemporaryDirectory(prefix="deepz-bench-replay-") as tmp:
         rec = _recording(Path(tmp) / "rec.zarr", frames, size)
-        single = run_pipeline(config(Path(tmp) / "single.zarr"), replay_from=rec)
-        result["single_process"] = {"torch_threads": torch.get_num_threads(), "frames_per_s": single["volume_hz_mean"],
+        default_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            single = run_pipeline(config(Path(tmp) / "single.zarr"), replay_from=rec)
+        finally:
+            torch.set_num_threads(default_threads)
+        result["single_process"] = {"torch_threads": threads, "frames_per_s": single["volume_hz_mean"],
                                     "elapsed_s": single["elapsed_s"], "engine": single["engine"]}  # fmt: skip
         for n in workers:
             out = Path(tmp) / f"cluster-{n}.zarr"
             started = time.perf_counter()
             with connect(ClusterSpec(workers=n), dashboard_address=None) as client:
                 started_s = time.perf_counter() - started
-                summary = replay_on_cluster(config(out), rec, client, torch_threads=local_torch_threads(n))
+                summary = replay_on_cluster(config(out), rec, client, torch_threads=threads)
             result["runs"].append({
                 "workers": n, "torch_threads_per_worker": summary["torch_threads"],
                 "frames_per_s": summary["frames_per_s"], "compute_s": summary["compute_s"],

@@ -21,7 +21,7 @@ class ClusterError(RuntimeError):
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """A local cluster of ``workers`` processes (None: one per CPU core), or a running scheduler's address."""
+    """A local cluster of ``workers`` processes (None: one per GPU, else per CPU core), or a scheduler's address."""
 
     address: str | None = None
     workers: int | None = None
@@ -31,8 +31,12 @@ class ClusterSpec:
         return self.address is None
 
     def local_workers(self) -> int:
-        """Worker processes of a local cluster."""
-        return self.workers or os.cpu_count() or 1
+        """Worker processes of a local cluster: as asked, else one per GPU, else one per CPU core."""
+        if self.workers:
+            return self.workers
+        import torch
+
+        return torch.cuda.device_count() or os.cpu_count() or 1
 
 
 def parse_cluster(spec: str) -> ClusterSpec:

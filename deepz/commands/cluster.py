@@ -118,6 +118,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         planes: int = typer.Option(8, "--planes", help="Planes K per volume."),
         engine: str = typer.Option("torch", "--engine"),
         model: Path = typer.Option(None, "--model", help="Model directory (default: the shipped model)."),
+        threads: int = typer.Option(1, "--threads-per-worker", min=1, help="Torch threads of every process."),
     ) -> None:
         """Replay frames/s on local Dask clusters of each worker count, beside single-process replay."""
         from deepz.cluster.bench import bench_replay as run_bench
@@ -127,7 +128,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         if not cluster.startswith("local:") or not all(c.isdigit() and int(c) > 0 for c in counts):
             raise ClusterError(f"--cluster {cluster!r}: the bench compares local clusters, e.g. local:1,2")
         result = run_bench([int(c) for c in counts], frames=frames, size=size, planes=planes, engine=engine,
-                           model=model)  # fmt: skip
+                           model=model, threads=threads)  # fmt: skip
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2))
         typer.echo(json.dumps(result["summary"], indent=2))
