@@ -10,6 +10,12 @@ from pathlib import Path
 import typer
 
 from deepz.config import RunConfig
+from deepz.signals import stop_on_signals
+
+
+def _interrupt(signal_name: str) -> None:
+    """SIGTERM (a process manager, `docker stop`) stops a cluster replay as Ctrl-C does: resumable."""
+    raise KeyboardInterrupt(signal_name)
 
 
 def replay_cli(cfg: RunConfig, recording: Path, cluster: str) -> None:
@@ -28,7 +34,7 @@ def _replay_runs(runs: list[tuple[RunConfig, Path]], cluster: str) -> None:
 
     spec = parse_cluster(cluster)
     threads = local_torch_threads(spec.local_workers()) if spec.local else None
-    with contextlib.ExitStack() as bars, connect(spec) as client:
+    with contextlib.ExitStack() as bars, stop_on_signals(_interrupt), connect(spec) as client:
         typer.echo(describe(client), err=True)
         copy_bars: dict[Path, tqdm] = {}
         compute_bar = None
