@@ -1,8 +1,9 @@
 """Volumes of an existing recording written region by region, by several processes at once (cluster replay).
 
 A region is a range of frames whose volumes (stored densely, one row per computed frame) fill whole chunks: no
-two regions share a chunk, so workers never write the same file. Each region's volumes are written (fsynced) before its completion marker, one chunk of the
-``regions/done`` array per region, so a re-run after a killed worker or client computes only what is missing.
+two regions share a chunk, so workers never write the same file. Each region's volumes are written (fsynced)
+before its completion marker, one chunk of the ``regions/done`` array per region, so a re-run after a killed
+worker or client computes only what is missing.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ def _recording(path: Path, frames: int, size: int) -> Path:
 
     with RecordingWriter(path, frame_shape=(size, size), pixel_size_um=0.325) as writer:
         for t in range(frames):
-            writer.write_frame(blob_volume((size, size), seed=t), FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
+            record = FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False)
+            writer.write_frame(blob_volume((size, size), seed=t), record)
     return path
 
 
@@ -81,7 +82,8 @@ def bench_replay(workers: list[int], *, frames: int, size: int, planes: int, eng
                 "frames_per_s": summary["frames_per_s"], "compute_s": summary["compute_s"],
                 "copy_s": summary["copy_s"], "cluster_start_s": round(started_s, 3),
                 "regions": summary["regions"], "frames_per_region": summary["frames_per_region"],
-                "engines": summary["engines"], "difference_from_single_process": _difference(out, Path(tmp) / "single.zarr"),
+                "engines": summary["engines"],
+                "difference_from_single_process": _difference(out, Path(tmp) / "single.zarr"),
             })  # fmt: skip
     result["machine"]["load_average_after"] = os.getloadavg()
     rates = {r["workers"]: r["frames_per_s"] for r in result["runs"]}
@@ -89,6 +91,7 @@ def bench_replay(workers: list[int], *, frames: int, size: int, planes: int, eng
     result["summary"] = {
         "frames_per_s_by_workers": rates,
         "single_process_frames_per_s": result["single_process"]["frames_per_s"],
-        f"ratio_{last['workers']}_over_{first['workers']}_workers": round(last["frames_per_s"] / first["frames_per_s"], 3),
+        f"ratio_{last['workers']}_over_{first['workers']}_workers":
+            round(last["frames_per_s"] / first["frames_per_s"], 3),
     }  # fmt: skip
     return result

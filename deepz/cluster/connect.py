@@ -111,4 +111,5 @@ def describe(client) -> str:
     info = client.scheduler_info()
     link = client.dashboard_link if info.get("services", {}).get("dashboard") else None
     where = f"dashboard {link}" if link else "no dashboard (install bokeh to get one)"
-    return f"Dask cluster {client.scheduler.address}: {len(info['workers'])} worker{'s' if len(info['workers']) != 1 else ''}; {where}"
+    n = len(info["workers"])
+    return f"Dask cluster {client.scheduler.address}: {n} worker{'s' if n != 1 else ''}; {where}"

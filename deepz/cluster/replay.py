@@ -81,7 +81,7 @@ def _resume(out: Path, recording: Path, cfg: RunConfig, digest: str | None) -> V
 
 def _start(out: Path, recording: Path, cfg: RunConfig, model, *, region_frames: int, cluster: dict,
            on_copy: Callable[[int, int], None] | None) -> VolumeRegions:  # fmt: skip
-    """A new store: the raw frames and their metadata copied as single-process replay stores them, then the plan."""
+    """A new store: raw frames and metadata copied as single-process replay stores them, then the plan."""
     from infer.superres.live import volume_upsample
 
     reader = RecordingReader(recording)
@@ -106,10 +106,15 @@ def _start(out: Path, recording: Path, cfg: RunConfig, model, *, region_frames: 
     return VolumeRegions.start(out, frames_per_region=region_frames)
 
 
+def _has_plugin(name: str, dask_scheduler=None) -> bool:
+    """On the scheduler: whether workers get the plugin ``name``."""
+    return name in dask_scheduler.worker_plugins
+
+
 def _load_engines(client, plugins: Sequence[ReplayEngine]) -> None:
     """Register each worker plugin (each worker loads its model) unless the cluster already has it."""
     for plugin in plugins:
-        if not client.run_on_scheduler(lambda dask_scheduler, name=plugin.name: name in dask_scheduler.worker_plugins):
+        if not client.run_on_scheduler(_has_plugin, name=plugin.name):
             log.info("loading the model on the workers")
             client.register_plugin(plugin)
 
@@ -204,7 +209,8 @@ def replay_batch_on_cluster(
                 if r.resumed:
                     r.regions = _resume(r.out, r.recording, r.cfg, r.model.digest)
                 else:
-                    frames = region_frames or default_region_frames(RecordingReader(r.recording).n_frames, workers)
+                    n_frames = RecordingReader(r.recording).n_frames
+                    frames = region_frames or default_region_frames(n_frames, workers)
                     copied = None if on_copy is None else (lambda n, total, rec=r.recording: on_copy(rec, n, total))
                     r.regions = _start(r.out, r.recording, r.cfg, r.model, region_frames=frames, cluster=cluster,
                                        on_copy=copied)  # fmt: skip

@@ -42,7 +42,7 @@ def _replay_runs(runs: list[tuple[RunConfig, Path]], cluster: str) -> None:
         def copied(recording: Path, n: int, total: int) -> None:
             if recording not in copy_bars:
                 copy_bars[recording] = bars.enter_context(
-                    tqdm(total=total, unit="frame", desc=f"copy raw frames of {recording.name}", dynamic_ncols=True))
+                    tqdm(total=total, unit="frame", desc=f"copy {recording.name}", dynamic_ncols=True))
             copy_bars[recording].update(n - copy_bars[recording].n)
             if n == total:
                 copy_bars[recording].close()
@@ -84,7 +84,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @app.command("replay-batch")
     def replay_batch(
         recordings: list[Path] = typer.Argument(..., help="Recordings to replay (.zarr)."),
-        out_dir: Path = typer.Option(..., "--out-dir", help="Directory for the new stores (NAME-replay.zarr each)."),
+        out_dir: Path = typer.Option(..., "--out-dir", help="Directory for the new stores (NAME-replay.zarr)."),
         cluster: str = typer.Option("local", "--cluster", help="local[:N] workers, or a scheduler address "
                                     "tcp://host:8786 (a re-run resumes unfinished stores)."),
         config: Path = opts.ConfigOpt,
@@ -117,7 +117,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
     @bench.command("replay")
     def bench_replay(
-        cluster: str = typer.Option("local:1,2", "--cluster", help="Local worker counts to compare, e.g. local:1,2."),
+        cluster: str = typer.Option("local:1,2", "--cluster", help="Local worker counts to compare."),
         json_out: Path = typer.Option(..., "--json", help="Write the results here."),
         frames: int = typer.Option(48, "--frames", help="Frames in the synthetic recording replayed."),
         size: int = typer.Option(128, "--size", help="Frame side in pixels."),

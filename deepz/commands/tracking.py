@@ -19,7 +19,7 @@ def track_recording(
 ) -> dict[str, object]:
     """Re-detect and globally re-link every stored volume of `source`; write tracks to a new store.
 
-    With ``cluster`` (local[:N] or a scheduler address) the volumes are detected on Dask workers; linking stays here.
+    With ``cluster`` (local[:N] or a scheduler address) volumes are detected on Dask workers; linking stays here.
     """
     import numpy as np
     from tqdm import tqdm
