@@ -7,11 +7,12 @@ import logging
 
 import numpy as np
 import pytest
+import typer
 from compute_faults import build_raising, build_stalling
 
 from acquire.array_source import ArraySource
 from deepz import wiring
-from deepz.commands.pipeline import _close_recorder
+from deepz.commands.pipeline import _close_recorder, _print_summary
 from deepz.compute_process import ComputeProcess, ComputeSpec, build_stages
 from deepz.config import load_config
 from deepz.optics_check import CameraOptics
@@ -77,7 +78,7 @@ def test_volumes_and_tracks_match_their_frames_by_sequence_number(tmp_path):
 
 
 @pytest.mark.parametrize(("build", "message"), [(build_raising, "injected engine fault"), (build_stalling, "stalled")])
-def test_a_failing_or_stalled_stage_never_stops_raw_recording(tmp_path, caplog, build, message):
+def test_a_failing_or_stalled_stage_never_stops_raw_recording(tmp_path, caplog, capsys, build, message):
     frames = _frames(150)
     with caplog.at_level(logging.ERROR, logger="deepz.pipeline"):
         summary = _live_run(tmp_path / "rec.zarr", frames, build=build, stop_timeout_s=1.5)
@@ -90,3 +91,8 @@ def test_a_failing_or_stalled_stage_never_stops_raw_recording(tmp_path, caplog, 
     assert 1 <= summary["volumes"] <= 4  # the frames before the fault became volumes; nothing after
     skipped = reader.metadata["volume_skipped"]
     assert int(skipped.sum()) == summary["volumes_skipped"] >= len(frames) - 5
+    with pytest.raises(typer.Exit) as ended:  # the closing lines of `deepz live`
+        _print_summary(summary, tmp_path / "rec.zarr")
+    assert ended.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert "inference/tracking stopped early" in err and message in err and "raw frames were recorded" in err
