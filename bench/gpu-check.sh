@@ -45,7 +45,7 @@ cuda = torch.cuda.is_available() and '$DEV' == 'cuda'
 json.dump({'device': '$DEV', 'gpu': torch.cuda.get_device_name(0) if cuda else None,
            'cpu': platform.processor() or platform.machine(), 'torch': torch.__version__,
            'dry_run': bool($DRY)}, open('$OUT/device.json', 'w'), indent=2)"
-step engine 150 $PY -m deepz bench infer --device $DEV --engine $ENGINE --size $SIZE --planes $PLANES \
+step engine 240 $PY -m deepz bench infer --device $DEV --engine $ENGINE --size $SIZE --planes $PLANES \
   --seconds $SECONDS_INFER --check --json "$OUT/infer.json"
 step live 150 $PY -m deepz bench pipeline --seconds $SECONDS_LIVE --size $SIZE --planes $PLANES --rate $RATE \
   --engine $ENGINE --track --no-calibrate --compute process --out "$WORK/live.zarr" --json "$OUT/pipeline.json"
