@@ -23,7 +23,7 @@ from deepz.commands.pipeline import run_pipeline
 from deepz.commands.tracking import track_recording
 from deepz.config import ConfigError, load_config
 from infer.model_io import save_model
-from storage import FrameRecord, RecordingReader, RecordingWriter
+from storage import FrameRecord, RecordingExistsError, RecordingReader, RecordingWriter
 from storage.region_writer import PENDING_REASON, VolumeRegions
 from storage.synthetic import blob_volume
 
@@ -119,6 +119,11 @@ def test_stopped_client_is_resumed_computing_only_missing_regions(files, single,
     assert not stopped.complete and stopped.stopped_reason == PENDING_REASON
     assert stopped.n_frames == FRAMES and stopped.volume_indices.size == 0  # raw stored; volumes not yet indexed
     assert VolumeRegions(out).done.sum() >= 2
+
+    other = _config(out, model).model_copy(update={"inference": _config(out, model).inference.model_copy(
+        update={"planes": PLANES + 1})})  # fmt: skip
+    with pytest.raises(RecordingExistsError, match="other settings"):  # never resumed into a mixed store
+        replay_on_cluster(other, rec, client, torch_threads=1)
 
     # a task the stopped client left running may still finish meanwhile: done_before is counted at the plan
     summary = replay_on_cluster(_config(out, model), rec, client, torch_threads=1)
