@@ -64,42 +64,57 @@ class NeuronShapes:
 
 
 class ShapeReader:
-    """The corrections on a device with their derivatives, read at current centres and defocus."""
+    """The corrections on a device with their derivatives, read at current centres and defocus.
+
+    A neuron's patch pixels all sit the same sub-pixel shift away from its correction's grid, so reading is a
+    linear blend of its two nearest planes, then of four whole-pixel-shifted copies (bilinear)."""
 
     def __init__(self, shapes: NeuronShapes, device: torch.device) -> None:
         self.shapes = shapes
         e = torch.as_tensor(shapes.values, device=device)
         d_j, d_row, d_col = torch.gradient(e, dim=(1, 2, 3))  # per plane, per pixel
-        self._stack = torch.stack([e, d_row, d_col, d_j / shapes.d_step_um], 1)  # (N, 4, J, P, P)
+        stack = torch.stack([e, d_row, d_col, d_j / shapes.d_step_um], 2)  # (N, J, 4, P, P)
+        self._stack = F.pad(stack, (1, 1, 1, 1))  # a zero border: shifted reads stay inside
         self._start = torch.as_tensor(shapes.d_start_um, dtype=torch.float32, device=device)
         self._frac = torch.as_tensor(shapes.frac_px, dtype=torch.float32, device=device)
 
     def add_to(self, stamps: StampValues, patches: Patches, defocus_um: torch.Tensor) -> StampValues:
-        """The stamps (values and derivatives, if any) with each neuron's correction added in the middle of
-        its patch; the patches' half-width must be at least the corrections'."""
+        """Add each neuron's correction to its stamp (values and derivatives, if any; in place) in the middle
+        of its patch and return the stamps; the patches' half-width must be at least the corrections'."""
         hc = self.shapes.half_px
         half = patches.dy.shape[1] // 2
         if half < hc:
             raise ValueError(f"Patches of half-width {half} px cannot hold corrections of half-width {hc}.")
-        win = slice(half - hc, half + hc + 1)
-        n, _, j, p, _ = self._stack.shape
-        gy = patches.dy[:, win, win] + self._frac[:, 0, None, None] + hc  # correction pixel coordinates
-        gx = patches.dx[:, win, win] + self._frac[:, 1, None, None] + hc
-        gz = ((defocus_um.float() - self._start) / self.shapes.d_step_um)[:, None, None].expand_as(gy)
-        scale = 2.0 / max(p - 1, 1)
-        grid = torch.stack([gx * scale - 1, gy * scale - 1, gz * (2.0 / max(j - 1, 1)) - 1], -1)
-        read = F.grid_sample(self._stack, grid[:, None], align_corners=True, padding_mode="zeros")[:, :, 0]
-        weight, slope = self.shapes.taper(defocus_um.float())
+        n, n_planes = self._stack.shape[:2]
+        p = 2 * hc + 1
+        rows = torch.arange(n, device=self._stack.device)
+        u = ((defocus_um.float() - self._start) / self.shapes.d_step_um).clamp(0, n_planes - 1)
+        j0 = u.floor().clamp(max=n_planes - 2).long()
+        fu = (u - j0)[:, None, None, None]
+        planes = self._stack[rows, j0] * (1 - fu) + self._stack[rows, j0 + 1] * fu  # (N, 4, P + 2, P + 2)
+        # the patch's pixel offsets from the centre are whole pixels plus dy[:, half, half]; the grid's are
+        # whole pixels minus frac: the correction is read shift = centre offset + frac pixels along
+        shift = torch.stack([patches.dy[:, half, half], patches.dx[:, half, half]], 1) + self._frac
+        base = shift.floor()
+        f = shift - base
+        start = base.long() + 1  # + 1: the zero border
+        offsets = torch.arange(p + 1, device=shift.device)
+        r_idx = (start[:, 0, None] + offsets[None]).clamp(0, p + 1)  # (N, P + 1)
+        c_idx = (start[:, 1, None] + offsets[None]).clamp(0, p + 1)
+        block = planes[rows[:, None, None], :, r_idx[:, :, None], c_idx[:, None, :]]  # (N, P+1, P+1, 4)
+        fy, fx = f[:, 0, None, None, None], f[:, 1, None, None, None]
+        top = block[:, :-1, :-1] * (1 - fx) + block[:, :-1, 1:] * fx
+        bottom = block[:, 1:, :-1] * (1 - fx) + block[:, 1:, 1:] * fx
+        read = (top * (1 - fy) + bottom * fy).permute(0, 3, 1, 2)  # (N, 4, P, P)
+        weight, slope = self.shapes.taper(defocus_um.float())  # 0 before the neuron's planes end
         w = weight[:, None, None]
-        value = stamps.value.clone()
-        value[:, win, win] += w * read[:, 0]
-        if stamps.d_row is None:
-            return StampValues(value, None, None, None)
-        d_row, d_col, d_defocus = stamps.d_row.clone(), stamps.d_col.clone(), stamps.d_defocus.clone()
-        d_row[:, win, win] -= w * read[:, 1]  # moving the centre by +1 row reads the correction 1 row lower
-        d_col[:, win, win] -= w * read[:, 2]
-        d_defocus[:, win, win] += w * read[:, 3] + slope[:, None, None] * read[:, 0]
-        return StampValues(value, d_row, d_col, d_defocus)
+        win = slice(half - hc, half + hc + 1)
+        stamps.value[:, win, win] += w * read[:, 0]
+        if stamps.d_row is not None:
+            stamps.d_row[:, win, win] -= w * read[:, 1]  # the centre +1 row reads the correction 1 row lower
+            stamps.d_col[:, win, win] -= w * read[:, 2]
+            stamps.d_defocus[:, win, win] += w * read[:, 3] + slope[:, None, None] * read[:, 0]
+        return stamps
 
 
 def fit_shapes(
