@@ -9,6 +9,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from deepz.logs import configure_logging
+
 
 class _UserErrorBoundary(TyperGroup):
     """Turns every failure a user can fix (deepz.errors.USER_ERRORS) into one red line and exit code 2."""
@@ -38,7 +40,6 @@ app = typer.Typer(
 bench = typer.Typer(help="Measured throughput, latency and resource use, written as JSON.", no_args_is_help=True)
 app.add_typer(bench, name="bench")
 
-NOISY_LOGGERS = ("pymmcore-plus", "zarr", "numcodecs", "asyncio", "fsspec", "PIL", "matplotlib")
 COMMAND_MODULES = (
     "acquire", "model", "engines", "storage", "tracking", "view", "pipeline", "info", "superres", "isotropic",
     "activity",
@@ -59,13 +60,7 @@ def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version."),
 ) -> None:
-    level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for handler in logging.getLogger().handlers:
-        handler.setLevel(level)  # pymmcore-plus sets the root logger to DEBUG when it is imported
-    if not verbose:
-        for noisy in NOISY_LOGGERS:
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
 
 
 for _name in COMMAND_MODULES:

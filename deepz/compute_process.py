@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing as mp
+import multiprocessing.util as mp_util
 import os
 import queue
 import signal
@@ -29,6 +30,7 @@ import numpy as np
 
 from deepz.frame_ring import Closed as RingClosed
 from deepz.frame_ring import FrameRing, RingSpec
+from deepz.logs import configure_logging
 from deepz.stages import Closed, Mailbox
 
 log = logging.getLogger(__name__)
@@ -192,7 +194,7 @@ def _main(spec: ComputeSpec, frames_spec: RingSpec, volume_lock: Any, build: Cal
     """
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s (compute process): %(message)s")
+    configure_logging(spec.log_level, origin="compute process")
     try:
         stages = build(spec)
         engine = stages.engine
@@ -213,7 +215,7 @@ def _main(spec: ComputeSpec, frames_spec: RingSpec, volume_lock: Any, build: Cal
             break
         except queue.Empty:
             if parent is not None and not parent.is_alive():
-                os._exit(0)
+                _exit_now()
     if kind != "start":
         return
     volumes = FrameRing(dataclasses.replace(volume_spec, lock=volume_lock))
@@ -221,6 +223,13 @@ def _main(spec: ComputeSpec, frames_spec: RingSpec, volume_lock: Any, build: Cal
     worker.run(control)
     results.close()
     results.join_thread()  # everything reported; skip the interpreter's (torch's) slow teardown
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """Leave without the interpreter's (torch's) slow teardown, but unlink the named semaphores this process
+    made (numcodecs' blosc mutex), which the shared resource tracker would otherwise report as leaked."""
+    mp_util._run_finalizers(0)
     os._exit(0)
 
 
@@ -242,7 +251,7 @@ def _join(thread: threading.Thread) -> None:
     while thread.is_alive():
         thread.join(0.5)
         if parent is not None and not parent.is_alive():
-            os._exit(0)
+            _exit_now()
 
 
 class _Worker:
@@ -296,7 +305,7 @@ class _Worker:
             if kind == "scan" and readout is not None:
                 readout.offer_scan(payload)
             if parent is not None and not parent.is_alive():  # nobody left to deliver to
-                os._exit(0)
+                _exit_now()
             if readout is not None and time.monotonic() >= next_status:
                 self.results.put(Result("status", -1, readout.status()))
                 next_status = time.monotonic() + 0.5
