@@ -136,11 +136,12 @@ def test_replay_command_on_a_scheduler_address(files, single, client, tmp_path) 
     rec, model = files
     out = tmp_path / "cli.zarr"
     args = ["replay", str(rec), "--out", str(out), "--model", str(model), "--planes", str(PLANES),
-            "--z-range", "-6", "6", "--engine", "torch", "--no-track", "--volumes", "2",
-            "--cluster", client.scheduler.address]
+            "--z-range", "-6", "6", "--engine", "torch", "--volumes", "2",
+            "--cluster", client.scheduler.address]  # tracking: off on a cluster unless asked
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert f"Dask cluster {client.scheduler.address}: 2 workers" in result.output
+    assert "tracking: off on a cluster" in result.output
     assert f"recording: {out} ({FRAMES} frames, {FRAMES // 2} volumes)" in result.output
     assert_same_store(out, single, every=2)  # workers' default: one torch thread (Dask sets OMP_NUM_THREADS=1)
     again = CliRunner().invoke(app, args)  # a complete store is not replaced without --overwrite

@@ -18,6 +18,15 @@ def _interrupt(signal_name: str) -> None:
     raise KeyboardInterrupt(signal_name)
 
 
+def cluster_tracking(track: bool | None) -> bool:
+    """Tracking for a cluster replay: off unless asked (linking runs volume after volume, in one process)."""
+    if track is None:
+        typer.echo("tracking: off on a cluster; track the new store with `deepz track NEW.zarr --cluster ...`",
+                   err=True)
+        return False
+    return track
+
+
 def replay_cli(cfg: RunConfig, recording: Path, cluster: str) -> None:
     """`deepz replay REC --cluster ...`: one recording on the cluster named by ``cluster``."""
     _replay_runs([(cfg, recording)], cluster)
@@ -110,7 +119,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             runs.append((load_config(config, base=opts._recorded_settings(recording), overrides=opts._overrides(
                 inference__planes=planes, inference__z_range_um=z_range, inference__engine=engine,
                 inference__model=model, recording__out=out, recording__volumes=volumes,
-                recording__overwrite=overwrite, tracking__enabled=track, view=False,
+                recording__overwrite=overwrite, tracking__enabled=cluster_tracking(track), view=False,
                 inference__allow_optics_mismatch=allow_optics_mismatch,
             )), recording))  # fmt: skip
         _replay_runs(runs, cluster)

@@ -342,6 +342,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         Inference and tracking settings default to those the recording was made with.
         """
+        from deepz.commands.cluster import cluster_tracking, replay_cli
         from deepz.errors import USER_ERRORS
 
         if out is None:
@@ -350,7 +351,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             cfg = load_config(config, base=_recorded_settings(recording), overrides=_overrides(
                 inference__planes=planes, inference__z_range_um=z_range, inference__engine=engine,
                 inference__model=model, recording__out=out, recording__volumes=volumes,
-                recording__overwrite=overwrite, tracking__enabled=track, view=False,
+                recording__overwrite=overwrite, view=False,
+                tracking__enabled=track if cluster is None else cluster_tracking(track),
                 inference__allow_optics_mismatch=allow_optics_mismatch,
             ))
         except USER_ERRORS as exc:
@@ -358,8 +360,6 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         if cluster is not None:
             if realtime:
                 raise _fail("--realtime paces a replay in one process; it does not go with --cluster")
-            from deepz.commands.cluster import replay_cli
-
             return replay_cli(cfg, recording, cluster)
         summary = _run_cli(cfg, replay_from=recording, realtime=realtime)
         _print_summary(summary, cfg.recording.out)
