@@ -31,11 +31,6 @@ OpticsOpt = typer.Option(None, "--allow-optics-mismatch",
                          help="Run a model trained for other optics than the camera's (warned, recorded).")
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(2)
-
-
 def _status_printer(stream=sys.stderr):
     """Status line: rewritten in place on a terminal, one line every few seconds otherwise."""
     tty = stream.isatty()
@@ -305,19 +300,16 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         ),
     ) -> None:
         """Acquire live (simulated microscope by default), refocus every frame into a volume, record, show."""
-        try:
-            cfg = load_config(config, _overrides(
-                source__mm_config=mm_config, source__sim_config=sim_config, source__rate_hz=rate, source__size=size, source__seed=seed,
-                source__exposure_ms=exposure, source__binning=binning, source__roi=roi, source__buffer_mb=buffer_mb,
-                inference__planes=planes, inference__z_range_um=z_range, inference__dpm=dpm,
-                inference__engine=engine, inference__model=model, recording__out=out,
-                recording__volumes=volumes, recording__overwrite=overwrite, publish__address=publish,
-                tracking__enabled=track, duration_s=duration, view=view,
-                inference__allow_optics_mismatch=allow_optics_mismatch,
-                calibration__enabled=calibrate, calibration__interval_s=recalibrate_s, compute=compute,
-            ))
-        except ConfigError as exc:
-            raise _fail(str(exc)) from None
+        cfg = load_config(config, _overrides(
+            source__mm_config=mm_config, source__sim_config=sim_config, source__rate_hz=rate, source__size=size, source__seed=seed,
+            source__exposure_ms=exposure, source__binning=binning, source__roi=roi, source__buffer_mb=buffer_mb,
+            inference__planes=planes, inference__z_range_um=z_range, inference__dpm=dpm,
+            inference__engine=engine, inference__model=model, recording__out=out,
+            recording__volumes=volumes, recording__overwrite=overwrite, publish__address=publish,
+            tracking__enabled=track, duration_s=duration, view=view,
+            inference__allow_optics_mismatch=allow_optics_mismatch,
+            calibration__enabled=calibrate, calibration__interval_s=recalibrate_s, compute=compute,
+        ))
         summary = _run_cli(cfg, status=_status_printer())
         _print_summary(summary, cfg.recording.out)
 
@@ -343,23 +335,19 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         Inference and tracking settings default to those the recording was made with.
         """
         from deepz.commands.cluster import cluster_tracking, replay_cli
-        from deepz.errors import USER_ERRORS
 
         if out is None:
-            raise _fail("replay needs --out NEW.zarr (a recording is never modified in place)")
-        try:
-            cfg = load_config(config, base=_recorded_settings(recording), overrides=_overrides(
-                inference__planes=planes, inference__z_range_um=z_range, inference__engine=engine,
-                inference__model=model, recording__out=out, recording__volumes=volumes,
-                recording__overwrite=overwrite, view=False,
-                tracking__enabled=track if cluster is None else cluster_tracking(track),
-                inference__allow_optics_mismatch=allow_optics_mismatch,
-            ))
-        except USER_ERRORS as exc:
-            raise _fail(str(exc)) from None
+            raise ConfigError("replay needs --out NEW.zarr (a recording is never modified in place)")
+        cfg = load_config(config, base=_recorded_settings(recording), overrides=_overrides(
+            inference__planes=planes, inference__z_range_um=z_range, inference__engine=engine,
+            inference__model=model, recording__out=out, recording__volumes=volumes,
+            recording__overwrite=overwrite, view=False,
+            tracking__enabled=track if cluster is None else cluster_tracking(track),
+            inference__allow_optics_mismatch=allow_optics_mismatch,
+        ))
         if cluster is not None:
             if realtime:
-                raise _fail("--realtime paces a replay in one process; it does not go with --cluster")
+                raise ConfigError("--realtime paces a replay in one process; it does not go with --cluster")
             return replay_cli(cfg, recording, cluster)
         summary = _run_cli(cfg, replay_from=recording, realtime=realtime)
         _print_summary(summary, cfg.recording.out)
@@ -383,35 +371,25 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     ) -> None:
         """End-to-end live run on the simulator: rates, latencies, lost/skipped, with a subscriber process."""
         from deepz.bench_pipeline import bench_pipeline as run_bench
-        from deepz.errors import USER_ERRORS
+        from deepz.results import check_writable, write_json
 
+        check_writable(json_out)
         modes = [m.strip() for m in compute.split(",") if m.strip()]
-        runs = []
-        try:
-            for mode in modes:
-                runs.append(run_bench(seconds=seconds, rate_hz=rate, size=size, planes=planes, engine=engine,
-                                      out=out, compute=mode, config=config, track=track, calibrate=calibrate))
-        except USER_ERRORS as exc:
-            raise _fail(str(exc)) from None
+        runs = [run_bench(seconds=seconds, rate_hz=rate, size=size, planes=planes, engine=engine, out=out,
+                          compute=mode, config=config, track=track, calibrate=calibrate) for mode in modes]
         result = runs[0] if len(runs) == 1 else {"benchmark": "pipeline", "runs": runs}
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2))
+        write_json(json_out, result)
         for run in runs:
             typer.echo(json.dumps(run["summary"], indent=2))
         typer.echo(f"wrote {json_out}")
 
 
 def _run_cli(cfg: RunConfig, *, status=None, replay_from: Path | None = None, realtime: bool = False) -> dict:
-    """run_pipeline with every known failure turned into a one-paragraph error and exit code 2."""
-    from deepz.errors import USER_ERRORS
+    """run_pipeline with a progress bar for a replay; user errors go to the CLI's error boundary."""
+    if replay_from is not None:
+        from deepz.progress import replay_progress
 
-    try:
-        if replay_from is not None:
-            from deepz.progress import replay_progress
-
-            with replay_progress(replay_from) as progress:
-                return run_pipeline(cfg, replay_from=replay_from, realtime=realtime, on_status=progress,
-                                    status_period_s=0.2)
-        return run_pipeline(cfg, on_status=status)
-    except USER_ERRORS as exc:
-        raise _fail(str(exc)) from None
+        with replay_progress(replay_from) as progress:
+            return run_pipeline(cfg, replay_from=replay_from, realtime=realtime, on_status=progress,
+                                status_period_s=0.2)
+    return run_pipeline(cfg, on_status=status)
