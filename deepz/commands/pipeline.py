@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from deepz.config import ConfigError, RunConfig, load_config
+from deepz.logs import configured_level
 from deepz.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def _start_compute(cfg: RunConfig, source, camera, voxel_um, planes, replay_from
 
     spec = ComputeSpec(cfg, source.frame_shape, source.pixel_size_um, camera, voxel_um,
                        tuple(float(p) for p in planes), replay_from=replay_from, publish_period_s=1.0 / cfg.publish.max_hz,
-                       log_level=logging.getLogger().getEffectiveLevel())  # fmt: skip
+                       log_level=configured_level())  # fmt: skip
     compute = ComputeProcess(spec)
     try:
         info = compute.start()
