@@ -13,7 +13,7 @@ from wire.curve import ClientKeys
 from display.live import LiveFeed
 from display.playback import PlaybackBar
 from display.process import display_available
-from display.recording import RecordingAdapter, RecordingLike
+from display.recording import RecordingLike, TracksLike, browse
 from display.signals import quit_on_signals
 from display.window import ViewerWindow
 
@@ -38,11 +38,14 @@ def open_live_window(address: str, curve: ClientKeys | None = None) -> tuple[Vie
     return window, LiveFeed(window, address, curve=curve)
 
 
-def open_recording_window(reader: RecordingLike, t: int | None = None) -> tuple[ViewerWindow, PlaybackBar]:
-    """A viewer window browsing a recording, showing frame ``t`` (default: its last volume); not yet shown."""
+def open_recording_window(
+    reader: RecordingLike | None, t: int | None = None, *, tracks: TracksLike | None = None
+) -> tuple[ViewerWindow, PlaybackBar]:
+    """A viewer window browsing a recording, showing frame ``t`` (default: its last volume); not yet shown.
+    With ``tracks`` (a `deepz track` store) its neurons are shown, over the recording's images if given."""
     ensure_app()
-    recording = RecordingAdapter(reader)
-    window = ViewerWindow(recording.describe(), title=f"deepz viewer - {reader.path}")
+    recording = browse(reader, tracks)
+    window = ViewerWindow(recording.describe(), title=f"deepz viewer - {recording.path}")
     window.resize(*WINDOW_SIZE)
     player = PlaybackBar(window, recording)
     player.seek(recording.default_t if t is None else t)
@@ -67,10 +70,12 @@ def run_live(address: str, server_key: str | Path | None = None, client_key: str
     return code
 
 
-def run_recording(reader: RecordingLike, t: int | None = None) -> int:
-    """Browse a recording until the window closes or SIGINT/SIGTERM."""
+def run_recording(
+    reader: RecordingLike | None, t: int | None = None, *, tracks: TracksLike | None = None
+) -> int:
+    """Browse a recording and/or a tracks store until the window closes or SIGINT/SIGTERM."""
     app = ensure_app()
-    window, _player = open_recording_window(reader, t)
+    window, _player = open_recording_window(reader, t, tracks=tracks)
     window.show()
     code = _exec(app)
     dispose(window)

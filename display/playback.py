@@ -6,7 +6,7 @@ import time
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from display.recording import RecordingAdapter
+from display.recording import RecordingAdapter, TracksAdapter
 from display.window import ViewerWindow
 
 TICK_MS = 33  # ~30 redraws per second while playing; frames in between are skipped at high speed
@@ -16,7 +16,7 @@ SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0)
 class PlaybackBar(QtWidgets.QWidget):
     """Controls under the views; read errors (a corrupt chunk ...) pause playback, shown in the status bar."""
 
-    def __init__(self, window: ViewerWindow, recording: RecordingAdapter) -> None:
+    def __init__(self, window: ViewerWindow, recording: RecordingAdapter | TracksAdapter) -> None:
         super().__init__(window)
         self.viewer, self.recording = window, recording
         self.play_button = QtWidgets.QPushButton("Play")

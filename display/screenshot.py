@@ -5,17 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from display.app import WINDOW_SIZE, dispose, ensure_app, open_recording_window
-from display.recording import RecordingLike
+from display.recording import RecordingLike, TracksLike
 
 
 def render_screenshot(
-    reader: RecordingLike, out: str | Path, *, t: int | None = None, size: tuple[int, int] = WINDOW_SIZE
+    reader: RecordingLike | None,
+    out: str | Path,
+    *,
+    t: int | None = None,
+    size: tuple[int, int] = WINDOW_SIZE,
+    tracks: TracksLike | None = None,
 ) -> Path:
     """Render the viewer at frame ``t`` (default: the last volume) to the PNG ``out``; returns its path.
+    With ``tracks`` (a `deepz track` store) its neurons are shown, over ``reader``'s images if given.
     Raises ValueError when ``size`` is below the window's minimum size, OSError when frame ``t`` cannot be
     read (the PNG would show nothing) or the PNG cannot be written."""
     app = ensure_app()
-    window, player = open_recording_window(reader, t)
+    window, player = open_recording_window(reader, t, tracks=tracks)
     try:
         window.resize(*size)
         window.show()

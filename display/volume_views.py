@@ -110,9 +110,31 @@ class VolumeViews:
         if not (new_data and volume_key is not None and volume_key == self._volume_key):
             self._volume_key = volume_key
             self._show_images(volume, planes, geometry, z_index, max_projection, contrast)
-        self._show_neurons(
-            state, geometry, None if max_projection else float(planes[z_index]), selected, show_labels
-        )
+        ids, pos = state.track_ids, state.track_positions_um
+        if not self._zoomed and ids is not None and pos is not None and len(ids):
+            self._zoom_to(pos[:, 2], pos[:, 1], geometry)
+        plane_z = None if max_projection else float(planes[z_index])
+        tolerance = max(abs(geometry.dz_um), _MIN_SLICE_TOLERANCE_UM)
+        self._show_neurons(state, plane_z, tolerance, selected, show_labels)
+
+    def show_neurons(
+        self, state: ViewState, *, selected: Mapping[int, QtGui.QColor], show_labels: bool
+    ) -> None:
+        """Draw the neurons of a state without images (a tracks-only store): all of them in every view, framed
+        once by the source's extent of all tracks (``meta["extent_um"]``: axis -> (min, max) um)."""
+        extent = state.meta.get("extent_um")
+        if not self._zoomed and extent:
+            self._zoomed = True
+            (z0, z1), (y0, y1), (x0, x1) = (extent[axis] for axis in "zyx")
+            margin = _ZOOM_MARGIN_UM / 3  # no motion to allow for: the extent covers every time point
+            x_range, y_range, z_range = ((a - margin, b + margin) for a, b in ((x0, x1), (y0, y1), (z0, z1)))
+            self.xy.plot.getViewBox().setRange(xRange=x_range, yRange=y_range, padding=0.0)
+            self.xz.plot.getViewBox().setRange(yRange=z_range, padding=0.0)
+            self.yz.plot.getViewBox().setRange(xRange=z_range, padding=0.0)
+            self.xy.set_title("XY: all tracked neurons (no volume stored)")
+            self.xz.set_title("XZ: tracked neurons")
+            self.yz.set_title("YZ: tracked neurons")
+        self._show_neurons(state, None, 0.0, selected, show_labels)
 
     def _show_images(
         self,
@@ -142,22 +164,21 @@ class VolumeViews:
     def _show_neurons(
         self,
         state: ViewState,
-        geometry: VolumeGeometry,
         plane_z: float | None,
+        tolerance_um: float,
         selected: Mapping[int, QtGui.QColor],
         show_labels: bool,
     ) -> None:
+        """Markers of the state's neurons; in XY those within ``tolerance_um`` of ``plane_z`` (None: all)."""
         ids, pos = state.track_ids, state.track_positions_um
         if ids is None or pos is None or len(ids) == 0:
             for markers in self.markers.values():
                 markers.clear()
             return
         z, y, x = pos[:, 0], pos[:, 1], pos[:, 2]
-        if not self._zoomed:
-            self._zoom_to(x, y, geometry)
         on_plane = slice(None)
         if plane_z is not None:
-            on_plane = np.abs(z - plane_z) <= max(abs(geometry.dz_um), _MIN_SLICE_TOLERANCE_UM)
+            on_plane = np.abs(z - plane_z) <= tolerance_um
         values, conf = state.track_dff, state.track_confidence  # the readout's, when it runs
         values = values if values is not None and len(values) == len(ids) else None
         conf = conf if conf is not None and len(conf) == len(ids) else None

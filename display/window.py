@@ -225,6 +225,9 @@ class ViewerWindow(QtWidgets.QMainWindow):
                 show_labels=self.labels_box.isChecked(),
                 new_data=new_data,
             )
+        elif state.meta.get("tracks_only"):
+            self.raw.set_title("Raw camera frame (none: a tracks store)")
+            self.volume.show_neurons(state, selected=self._selected, show_labels=self.labels_box.isChecked())
         self.traces.show(state, self._selected, new_data=new_data)
         self.readout_label.setText(readout_text(state, list(self._selected)))
         self.status_label.setText(

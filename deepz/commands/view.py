@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from deepz.config import ConfigError
 from deepz.results import check_writable, write_json
+
+if TYPE_CHECKING:
+    from storage import RecordingReader
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -18,10 +22,58 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def _open(path: Path) -> tuple[RecordingReader | None, RecordingReader | None]:
+    """(recording, tracks store) to show for ``path``: a recording alone, or a tracks store (`deepz track`)
+    over the recording it was tracked from when that still exists, else alone."""
+    from storage import RecordingError, RecordingReader
+
+    try:
+        reader = RecordingReader(path)
+    except RecordingError as exc:
+        raise RecordingError(
+            f"deepz view opens a recording (REC.zarr) or a tracks store (REC.tracks.zarr): {exc}"
+        ) from None
+    if reader.n_frames:
+        return reader, None
+    if len(reader.tracks()["t"]) == 0:
+        raise RecordingError(f"{path} holds no frames and no tracks yet: nothing to show.")
+    return _tracked_source(reader), reader
+
+
+def _tracked_source(tracks: RecordingReader) -> RecordingReader | None:
+    """The recording a tracks store names in ``tracked_from`` (as written, or beside the store), if it still
+    exists with frames of the same shape; None, said on stderr, when the neurons are shown without images."""
+    from storage import RecordingError, RecordingReader
+
+    named = tracks.attrs.get("tracked_from")
+    if not named:
+        return None
+    source = Path(named)
+    candidates = [source] if source.is_absolute() else [source, tracks.path.parent / source.name]
+    for candidate in candidates:
+        if not candidate.exists():
+            continue
+        try:
+            reader = RecordingReader(candidate)
+        except RecordingError as exc:
+            typer.echo(f"deepz view: showing the tracks without images: {exc}", err=True)
+            return None
+        if reader.n_frames and reader.frame_shape == tracks.frame_shape:
+            return reader
+    typer.echo(
+        f"deepz view: the tracked recording {named} is not at hand (or holds other frames); showing the "
+        "tracks without images.",
+        err=True,
+    )
+    return None
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     @app.command("view")
     def view(
-        recording: Path = typer.Argument(None, help="A recording (REC.zarr) to browse."),
+        recording: Path = typer.Argument(
+            None, help="A recording (REC.zarr) or a tracks store (REC.tracks.zarr from deepz track) to browse."
+        ),
         connect: str = typer.Option(
             None, "--connect", help="Live: the pipeline's zmq address, e.g. tcp://127.0.0.1:5557."
         ),
@@ -59,25 +111,22 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                     f"{exc}. Give the pipeline's address, e.g. tcp://127.0.0.1:5557 (deepz live logs it)."
                 ) from None
             raise typer.Exit(code)
-        from storage import RecordingError, RecordingReader
-
-        reader = RecordingReader(recording)
-        if reader.n_frames == 0:
-            raise RecordingError(f"recording {recording} holds no frames yet: nothing to show.")
-        if t is not None and not 0 <= t < reader.n_frames:
-            raise ConfigError(f"--t {t} is outside the recording (frames 0..{reader.n_frames - 1}).")
+        reader, tracks = _open(recording)
+        n_frames = reader.n_frames if reader is not None else int(tracks.tracks()["t"].max()) + 1
+        if t is not None and not 0 <= t < n_frames:
+            raise ConfigError(f"--t {t} is outside the recording (frames 0..{n_frames - 1}).")
         if screenshot is not None:
             from display.screenshot import render_screenshot
 
             try:
-                path = render_screenshot(reader, screenshot, t=t, size=_size(size))
+                path = render_screenshot(reader, screenshot, t=t, size=_size(size), tracks=tracks)
             except ValueError as exc:  # smaller than the window's minimum; unreadable frames are OSErrors
                 raise ConfigError(str(exc)) from None
             typer.echo(f"wrote {path}")
             return
         from display.app import run_recording
 
-        raise typer.Exit(run_recording(reader, t))
+        raise typer.Exit(run_recording(reader, t, tracks=tracks))
 
     @bench.command("view")
     def bench_view(
