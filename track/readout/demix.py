@@ -8,6 +8,7 @@ an active set, warm-started from the previous frame's.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -24,9 +25,11 @@ def gram_matrix(patches: Patches, values: torch.Tensor) -> torch.Tensor:
     rows = torch.arange(n, device=values.device)[:, None, None].expand_as(patches.index)[keep]
     hw = patches.shape[0] * patches.shape[1]
     stamps = torch.sparse_coo_tensor(  # sparse: each stamp covers a small patch of the frame
-        torch.stack([rows, patches.index[keep]]), values[keep].double(), (n, hw))
+        torch.stack([rows, patches.index[keep]]), values[keep].double(), (n, hw), check_invariants=False)
     gram = torch.zeros(n + 1, n + 1, dtype=torch.float64, device=values.device)
-    gram[:n, :n] = torch.sparse.mm(stamps.coalesce(), stamps.t().coalesce()).to_dense()
+    with warnings.catch_warnings():  # torch says once per process that its sparse CSR support is in beta
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+        gram[:n, :n] = torch.sparse.mm(stamps.coalesce(), stamps.t().coalesce()).to_dense()
     sums = (values * patches.inside).sum(dim=(1, 2)).double()
     gram[:n, n] = gram[n, :n] = sums
     gram[n, n] = hw
