@@ -78,7 +78,6 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         publisher = wiring.build_publisher(cfg.publish) if live or cfg.view else None  # before the store: a port in
         if publisher is not None:  # use must not leave an empty recording behind
             stack.callback(publisher.close)
-            log.info("publishing on %s (deepz view --connect %s)", publisher.address, publisher.address)
         if live:
             source, frame_interval_s = wiring.build_source(cfg.source), 1.0 / cfg.source.rate_hz
         else:
@@ -118,6 +117,8 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             # with a readout, every reference neuron's trace comes from it, not from tracking the volumes
             if readout is None:
                 tracker = wiring.build_tracker(cfg.tracking, voxel_um, planes, engine_device=str(engine.device))
+        if publisher is not None:  # said once the camera and the model are ready
+            log.info("publishing on %s (deepz view --connect %s)", publisher.address, publisher.address)
         recorder = wiring.build_recorder(
             cfg.recording, frame_shape=source.frame_shape, pixel_size_um=source.pixel_size_um,
             planes_um=planes,
