@@ -10,8 +10,9 @@ import time
 import numpy as np
 import torch
 
-from acquire.sim import CameraConfig, SimConfig, WormSimulator
+from acquire.sim import WormSimulator
 from deepz.lab.activity_eval import _optics
+from deepz.lab.scaffold import sim_config
 from track.readout import LiveReadout
 
 __all__ = ["run_activity_bench"]
@@ -19,7 +20,7 @@ __all__ = ["run_activity_bench"]
 
 def _simulator(size: int, neurons: int, seed: int) -> WormSimulator:
     """A worm with ``neurons`` nuclei in a ``size``-pixel field (its body shortened to fit small fields)."""
-    base = SimConfig(seed=seed, camera=CameraConfig(shape=(size, size)))
+    base = sim_config(size, seed=seed)
     field_um = size * base.optics.pixel_size_um
     length = min(base.worm.body_length_um, 0.8 * field_um)
     worm = base.worm.model_copy(update={"n_neurons": neurons, "body_length_um": length})

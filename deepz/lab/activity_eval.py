@@ -20,6 +20,7 @@ import torch
 
 from acquire.sim import WormSimulator
 from deepz.lab.activity_score import ActivityScorer, NeuronScores
+from deepz.lab.scaffold import shipped_deepz
 from track.activity import ActivityConfig, RunningDff, sample_intensity
 from track.live import LiveTracker, LiveTrackerConfig
 from track.online import TrackerConfig
@@ -66,23 +67,6 @@ def _optics(sim: WormSimulator) -> Optics:
     """The nominal optics of the simulated microscope (what a rig's objective and filters say)."""
     o = sim.config.optics
     return Optics(na=o.na, wavelength_um=o.emission_um, sample_index=o.sample_index)
-
-
-class _DeepZ:
-    """The shipped Deep-Z model refocusing one frame onto ``planes`` (focus at 0), as track.scenario does."""
-
-    def __init__(self, frame_shape: tuple[int, int], planes: np.ndarray, device: str) -> None:
-        from infer.dpm import uniform_dpm
-        from infer.engine import make_engine
-        from infer.model_io import default_model_path, load_model
-
-        model = load_model(default_model_path())
-        dpm = uniform_dpm(planes, frame_shape)
-        self.engine = make_engine("torch", model, frame_shape, dpm, batch=1, device=device)
-        self.info = {"model": model.manifest.name, "model_digest": model.digest, "engine": self.engine.name}
-
-    def volume(self, frame: np.ndarray) -> np.ndarray:
-        return self.engine.run(frame[None])[0]
 
 
 def noise_ceiling(
@@ -148,9 +132,9 @@ def evaluate_activity(
     zscan_planes: list[np.ndarray] = []
     use_virtual = cfg.virtual_every > 0 and ({"virtual-sample", "virtual-detect"} & set(methods))
     if use_virtual:
-        deepz = _DeepZ((h, w), zplanes, cfg.device)
+        deepz, deepz_info = shipped_deepz((h, w), zplanes, device=cfg.device)
         info["deep_z"] = {
-            **deepz.info, "every_frames": cfg.virtual_every, "volumes_per_s": slow_rate,
+            **deepz_info, "every_frames": cfg.virtual_every, "volumes_per_s": slow_rate,
             "note": "Deep-Z runs on a subsampled set of frames (CPU cost); both virtual methods are "
             "scored at those frames only",
         }  # fmt: skip
@@ -176,7 +160,7 @@ def evaluate_activity(
                     demix_error.setdefault(i, []).append(float(e))
             if use_virtual and k % cfg.virtual_every == 0:
                 t0 = time.perf_counter()
-                volume = deepz.volume(frame)
+                volume = deepz.run(frame[None])[0]
                 spent = time.perf_counter() - t0
                 if "virtual-sample" in methods:
                     t0 = time.perf_counter()

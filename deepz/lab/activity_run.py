@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from acquire.sim import CameraConfig, SimConfig, WormSimulator
+from acquire.sim import WormSimulator
+from deepz.lab.scaffold import sim_config
 
 __all__ = ["TARGETTRACK_EXAMPLES", "simulated_worm", "targettrack_worm"]
 
@@ -18,7 +19,7 @@ def simulated_worm(seed: int, size: int) -> WormSimulator:
     """The default simulated microscope and worm for a seed, with a square camera of ``size`` pixels."""
     if size < 32:
         raise ValueError(f"--size {size} is too small; use at least 32 pixels.")
-    return WormSimulator(SimConfig(seed=seed, camera=CameraConfig(shape=(size, size))))
+    return WormSimulator(sim_config(size, seed=seed))
 
 
 def targettrack_worm(root: Path, example: str, seed: int, size: int) -> WormSimulator:
@@ -34,7 +35,7 @@ def targettrack_worm(root: Path, example: str, seed: int, size: int) -> WormSimu
     pts = pts[np.isfinite(pts).all(axis=1)]
     zyx = pts[:, ::-1] * np.asarray(DEFAULT_VOXEL_UM)  # (x, y, z) voxels -> (z, y, x) um
     zyx -= zyx.mean(axis=0)
-    base = SimConfig(seed=seed, camera=CameraConfig(shape=(size, size)))
+    base = sim_config(size, seed=seed)
     worm = base.worm.model_copy(update={"n_neurons": len(zyx)})
     sim = WormSimulator(base.model_copy(update={"worm": worm}))
     sim.worm.body_sud = np.column_stack([zyx[:, 2], zyx[:, 1], zyx[:, 0]])  # along the body, sideways, depth
