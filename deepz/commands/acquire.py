@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -41,7 +40,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         import datetime
 
         from deepz.lab import acquire_bench as ab
+        from deepz.results import check_writable, write_json
 
+        if json_path:
+            check_writable(json_path)
         base = _sim_config(sim_config)
         config = ab.with_size(base, size)
         results: dict = {
@@ -76,8 +78,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 )
         results["machine"]["load_average_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
         if json_path:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(results, indent=2) + "\n")
+            write_json(json_path, results)
             typer.echo(f"results in {json_path}")
 
     @app.command("acquire-stack")

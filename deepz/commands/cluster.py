@@ -138,13 +138,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """Replay frames/s on local Dask clusters of each worker count, beside single-process replay."""
         from deepz.cluster.bench import bench_replay as run_bench
         from deepz.cluster.connect import ClusterError
+        from deepz.results import check_writable, write_json
 
         counts = cluster.removeprefix("local:").split(",")
         if not cluster.startswith("local:") or not all(c.isdigit() and int(c) > 0 for c in counts):
             raise ClusterError(f"--cluster {cluster!r}: the bench compares local clusters, e.g. local:1,2")
+        check_writable(json_out)
         result = run_bench([int(c) for c in counts], frames=frames, size=size, planes=planes, engine=engine,
                            model=model, threads=threads)  # fmt: skip
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2))
+        write_json(json_out, result)
         typer.echo(json.dumps(result["summary"], indent=2))
         typer.echo(f"wrote {json_out}")
