@@ -208,14 +208,12 @@ def _main(spec: ComputeSpec, frames_spec: RingSpec, volume_lock: Any, build: Cal
     results.put(Result("ready", -1, {"engine": engine.name, "device": str(engine.device),
                                      "volume_shape": list(probe.shape), "volume_dtype": probe.dtype.str,
                                      "tracking": stages.tracker is not None, "readout": stages.readout is not None}))
-    parent = mp.parent_process()
     while True:
         try:
             kind, volume_spec = control.get(timeout=0.5)
             break
         except queue.Empty:
-            if parent is not None and not parent.is_alive():
-                _exit_now()
+            _exit_if_orphaned()
     if kind != "start":
         return
     volumes = FrameRing(dataclasses.replace(volume_spec, lock=volume_lock))
@@ -233,6 +231,13 @@ def _exit_now() -> None:
     os._exit(0)
 
 
+def _exit_if_orphaned() -> None:
+    """Exit at once when the acquiring process is gone (its SIGKILL sends this one nothing)."""
+    parent = mp.parent_process()
+    if parent is not None and not parent.is_alive():
+        _exit_now()
+
+
 def _portable(exc: BaseException) -> BaseException:
     """The exception itself when it survives pickling, else a ComputeError with its text."""
     import pickle
@@ -247,11 +252,9 @@ def _portable(exc: BaseException) -> BaseException:
 def _join(thread: threading.Thread) -> None:
     """Wait for a stage's thread, but exit at once if the acquiring process is gone (a stalled stage would
     otherwise keep this process, and its device memory, forever)."""
-    parent = mp.parent_process()
     while thread.is_alive():
         thread.join(0.5)
-        if parent is not None and not parent.is_alive():
-            _exit_now()
+        _exit_if_orphaned()
 
 
 class _Worker:
@@ -293,7 +296,6 @@ class _Worker:
     def _listen(self, control: Any, readout: Any) -> None:
         """Control messages until stop (scans for the readout), status every half second; ends when the
         acquiring process is gone."""
-        parent = mp.parent_process()
         next_status = time.monotonic()
         while not self._stop.is_set():
             try:
@@ -304,8 +306,7 @@ class _Worker:
                 return
             if kind == "scan" and readout is not None:
                 readout.offer_scan(payload)
-            if parent is not None and not parent.is_alive():  # nobody left to deliver to
-                _exit_now()
+            _exit_if_orphaned()  # nobody left to deliver to
             if readout is not None and time.monotonic() >= next_status:
                 self.results.put(Result("status", -1, readout.status()))
                 next_status = time.monotonic() + 0.5
