@@ -1,5 +1,6 @@
 """`deepz bench activity`: frames/s of the live readout (track.readout.LiveReadout.update) on a simulated
-worm, per device; calibration time reported apart (it runs once per scan, not per frame)."""
+worm, per device; calibration time reported apart (it runs once per scan, not per frame), and how closely
+the devices' readouts of the same frames agree."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def run_activity_bench(
     t_start = len(z) / 100
     stream = [sim.render(t_start + k / 100, 0.0) for k in range(frames)]
     results: dict[str, object] = {}
+    readouts: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # device: (ids, brightness per timed frame)
     for device in devices:
         if device.startswith("cuda") and not torch.cuda.is_available():
             results[device] = {"skipped": "no CUDA device"}
@@ -49,15 +51,17 @@ def run_activity_bench(
         reference = readout.calibrate(stack, z, sim.pixel_size_um, _optics(sim))
         calibration_s = time.perf_counter() - t0
         readout.update(stream[0], t_start)  # the first frame settles the motion (several steps): not timed
-        times = []
+        times, brightness = [], []
         for k, frame in enumerate(stream[1:], start=1):
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            readout.update(frame, t_start + k / 100)
+            state = readout.update(frame, t_start + k / 100)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
+            brightness.append(state.brightness)
+        readouts[device] = (reference.ids, np.stack(brightness))
         results[device] = {
             "frames_per_s_median": 1.0 / float(np.median(times)),
             "frames_per_s_mean": len(times) / float(np.sum(times)),
@@ -79,4 +83,30 @@ def run_activity_bench(
             "load_average_1m": round(os.getloadavg()[0], 2),
         },  # fmt: skip
         "results": results,
+        "agreement": _agreement(readouts),
     }
+
+
+def _agreement(readouts: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, object] | None:
+    """How the first device's traces compare with each other device's (same frames, same neurons): the
+    median per-neuron Pearson r and the largest brightness difference relative to the median brightness."""
+    if len(readouts) < 2:
+        return None
+    (base, (ids, traces)), *others = readouts.items()
+    out: dict[str, object] = {}
+    for device, (other_ids, other) in others:
+        if not np.array_equal(ids, other_ids):
+            out[f"{base}_vs_{device}"] = {"same_reference": False, "neurons": [len(ids), len(other_ids)]}
+            continue
+        a, b = traces - traces.mean(0), other - other.mean(0)
+        norm = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+        varying = norm > 0
+        r = (a * b).sum(0)[varying] / norm[varying]
+        scale = max(float(np.median(np.abs(traces))), 1e-12)
+        out[f"{base}_vs_{device}"] = {
+            "same_reference": True,
+            "median_trace_r": float(np.median(r)) if r.size else None,
+            "min_trace_r": float(r.min()) if r.size else None,
+            "max_abs_difference_rel": float(np.abs(traces - other).max()) / scale,
+        }
+    return out
