@@ -8,7 +8,8 @@ from types import TracebackType
 
 import numpy as np
 
-from acquire.frames import FrameMeta, SourceStats
+from acquire.frames import SourceStats
+from wire.frames import FrameMeta
 
 
 class ArraySource:

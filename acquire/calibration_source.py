@@ -20,7 +20,8 @@ from types import TracebackType
 
 import numpy as np
 
-from acquire.frames import FrameMeta, SourceStats
+from acquire.frames import SourceStats
+from wire.frames import FrameMeta
 from acquire.mm import MicroManagerSource
 from acquire.zstack import FocalScan, acquire_focal_stack
 

@@ -9,18 +9,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-
-@dataclass(frozen=True, slots=True)
-class FrameMeta:
-    """Metadata of one camera frame; ``lost_before`` counts frames lost right before this one."""
-
-    index: int
-    image_number: int
-    camera_time_s: float
-    host_time_s: float
-    focus_z_um: float
-    exposure_ms: float
-    lost_before: int
+from wire.frames import FrameMeta
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from pymmcore_plus import CMMCorePlus
 
 from acquire.camera import check_buffer, check_exposure, set_binning, set_roi
 from acquire.errors import AcquisitionError, one_line
-from acquire.frames import FrameMeta, SourceStats
+from acquire.frames import SourceStats
+from wire.frames import FrameMeta
 from acquire.sim.config import SimConfig
 
 log = logging.getLogger(__name__)

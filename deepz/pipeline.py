@@ -12,63 +12,73 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from deepz.protocols import (
+    FrameReadout,
+    FrameSource,
+    HandsOverDevice,
+    Publisher,
+    ReadSnapshot,
+    Recorder,
+    Snapshot,
+    Traces,
+    VolumeEngine,
+    VolumeTracker,
+)
 from deepz.stages import Closed, LatencyRecorder, Mailbox, RateMeter
+from wire.frames import FrameMeta
 
 if TYPE_CHECKING:
-    from deepz.compute_process import ComputeProcess
+    from deepz.compute_process import ComputeProcess, Result
 
 log = logging.getLogger(__name__)
 
-
-class FrameSourceLike(Protocol):
-    frame_shape: tuple[int, int]
-
-    def frames(self): ...  # Iterator[tuple[np.ndarray, FrameMeta]]
-
-    def stop(self) -> None: ...
+StatusCallback = Callable[[dict[str, Any]], None]
 
 
-class VolumeEngine(Protocol):
-    name: str
+@dataclass(frozen=True)
+class PipelineStages:
+    """What each frame goes through: an engine run in threads or a compute process (running the engine,
+    tracker and readout in its own process; started), exactly one; and each optional stage here."""
 
-    def run(self, frames: np.ndarray) -> np.ndarray: ...  # (B,H,W) uint16 -> (B,K,H,W) uint16
-
-
-class Recorder(Protocol):
-    def write_frame(self, image: np.ndarray, record: Any) -> None: ...
-
-    def write_volume(self, t: int, volume: np.ndarray) -> None: ...
-
-    def write_tracks(self, t: int, ids, positions_um, intensity, dff) -> None: ...
-
-
-class VolumeTracker(Protocol):
-    def update(self, t: int, time_s: float, volume: Any) -> Any: ...  # array or device tensor -> TrackSnapshot
-
-    def recent_traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # ids, t_s, dff (M, W)
+    engine: VolumeEngine | None = None
+    compute: ComputeProcess | None = None
+    recorder: Recorder | None = None
+    tracker: VolumeTracker | None = None
+    readout: FrameReadout | None = None  # reads every reference neuron in each frame; replaces tracks
+    publisher: Publisher | None = None
 
 
-class FrameReadout(Protocol):
-    def apply_scans(self, t: int) -> None: ...  # calibrate from the scans due by frame t (slow, no lock)
+@dataclass(frozen=True)
+class RunMode:
+    """How the run paces itself. ``live``: hand-overs keep the newest item (what inference did not take is
+    skipped), else every hand-over waits; ``live_source``: latency counts from the camera's host time (else
+    from arrival); ``serialize_compute``: inference, tracking and readout take turns (one CPU thread pool)."""
 
-    def update(self, t: int, time_s: float, frame: np.ndarray) -> Any: ...  # -> ReadoutSnapshot | None
+    live: bool = True
+    live_source: bool = True
+    duration_s: float | None = None
+    serialize_compute: bool = False
 
-    def recent_traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # ids, t_s, dff (M, W)
 
-    def status(self) -> dict[str, Any]: ...
+@dataclass(frozen=True)
+class Reporting:
+    """What status and published messages say beside the data: the publish rate cap, the run's geometry
+    (``meta``), the recording's path and its writer's queue depth."""
 
-
-class Publishes(Protocol):
-    def publish(self, t: int, arrays: dict, stats=None, meta=None) -> None: ...
+    publish_max_hz: float = 20.0
+    meta: dict[str, Any] = field(default_factory=dict)
+    recording: str | None = None
+    queue_depth: Callable[[], int] = lambda: 0
 
 
 @dataclass
@@ -107,7 +117,7 @@ class PipelineStats:
 class _Work:
     t: int
     image: np.ndarray
-    meta: Any
+    meta: FrameMeta
     origin_s: float  # host time the frame-to-volume latency counts from
 
 
@@ -115,37 +125,20 @@ class Pipeline:
     """Wires one frame source to an engine and, each optional, a recorder, a tracker and a publisher."""
 
     def __init__(
-        self,
-        source: FrameSourceLike,
-        *,
-        engine: VolumeEngine | None = None,
-        compute: ComputeProcess | None = None,
-        recorder: Recorder | None,
-        make_record: Callable[[Any, bool, int], Any] | None = None,
-        tracker: VolumeTracker | None = None,
-        readout: FrameReadout | None = None,
-        publisher: Publishes | None = None,
-        live: bool = True,
-        live_source: bool = True,
-        duration_s: float | None = None,
-        publish_max_hz: float = 20.0,
-        meta: dict[str, Any] | None = None,
-        recording: str | None = None,
-        queue_depth: Callable[[], int] = lambda: 0,
-        serialize_compute: bool = False,
+        self, source: FrameSource, stages: PipelineStages, mode: RunMode = RunMode(),
+        reporting: Reporting = Reporting(),
     ) -> None:
-        self.source, self.engine, self.recorder, self.tracker = source, engine, recorder, tracker
-        self.compute = compute  # started; runs the engine, tracker and readout in its own process
-        if (engine is None) == (compute is None):
+        if (stages.engine is None) == (stages.compute is None):
             raise ValueError("a pipeline runs either an engine (in threads) or a compute process")
-        self.publisher, self.live, self.duration_s = publisher, live, duration_s
-        self.live_source = live_source
-        self.readout = readout  # reads every reference neuron in each frame; its snapshots replace tracks
-        self.make_record = make_record
-        self.publish_period = 1.0 / publish_max_hz
-        self.meta = meta or {}
-        self.recording = recording
-        self._queue_depth = queue_depth
+        self.source = source
+        self.engine, self.compute, self.recorder = stages.engine, stages.compute, stages.recorder
+        self.tracker, self.readout, self.publisher = stages.tracker, stages.readout, stages.publisher
+        self.live, self.live_source, self.duration_s = mode.live, mode.live_source, mode.duration_s
+        self.publish_period = 1.0 / reporting.publish_max_hz
+        self.meta = reporting.meta
+        self.recording = reporting.recording
+        self._queue_depth = reporting.queue_depth
+        live = mode.live
         self.stats = PipelineStats()
         self._to_infer: Mailbox[_Work] = Mailbox(latest=live)
         self._to_track: Mailbox[tuple[_Work, np.ndarray]] = Mailbox(latest=live)
@@ -156,8 +149,8 @@ class Pipeline:
         self._errors: list[BaseException] = []
         self._latest_frame: _Work | None = None
         self._latest_volume: tuple[int, np.ndarray] | None = None
-        self._latest_tracks: Any = None
-        self._published_key: tuple | None = None
+        self._latest_tracks: Snapshot | None = None
+        self._published_key: tuple[int, int | None, int] | None = None
         self._unstored_run = 0
         self._pending: collections.deque[_Work] = collections.deque()  # frames whose fate is not known yet
         self.compute_error: str | None = None  # why the compute process stopped early, if it did
@@ -168,7 +161,9 @@ class Pipeline:
         self._input_ended: float | None = None  # when the ring was closed (monotonic s)
         # On a CPU, inference and tracking share one torch thread pool and two cores; taking turns keeps each
         # engine call's thread partitioning, and so its result, close to what replay computes.
-        self._compute_lock = threading.Lock() if serialize_compute else contextlib.nullcontext()
+        self._compute_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if mode.serialize_compute else contextlib.nullcontext()
+        )
 
     # --- public ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -190,19 +185,21 @@ class Pipeline:
         self._stop_reason = reason
         self._stop.set()
 
-    def run(self, on_status: Callable[[dict[str, Any]], None] | None = None, status_period_s: float = 1.0) -> dict:
+    def run(self, on_status: StatusCallback | None = None, status_period_s: float = 1.0) -> dict[str, Any]:
         """Acquire until the source ends, the duration passes or stop(); returns the run summary."""
-        if self.compute is not None:
-            workers = [threading.Thread(target=self._guard(self._results_loop), name="deepz-results", daemon=True)]
+        compute, engine, tracker, readout, publisher = (self.compute, self.engine, self.tracker, self.readout,
+                                                        self.publisher)  # fmt: skip
+        if compute is not None:
+            workers = [self._worker(lambda: self._results_loop(compute), "deepz-results")]
         else:
-            workers = [threading.Thread(target=self._guard(self._infer_loop), name="deepz-infer", daemon=True)]
-        if self.tracker is not None:
-            workers.append(threading.Thread(target=self._guard(self._track_loop), name="deepz-track", daemon=True))
-        if self.readout is not None:
-            workers.append(threading.Thread(target=self._guard(self._readout_loop), name="deepz-readout",
-                                            daemon=True))
-        if self.publisher is not None:
-            workers.append(threading.Thread(target=self._guard(self._publish_loop), name="deepz-pub", daemon=True))
+            assert engine is not None  # __init__ checked that there is one of the two
+            workers = [self._worker(lambda: self._infer_loop(engine), "deepz-infer")]
+        if tracker is not None:
+            workers.append(self._worker(lambda: self._track_loop(tracker), "deepz-track"))
+        if readout is not None:
+            workers.append(self._worker(lambda: self._readout_loop(readout), "deepz-readout"))
+        if publisher is not None:
+            workers.append(self._worker(lambda: self._publish_loop(publisher), "deepz-pub"))
         for w in workers:
             w.start()
         interrupted = False
@@ -223,7 +220,7 @@ class Pipeline:
                 self.compute.stop_input()
             workers[0].join()
             if self.compute is not None:
-                self._record_pending(final=True)
+                self._record_pending(self.compute, final=True)
             self._to_track.close()
             self._to_read.close()
             self._stop.set()
@@ -236,6 +233,10 @@ class Pipeline:
         return self._summary(interrupted)
 
     # --- threads --------------------------------------------------------------------------------
+    def _worker(self, loop: Callable[[], None], name: str) -> threading.Thread:
+        """A daemon thread running ``loop``; its failure ends the run and is raised by run()."""
+        return threading.Thread(target=self._guard(loop), name=name, daemon=True)
+
     def _guard(self, loop: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
             try:
@@ -250,7 +251,7 @@ class Pipeline:
 
         return run
 
-    def _acquire_loop(self, on_status, status_period_s: float) -> None:
+    def _acquire_loop(self, on_status: StatusCallback | None, status_period_s: float) -> None:
         start = time.perf_counter()
         self._next_status = start + status_period_s
         pending: _Work | None = None  # handed to inference; recorded once the next frame shows if it was taken
@@ -260,10 +261,10 @@ class Pipeline:
                 now = time.perf_counter()
                 work = _Work(t, image, meta, meta.host_time_s if self.live_source else time.time())
                 self.stats.frames_in.tick(now)  # counted once in hand: every counted frame is recorded
-                self.stats.lost += int(getattr(meta, "lost_before", 0))
+                self.stats.lost += meta.lost_before
                 self._latest_frame = work
                 if self.compute is not None:
-                    self._offer(work)
+                    self._offer(self.compute, work)
                 else:
                     displaced = self._to_infer.put(work)
                     if self.readout is not None:
@@ -278,7 +279,7 @@ class Pipeline:
             if pending is not None:
                 self._record(pending, skipped=False)  # the inference thread drains it before stopping
 
-    def _should_end(self, now: float, start: float, on_status, status_period_s: float) -> bool:
+    def _should_end(self, now: float, start: float, on_status: StatusCallback | None, status_period_s: float) -> bool:
         """Status line when due; True when the run is to end (stop(), duration, a failed thread here)."""
         if self._errors:
             self._end_reason = "error"
@@ -294,27 +295,27 @@ class Pipeline:
         return False
 
     # --- the compute process --------------------------------------------------------------------
-    def _offer(self, work: _Work) -> None:
+    def _offer(self, compute: ComputeProcess, work: _Work) -> None:
         """Hand a frame to the compute process's ring and record the frames whose fate is known."""
         from deepz.frame_ring import RingBroken
 
         if self._ring_ok:
             try:
-                self.compute.offer(work.t, work.image, float(work.meta.camera_time_s), work.origin_s)
+                compute.offer(work.t, work.image, float(work.meta.camera_time_s), work.origin_s)
             except RingBroken as exc:
                 self._ring_ok = False
                 self._compute_failed(f"{exc}; raw recording goes on without volumes")
         self._pending.append(work)
-        self._record_pending(final=False)
+        self._record_pending(compute, final=False)
 
-    def _record_pending(self, final: bool) -> None:
+    def _record_pending(self, compute: ComputeProcess, final: bool) -> None:
         """Record the oldest frames whose fate is known: taken by inference, or skipped (displaced in the
         ring, or older than the one it took); with ``final``, every frame left is skipped."""
         if final and self._ring_ok:
-            self.compute.frames.settle()
+            compute.frames.settle()
         while self._pending:
             work = self._pending[0]
-            taken = self.compute.frames.fate(work.t) if self._ring_ok else False
+            taken = compute.frames.fate(work.t) if self._ring_ok else False
             if taken is None:
                 if not final:
                     return
@@ -328,24 +329,24 @@ class Pipeline:
             self.compute_error = message
             log.error("compute process: %s", message)
 
-    def _results_loop(self) -> None:
+    def _results_loop(self, compute: ComputeProcess) -> None:
         """Store and keep what the compute process sends until it is done, dies, or outlives its stop time."""
         quiet_since = time.monotonic()
         while True:
-            result = self.compute.poll(0.2)
-            if result is None and not self.compute.alive():
-                result = self.compute.poll(0.5)  # what it sent just before exiting
+            result = compute.poll(0.2)
+            if result is None and not compute.alive():
+                result = compute.poll(0.5)  # what it sent just before exiting
             now = time.monotonic()
             if result is None:
-                if self._input_ended is not None and now - self._input_ended > self._stop_wait_s():
-                    self._compute_failed(f"stalled: not done {self._stop_wait_s():.0f} s after the last frame; "
+                if self._input_ended is not None and now - self._input_ended > self._stop_wait_s(compute):
+                    self._compute_failed(f"stalled: not done {self._stop_wait_s(compute):.0f} s after the last frame; "
                                          "stopped it")  # fmt: skip
-                    self.compute.kill()
+                    compute.kill()
                     return
-                if not self.compute.alive():
-                    self._compute_failed(f"exited (code {self.compute.process.exitcode}) before the run ended")
+                if not compute.alive():
+                    self._compute_failed(f"exited (code {compute.process.exitcode}) before the run ended")
                     return
-                if now - quiet_since > self.compute.stop_timeout_s and self._input_ended is None:
+                if now - quiet_since > compute.stop_timeout_s and self._input_ended is None:
                     log.warning("compute process: nothing for %.0f s (frames are recorded, volumes skipped)",
                                 now - quiet_since)
                     quiet_since = now
@@ -354,32 +355,34 @@ class Pipeline:
             if result.kind == "done":
                 self.compute_done = result.payload
                 return
-            self._on_result(result)
+            self._on_result(compute, result)
 
-    def _stop_wait_s(self) -> float:
+    def _stop_wait_s(self, compute: ComputeProcess) -> float:
         """How long the compute process may take to finish after the last frame: its stop timeout, or three
         times the slowest frame-to-volume latency so far (a slow CPU is not a stall)."""
         slowest_ms = self.stats.frame_to_volume.percentiles()["max"] or 0.0
-        return max(self.compute.stop_timeout_s, 3e-3 * slowest_ms)
+        return max(compute.stop_timeout_s, 3e-3 * slowest_ms)
 
-    def _on_result(self, result) -> None:
+    def _on_result(self, compute: ComputeProcess, result: Result) -> None:
         kind, seq, payload = result
+        recorder = self.recorder
         if kind == "volume":
             self.stats.frame_to_volume.add(time.time() - payload)
             self.stats.volumes_out.tick()
-            taken = self.compute.volumes.take(seq)
+            assert compute.volumes is not None  # made by compute.start()
+            taken = compute.volumes.take(seq)
             if taken is None:  # overwritten in the ring before this thread could copy it
                 self._volume_not_stored()
                 return
-            if self.recorder is not None:
-                self._store(lambda: self.recorder.write_volume(seq, taken.array), self._volume_not_stored)
+            if recorder is not None:
+                self._store(lambda: recorder.write_volume(seq, taken.array), self._volume_not_stored)
             self._latest_volume = (seq, taken.array)
         elif kind in ("tracks", "readout"):
             snap, traces = payload
             (self.stats.tracked if kind == "tracks" else self.stats.read_out).tick()
-            if self.recorder is not None:
+            if recorder is not None:
                 self._store(
-                    lambda: self.recorder.write_tracks(seq, snap.ids, snap.positions_um, snap.intensity, snap.dff),
+                    lambda: recorder.write_tracks(seq, snap.ids, snap.positions_um, snap.intensity, snap.dff),
                     lambda: None,
                 )
             if traces is not None:
@@ -387,8 +390,8 @@ class Pipeline:
             self._latest_tracks = snap
         elif kind == "status":
             self._remote_status = payload
-        elif kind == "request_scan" and self.compute.request_scan is not None:
-            self.compute.request_scan(payload)
+        elif kind == "request_scan" and compute.request_scan is not None:
+            compute.request_scan(payload)
         elif kind == "error":
             log.error("compute process: %s stage failed:\n%s", payload["stage"], payload["traceback"])
             exc = payload["exception"]
@@ -396,10 +399,12 @@ class Pipeline:
 
     def _record(self, work: _Work, skipped: bool) -> None:
         """Store one raw frame; a frame the writer cannot take is counted as not stored, never dropped silently."""
-        if self.recorder is None:
+        recorder = self.recorder
+        if recorder is None:
             return
-        record = self.make_record(work.meta, skipped, self._unstored_run)
-        if self._store(lambda: self.recorder.write_frame(work.image, record), self._frame_not_stored):
+        record = dataclasses.replace(work.meta, lost_before=work.meta.lost_before + self._unstored_run,
+                                     volume_skipped=skipped)  # frames the writer could not take count as lost
+        if self._store(lambda: recorder.write_frame(work.image, record), self._frame_not_stored):
             self._unstored_run = 0
 
     def _frame_not_stored(self) -> None:
@@ -429,69 +434,73 @@ class Pipeline:
             return False
         return True
 
-    def _infer_loop(self) -> None:
+    def _infer_loop(self, engine: VolumeEngine) -> None:
+        recorder = self.recorder
         while True:
             try:
                 work = self._to_infer.take()
             except Closed:
                 return
+            for_tracker: Any  # a host array, or the engine's device tensor
             with self._compute_lock:
-                if self.tracker is not None and hasattr(self.engine, "run_with_device"):
-                    volumes, on_device = self.engine.run_with_device(work.image[np.newaxis])
+                if self.tracker is not None and isinstance(engine, HandsOverDevice):
+                    volumes, on_device = engine.run_with_device(work.image[np.newaxis])
                     volume, for_tracker = volumes[0], on_device[0]  # tracked where the engine ran
                 else:
-                    volume = for_tracker = self.engine.run(work.image[np.newaxis])[0]
+                    volume = for_tracker = engine.run(work.image[np.newaxis])[0]
             self.stats.frame_to_volume.add(time.time() - work.origin_s)
             self.stats.volumes_out.tick()
-            if self.recorder is not None:
-                self._store(lambda: self.recorder.write_volume(work.t, volume), self._volume_not_stored)
+            if recorder is not None:
+                self._store(lambda: recorder.write_volume(work.t, volume), self._volume_not_stored)
             self._latest_volume = (work.t, volume)
             if self.tracker is not None:
                 displaced = self._to_track.put((work, for_tracker))
                 if displaced is not None:
                     log.debug("tracking skipped volume %d", displaced[0].t)
 
-    def _track_loop(self) -> None:
+    def _track_loop(self, tracker: VolumeTracker) -> None:
+        recorder = self.recorder
         while True:
             try:
                 work, volume = self._to_track.take()
             except Closed:
                 return
             with self._compute_lock:
-                snap = self.tracker.update(work.t, float(work.meta.camera_time_s), volume)
+                snap = tracker.update(work.t, float(work.meta.camera_time_s), volume)
             self.stats.tracked.tick()
-            if self.recorder is not None:
+            if recorder is not None:
                 self._store(
-                    lambda: self.recorder.write_tracks(work.t, snap.ids, snap.positions_um, snap.intensity, snap.dff),
+                    lambda: recorder.write_tracks(work.t, snap.ids, snap.positions_um, snap.intensity, snap.dff),
                     lambda: None,
                 )
             self._latest_tracks = snap
 
-    def _readout_loop(self) -> None:
+    def _readout_loop(self, readout: FrameReadout) -> None:
+        recorder = self.recorder
         while True:
             try:
                 work = self._to_read.take()
             except Closed:
                 return
-            self.readout.apply_scans(work.t)  # seconds of detection and fitting: inference goes on meanwhile
+            readout.apply_scans(work.t)  # seconds of detection and fitting: inference goes on meanwhile
             with self._compute_lock:
-                snap = self.readout.update(work.t, float(work.meta.camera_time_s), work.image)
+                snap = readout.update(work.t, float(work.meta.camera_time_s), work.image)
             if snap is None:  # not calibrated yet
                 continue
             self.stats.read_out.tick()
-            if self.recorder is not None:
+            if recorder is not None:
                 self._store(
-                    lambda: self.recorder.write_tracks(work.t, snap.ids, snap.positions_um, snap.intensity, snap.dff),
+                    lambda: recorder.write_tracks(work.t, snap.ids, snap.positions_um, snap.intensity, snap.dff),
                     lambda: None,
                 )
             self._latest_tracks = snap
 
-    def _publish_loop(self) -> None:
+    def _publish_loop(self, publisher: Publisher) -> None:
         while not self._stop.wait(self.publish_period):
-            self._publish_latest()
-        self._publish_latest()
+            self._publish_latest(publisher)
+        self._publish_latest(publisher)
 
-    def _publish_latest(self) -> None:
+    def _publish_latest(self, publisher: Publisher) -> None:
         frame, volume, snap = self._latest_frame, self._latest_volume, self._latest_tracks
         if frame is None:
             return
@@ -507,14 +516,20 @@ class Pipeline:
         if snap is not None:
             arrays["track_ids"] = np.asarray(snap.ids, np.int64)
             arrays["track_positions_um"] = np.asarray(snap.positions_um, np.float32).reshape(-1, 3)
-            traces = self._latest_traces if self.compute is not None else (self.readout or self.tracker).recent_traces()
+            traces = self._latest_traces if self.compute is not None else self._traces()
             if traces is not None:
                 ids, times, dff = traces
                 arrays.update(trace_ids=ids, trace_t=times, traces_dff=dff)
             if self._reads_out:
                 arrays.update(track_dff=np.asarray(snap.dff, np.float32),
-                              track_confidence=np.asarray(snap.confidence, np.float32))
-        self.publisher.publish(frame.t, arrays, self.status(), meta)
+                              track_confidence=np.asarray(cast(ReadSnapshot, snap).confidence, np.float32))
+        publisher.publish(frame.t, arrays, self.status(), meta)
+
+    def _traces(self) -> Traces:
+        """The recent dF/F of the stage here whose snapshots are published: the readout's, else the tracker's."""
+        stage = self.readout or self.tracker
+        assert stage is not None  # a snapshot came from one of them
+        return stage.recent_traces()
 
     # --- summary --------------------------------------------------------------------------------
     def _summary(self, interrupted: bool) -> dict[str, Any]:

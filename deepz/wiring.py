@@ -1,4 +1,4 @@
-"""Build each stage from the run configuration: the only place that knows every package."""
+"""Build each stage from the run configuration; deepz.runner composes them into a run."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def build_source(cfg: SourceConfig):
 def build_replay_source(path: Path, *, realtime: bool):
     """(source, frame interval s): a recording's frames with their recorded metadata, paced when `realtime`."""
     from acquire.array_source import ArraySource
-    from acquire.frames import FrameMeta
     from storage import RecordingReader
+    from wire.frames import FrameMeta
 
     reader = RecordingReader(path)
     if reader.n_frames == 0:
@@ -213,21 +213,6 @@ def build_recorder(
         inputs=inputs,
         wait_when_behind=wait_when_behind,
         volume_upsample=volume_upsample,
-    )
-
-
-def frame_record(meta: Any, volume_skipped: bool, unstored_before: int = 0):
-    """Storage's per-frame record from a source's frame metadata (+ frames the writer could not take)."""
-    from storage import FrameRecord
-
-    return FrameRecord(
-        image_number=int(meta.image_number),
-        camera_time_s=float(meta.camera_time_s),
-        host_time_s=float(meta.host_time_s),
-        focus_z_um=float(meta.focus_z_um),
-        exposure_ms=float(meta.exposure_ms),
-        lost_before=int(meta.lost_before) + unstored_before,
-        volume_skipped=bool(volume_skipped),
     )
 
 

@@ -3,7 +3,6 @@
 from storage.reader import RecordingReader
 from storage.records import (
     CorruptChunkError,
-    FrameRecord,
     RecordingError,
     RecordingExistsError,
     WriterBehindError,
@@ -14,7 +13,6 @@ from storage.writer import RecordingWriter
 
 __all__ = [
     "CorruptChunkError",
-    "FrameRecord",
     "RecordingError",
     "RecordingExistsError",
     "RecordingReader",

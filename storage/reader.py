@@ -104,7 +104,7 @@ class RecordingReader:
 
     @property
     def metadata(self) -> dict[str, np.ndarray]:
-        """Per-frame metadata: one 1-D array per FrameRecord field, n_frames long."""
+        """Per-frame metadata: one 1-D array per stored FrameMeta field (storage.records.FRAME_FIELDS), n_frames long."""
         return {name: self._column(f"{layout.FRAMES_GROUP}/{name}", self.n_frames) for name in FRAME_FIELDS}
 
     def volume(self, t: int) -> np.ndarray | None:

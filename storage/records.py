@@ -1,4 +1,4 @@
-"""Types shared by the recording writer and reader: per-frame records, writer stats and errors."""
+"""Types shared by the recording writer and reader: per-frame array layout, writer stats and errors."""
 
 from __future__ import annotations
 
@@ -6,25 +6,14 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-
-@dataclass(frozen=True, slots=True)
-class FrameRecord:
-    """Metadata stored beside each raw frame (one row of the per-frame arrays)."""
-
-    image_number: int
-    camera_time_s: float
-    host_time_s: float
-    focus_z_um: float
-    exposure_ms: float
-    lost_before: int
-    volume_skipped: bool
-
+from wire.frames import FrameMeta
 
 FRAME_FIELDS: dict[str, np.dtype] = {
     f.name: np.dtype({"int": np.int64, "float": np.float64, "bool": np.bool_}[f.type])
-    for f in fields(FrameRecord)
+    for f in fields(FrameMeta)
+    if f.name != "index"  # a frame's index is its position in the arrays
 }
-"""Name and on-disk dtype of every per-frame metadata array, in FrameRecord order."""
+"""Name and on-disk dtype of every per-frame metadata array, in FrameMeta order."""
 
 TRACK_FIELDS: dict[str, np.dtype] = {
     "t": np.dtype(np.int64),

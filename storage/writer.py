@@ -22,7 +22,6 @@ from storage.output_path import claim_output
 from storage.records import (
     FRAME_FIELDS,
     TRACK_FIELDS,
-    FrameRecord,
     WriterBehindError,
     WriterError,
     WriterStats,
@@ -32,6 +31,7 @@ from storage.sinks import Backend, default_backend, open_sink
 from storage.synced_store import SyncedLocalStore
 from storage.tables import traces_from_tracks
 from storage.versions import software_versions
+from wire.frames import FrameMeta
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class _Frame:
     image: np.ndarray
-    record: FrameRecord
+    record: FrameMeta
 
 
 @dataclass(slots=True)
@@ -150,7 +150,7 @@ class RecordingWriter:
         self._stored = {"frames": 0, "volumes": 0, "track_rows": 0}
         self._error: BaseException | None = None
         self._closed = False
-        self._records: list[FrameRecord] = []
+        self._records: list[FrameMeta] = []
         self._volume_t: list[int] = []
         self._volume_rows = 0  # volumes handed to the IO thread (each takes the next dense row)
         self._volume_writes: list[Future] = []
@@ -190,7 +190,7 @@ class RecordingWriter:
                 error=self._error,
             )
 
-    def write_frame(self, image: np.ndarray, record: FrameRecord) -> None:
+    def write_frame(self, image: np.ndarray, record: FrameMeta) -> None:
         """Queue one raw frame (copied) with its metadata; raises WriterError if it cannot be stored."""
         if image.shape != self.frame_shape or image.dtype != np.uint16:
             raise ValueError(f"frame must be uint16 {self.frame_shape}, got {image.dtype} {image.shape}")

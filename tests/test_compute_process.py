@@ -16,7 +16,7 @@ from deepz.commands.pipeline import _close_recorder, _print_summary
 from deepz.compute_process import ComputeProcess, ComputeSpec, build_stages
 from deepz.config import load_config
 from deepz.optics_check import CameraOptics
-from deepz.pipeline import Pipeline
+from deepz.pipeline import Pipeline, PipelineStages, RunMode
 from storage import RecordingReader
 
 SIZE, PLANES, RATE, PX = 64, 4, 100.0, 0.325
@@ -48,8 +48,8 @@ def _live_run(out, frames: np.ndarray, build=build_stages, stop_timeout_s: float
         compute.start()
         recorder = wiring.build_recorder(cfg.recording, frame_shape=(SIZE, SIZE), pixel_size_um=PX, planes_um=planes,
                                          frame_interval_s=1 / RATE, run_config=cfg, model=model)
-        pipeline = Pipeline(ArraySource(frames, rate_hz=RATE, pixel_size_um=PX), compute=compute, recorder=recorder,
-                            make_record=wiring.frame_record, live=True)
+        pipeline = Pipeline(ArraySource(frames, rate_hz=RATE, pixel_size_um=PX),
+                            PipelineStages(compute=compute, recorder=recorder), RunMode(live=True))
         summary = pipeline.run()
         _close_recorder(recorder, summary)
     finally:

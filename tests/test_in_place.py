@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from storage import FrameRecord, RecordingExistsError, RecordingReader, RecordingWriter
+from storage import RecordingExistsError, RecordingReader, RecordingWriter
+from wire.frames import FrameMeta
 from storage.output_path import claim_output
 from deepz.lab.blobs import BlobConfig, BlobWorld
 
@@ -33,7 +34,7 @@ def recording(tmp_path_factory) -> Path:
     with RecordingWriter(path, frame_shape=(64, 64), pixel_size_um=0.325, planes_um=planes, volume_every=1) as w:
         for t in range(4):
             vol = world.volume(t * 0.1).numpy().astype(np.uint16)
-            w.write_frame(vol[4], FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
+            w.write_frame(vol[4], FrameMeta(t, t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
             w.write_volume(t, vol)
     return path
 

@@ -19,7 +19,8 @@ from deepz.lab.isotropic_eval import errors_vs_truth, nucleus_widths, simulated_
 from infer.isotropic.selfnet import interpolate_z
 from infer.metrics import pearson
 from infer.model_io import ModelFileError, default_model_path
-from storage import FrameRecord, RecordingWriter
+from storage import RecordingWriter
+from wire.frames import FrameMeta
 
 TINY = IsotropicConfig(steps=3, crop=32, base_channels=4, depth=2)
 
@@ -102,7 +103,7 @@ def test_cli_restores_a_recording(tmp_path: Path, small_worm: dict) -> None:
     rec = tmp_path / "rec.zarr"
     with RecordingWriter(rec, frame_shape=(64, 96), pixel_size_um=0.325, planes_um=planes) as writer:
         for t in range(3):
-            writer.write_frame(stack[3], FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
+            writer.write_frame(stack[3], FrameMeta(t, t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
             writer.write_volume(t, np.roll(stack, t, axis=2))
     code, output, _ = _run(
         str(rec), "--out", str(tmp_path / "iso.zarr"), "--steps", "3", "--save-model", str(tmp_path / "model")

@@ -13,7 +13,8 @@ npe2 = pytest.importorskip("npe2")
 
 from napari.components import ViewerModel  # noqa: E402
 
-from storage import FrameRecord, RecordingWriter  # noqa: E402
+from storage import RecordingWriter  # noqa: E402
+from wire.frames import FrameMeta  # noqa: E402
 from storage.calibration import CalibrationStore, ScanRecord  # noqa: E402
 from storage.stack_file import save_stack  # noqa: E402
 from storage.synthetic import blob_volume  # noqa: E402
@@ -42,7 +43,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
         path, frame_shape=SHAPE, pixel_size_um=0.5, planes_um=PLANES, volume_every=1, frame_interval_s=0.02
     ) as writer:
         for t in range(10):
-            writer.write_frame(blob_volume(SHAPE, n_blobs=4, seed=t), FrameRecord(t, t * 0.02, t, 0, 5, 0, False))
+            writer.write_frame(blob_volume(SHAPE, n_blobs=4, seed=t), FrameMeta(t, t, t * 0.02, t, 0, 5, 0, False))
             if t in VOLUME_FRAMES:
                 writer.write_volume(t, np.full((3, *SHAPE), t, np.uint16))
                 positions = np.array([[0.0, 2.0, 3.0], [1.0, 8.0, 9.0]]) + 0.1 * t

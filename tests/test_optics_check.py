@@ -15,7 +15,8 @@ from deepz.commands.pipeline import run_pipeline
 from deepz.config import load_config
 from deepz.optics_check import CameraOptics, OpticsMismatchError, check_optics, optics_mismatches
 from infer.model_io import default_model_path, load_manifest
-from storage import FrameRecord, RecordingReader, RecordingWriter
+from storage import RecordingReader, RecordingWriter
+from wire.frames import FrameMeta
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_10X = ROOT / "configs" / "sim-10x.toml"
@@ -71,7 +72,7 @@ def test_replay_checks_the_recorded_pixel_size(tmp_path: Path) -> None:
     rec = tmp_path / "rec.zarr"
     with RecordingWriter(rec, frame_shape=(32, 32), pixel_size_um=0.65) as writer:  # a 10x camera
         for t in range(2):
-            writer.write_frame(np.full((32, 32), 200, np.uint16), FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
+            writer.write_frame(np.full((32, 32), 200, np.uint16), FrameMeta(t, t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
     with pytest.raises(OpticsMismatchError, match=r"pixel size \(um\) 0.65 vs 0.325"):
         run_pipeline(_config(tmp_path / "replay.zarr"), replay_from=rec)
     assert not (tmp_path / "replay.zarr").exists()

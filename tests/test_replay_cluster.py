@@ -23,7 +23,8 @@ from deepz.commands.pipeline import run_pipeline
 from deepz.commands.tracking import track_recording
 from deepz.config import ConfigError, load_config
 from infer.model_io import save_model
-from storage import FrameRecord, RecordingExistsError, RecordingReader, RecordingWriter
+from storage import RecordingExistsError, RecordingReader, RecordingWriter
+from wire.frames import FrameMeta
 from storage.region_writer import PENDING_REASON, VolumeRegions
 from storage.synthetic import blob_volume
 
@@ -46,7 +47,7 @@ def files(tmp_path_factory) -> tuple[Path, Path]:
     rec = tmp / "rec.zarr"
     with RecordingWriter(rec, frame_shape=(SIZE, SIZE), pixel_size_um=0.325) as writer:
         for t in range(FRAMES):
-            record = FrameRecord(t + 7, t * 0.01, 100.0 + t * 0.01, 0.5, 10.0, int(t == 5), False)
+            record = FrameMeta(t, t + 7, t * 0.01, 100.0 + t * 0.01, 0.5, 10.0, int(t == 5), False)
             writer.write_frame(blob_volume((SIZE, SIZE), n_blobs=12, seed=t), record)
     return rec, model_dir
 

@@ -17,7 +17,8 @@ from storage import RecordingReader
 CHILD = r"""
 import sys, time
 import numpy as np
-from storage import FrameRecord, RecordingWriter, WriterBehindError, WriterError
+from storage import RecordingWriter, WriterBehindError, WriterError
+from wire.frames import FrameMeta
 
 path, backend, n_max = sys.argv[1], sys.argv[2], int(sys.argv[3])
 writer = RecordingWriter(path, frame_shape=(128, 128), pixel_size_um=0.5, backend=backend,
@@ -28,7 +29,7 @@ try:
     while t < n_max:
         frame = np.random.default_rng(t).poisson(200, (128, 128)).astype(np.uint16)
         try:
-            writer.write_frame(frame, FrameRecord(t, t * 0.01, time.time(), 0.0, 10.0, 0, False))
+            writer.write_frame(frame, FrameMeta(t, t, t * 0.01, time.time(), 0.0, 10.0, 0, False))
             t += 1
         except WriterBehindError:
             time.sleep(0.002)

@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from deepz.cli import app
-from storage import FrameRecord, RecordingWriter
+from storage import RecordingWriter
+from wire.frames import FrameMeta
 
 SHAPE = (16, 16)
 IDS = np.array([2, 7])
@@ -25,7 +26,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("export") / "rec.zarr"
     with RecordingWriter(path, frame_shape=SHAPE, pixel_size_um=0.5, frame_interval_s=0.01) as writer:
         for t in range(6):  # the camera runs 2% slow: its times, not the nominal rate, are the truth
-            writer.write_frame(np.zeros(SHAPE, np.uint16), FrameRecord(t, 3.0 + t * 0.0102, 0.0, 0, 5, 0, False))
+            writer.write_frame(np.zeros(SHAPE, np.uint16), FrameMeta(t, t, 3.0 + t * 0.0102, 0.0, 0, 5, 0, False))
             if t % 2 == 0:
                 _tracks(writer, t)
     return path

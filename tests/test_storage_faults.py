@@ -14,7 +14,6 @@ import zarr
 
 from storage import (
     CorruptChunkError,
-    FrameRecord,
     RecordingError,
     RecordingExistsError,
     RecordingReader,
@@ -22,6 +21,7 @@ from storage import (
     WriterBehindError,
     WriterError,
 )
+from wire.frames import FrameMeta
 
 SHAPE = (64, 64)
 
@@ -30,8 +30,8 @@ def _frame(t: int, shape: tuple[int, int] = SHAPE) -> np.ndarray:
     return np.random.default_rng(t).poisson(300, shape).astype(np.uint16)
 
 
-def _record(t: int) -> FrameRecord:
-    return FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False)
+def _record(t: int) -> FrameMeta:
+    return FrameMeta(t, t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False)
 
 
 def _write(path: Path, n: int, **kwargs) -> None:
@@ -122,7 +122,7 @@ def test_a_corrupt_volume_names_its_frame(tmp_path: Path) -> None:
     path = tmp_path / "rec.zarr"
     with RecordingWriter(path, frame_shape=SHAPE, pixel_size_um=1.0, planes_um=[0.0, 1.0]) as writer:
         for t in range(12):
-            writer.write_frame(_frame(t), FrameRecord(t, t * 0.01, 0.0, 0.0, 1.0, 0, False))
+            writer.write_frame(_frame(t), FrameMeta(t, t, t * 0.01, 0.0, 0.0, 1.0, 0, False))
             if t % 5 == 0:
                 writer.write_volume(t, np.full((2, *SHAPE), t, np.uint16))
     shard = path / "1" / "0" / "c" / "1" / "0" / "0" / "0"  # row 1: the volume of frame 5

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import zarr
 
-from storage import FrameRecord, RecordingReader, RecordingWriter
+from storage import RecordingReader, RecordingWriter
+from wire.frames import FrameMeta
 from storage.calibration import CalibrationStore, ScanRecord
 from storage.synthetic import blob_volume
 
@@ -27,7 +28,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarra
         path, frame_shape=(64, 96), pixel_size_um=0.325, planes_um=PLANES, volume_every=1, frame_interval_s=0.01
     ) as writer:
         for t, frame in enumerate(frames):
-            writer.write_frame(frame, FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
+            writer.write_frame(frame, FrameMeta(t, t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
             if t in VOLUME_FRAMES:
                 writer.write_volume(t, volumes[VOLUME_FRAMES.index(t)])
                 writer.write_tracks(t, np.array([3, 8]), np.array([[0.0, 1, 2], [1, 5, 6]]) + t, np.ones(2), np.ones(2))

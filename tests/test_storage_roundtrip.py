@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from storage import FrameRecord, RecordingReader, RecordingWriter, WriterBehindError, WriterError
+from storage import RecordingReader, RecordingWriter, WriterBehindError, WriterError
+from wire.frames import FrameMeta
 from storage.synthetic import blob_volume
 
 SHAPE = (64, 96)
 PLANES = np.array([-4.0, -1.0, 2.0])
 
 
-def _record(t: int) -> FrameRecord:
-    return FrameRecord(1000 + t, t * 0.01, 5.0 + t * 0.01, 0.25 * t, 9.5, t % 3, t % 2 == 1)
+def _record(t: int) -> FrameMeta:
+    return FrameMeta(t, 1000 + t, t * 0.01, 5.0 + t * 0.01, 0.25 * t, 9.5, t % 3, t % 2 == 1)
 
 
 def _volume(t: int) -> np.ndarray:

@@ -6,7 +6,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from deepz.cli import app
-from storage import FrameRecord, RecordingReader, RecordingWriter
+from storage import RecordingReader, RecordingWriter
+from wire.frames import FrameMeta
 from track.detect import Detections
 from track.offline import OfflineConfig, link_global, track_volumes
 from deepz.lab.blobs import BlobConfig, BlobWorld
@@ -58,7 +59,7 @@ def test_deepz_track_writes_tracks_to_a_new_store(tmp_path):
     with RecordingWriter(src, frame_shape=(64, 64), pixel_size_um=0.5, planes_um=planes, volume_every=1) as w:
         for t in range(5):
             vol = world.volume(t * 0.1).numpy().astype(np.uint16)
-            w.write_frame(vol[4], FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
+            w.write_frame(vol[4], FrameMeta(t, t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
             w.write_volume(t, vol)
     result = CliRunner().invoke(app, ["track", str(src), "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -1,4 +1,5 @@
-"""mypy --strict over the modules in pyproject's [tool.mypy] files (wire format, results, lab scaffold)."""
+"""mypy --strict over the modules in pyproject's [tool.mypy] files (wire format, results, lab scaffold, the
+stage Protocols and the pipeline typed against them)."""
 
 from __future__ import annotations
 

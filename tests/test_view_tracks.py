@@ -17,7 +17,8 @@ from deepz.cli import app  # noqa: E402
 from deepz.lab.blobs import BlobConfig, BlobWorld  # noqa: E402
 from display.app import dispose, open_recording_window  # noqa: E402
 from display.markers import NeuronMarkers  # noqa: E402
-from storage import FrameRecord, RecordingReader, RecordingWriter  # noqa: E402
+from storage import RecordingReader, RecordingWriter  # noqa: E402
+from wire.frames import FrameMeta  # noqa: E402
 
 VOLUMES = 5
 PLANES = np.arange(8, dtype=np.float64) - 4.0
@@ -32,7 +33,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     with RecordingWriter(src, frame_shape=(64, 64), pixel_size_um=0.5, planes_um=PLANES, volume_every=1) as w:
         for t in range(VOLUMES):
             vol = world.volume(t * 0.1).numpy().astype(np.uint16)
-            w.write_frame(vol[4], FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
+            w.write_frame(vol[4], FrameMeta(t, t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
             w.write_volume(t, vol)
     cwd = Path.cwd()
     os.chdir(folder)  # tracked_from is then "rec.zarr": found beside the store from any directory

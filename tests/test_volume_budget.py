@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from storage import FrameRecord, RecordingReader, RecordingWriter
+from storage import RecordingReader, RecordingWriter
+from wire.frames import FrameMeta
 from storage.disk_rate import measure_write_rate, volume_budget
 
 
@@ -28,7 +29,7 @@ def test_writer_stores_at_most_the_budgeted_volume_rate(tmp_path: Path) -> None:
         start = time.monotonic()
         t = 0
         while time.monotonic() - start < 1.0:  # offered at about 100 volumes/s for 1 s
-            writer.write_frame(volume[0], FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
+            writer.write_frame(volume[0], FrameMeta(t, t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False))
             writer.write_volume(t, volume)
             t += 1
             time.sleep(0.01)

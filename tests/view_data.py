@@ -8,7 +8,8 @@ import numpy as np
 
 from deepz.lab.view_bench import ViewBenchConfig, synthetic_states
 from display.state import ViewState
-from storage import FrameRecord, RecordingWriter
+from storage import RecordingWriter
+from wire.frames import FrameMeta
 from storage.synthetic import blob_volume
 
 SMALL = ViewBenchConfig(height=64, width=96, planes=6, neurons=12, trace_window=40, distinct_states=3)
@@ -45,7 +46,7 @@ def write_recording(path: Path) -> Path:
         for t in range(REC_FRAMES):
             writer.write_frame(
                 blob_volume(REC_SHAPE, n_blobs=20, seed=t),
-                FrameRecord(t, t * 0.01, 100 + t * 0.01, 0.0, 9.0, int(t == 7), t % 5 == 3),
+                FrameMeta(t, t, t * 0.01, 100 + t * 0.01, 0.0, 9.0, int(t == 7), t % 5 == 3),
             )
             if t % REC_VOLUME_EVERY == 0:
                 writer.write_volume(t, blob_volume((len(REC_PLANES), *REC_SHAPE), n_blobs=30, seed=100 + t))

@@ -14,12 +14,13 @@ import numpy as np
 
 def _recording(path: Path, frames: int, size: int) -> Path:
     """A synthetic recording (Poisson blobs, storage.synthetic) with the shipped model's 0.325 um pixels."""
-    from storage import FrameRecord, RecordingWriter
+    from storage import RecordingWriter
     from storage.synthetic import blob_volume
+    from wire.frames import FrameMeta
 
     with RecordingWriter(path, frame_shape=(size, size), pixel_size_um=0.325) as writer:
         for t in range(frames):
-            record = FrameRecord(t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False)
+            record = FrameMeta(t, t, t * 0.01, t * 0.01, 0.0, 10.0, 0, False)
             writer.write_frame(blob_volume((size, size), seed=t), record)
     return path
 

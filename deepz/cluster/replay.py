@@ -96,7 +96,7 @@ def _start(out: Path, recording: Path, cfg: RunConfig, model, *, region_frames: 
     )  # fmt: skip
     try:
         for t, (image, meta) in enumerate(source.frames()):
-            writer.write_frame(image, wiring.frame_record(meta, False))
+            writer.write_frame(image, meta)
             if on_copy is not None:
                 on_copy(t + 1, reader.n_frames)
     except BaseException as exc:

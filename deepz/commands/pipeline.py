@@ -65,7 +65,7 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
     realtime replay too when it is "process"); a replay of every frame runs them in threads, with back-pressure.
     """
     from deepz import wiring
-    from deepz.pipeline import Pipeline
+    from deepz.pipeline import Pipeline, PipelineStages, Reporting, RunMode
 
     from storage.output_path import check_output
 
@@ -137,22 +137,17 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
                      publisher.address)
         pipeline = Pipeline(
             source,
-            engine=engine,
-            compute=compute,
-            recorder=recorder,
-            make_record=wiring.frame_record,
-            tracker=tracker,
-            readout=readout,
-            publisher=publisher,
-            live=live or realtime,
-            live_source=live,
-            duration_s=cfg.duration_s,
-            publish_max_hz=cfg.publish.max_hz,
-            meta={"planes_um": [float(p) for p in planes], "pixel_size_um": source.pixel_size_um,
-                  "volume_pixel_size_um": volume_px, "voxel_um": list(voxel_um)},
-            recording=str(cfg.recording.out) if cfg.recording.out else None,
-            queue_depth=(lambda: recorder.stats.queue_depth) if recorder is not None else (lambda: 0),
-            serialize_compute=engine is not None and engine.device.type == "cpu",
+            PipelineStages(engine=engine, compute=compute, recorder=recorder, tracker=tracker, readout=readout,
+                           publisher=publisher),
+            RunMode(live=live or realtime, live_source=live, duration_s=cfg.duration_s,
+                    serialize_compute=engine is not None and engine.device.type == "cpu"),
+            Reporting(
+                publish_max_hz=cfg.publish.max_hz,
+                meta={"planes_um": [float(p) for p in planes], "pixel_size_um": source.pixel_size_um,
+                      "volume_pixel_size_um": volume_px, "voxel_um": list(voxel_um)},
+                recording=str(cfg.recording.out) if cfg.recording.out else None,
+                queue_depth=(lambda: recorder.stats.queue_depth) if recorder is not None else (lambda: 0),
+            ),
         )
         try:
             with stop_on_signals(lambda name: pipeline.stop(f"signal {name}")):

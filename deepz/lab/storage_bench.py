@@ -12,10 +12,11 @@ import numpy as np
 
 from deepz.lab.scaffold import machine
 from storage import layout
-from storage.records import FrameRecord, WriterBehindError
+from storage.records import WriterBehindError
 from storage.sinks import Backend
 from storage.synthetic import CONTENT_DESCRIPTION, blob_volume
 from storage.writer import RecordingWriter
+from wire.frames import FrameMeta
 
 FRAME_SHAPE = (512, 512)
 PLANES = 32
@@ -60,8 +61,8 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _record(t: int) -> FrameRecord:
-    return FrameRecord(t, t / CAMERA_HZ, time.time(), 0.0, 10.0, 0, False)
+def _record(t: int) -> FrameMeta:
+    return FrameMeta(t, t, t / CAMERA_HZ, time.time(), 0.0, 10.0, 0, False)
 
 
 def stream(
