@@ -73,3 +73,22 @@ def test_dff_floor_scales_with_trace_noise():
     np.testing.assert_allclose(got, dff_traces(np.stack([background, neuron]), cfg), rtol=1e-5, atol=1e-6)
     unfloored = dff_traces(background[None], ActivityConfig(baseline_window=50, noise_floor=0.0))
     assert np.abs(unfloored).max() > 10 * np.abs(got[0]).max()
+
+
+def test_filling_window_refreshes_on_schedule_for_tracks_of_any_age():
+    """Before the window is full, F0 is the percentile of every sample so far for the first baseline_every
+    samples, then refreshed every baseline_every samples; a track that starts later keeps its own schedule."""
+    cfg = ActivityConfig(baseline_window=100, baseline_percentile=20, baseline_every=10, noise_floor=0.0,
+                         min_baseline=0.0)
+    rng = np.random.default_rng(2)
+    dff = RunningDff(cfg)
+    history: dict[int, list[float]] = {0: [], 1: []}
+    for t in range(45):
+        ids = np.array([0, 1]) if t >= 7 else np.array([0])
+        values = 100 + 10 * rng.random(len(ids))
+        out = dff.update(ids, values)
+        for i, v, d in zip(ids.tolist(), values, out):
+            history[i].append(v)
+            n = len(history[i])
+            f0 = np.percentile(history[i][: n if n <= 10 else n - n % 10], 20)
+            assert d == pytest.approx((v - f0) / f0, rel=1e-5)

@@ -26,7 +26,7 @@ class ActivityConfig:
     radius_um: float = 1.2
     baseline_window: int = 300
     baseline_percentile: float = 20.0
-    baseline_every: int = 10  # recompute a full window's percentile every this many samples (cost)
+    baseline_every: int = 10  # recompute the window's percentile every this many samples (cost)
     min_baseline: float = 1.0  # absolute floor of F0 (intensity units)
     noise_floor: float = 3.0  # F0 >= noise_floor * trace noise
 
@@ -109,13 +109,18 @@ class RunningDff:
         self._buffer[slots, self._count[slots] % window] = values
         self._count[slots] += 1
         count = self._count[slots]
+        every = max(1, self.config.baseline_every)
         partial = count <= window
-        due = slots[~partial & ((count - window) % max(1, self.config.baseline_every) == 0)]
+        due = slots[~partial & ((count - window) % every == 0)]
         if len(due):
             oldest_first = (self._count[due, None] + np.arange(window)[None]) % window
             self._refresh(due, np.take_along_axis(self._buffer[due], oldest_first, axis=1))
-        for s in slots[partial]:
-            self._refresh(np.array([s]), self._buffer[s : s + 1, : self._count[s]])
+        # a filling window: every sample for the first `every`, then every `every`-th; tracks of the same age
+        # share one refresh (a readout's neurons all have the same age: one call, not one per neuron)
+        filling = partial & ((count <= every) | (count % every == 0))
+        for age in np.unique(count[filling]).tolist():
+            rows = slots[filling & (count == age)]
+            self._refresh(rows, self._buffer[rows, :age])
         return _dff(values, self._baseline[slots], self._noise[slots], self.config)
 
     def _refresh(self, slots: np.ndarray, samples: np.ndarray) -> None:
