@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from typer.testing import CliRunner
 
 from deepz.cli import app
@@ -55,8 +56,6 @@ def test_bench_activity_writes_frame_rates(tmp_path):
 
 
 def test_a_neuron_that_leaves_the_field_is_scored_over_the_times_it_is_in_it():
-    import numpy as np
-
     from acquire.sim.sample import GroundTruth
     from deepz.lab.activity_score import ActivityScorer, summarise
 
@@ -73,3 +72,21 @@ def test_a_neuron_that_leaves_the_field_is_scored_over_the_times_it_is_in_it():
     assert scores["n_neurons_scored"] == 2  # C is in range for less than half of the run
     assert scores["traced_fraction"] == 1.0 and scores["median_r"] > 0.999
     assert scores["switches_per_neuron_minute"] == 0.0
+
+
+def test_the_evaluation_rescans_as_deepz_live_does_and_scores_the_frames_with_a_readout():
+    from deepz.lab.activity_eval import ActivityRunConfig, evaluate_activity
+    from deepz.lab.activity_run import simulated_worm
+
+    cfg = ActivityRunConfig(
+        seconds=0.6, virtual_every=0, recalibrate_s=0.2, scan_range_um=(-8.0, 8.0), scan_step_um=1.0
+    )  # 17-plane scans: a cheap calibration
+    scores, info = evaluate_activity(simulated_worm(1, 64), cfg, methods=("demix",))
+    cal = info["calibration"]
+    assert [s["reason"] for s in cal["scans"]] == ["start", "interval"]
+    assert cal["scans"][1]["frame_index"] == 20  # 0.2 s of frames after the first scan, then 17 planes
+    assert cal["frames_cost"] == 17 and cal["readout_frames"] + 17 == cfg.n_frames
+    assert scores["demix"].n_times == cal["readout_frames"]  # the scan's frames have no readout
+    assert cal["scans"][1]["n_reference"] > 0
+    assert scores["demix"].switches == 0  # the re-scan's neurons kept their IDs
+    assert float(np.mean(scores["demix"].coverage)) > 0.9
