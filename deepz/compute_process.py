@@ -36,7 +36,8 @@ from deepz.stages import Closed, Mailbox
 log = logging.getLogger(__name__)
 
 FRAME_SLOTS, VOLUME_SLOTS = 8, 3
-"""Ring sizes: 8 frames (80 ms at 100 Hz) for the readers to take the newest from; 3 volumes in flight back
+"""Ring sizes: 8 frames (80 ms at 100 Hz; inference takes the newest, the readout every frame in order while
+it keeps up); 3 volumes in flight back
 (the fewest for one reader: 512x512 x 32 planes fit a container's default 64 MB of /dev/shm)."""
 INFER_READER, READOUT_READER = 0, 1
 
@@ -259,7 +260,7 @@ def _join(thread: threading.Thread) -> None:
 
 class _Worker:
     """Threads of the compute process: infer (newest frame -> volume), track (newest volume), readout
-    (newest frame); they take turns on a CPU, where they share one thread pool."""
+    (every frame while it keeps up); they take turns on a CPU, where they share one thread pool."""
 
     def __init__(self, spec: ComputeSpec, stages: Stages, frames: FrameRing, volumes: FrameRing, results: Any
                  ) -> None:
@@ -325,11 +326,12 @@ class _Worker:
 
         return run
 
-    def _newest(self, reader: int):
-        """The newest frame for ``reader``; None once the run ended."""
+    def _next_frame(self, reader: int, in_order: bool = False):
+        """The newest frame for ``reader`` (or, ``in_order``, the next one); None once the run ended."""
+        take = self.frames.take_next if in_order else self.frames.take_newest
         while not self._stop.is_set():
             try:
-                return self.frames.take_newest(reader, timeout_s=0.2)
+                return take(reader, timeout_s=0.2)
             except TimeoutError:
                 continue
             except RingClosed:
@@ -339,7 +341,7 @@ class _Worker:
     def _infer(self) -> None:
         engine = self.stages.engine
         with_device = hasattr(engine, "run_with_device")  # the tracker gets the engine's device copy
-        while (item := self._newest(INFER_READER)) is not None:
+        while (item := self._next_frame(INFER_READER)) is not None:
             with self._turns:
                 if with_device:
                     volumes, on_device = engine.run_with_device(item.array[np.newaxis])
@@ -366,7 +368,7 @@ class _Worker:
 
     def _read(self) -> None:
         readout = self.stages.readout
-        while (item := self._newest(READOUT_READER)) is not None:
+        while (item := self._next_frame(READOUT_READER, in_order=True)) is not None:
             readout.apply_scans(item.seq)
             with self._turns:
                 snap = readout.update(item.seq, float(item.meta[0]), item.array)

@@ -2,8 +2,8 @@
 other processes.
 
 The producer never waits: it writes into a slot no reader is copying, overwriting the oldest one when all are
-full (a frame no reader took is then *displaced*). Each reader takes the newest item it has not seen, so it
-skips what it fell behind on. For reader 0 (inference) every sequence number gets a fate, kept in shared
+full (a frame no reader took is then *displaced*). A reader takes either the newest item it has not seen,
+skipping what it fell behind on, or the next one in order, seeing every item while it keeps up. For reader 0 (inference) every sequence number gets a fate, kept in shared
 memory: taken, or skipped (displaced, or older than the one it took); the producer reads fates to mark each
 recorded frame. A short lock guards the slot table only (never a copy); a producer that cannot get it in time
 (a reader died holding it) gets RingBroken instead of waiting.
@@ -194,6 +194,14 @@ class FrameRing:
 
         Raises Closed once the ring is closed and nothing newer is left, TimeoutError after ``timeout_s``.
         """
+        return self._take_newer(reader, timeout_s, poll_s, newest=True)
+
+    def take_next(self, reader: int = 0, timeout_s: float | None = None, poll_s: float = 0.001) -> Taken:
+        """Like take_newest, but the oldest item newer than this reader's last: a reader that keeps up sees
+        every item in order; one that falls behind by more than the ring skips what was overwritten."""
+        return self._take_newer(reader, timeout_s, poll_s, newest=False)
+
+    def _take_newer(self, reader: int, timeout_s: float | None, poll_s: float, newest: bool) -> Taken:
         deadline = None if timeout_s is None else time.perf_counter() + timeout_s
         while True:
             if self._head[1] <= self._last[reader] and not self._head[0]:  # nothing new: no need for the lock
@@ -202,10 +210,10 @@ class FrameRing:
                 time.sleep(poll_s)
                 continue
             with self._locked(None):
-                newer = self._seq > self._last[reader]
-                if newer.any():
-                    slot = int(np.flatnonzero(newer)[np.argmax(self._seq[newer])])
-                    return self._copy_out(slot, reader)
+                newer = np.flatnonzero(self._seq > self._last[reader])
+                if newer.size:
+                    pick = np.argmax if newest else np.argmin
+                    return self._copy_out(int(newer[pick(self._seq[newer])]), reader)
                 if self._head[0]:
                     raise Closed
             if deadline is not None and time.perf_counter() > deadline:

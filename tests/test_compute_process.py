@@ -12,11 +12,12 @@ from compute_faults import build_raising, build_stalling
 
 from acquire.array_source import ArraySource
 from deepz import wiring
-from deepz.commands.pipeline import _close_recorder, _print_summary
+from deepz.commands.pipeline import _print_summary
 from deepz.compute_process import ComputeProcess, ComputeSpec, build_stages
 from deepz.config import load_config
 from deepz.optics_check import CameraOptics
 from deepz.pipeline import Pipeline, PipelineStages, RunMode
+from deepz.runner import _close_recorder
 from storage import RecordingReader
 
 SIZE, PLANES, RATE, PX = 64, 4, 100.0, 0.325
@@ -73,7 +74,9 @@ def test_volumes_and_tracks_match_their_frames_by_sequence_number(tmp_path):
     for t in reader.volume_indices[:: max(1, reader.volume_indices.size // 5)]:  # a volume is its own frame's
         expected = engine.run(frames[int(t)][np.newaxis])[0].astype(np.int32)
         assert np.abs(reader.volume(int(t)).astype(np.int32) - expected).max() <= 1, t
-    assert set(np.unique(reader.tracks()["t"])) <= set(reader.volume_indices.tolist())
+    # tracks belong to frames that became volumes; on a loaded machine one of those can be computed and
+    # tracked yet not stored (displaced from the volume ring: counted in volumes_not_stored)
+    assert set(np.unique(reader.tracks()["t"])) <= set(np.flatnonzero(~skipped).tolist())
     assert summary["tracked_volumes"] >= 1
 
 

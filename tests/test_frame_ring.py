@@ -150,3 +150,15 @@ def test_a_ring_larger_than_the_shared_memory_folder_is_refused_clearly(monkeypa
     monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(64_000_000, 63_000_000, 1_000_000))
     with pytest.raises(OSError, match=r"needs 4 MB but /dev/shm has 1 MB free.*--compute thread"):
         FrameRing.create((512, 512), np.uint16, slots=8)
+
+
+def test_take_next_sees_every_item_in_order_and_skips_only_what_was_overwritten(ring):
+    for seq in range(3):
+        ring.put(seq, frame(seq))
+    assert [ring.take_next(1).seq for _ in range(3)] == [0, 1, 2]
+    for seq in range(3, 10):  # 4 slots: 3, 4 and 5 are overwritten before reader 1 comes back
+        ring.put(seq, frame(seq))
+    assert [ring.take_next(1).seq for _ in range(4)] == [6, 7, 8, 9]
+    with pytest.raises(TimeoutError):
+        ring.take_next(1, timeout_s=0.01)
+    assert ring.take_newest(0).seq == 9  # reader 0 has its own place
