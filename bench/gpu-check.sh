@@ -7,7 +7,7 @@
 # On an offline NVIDIA machine: prepare .gpu-wheels/ with `bash bench/gpu_wheels.sh` on a connected one, then
 #   run(command="bash bench/gpu-check.sh", carry=[".gpu-wheels"])
 # Everything lands in $OUT/check.json (+ log.txt), updated after each step; GPU_CHECK_BUDGET_S (480) caps the
-# whole check. `--dry-run` runs the same steps on the CPU at tiny sizes.
+# whole check; GPU_CHECK_STEPS="activity live-as-started" reruns only those steps. `--dry-run` runs the same steps on the CPU at tiny sizes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0; [ "${1:-}" = "--dry-run" ] && DRY=1
@@ -47,6 +47,8 @@ step() {  # step NAME LIMIT_S COMMAND...: run it within the budget left, log and
   local name=$1 limit=$2; shift 2
   local left=$((BUDGET_S - SECONDS - 10)) start=$SECONDS code
   [ "$left" -lt "$limit" ] && limit=$left
+  if [ -n "${GPU_CHECK_STEPS:-}" ] && [ "$name" != device ] && [[ " $GPU_CHECK_STEPS " != *" $name "* ]]; then
+    return; fi
   echo "== $name (limit ${limit} s): $*" | tee -a "$LOG"
   if [ "$limit" -lt 15 ]; then code=-1; echo "   skipped: the check's budget is spent" | tee -a "$LOG"
   else timeout "$limit" "$@" >>"$LOG" 2>&1; code=$?; fi
