@@ -31,7 +31,7 @@ def bench_pipeline(*, seconds: float, rate_hz: float, size: int, planes: int, en
     ``compute``: where inference and tracking run (RunConfig.compute); ``config``: a base run config (the
     other arguments override it).
     """
-    from deepz.commands.pipeline import run_pipeline
+    from deepz.runner import run_pipeline
     from deepz.wiring import software_versions
 
     address = free_tcp_address()

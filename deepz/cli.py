@@ -1,14 +1,31 @@
-"""The ``deepz`` command line: one typer app, command groups registered per area."""
+"""The ``deepz`` command line: one typer app with the error boundary; each area's module in deepz/commands holds
+its commands in module-level sub-apps (``app``, ``bench``, ``simulate``), merged here."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import click
 import typer
 from typer.core import TyperGroup
 
+from deepz.commands import (
+    acquire,
+    activity,
+    calibrate,
+    cluster,
+    engines,
+    export,
+    info,
+    isotropic,
+    keys,
+    model,
+    pipeline,
+    storage,
+    superres,
+    tracking,
+    view,
+)
 from deepz.logs import configure_logging
 
 
@@ -38,13 +55,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 bench = typer.Typer(help="Measured throughput, latency and resource use, written as JSON.", no_args_is_help=True)
-app.add_typer(bench, name="bench")
-
-COMMAND_MODULES = (
-    "acquire", "model", "engines", "storage", "tracking", "view", "pipeline", "info", "superres", "isotropic",
-    "activity",
-    "calibrate", "keys", "export", "cluster",
-)
+simulate = typer.Typer(help="Render simulated data sets.", no_args_is_help=True)
 
 
 def _print_version(value: bool) -> None:
@@ -63,5 +74,13 @@ def _main(
     configure_logging(logging.DEBUG if verbose else logging.INFO)
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"deepz.commands.{_name}").register(app, bench)
+# each area's commands, in the order `deepz --help` lists them
+for _area in (acquire, model, tracking, view, pipeline, info, superres, isotropic, activity, calibrate, keys, export,
+              cluster):
+    app.add_typer(_area.app)
+for _area in (acquire, model, engines, storage, tracking, view, pipeline, activity, cluster):
+    bench.add_typer(_area.bench)
+for _area in (acquire, model, superres):
+    simulate.add_typer(_area.simulate)
+app.add_typer(bench, name="bench")
+app.add_typer(simulate, name="simulate")

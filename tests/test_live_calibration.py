@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from deepz.bench_pipeline import free_tcp_address
 from deepz.cli import app
-from deepz.commands.pipeline import run_pipeline
 from deepz.config import load_config
+from deepz.runner import run_pipeline
 from storage import RecordingReader
 from storage.calibration import read_scans, scan_image_path
 

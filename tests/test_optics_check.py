@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepz.commands.pipeline import run_pipeline
 from deepz.config import load_config
 from deepz.optics_check import CameraOptics, OpticsMismatchError, check_optics, optics_mismatches
+from deepz.runner import run_pipeline
 from infer.model_io import default_model_path, load_manifest
 from storage import RecordingReader, RecordingWriter
 from wire.frames import FrameMeta

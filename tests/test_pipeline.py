@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from deepz.bench_pipeline import free_tcp_address
-from deepz.commands.pipeline import run_pipeline
 from deepz.config import load_config
+from deepz.runner import run_pipeline
 from storage import RecordingReader
 
 SIZE, PLANES, RATE = 64, 4, 40.0

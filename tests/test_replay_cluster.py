@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from deepz.cli import app
 from deepz.cluster.connect import ClusterSpec, connect
 from deepz.cluster.replay import replay_on_cluster
-from deepz.commands.pipeline import run_pipeline
-from deepz.commands.tracking import track_recording
 from deepz.config import ConfigError, load_config
+from deepz.offline_tracking import track_recording
+from deepz.runner import run_pipeline
 from infer.model_io import save_model
 from storage import RecordingExistsError, RecordingReader, RecordingWriter
 from wire.frames import FrameMeta

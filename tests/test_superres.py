@@ -13,10 +13,10 @@ import zarr
 
 from acquire.sim import SimConfig
 from deepz.bench_pipeline import free_tcp_address
-from deepz.commands.pipeline import run_pipeline
 from deepz.config import ConfigError, load_config
 from deepz.lab.sim_pairs import input_sim_config, render_pairs
 from deepz.lab.superres_eval import evaluate_superres
+from deepz.runner import run_pipeline
 from deepz.training import train
 from display.recording import RecordingAdapter
 from infer.data import PairConfig

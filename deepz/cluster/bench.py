@@ -44,7 +44,7 @@ def bench_replay(workers: list[int], *, frames: int, size: int, planes: int, eng
 
     from deepz.cluster.connect import ClusterSpec, connect
     from deepz.cluster.replay import replay_on_cluster
-    from deepz.commands.pipeline import run_pipeline
+    from deepz.runner import run_pipeline
     from deepz.config import load_config
 
     def config(out: Path):

@@ -1,1 +1,2 @@
-"""CLI command groups, one module per area; each exposes ``register(app, bench)``."""
+"""CLI commands, one module per area: module-level Typer sub-apps (``app``, and ``bench`` / ``simulate`` where the
+area has benches or simulated data sets) that deepz/cli.py merges into ``deepz``."""

@@ -62,33 +62,34 @@ def calibrate(
     return {"out": str(out), "focus_after_um": focus_after, **record.__dict__}
 
 
-def register(app: typer.Typer, bench: typer.Typer) -> None:
-    """Add `deepz calibrate` to the CLI."""
+app = typer.Typer()
+"""The calibration commands; deepz.cli merges them into `deepz`."""
 
-    @app.command("calibrate")
-    def calibrate_command(
-        out: Path = typer.Option(..., "--out", help="Calibration store to write (.zarr)."),
-        mm_config: Path = typer.Option(None, "--mm-config", help="Micro-Manager .cfg of a real rig."),
-        sim_config: Path = typer.Option(
-            None, "--sim-config", help="Simulated microscope TOML or a shipped one (sim-10x; default: 20x)."
-        ),
-        z_range: tuple[float, float] = typer.Option(
-            None, "--z-range", help="Scan offsets LOW HIGH (um) from focus; default: the model's range."
-        ),
-        step: float = typer.Option(None, "--step", help="Focus step (um); default: the model's axial step."),
-        model: Path = typer.Option(None, "--model", help="Model whose axial range and optics to use."),
-        settle_ms: float = typer.Option(0.0, "--settle-ms", help="Wait after each focus move (ms)."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out."),
-    ) -> None:
-        """Focal scan around the current focus (restored after), stored as an NGFF image with the reference
-        neurons found in it (IDs and z/y/x in um): what `deepz live` does before streaming."""
-        result = calibrate(out, mm_config=mm_config, sim_config=sim_config, z_range=z_range, step=step,
-                           model=model, settle_ms=settle_ms, overwrite=overwrite)
-        z = result["z_um"]
-        typer.echo(
-            f"scanned {len(z)} planes {z[0]:+g}..{z[-1]:+g} um around focus {result['focus_um']:g} um "
-            f"(restored to {result['focus_after_um']:g} um) in "
-            f"{result['end_host_s'] - result['start_host_s']:.2f} s; "
-            f"found {result['n_reference']} reference neurons"
-        )
-        typer.echo(f"wrote {out} (image 0, reference table 0/reference)")
+
+@app.command("calibrate")
+def calibrate_command(
+    out: Path = typer.Option(..., "--out", help="Calibration store to write (.zarr)."),
+    mm_config: Path = typer.Option(None, "--mm-config", help="Micro-Manager .cfg of a real rig."),
+    sim_config: Path = typer.Option(
+        None, "--sim-config", help="Simulated microscope TOML or a shipped one (sim-10x; default: 20x)."
+    ),
+    z_range: tuple[float, float] = typer.Option(
+        None, "--z-range", help="Scan offsets LOW HIGH (um) from focus; default: the model's range."
+    ),
+    step: float = typer.Option(None, "--step", help="Focus step (um); default: the model's axial step."),
+    model: Path = typer.Option(None, "--model", help="Model whose axial range and optics to use."),
+    settle_ms: float = typer.Option(0.0, "--settle-ms", help="Wait after each focus move (ms)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out."),
+) -> None:
+    """Focal scan around the current focus (restored after), stored as an NGFF image with the reference
+    neurons found in it (IDs and z/y/x in um): what `deepz live` does before streaming."""
+    result = calibrate(out, mm_config=mm_config, sim_config=sim_config, z_range=z_range, step=step,
+                       model=model, settle_ms=settle_ms, overwrite=overwrite)
+    z = result["z_um"]
+    typer.echo(
+        f"scanned {len(z)} planes {z[0]:+g}..{z[-1]:+g} um around focus {result['focus_um']:g} um "
+        f"(restored to {result['focus_after_um']:g} um) in "
+        f"{result['end_host_s'] - result['start_host_s']:.2f} s; "
+        f"found {result['n_reference']} reference neurons"
+    )
+    typer.echo(f"wrote {out} (image 0, reference table 0/reference)")

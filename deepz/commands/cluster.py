@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from deepz.commands import pipeline as opts
 from deepz.config import RunConfig
 from deepz.signals import stop_on_signals
 
@@ -87,65 +88,70 @@ def _replay_runs(runs: list[tuple[RunConfig, Path]], cluster: str) -> None:
         typer.echo(f"view it:   deepz view {summary['out']}")
 
 
-def register(app: typer.Typer, bench: typer.Typer) -> None:
-    from deepz.commands import pipeline as opts
+app = typer.Typer()
+"""The cluster replay commands; deepz.cli merges them into `deepz`."""
 
-    @app.command("replay-batch")
-    def replay_batch(
-        recordings: list[Path] = typer.Argument(..., help="Recordings to replay (.zarr)."),
-        out_dir: Path = typer.Option(..., "--out-dir", help="Directory for the new stores (NAME-replay.zarr)."),
-        cluster: str = typer.Option("local", "--cluster", help="local[:N] workers, or a scheduler address "
-                                    "tcp://host:8786 (a re-run resumes unfinished stores)."),
-        config: Path = opts.ConfigOpt,
-        model: Path = opts.ModelOpt,
-        planes: int = opts.PlanesOpt,
-        z_range: tuple[float, float] = opts.ZRangeOpt,
-        engine: str = opts.EngineOpt,
-        volumes: str = opts.VolumesOpt,
-        overwrite: bool = opts.OverwriteOpt,
-        track: bool = opts.TrackOpt,
-        allow_optics_mismatch: bool = opts.OpticsOpt,
-    ) -> None:
-        """Replay several recordings on a Dask cluster, every frame, into new stores in --out-dir.
+bench = typer.Typer()
+"""The cluster replay benches; deepz.cli merges them into `deepz bench`."""
 
-        Each recording's inference settings default to those it was made with; all their regions share the
-        workers.
-        """
-        from deepz.config import load_config
 
-        runs = []
-        for recording in recordings:
-            out = out_dir / f"{recording.name.removesuffix('.zarr')}-replay.zarr"
-            runs.append((load_config(config, base=opts._recorded_settings(recording), overrides=opts._overrides(
-                inference__planes=planes, inference__z_range_um=z_range, inference__engine=engine,
-                inference__model=model, recording__out=out, recording__volumes=volumes,
-                recording__overwrite=overwrite, tracking__enabled=cluster_tracking(track), view=False,
-                inference__allow_optics_mismatch=allow_optics_mismatch,
-            )), recording))  # fmt: skip
-        _replay_runs(runs, cluster)
+@app.command("replay-batch")
+def replay_batch(
+    recordings: list[Path] = typer.Argument(..., help="Recordings to replay (.zarr)."),
+    out_dir: Path = typer.Option(..., "--out-dir", help="Directory for the new stores (NAME-replay.zarr)."),
+    cluster: str = typer.Option("local", "--cluster", help="local[:N] workers, or a scheduler address "
+                                "tcp://host:8786 (a re-run resumes unfinished stores)."),
+    config: Path = opts.ConfigOpt,
+    model: Path = opts.ModelOpt,
+    planes: int = opts.PlanesOpt,
+    z_range: tuple[float, float] = opts.ZRangeOpt,
+    engine: str = opts.EngineOpt,
+    volumes: str = opts.VolumesOpt,
+    overwrite: bool = opts.OverwriteOpt,
+    track: bool = opts.TrackOpt,
+    allow_optics_mismatch: bool = opts.OpticsOpt,
+) -> None:
+    """Replay several recordings on a Dask cluster, every frame, into new stores in --out-dir.
 
-    @bench.command("replay")
-    def bench_replay(
-        cluster: str = typer.Option("local:1,2", "--cluster", help="Local worker counts to compare."),
-        json_out: Path = typer.Option(..., "--json", help="Write the results here."),
-        frames: int = typer.Option(48, "--frames", help="Frames in the synthetic recording replayed."),
-        size: int = typer.Option(128, "--size", help="Frame side in pixels."),
-        planes: int = typer.Option(8, "--planes", help="Planes K per volume."),
-        engine: str = typer.Option("torch", "--engine"),
-        model: Path = typer.Option(None, "--model", help="Model directory (default: the shipped model)."),
-        threads: int = typer.Option(1, "--threads-per-worker", min=1, help="Torch threads of every process."),
-    ) -> None:
-        """Replay frames/s on local Dask clusters of each worker count, beside single-process replay."""
-        from deepz.cluster.bench import bench_replay as run_bench
-        from deepz.cluster.connect import ClusterError
-        from deepz.results import check_writable, write_json
+    Each recording's inference settings default to those it was made with; all their regions share the
+    workers.
+    """
+    from deepz.config import load_config
 
-        counts = cluster.removeprefix("local:").split(",")
-        if not cluster.startswith("local:") or not all(c.isdigit() and int(c) > 0 for c in counts):
-            raise ClusterError(f"--cluster {cluster!r}: the bench compares local clusters, e.g. local:1,2")
-        check_writable(json_out)
-        result = run_bench([int(c) for c in counts], frames=frames, size=size, planes=planes, engine=engine,
-                           model=model, threads=threads)  # fmt: skip
-        write_json(json_out, result)
-        typer.echo(json.dumps(result["summary"], indent=2))
-        typer.echo(f"wrote {json_out}")
+    runs = []
+    for recording in recordings:
+        out = out_dir / f"{recording.name.removesuffix('.zarr')}-replay.zarr"
+        runs.append((load_config(config, base=opts._recorded_settings(recording), overrides=opts._overrides(
+            inference__planes=planes, inference__z_range_um=z_range, inference__engine=engine,
+            inference__model=model, recording__out=out, recording__volumes=volumes,
+            recording__overwrite=overwrite, tracking__enabled=cluster_tracking(track), view=False,
+            inference__allow_optics_mismatch=allow_optics_mismatch,
+        )), recording))  # fmt: skip
+    _replay_runs(runs, cluster)
+
+
+@bench.command("replay")
+def bench_replay(
+    cluster: str = typer.Option("local:1,2", "--cluster", help="Local worker counts to compare."),
+    json_out: Path = typer.Option(..., "--json", help="Write the results here."),
+    frames: int = typer.Option(48, "--frames", help="Frames in the synthetic recording replayed."),
+    size: int = typer.Option(128, "--size", help="Frame side in pixels."),
+    planes: int = typer.Option(8, "--planes", help="Planes K per volume."),
+    engine: str = typer.Option("torch", "--engine"),
+    model: Path = typer.Option(None, "--model", help="Model directory (default: the shipped model)."),
+    threads: int = typer.Option(1, "--threads-per-worker", min=1, help="Torch threads of every process."),
+) -> None:
+    """Replay frames/s on local Dask clusters of each worker count, beside single-process replay."""
+    from deepz.cluster.bench import bench_replay as run_bench
+    from deepz.cluster.connect import ClusterError
+    from deepz.results import check_writable, write_json
+
+    counts = cluster.removeprefix("local:").split(",")
+    if not cluster.startswith("local:") or not all(c.isdigit() and int(c) > 0 for c in counts):
+        raise ClusterError(f"--cluster {cluster!r}: the bench compares local clusters, e.g. local:1,2")
+    check_writable(json_out)
+    result = run_bench([int(c) for c in counts], frames=frames, size=size, planes=planes, engine=engine,
+                       model=model, threads=threads)  # fmt: skip
+    write_json(json_out, result)
+    typer.echo(json.dumps(result["summary"], indent=2))
+    typer.echo(f"wrote {json_out}")

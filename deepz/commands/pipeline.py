@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -13,10 +11,7 @@ from typing import Any
 import typer
 
 from deepz.config import ConfigError, RunConfig, load_config
-from deepz.logs import configured_level
-from deepz.signals import stop_on_signals
-
-log = logging.getLogger(__name__)
+from deepz.runner import run_pipeline
 
 ConfigOpt = typer.Option(None, "--config", help="Run config TOML, or a shipped one (demo, live-gpu, superres-live); "
                          "flags override it.")
@@ -55,150 +50,6 @@ def _status_printer(stream=sys.stderr):
         stream.flush()
 
     return show
-
-
-def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: bool = False,
-                 on_status=None, status_period_s: float = 1.0) -> dict[str, Any]:
-    """Build every stage from `cfg`, run to the end, close everything; returns the summary.
-
-    Live, inference, tracking and the readout run in a compute process unless ``cfg.compute`` is "thread" (a
-    realtime replay too when it is "process"); a replay of every frame runs them in threads, with back-pressure.
-    """
-    from deepz import wiring
-    from deepz.pipeline import Pipeline, PipelineStages, Reporting, RunMode
-
-    from storage.output_path import check_output
-
-    live = replay_from is None
-    in_process = (cfg.compute == "process" and (live or realtime)) or (cfg.compute == "auto" and live)
-    if cfg.recording.out is not None:  # a taken path or a busy port fails in a second, not after the model loads
-        check_output(Path(cfg.recording.out), overwrite=cfg.recording.overwrite,
-                     inputs=(replay_from,) if replay_from else ())  # fmt: skip
-    with contextlib.ExitStack() as stack:
-        publisher = wiring.build_publisher(cfg.publish) if live or cfg.view else None  # before the store: a port in
-        if publisher is not None:  # use must not leave an empty recording behind
-            stack.callback(publisher.close)
-        if live:
-            source, frame_interval_s = wiring.build_source(cfg.source), 1.0 / cfg.source.rate_hz
-        else:
-            source, frame_interval_s = wiring.build_replay_source(replay_from, realtime=realtime)
-        stack.callback(source.stop)
-        camera = wiring.camera_optics(cfg.source if live else None, source.pixel_size_um)
-        engine = compute = None
-        if in_process:
-            model, planes, _ = wiring.load_checked_model(cfg.inference, source.frame_shape, source.pixel_size_um,
-                                                         camera)  # fmt: skip
-        else:
-            engine, model, planes = wiring.build_engine(cfg.inference, source.frame_shape, source.pixel_size_um,
-                                                        camera)  # fmt: skip
-        from infer.superres.live import volume_upsample
-
-        upsample = volume_upsample(model.manifest)  # > 1: a super-resolution model's single, finer images
-        if upsample > 1 and cfg.tracking.enabled:
-            raise ConfigError(
-                f"model {model.manifest.name} super-resolves frames x{upsample} into single images; 3D neuron "
-                "tracking needs volumes: turn it off (--no-track, or [tracking] enabled = false)."
-            )
-        dz = float(planes[1] - planes[0]) if len(planes) > 1 else 1.0
-        volume_px = source.pixel_size_um / upsample
-        voxel_um = (dz, volume_px, volume_px)
-        from deepz.calibration import build_readout_stage, calibrating_source
-
-        readout = tracker = None
-        if in_process:
-            compute = _start_compute(cfg, source, camera, voxel_um, planes, replay_from)
-            stack.callback(compute.close)
-            if compute.info["readout"] and live:  # the camera pauses for a focal scan first and at re-scans
-                source = calibrating_source(source, cfg.calibration, model.manifest, compute)
-        else:
-            readout = build_readout_stage(cfg, model.manifest, replay_from=replay_from, device=str(engine.device))
-            if readout is not None and live:
-                source = calibrating_source(source, cfg.calibration, model.manifest, readout)
-            # with a readout, every reference neuron's trace comes from it, not from tracking the volumes
-            if readout is None:
-                tracker = wiring.build_tracker(cfg.tracking, voxel_um, planes, engine_device=str(engine.device))
-        if publisher is not None:  # said once the camera and the model are ready
-            log.info("publishing on %s (deepz view --connect %s)", publisher.address, publisher.address)
-        recorder = wiring.build_recorder(
-            cfg.recording, frame_shape=source.frame_shape, pixel_size_um=source.pixel_size_um,
-            planes_um=planes,
-            frame_interval_s=frame_interval_s, run_config=cfg, model=model,
-            extra_attrs={"replayed_from": str(replay_from)} if replay_from else None, volume_upsample=upsample,
-            inputs=(replay_from,) if replay_from else (), wait_when_behind=not (live or realtime), camera=camera,
-        )
-        from display import display_available, launch_viewer_process
-
-        if cfg.view and publisher is not None and display_available():
-            curve_key = publisher.curve.secret_file if publisher.curve is not None else None
-            viewer = launch_viewer_process(publisher.address, curve_key=curve_key)
-            stack.callback(viewer.terminate)
-        elif cfg.view and publisher is not None:
-            log.info("no display: showing a status line; connect a viewer with deepz view --connect %s",
-                     publisher.address)
-        pipeline = Pipeline(
-            source,
-            PipelineStages(engine=engine, compute=compute, recorder=recorder, tracker=tracker, readout=readout,
-                           publisher=publisher),
-            RunMode(live=live or realtime, live_source=live, duration_s=cfg.duration_s,
-                    serialize_compute=engine is not None and engine.device.type == "cpu"),
-            Reporting(
-                publish_max_hz=cfg.publish.max_hz,
-                meta={"planes_um": [float(p) for p in planes], "pixel_size_um": source.pixel_size_um,
-                      "volume_pixel_size_um": volume_px, "voxel_um": list(voxel_um)},
-                recording=str(cfg.recording.out) if cfg.recording.out else None,
-                queue_depth=(lambda: recorder.stats.queue_depth) if recorder is not None else (lambda: 0),
-            ),
-        )
-        try:
-            with stop_on_signals(lambda name: pipeline.stop(f"signal {name}")):
-                source.start()
-                summary = pipeline.run(on_status=on_status, status_period_s=status_period_s)
-        except BaseException as exc:
-            if recorder is not None and recorder.close_failed(f"run failed: {type(exc).__name__}: {exc}"):
-                log.info("removed %s: the run failed before storing any frame", recorder.path)
-            raise
-        if readout is not None:
-            readout.finish()
-            summary["calibration"] = readout.summary()
-        elif compute is not None and (pipeline.compute_done or {}).get("readout_summary"):
-            summary["calibration"] = pipeline.compute_done["readout_summary"]
-        if recorder is not None:
-            _close_recorder(recorder, summary)
-        return summary
-
-
-def _start_compute(cfg: RunConfig, source, camera, voxel_um, planes, replay_from: Path | None):
-    """The compute process of a run, started: its stages are built (what building raised is raised here)."""
-    from deepz.compute_process import ComputeProcess, ComputeSpec
-
-    spec = ComputeSpec(cfg, source.frame_shape, source.pixel_size_um, camera, voxel_um,
-                       tuple(float(p) for p in planes), replay_from=replay_from, publish_period_s=1.0 / cfg.publish.max_hz,
-                       log_level=configured_level())  # fmt: skip
-    compute = ComputeProcess(spec)
-    try:
-        info = compute.start()
-    except BaseException:
-        compute.close()
-        raise
-    log.info("compute process: engine %s on %s%s", info["engine"], info["device"],
-             ", tracking" if info["tracking"] else ", readout" if info["readout"] else "")
-    return compute
-
-
-def _close_recorder(recorder, summary: dict[str, Any]) -> None:
-    """Close the store with the summary; a run that did not end by itself says why in the store too."""
-    from storage import WriterError
-
-    ended_early = summary["stopped_by"] not in ("source ended", "duration reached")
-    try:
-        recorder.close(summary=summary, stopped_reason=summary["stopped_by"] if ended_early else None)
-    except WriterError as exc:  # the failure already ended the run: the summary reports it
-        summary["recording_error"] = summary["recording_error"] or str(exc)
-    stats = recorder.stats  # what the disk holds, counted against what the run handed to the store
-    summary["frames_not_stored"] = summary["frames"] - stats.frames_stored
-    summary["volumes_not_stored"] = summary["volumes"] - stats.volumes_stored - stats.volumes_skipped_by_policy
-    summary["recording_stats"] = {"frames_stored": stats.frames_stored, "volumes_stored": stats.volumes_stored,
-                                  "queue_depth": stats.queue_depth}  # fmt: skip
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -262,128 +113,136 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
         raise typer.Exit(1)
 
 
-def register(app: typer.Typer, bench: typer.Typer) -> None:
-    @app.command()
-    def live(
-        config: Path = ConfigOpt,
-        mm_config: Path = typer.Option(None, "--mm-config", help="Micro-Manager .cfg of a real rig."),
-        sim_config: Path = typer.Option(
-            None, "--sim-config", help="Simulated microscope TOML or a shipped one (e.g. sim-10x; default: 20x/0.75 NA)."
-        ),
-        out: Path = OutOpt,
-        duration: float = typer.Option(None, "--duration", help="Seconds to run (default: until Ctrl-C)."),
-        rate: float = typer.Option(None, "--rate", help="Camera frame rate in Hz."),
-        exposure: float = typer.Option(None, "--exposure", help="Exposure in ms (default: 1000 / rate)."),
-        binning: int = typer.Option(None, "--binning", help="Camera binning, one the camera allows (1, 2, 4...)."),
-        roi: tuple[int, int, int, int] = typer.Option(
-            None, "--roi", help="Camera ROI X Y WIDTH HEIGHT in (binned) sensor pixels."
-        ),
-        buffer_mb: int = typer.Option(None, "--buffer-mb", help="Camera circular buffer in MB."),
-        size: int = typer.Option(None, "--size", help="Simulated frame side in pixels."),
-        seed: int = typer.Option(None, "--seed", help="Simulator seed."),
-        planes: int = PlanesOpt,
-        z_range: tuple[float, float] = ZRangeOpt,
-        dpm: str = typer.Option(None, "--dpm", help="uniform | tilt | curved."),
-        engine: str = EngineOpt,
-        model: Path = ModelOpt,
-        volumes: str = VolumesOpt,
-        view: bool = typer.Option(None, "--view/--no-view", help="Open the viewer (needs a display)."),
-        publish: str = typer.Option(None, "--publish", help="zmq endpoint, e.g. tcp://*:5557 for remote viewers."),
-        overwrite: bool = OverwriteOpt,
-        track: bool = TrackOpt,
-        allow_optics_mismatch: bool = OpticsOpt,
-        calibrate: bool = typer.Option(
-            None, "--calibrate/--no-calibrate",
-            help="Start with a focal scan and read every neuron found in it (default: on for the simulator).",
-        ),
-        recalibrate_s: float = typer.Option(None, "--recalibrate-s", help="Re-scan every this many seconds."),
-        compute: str = typer.Option(
-            None, "--compute", help="process (default: inference and tracking never take the camera's time) | thread."
-        ),
-    ) -> None:
-        """Acquire live (simulated microscope by default), refocus every frame into a volume, record, show."""
-        cfg = load_config(config, _overrides(
-            source__mm_config=mm_config, source__sim_config=sim_config, source__rate_hz=rate, source__size=size, source__seed=seed,
-            source__exposure_ms=exposure, source__binning=binning, source__roi=roi, source__buffer_mb=buffer_mb,
-            inference__planes=planes, inference__z_range_um=z_range, inference__dpm=dpm,
-            inference__engine=engine, inference__model=model, recording__out=out,
-            recording__volumes=volumes, recording__overwrite=overwrite, publish__address=publish,
-            tracking__enabled=track, duration_s=duration, view=view,
-            inference__allow_optics_mismatch=allow_optics_mismatch,
-            calibration__enabled=calibrate, calibration__interval_s=recalibrate_s, compute=compute,
-        ))
-        summary = _run_cli(cfg, status=_status_printer())
-        _print_summary(summary, cfg.recording.out)
+app = typer.Typer()
+"""The pipeline commands; deepz.cli merges them into `deepz`."""
 
-    @app.command()
-    def replay(
-        recording: Path = typer.Argument(..., help="Recording to replay (.zarr)."),
-        out: Path = OutOpt,
-        config: Path = ConfigOpt,
-        model: Path = ModelOpt,
-        planes: int = PlanesOpt,
-        z_range: tuple[float, float] = ZRangeOpt,
-        engine: str = EngineOpt,
-        volumes: str = VolumesOpt,
-        realtime: bool = typer.Option(False, "--realtime", help="Replay at the recorded pace (skips when behind)."),
-        overwrite: bool = OverwriteOpt,
-        track: bool = TrackOpt,
-        allow_optics_mismatch: bool = OpticsOpt,
-        cluster: str = typer.Option(None, "--cluster", help="Compute the volumes on a Dask cluster: local[:N] "
-                                    "workers, or a scheduler address tcp://host:8786 (a re-run resumes)."),
-    ) -> None:
-        """Re-run a recorded movie through inference and tracking into a new store, every frame.
+bench = typer.Typer()
+"""The pipeline benches; deepz.cli merges them into `deepz bench`."""
 
-        Inference and tracking settings default to those the recording was made with.
-        """
-        from deepz.commands.cluster import cluster_tracking, replay_cli
 
-        if out is None:
-            raise ConfigError("replay needs --out NEW.zarr (a recording is never modified in place)")
-        cfg = load_config(config, base=_recorded_settings(recording), overrides=_overrides(
-            inference__planes=planes, inference__z_range_um=z_range, inference__engine=engine,
-            inference__model=model, recording__out=out, recording__volumes=volumes,
-            recording__overwrite=overwrite, view=False,
-            tracking__enabled=track if cluster is None else cluster_tracking(track),
-            inference__allow_optics_mismatch=allow_optics_mismatch,
-        ))
-        if cluster is not None:
-            if realtime:
-                raise ConfigError("--realtime paces a replay in one process; it does not go with --cluster")
-            return replay_cli(cfg, recording, cluster)
-        summary = _run_cli(cfg, replay_from=recording, realtime=realtime)
-        _print_summary(summary, cfg.recording.out)
+@app.command()
+def live(
+    config: Path = ConfigOpt,
+    mm_config: Path = typer.Option(None, "--mm-config", help="Micro-Manager .cfg of a real rig."),
+    sim_config: Path = typer.Option(
+        None, "--sim-config", help="Simulated microscope TOML or a shipped one (e.g. sim-10x; default: 20x/0.75 NA)."
+    ),
+    out: Path = OutOpt,
+    duration: float = typer.Option(None, "--duration", help="Seconds to run (default: until Ctrl-C)."),
+    rate: float = typer.Option(None, "--rate", help="Camera frame rate in Hz."),
+    exposure: float = typer.Option(None, "--exposure", help="Exposure in ms (default: 1000 / rate)."),
+    binning: int = typer.Option(None, "--binning", help="Camera binning, one the camera allows (1, 2, 4...)."),
+    roi: tuple[int, int, int, int] = typer.Option(
+        None, "--roi", help="Camera ROI X Y WIDTH HEIGHT in (binned) sensor pixels."
+    ),
+    buffer_mb: int = typer.Option(None, "--buffer-mb", help="Camera circular buffer in MB."),
+    size: int = typer.Option(None, "--size", help="Simulated frame side in pixels."),
+    seed: int = typer.Option(None, "--seed", help="Simulator seed."),
+    planes: int = PlanesOpt,
+    z_range: tuple[float, float] = ZRangeOpt,
+    dpm: str = typer.Option(None, "--dpm", help="uniform | tilt | curved."),
+    engine: str = EngineOpt,
+    model: Path = ModelOpt,
+    volumes: str = VolumesOpt,
+    view: bool = typer.Option(None, "--view/--no-view", help="Open the viewer (needs a display)."),
+    publish: str = typer.Option(None, "--publish", help="zmq endpoint, e.g. tcp://*:5557 for remote viewers."),
+    overwrite: bool = OverwriteOpt,
+    track: bool = TrackOpt,
+    allow_optics_mismatch: bool = OpticsOpt,
+    calibrate: bool = typer.Option(
+        None, "--calibrate/--no-calibrate",
+        help="Start with a focal scan and read every neuron found in it (default: on for the simulator).",
+    ),
+    recalibrate_s: float = typer.Option(None, "--recalibrate-s", help="Re-scan every this many seconds."),
+    compute: str = typer.Option(
+        None, "--compute", help="process (default: inference and tracking never take the camera's time) | thread."
+    ),
+) -> None:
+    """Acquire live (simulated microscope by default), refocus every frame into a volume, record, show."""
+    cfg = load_config(config, _overrides(
+        source__mm_config=mm_config, source__sim_config=sim_config, source__rate_hz=rate, source__size=size, source__seed=seed,
+        source__exposure_ms=exposure, source__binning=binning, source__roi=roi, source__buffer_mb=buffer_mb,
+        inference__planes=planes, inference__z_range_um=z_range, inference__dpm=dpm,
+        inference__engine=engine, inference__model=model, recording__out=out,
+        recording__volumes=volumes, recording__overwrite=overwrite, publish__address=publish,
+        tracking__enabled=track, duration_s=duration, view=view,
+        inference__allow_optics_mismatch=allow_optics_mismatch,
+        calibration__enabled=calibrate, calibration__interval_s=recalibrate_s, compute=compute,
+    ))
+    summary = _run_cli(cfg, status=_status_printer())
+    _print_summary(summary, cfg.recording.out)
 
-    @bench.command("pipeline")
-    def bench_pipeline(
-        json_out: Path = typer.Option(..., "--json", help="Write the results here."),
-        config: Path = typer.Option(None, "--config", help="Base run config (e.g. configs/demo.toml); flags override."),
-        seconds: float = typer.Option(60.0, "--seconds"),
-        rate: float = typer.Option(100.0, "--rate"),
-        size: int = typer.Option(256, "--size"),
-        planes: int = typer.Option(16, "--planes"),
-        engine: str = typer.Option("auto", "--engine"),
-        compute: str = typer.Option(
-            "auto", "--compute",
-            help="process | thread | auto, or several comma-separated (e.g. thread,process) run one after another.",
-        ),
-        track: bool = TrackOpt,
-        calibrate: bool = typer.Option(None, "--calibrate/--no-calibrate", help="Start with a focal scan (readout)."),
-        out: Path = typer.Option(None, "--out", help="Recording path (default: a temporary directory)."),
-    ) -> None:
-        """End-to-end live run on the simulator: rates, latencies, lost/skipped, with a subscriber process."""
-        from deepz.bench_pipeline import bench_pipeline as run_bench
-        from deepz.results import check_writable, write_json
 
-        check_writable(json_out)
-        modes = [m.strip() for m in compute.split(",") if m.strip()]
-        runs = [run_bench(seconds=seconds, rate_hz=rate, size=size, planes=planes, engine=engine, out=out,
-                          compute=mode, config=config, track=track, calibrate=calibrate) for mode in modes]
-        result = runs[0] if len(runs) == 1 else {"benchmark": "pipeline", "runs": runs}
-        write_json(json_out, result)
-        for run in runs:
-            typer.echo(json.dumps(run["summary"], indent=2))
-        typer.echo(f"wrote {json_out}")
+@app.command()
+def replay(
+    recording: Path = typer.Argument(..., help="Recording to replay (.zarr)."),
+    out: Path = OutOpt,
+    config: Path = ConfigOpt,
+    model: Path = ModelOpt,
+    planes: int = PlanesOpt,
+    z_range: tuple[float, float] = ZRangeOpt,
+    engine: str = EngineOpt,
+    volumes: str = VolumesOpt,
+    realtime: bool = typer.Option(False, "--realtime", help="Replay at the recorded pace (skips when behind)."),
+    overwrite: bool = OverwriteOpt,
+    track: bool = TrackOpt,
+    allow_optics_mismatch: bool = OpticsOpt,
+    cluster: str = typer.Option(None, "--cluster", help="Compute the volumes on a Dask cluster: local[:N] "
+                                "workers, or a scheduler address tcp://host:8786 (a re-run resumes)."),
+) -> None:
+    """Re-run a recorded movie through inference and tracking into a new store, every frame.
+
+    Inference and tracking settings default to those the recording was made with.
+    """
+    from deepz.commands.cluster import cluster_tracking, replay_cli
+
+    if out is None:
+        raise ConfigError("replay needs --out NEW.zarr (a recording is never modified in place)")
+    cfg = load_config(config, base=_recorded_settings(recording), overrides=_overrides(
+        inference__planes=planes, inference__z_range_um=z_range, inference__engine=engine,
+        inference__model=model, recording__out=out, recording__volumes=volumes,
+        recording__overwrite=overwrite, view=False,
+        tracking__enabled=track if cluster is None else cluster_tracking(track),
+        inference__allow_optics_mismatch=allow_optics_mismatch,
+    ))
+    if cluster is not None:
+        if realtime:
+            raise ConfigError("--realtime paces a replay in one process; it does not go with --cluster")
+        return replay_cli(cfg, recording, cluster)
+    summary = _run_cli(cfg, replay_from=recording, realtime=realtime)
+    _print_summary(summary, cfg.recording.out)
+
+
+@bench.command("pipeline")
+def bench_pipeline(
+    json_out: Path = typer.Option(..., "--json", help="Write the results here."),
+    config: Path = typer.Option(None, "--config", help="Base run config (e.g. configs/demo.toml); flags override."),
+    seconds: float = typer.Option(60.0, "--seconds"),
+    rate: float = typer.Option(100.0, "--rate"),
+    size: int = typer.Option(256, "--size"),
+    planes: int = typer.Option(16, "--planes"),
+    engine: str = typer.Option("auto", "--engine"),
+    compute: str = typer.Option(
+        "auto", "--compute",
+        help="process | thread | auto, or several comma-separated (e.g. thread,process) run one after another.",
+    ),
+    track: bool = TrackOpt,
+    calibrate: bool = typer.Option(None, "--calibrate/--no-calibrate", help="Start with a focal scan (readout)."),
+    out: Path = typer.Option(None, "--out", help="Recording path (default: a temporary directory)."),
+) -> None:
+    """End-to-end live run on the simulator: rates, latencies, lost/skipped, with a subscriber process."""
+    from deepz.bench_pipeline import bench_pipeline as run_bench
+    from deepz.results import check_writable, write_json
+
+    check_writable(json_out)
+    modes = [m.strip() for m in compute.split(",") if m.strip()]
+    runs = [run_bench(seconds=seconds, rate_hz=rate, size=size, planes=planes, engine=engine, out=out,
+                      compute=mode, config=config, track=track, calibrate=calibrate) for mode in modes]
+    result = runs[0] if len(runs) == 1 else {"benchmark": "pipeline", "runs": runs}
+    write_json(json_out, result)
+    for run in runs:
+        typer.echo(json.dumps(run["summary"], indent=2))
+    typer.echo(f"wrote {json_out}")
 
 
 def _run_cli(cfg: RunConfig, *, status=None, replay_from: Path | None = None, realtime: bool = False) -> dict:
