@@ -7,7 +7,8 @@
 # On an offline NVIDIA machine: prepare .gpu-wheels/ with `bash bench/gpu_wheels.sh` on a connected one, then
 #   run(command="bash bench/gpu-check.sh", carry=[".gpu-wheels"])
 # Everything lands in $OUT/check.json (+ log.txt), updated after each step; GPU_CHECK_BUDGET_S (480) caps the
-# whole check; GPU_CHECK_STEPS="activity live-as-started" reruns only those steps. `--dry-run` runs the same steps on the CPU at tiny sizes.
+# whole check; GPU_CHECK_STEPS="activity live-as-started" reruns only those steps (a live step run without the
+# engine step first compiles the engine cold: about 70 s more on an H200). `--dry-run` runs the same steps on the CPU at tiny sizes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0; [ "${1:-}" = "--dry-run" ] && DRY=1
@@ -66,7 +67,7 @@ json.dump({'device': '$DEV', 'gpu': torch.cuda.get_device_name(0) if cuda else N
 step activity 120 $PY -m deepz bench activity "${ACTIVITY[@]}" --json "$WORK/activity.json"
 step engine 240 $PY -m deepz bench infer --device $DEV --engine $ENGINE --size $SIZE --planes $PLANES \
   --seconds $SECONDS_INFER --check --json "$WORK/infer.json"
-step live-as-started 120 $PY -m deepz bench pipeline "${LIVE_CONFIG[@]}" --seconds $SECONDS_USER --size $SIZE \
+step live-as-started 200 $PY -m deepz bench pipeline "${LIVE_CONFIG[@]}" --seconds $SECONDS_USER --size $SIZE \
   --planes $PLANES --rate $RATE --engine $ENGINE --compute process --json "$WORK/live_as_started.json"
 step live 150 $PY -m deepz bench pipeline "${LIVE_CONFIG[@]}" --seconds $SECONDS_LIVE --size $SIZE \
   --planes $PLANES --rate $RATE --engine $ENGINE --track --no-calibrate --compute process \
