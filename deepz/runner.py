@@ -156,4 +156,5 @@ def _close_recorder(recorder, summary: dict[str, Any]) -> None:
     summary["frames_not_stored"] = summary["frames"] - stats.frames_stored
     summary["volumes_not_stored"] = summary["volumes"] - stats.volumes_stored - stats.volumes_skipped_by_policy
     summary["recording_stats"] = {"frames_stored": stats.frames_stored, "volumes_stored": stats.volumes_stored,
+                                  "volumes_skipped_for_space": stats.volumes_skipped_for_space,
                                   "queue_depth": stats.queue_depth}  # fmt: skip

@@ -36,6 +36,7 @@ class WriterStats:
     volumes_queued: int
     volumes_stored: int
     volumes_skipped_by_policy: int
+    volumes_skipped_for_space: int  # not stored: the disk kept its reserve for raw frames (storage.disk_reserve)
     track_rows_stored: int
     queue_depth: int
     behind: bool

@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 
 from storage import collection, layout
+from storage.disk_reserve import DiskReserve, default_reserve_bytes
 from storage.jsonable import to_json
 from storage.output_path import claim_output
 from storage.records import (
@@ -66,6 +67,8 @@ class RecordingWriter:
     ``inputs`` names the stores the run reads (a replayed recording): the output may never be one of them.
     ``wait_when_behind`` (replay) makes writes wait for the disk instead of refusing what does not fit.
     ``volume_max_hz`` stores at most that many volumes per second (the rate the disk takes, see disk_rate).
+    ``volume_reserve_bytes``: volumes stop being stored once the disk has less free (default: the larger of
+    2 GiB and two minutes of raw frames), so raw frames keep the rest of the disk.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class RecordingWriter:
         volume_upsample: int = 1,
         wait_when_behind: bool = False,
         volume_max_hz: float | None = None,
+        volume_reserve_bytes: int | None = None,
     ) -> None:
         if volume_every < 0 or (queue_frames or 1) < 1 or queue_volumes < 1 or volume_upsample < 1:
             raise ValueError("volume_every must be >= 0 and queue_frames, queue_volumes, volume_upsample >= 1")
@@ -135,6 +139,12 @@ class RecordingWriter:
         self._wait_when_behind = wait_when_behind
         self._volume_period_s = 1.0 / volume_max_hz if volume_max_hz else 0.0
         self._last_volume_s = -float("inf")
+        reserve = default_reserve_bytes(self.frame_shape, frame_interval_s)
+        self._disk = DiskReserve(self.path, reserve if volume_reserve_bytes is None else volume_reserve_bytes)
+        log.info("%s: %.1f GB free on its disk (%.0f min of raw frames at this rate); volumes are stored while "
+                 "more than %.1f GB are free", self.path.name, self._disk.free_bytes / 1e9,
+                 self._disk.free_bytes / (2 * self.frame_shape[0] * self.frame_shape[1]) * frame_interval_s / 60,
+                 self._disk.reserve_bytes / 1e9)
         self._queue: queue.Queue = queue.Queue()
         self._counts = {
             name: 0
@@ -145,6 +155,7 @@ class RecordingWriter:
                 "frames_pending",
                 "volumes_pending",
                 "volumes_offered",
+                "volumes_skipped_for_space",
             )
         }
         self._stored = {"frames": 0, "volumes": 0, "track_rows": 0}
@@ -183,6 +194,7 @@ class RecordingWriter:
                 volumes_queued=c["volumes_queued"],
                 volumes_stored=s["volumes"],
                 volumes_skipped_by_policy=c["volumes_skipped_by_policy"],
+                volumes_skipped_for_space=c["volumes_skipped_for_space"],
                 track_rows_stored=s["track_rows"],
                 queue_depth=c["frames_pending"] + c["volumes_pending"],
                 behind=2 * c["frames_pending"] >= self._queue_frames
@@ -222,6 +234,13 @@ class RecordingWriter:
             too_soon = now - self._last_volume_s < self._volume_period_s
             if self.volume_every == 0 or offered % self.volume_every or too_soon:
                 self._counts["volumes_skipped_by_policy"] += 1
+                return
+            if not self._disk.take(volume.nbytes):  # uncompressed: an upper bound
+                if not self._counts["volumes_skipped_for_space"]:
+                    log.warning("%s: only %.1f GB left on its disk: volumes are no longer stored, so raw frames "
+                                "keep the rest (replay can recompute the volumes)", self.path.name,
+                                self._disk.free_bytes / 1e9)
+                self._counts["volumes_skipped_for_space"] += 1
                 return
             self._wait_for_room("volumes_pending", self._queue_volumes)
             if self._counts["volumes_pending"] >= self._queue_volumes:

@@ -180,3 +180,42 @@ def test_waiting_writer_stores_every_volume_when_the_disk_is_slower(tmp_path: Pa
         assert refused == 0 and reader.n_frames == 40 and reader.volume_indices.tolist() == list(range(40))
     else:
         assert refused > 0 and reader.n_frames + reader.volume_indices.size == 80 - refused
+
+
+def test_volumes_stop_at_the_disk_reserve_and_raw_frames_go_on(tmp_path: Path, caplog) -> None:
+    planes = np.linspace(-2.0, 2.0, 4)
+    volume = np.ones((4, *SHAPE), np.uint16)
+    for reserve, stored in ((0, 3), (2**60, 0)):  # no reserve: every volume; more than any disk: none
+        path = tmp_path / f"rec-{reserve}.zarr"
+        with caplog.at_level("WARNING", logger="storage.writer"), RecordingWriter(
+            path, frame_shape=SHAPE, pixel_size_um=1.0, planes_um=planes, volume_reserve_bytes=reserve
+        ) as writer:
+            for t in range(3):
+                writer.write_frame(_frame(t), _record(t))
+                writer.write_volume(t, volume)
+        reader = RecordingReader(path)
+        assert reader.n_frames == 3 and reader.volume_indices.size == stored
+        assert writer.stats.volumes_skipped_for_space == 3 - stored
+    assert sum("volumes are no longer stored" in r.getMessage() for r in caplog.records) == 1  # said once
+
+
+def test_a_filling_disk_keeps_its_reserve_for_raw_frames(tmp_path: Path) -> None:
+    planes = np.linspace(-2.0, 2.0, 32)
+    rng = np.random.default_rng(0)
+    with _tmpfs(tmp_path / "small", "size=24m") as disk:
+        path = disk / "rec.zarr"
+        with RecordingWriter(path, frame_shape=SHAPE, pixel_size_um=1.0, planes_um=planes,
+                             volume_reserve_bytes=12 * 2**20) as writer:
+            t = 0
+            while writer.stats.volumes_skipped_for_space == 0 and t < 200:  # ~256 KB of noise per volume
+                writer.write_frame(_frame(t), _record(t))
+                with contextlib.suppress(WriterBehindError):  # a loaded machine: that volume is not stored
+                    writer.write_volume(t, rng.integers(0, 65535, (32, *SHAPE), dtype=np.uint16))
+                time.sleep(0.02)
+                t += 1
+            for _ in range(20):
+                writer.write_frame(_frame(t), _record(t))
+                t += 1
+        reader = RecordingReader(path)
+        assert writer.stats.volumes_skipped_for_space > 0 and reader.complete
+        assert reader.n_frames == t and 0 < reader.volume_indices.size < t - 20
