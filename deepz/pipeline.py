@@ -122,7 +122,8 @@ class _Work:
 
 
 class Pipeline:
-    """Wires one frame source to an engine and, each optional, a recorder, a tracker and a publisher."""
+    """Wires one frame source to an engine (or a compute process) and, each optional, a recorder, a tracker, a
+    readout and a publisher (``stages``), paced by ``mode``, its status and messages carrying ``reporting``."""
 
     def __init__(
         self, source: FrameSource, stages: PipelineStages, mode: RunMode = RunMode(),
@@ -138,11 +139,10 @@ class Pipeline:
         self.meta = reporting.meta
         self.recording = reporting.recording
         self._queue_depth = reporting.queue_depth
-        live = mode.live
         self.stats = PipelineStats()
-        self._to_infer: Mailbox[_Work] = Mailbox(latest=live)
-        self._to_track: Mailbox[tuple[_Work, np.ndarray]] = Mailbox(latest=live)
-        self._to_read: Mailbox[_Work] = Mailbox(latest=live)
+        self._to_infer: Mailbox[_Work] = Mailbox(latest=mode.live)
+        self._to_track: Mailbox[tuple[_Work, Any]] = Mailbox(latest=mode.live)  # a volume array or device tensor
+        self._to_read: Mailbox[_Work] = Mailbox(latest=mode.live)
         self._stop = threading.Event()
         self._stop_reason = "stopped"
         self.recording_error: BaseException | None = None  # the recorder's failure that ended the run
@@ -155,7 +155,7 @@ class Pipeline:
         self._pending: collections.deque[_Work] = collections.deque()  # frames whose fate is not known yet
         self.compute_error: str | None = None  # why the compute process stopped early, if it did
         self.compute_done: dict[str, Any] | None = None
-        self._latest_traces: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._latest_traces: Traces | None = None
         self._remote_status: dict[str, Any] = {}
         self._ring_ok = True  # False once the frame ring's lock was lost (its reader died holding it)
         self._input_ended: float | None = None  # when the ring was closed (monotonic s)
