@@ -1,20 +1,22 @@
-"""`deepz bench activity` compares the devices' readouts of the same frames (the GPU check's correctness test)."""
+"""The readout bench's device agreement (the GPU check's correctness test for the readout)."""
 
-import json
+import numpy as np
+import pytest
 
-from typer.testing import CliRunner
-
-from deepz.cli import app
+from deepz.lab.activity_bench import trace_agreement
 
 
-def test_bench_activity_reports_agreement_between_devices(tmp_path):
-    out = tmp_path / "activity.json"
-    result = CliRunner().invoke(app, [
-        "bench", "activity", "--json", str(out), "--size", "64", "--neurons", "12", "--frames", "6",
-        "--device", "cpu", "--device", "cpu:0",
-    ])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    agreement = json.loads(out.read_text())["agreement"]["cpu_vs_cpu:0"]
-    assert agreement["same_reference"] is True
-    assert agreement["max_abs_difference_rel"] < 1e-6
-    assert agreement["median_trace_r"] > 0.999999
+def test_agreement_compares_each_device_with_the_first_on_the_same_neurons():
+    ids = np.array([3, 5, 8])
+    traces = np.random.default_rng(0).normal(100.0, 10.0, (50, 3))
+    off = traces.copy()
+    off[:, 2] += np.random.default_rng(1).normal(0.0, 10.0, 50)  # one neuron's trace differs
+    result = trace_agreement({"cpu": (ids, traces), "cuda": (ids, traces.copy()), "cuda:1": (ids, off),
+                              "cuda:2": (ids[:2], traces[:, :2])})
+    assert result["cpu_vs_cuda"] == {"same_reference": True, "median_trace_r": pytest.approx(1.0),
+                                     "min_trace_r": pytest.approx(1.0), "max_abs_difference_rel": 0.0}
+    assert result["cpu_vs_cuda:1"]["median_trace_r"] == pytest.approx(1.0)
+    assert result["cpu_vs_cuda:1"]["min_trace_r"] < 0.9
+    assert result["cpu_vs_cuda:1"]["max_abs_difference_rel"] > 0.1
+    assert result["cpu_vs_cuda:2"] == {"same_reference": False, "neurons": [3, 2]}
+    assert trace_agreement({"cpu": (ids, traces)}) is None

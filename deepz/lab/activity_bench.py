@@ -16,7 +16,7 @@ from deepz.lab.activity_eval import _optics
 from deepz.lab.scaffold import sim_config
 from track.readout import LiveReadout
 
-__all__ = ["run_activity_bench"]
+__all__ = ["run_activity_bench", "trace_agreement"]
 
 
 def _simulator(size: int, neurons: int, seed: int) -> WormSimulator:
@@ -83,11 +83,11 @@ def run_activity_bench(
             "load_average_1m": round(os.getloadavg()[0], 2),
         },  # fmt: skip
         "results": results,
-        "agreement": _agreement(readouts),
+        "agreement": trace_agreement(readouts),
     }
 
 
-def _agreement(readouts: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, object] | None:
+def trace_agreement(readouts: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, object] | None:
     """How the first device's traces compare with each other device's (same frames, same neurons): the
     median per-neuron Pearson r and the largest brightness difference relative to the median brightness."""
     if len(readouts) < 2:
