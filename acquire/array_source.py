@@ -5,11 +5,24 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
+from typing import Any, Protocol
 
 import numpy as np
 
 from acquire.frames import SourceStats
 from wire.frames import FrameMeta
+
+
+class FrameStack(Protocol):
+    """(T, H, W) uint16 frames read one at a time: a numpy array, or a recording's (storage.RecordedArray)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> Any: ...
+
+    def __getitem__(self, index: int, /) -> Any: ...
 
 
 class ArraySource:
@@ -21,7 +34,7 @@ class ArraySource:
 
     def __init__(
         self,
-        frames: np.ndarray,
+        frames: FrameStack,
         metas: Sequence[FrameMeta] | None = None,
         rate_hz: float | None = None,
         *,

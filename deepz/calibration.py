@@ -7,8 +7,9 @@ sees in the virtual volume.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,6 +20,15 @@ from deepz.config import CalibrationConfig, RunConfig
 from deepz.readout_stage import LiveReadoutLike, PendingScan, ReadoutStage
 from infer.manifest import ModelManifest
 from storage.calibration import CalibrationStore, ScanRecord, read_scans
+
+
+class ScanConsumer(Protocol):
+    """Where the calibrating camera's scans go: the readout stage here, or the compute process running one;
+    its ``request_scan`` is set to the camera's, for re-scans it asks for."""
+
+    request_scan: Callable[[str], None] | None
+
+    def offer_scan(self, scan: PendingScan) -> None: ...
 
 
 def calibration_enabled(cfg: RunConfig, manifest: ModelManifest) -> bool:
@@ -98,7 +108,7 @@ def build_readout_stage(
 
 
 def calibrating_source(
-    source: MicroManagerSource, cfg: CalibrationConfig, manifest: ModelManifest, stage: ReadoutStage
+    source: MicroManagerSource, cfg: CalibrationConfig, manifest: ModelManifest, stage: ScanConsumer
 ) -> CalibratingSource:
     """Wrap the camera source so that it scans before streaming and on re-calibration, feeding ``stage``."""
     wrapped = CalibratingSource(

@@ -17,11 +17,30 @@ Traces = tuple[np.ndarray, np.ndarray, np.ndarray]
 """Recent dF/F of the tracked neurons: ids (M,), times (W,) s, dF/F (M, W)."""
 
 
+class SourceCounts(Protocol):
+    """A source's running totals (acquire.frames.SourceStats): the one count of frames lost."""
+
+    @property
+    def acquired(self) -> int: ...
+
+    @property
+    def lost(self) -> int: ...
+
+
 class FrameSource(Protocol):
-    """Frames with their metadata: the camera (acquire.mm), the calibrating camera, or a recording."""
+    """Frames with their metadata: the camera (acquire.mm), the calibrating camera, or a recording. ``stats``
+    counts what it delivered and the frames lost before them (the sum of their ``FrameMeta.lost_before``)."""
 
     @property
     def frame_shape(self) -> tuple[int, int]: ...
+
+    @property
+    def pixel_size_um(self) -> float: ...
+
+    @property
+    def stats(self) -> SourceCounts: ...
+
+    def start(self) -> None: ...
 
     def frames(self) -> Iterator[tuple[np.ndarray, FrameMeta]]: ...
 

@@ -6,17 +6,28 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from deepz.config import ConfigError, RunConfig
 from deepz.logs import configured_level
+from deepz.optics_check import CameraOptics
+from deepz.protocols import FrameSource, VolumeEngine, VolumeTracker
 from deepz.signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from acquire.mm import MicroManagerSource
+    from deepz.compute_process import ComputeProcess
+    from deepz.pipeline import StatusCallback
+    from deepz.readout_stage import ReadoutStage
+    from storage import RecordingWriter
 
 log = logging.getLogger(__name__)
 
 
 def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: bool = False,
-                 on_status=None, status_period_s: float = 1.0) -> dict[str, Any]:
+                 on_status: StatusCallback | None = None, status_period_s: float = 1.0) -> dict[str, Any]:
     """Build every stage from `cfg`, run to the end, close everything; returns the summary.
 
     Live, inference, tracking and the readout run in a compute process unless ``cfg.compute`` is "thread" (a
@@ -36,13 +47,17 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         publisher = wiring.build_publisher(cfg.publish) if live or cfg.view else None  # before the store: a port in
         if publisher is not None:  # use must not leave an empty recording behind
             stack.callback(publisher.close)
-        if live:
-            source, frame_interval_s = wiring.build_source(cfg.source), 1.0 / cfg.source.rate_hz
+        source: FrameSource
+        camera_source: MicroManagerSource | None = None  # live: the camera, which calibration scans pause
+        if replay_from is None:
+            source = camera_source = wiring.build_source(cfg.source)
+            frame_interval_s = 1.0 / cfg.source.rate_hz
         else:
             source, frame_interval_s = wiring.build_replay_source(replay_from, realtime=realtime)
         stack.callback(source.stop)
         camera = wiring.camera_optics(cfg.source if live else None, source.pixel_size_um)
-        engine = compute = None
+        engine: VolumeEngine | None = None
+        compute: ComputeProcess | None = None
         if in_process:
             model, planes, _ = wiring.load_checked_model(cfg.inference, source.frame_shape, source.pixel_size_um,
                                                          camera)  # fmt: skip
@@ -62,16 +77,18 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         voxel_um = (dz, volume_px, volume_px)
         from deepz.calibration import build_readout_stage, calibrating_source
 
-        readout = tracker = None
-        if in_process:
+        readout: ReadoutStage | None = None
+        tracker: VolumeTracker | None = None
+        if engine is None:
             compute = _start_compute(cfg, source, camera, voxel_um, planes, replay_from)
             stack.callback(compute.close)
-            if compute.info["readout"] and live:  # the camera pauses for a focal scan first and at re-scans
-                source = calibrating_source(source, cfg.calibration, model.manifest, compute)
+            # live, the camera pauses for a focal scan first and at re-scans
+            if compute.info["readout"] and camera_source is not None:
+                source = calibrating_source(camera_source, cfg.calibration, model.manifest, compute)
         else:
             readout = build_readout_stage(cfg, model.manifest, replay_from=replay_from, device=str(engine.device))
-            if readout is not None and live:
-                source = calibrating_source(source, cfg.calibration, model.manifest, readout)
+            if readout is not None and camera_source is not None:
+                source = calibrating_source(camera_source, cfg.calibration, model.manifest, readout)
             # with a readout, every reference neuron's trace comes from it, not from tracking the volumes
             if readout is None:
                 tracker = wiring.build_tracker(cfg.tracking, voxel_um, planes, engine_device=str(engine.device))
@@ -118,14 +135,15 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         if readout is not None:
             readout.finish()
             summary["calibration"] = readout.summary()
-        elif compute is not None and (pipeline.compute_done or {}).get("readout_summary"):
+        elif compute is not None and pipeline.compute_done and pipeline.compute_done.get("readout_summary"):
             summary["calibration"] = pipeline.compute_done["readout_summary"]
         if recorder is not None:
             _close_recorder(recorder, summary)
         return summary
 
 
-def _start_compute(cfg: RunConfig, source, camera, voxel_um, planes, replay_from: Path | None):
+def _start_compute(cfg: RunConfig, source: FrameSource, camera: CameraOptics, voxel_um: tuple[float, float, float],
+                   planes: np.ndarray, replay_from: Path | None) -> ComputeProcess:
     """The compute process of a run, started: its stages are built (what building raised is raised here)."""
     from deepz.compute_process import ComputeProcess, ComputeSpec
 
@@ -143,7 +161,7 @@ def _start_compute(cfg: RunConfig, source, camera, voxel_um, planes, replay_from
     return compute
 
 
-def _close_recorder(recorder, summary: dict[str, Any]) -> None:
+def _close_recorder(recorder: RecordingWriter, summary: dict[str, Any]) -> None:
     """Close the store with the summary; a run that did not end by itself says why in the store too."""
     from storage import WriterError
 

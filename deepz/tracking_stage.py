@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import collections
 import threading
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from deepz.config import TrackingConfig
 from deepz.stages import window_traces
+
+if TYPE_CHECKING:
+    from track.online import TrackState
 
 MAX_TRACE_COLUMNS = 600
 """Most recent volumes kept per published trace window (bounds message size at high volume rates)."""
@@ -37,7 +41,7 @@ class TrackingStage:
         self._lock = threading.Lock()
         self._volumes = 0
 
-    def update(self, t: int, time_s: float, volume):
+    def update(self, t: int, time_s: float, volume: Any) -> TrackState:
         """Track one volume (frame index t, camera time in s; an array, or a tensor best already on the
         tracker's device); returns track.online.TrackState.
 

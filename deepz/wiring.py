@@ -7,7 +7,7 @@ import logging
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,14 @@ from deepz.config import (
     TrackingConfig,
 )
 from deepz.optics_check import CameraOptics, check_optics, optics_report
+from deepz.protocols import FrameSource, VolumeEngine, VolumeTracker
+
+if TYPE_CHECKING:
+    from acquire.mm import MicroManagerSource
+    from acquire.sim import SimConfig
+    from infer.model_io import LoadedModel
+    from storage import RecordingWriter
+    from wire.messages import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +44,9 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-def build_source(cfg: SourceConfig):
-    """The frame source: the simulated microscope in UniMMCore, or a real rig from its .cfg."""
+def build_source(cfg: SourceConfig) -> MicroManagerSource:
+    """The camera source: the simulated microscope in UniMMCore, or a real rig from its .cfg (concrete: the
+    calibrating camera wraps it)."""
     from acquire.mm import MicroManagerSource, open_core
 
     core = open_core(cfg.mm_config, sim_config=_sim_config(cfg) if cfg.mm_config is None else None)
@@ -49,7 +58,7 @@ def build_source(cfg: SourceConfig):
         raise
 
 
-def build_replay_source(path: Path, *, realtime: bool):
+def build_replay_source(path: Path, *, realtime: bool) -> tuple[FrameSource, float]:
     """(source, frame interval s): a recording's frames with their recorded metadata, paced when `realtime`."""
     from acquire.array_source import ArraySource
     from storage import RecordingReader
@@ -75,7 +84,7 @@ def build_replay_source(path: Path, *, realtime: bool):
     return ArraySource(reader.frames, metas, rate, pixel_size_um=reader.pixel_size_um), reader.frame_interval_s
 
 
-def _sim_config(cfg: SourceConfig):
+def _sim_config(cfg: SourceConfig) -> SimConfig:
     from acquire.sim import SimConfig
 
     base = SimConfig.from_toml(cfg.sim_config) if cfg.sim_config is not None else SimConfig()
@@ -116,7 +125,7 @@ def camera_optics(source: SourceConfig | None, pixel_size_um: float) -> CameraOp
 
 def load_checked_model(
     cfg: InferenceConfig, frame_shape: tuple[int, int], pixel_size_um: float, camera: CameraOptics | None = None
-):
+) -> tuple[LoadedModel, np.ndarray, np.ndarray]:
     """(model, planes um, DPM stack) of a run: its model, refused when trained for other optics than the
     camera's unless ``cfg.allow_optics_mismatch`` (deepz.optics_check)."""
     from infer.model_io import load_model
@@ -129,7 +138,7 @@ def load_checked_model(
 
 def build_engine(
     cfg: InferenceConfig, frame_shape: tuple[int, int], pixel_size_um: float, camera: CameraOptics | None = None
-):
+) -> tuple[VolumeEngine, LoadedModel, np.ndarray]:
     """Load the model and build the engine for this frame shape and DPM set; returns (engine, model, planes).
 
     A model trained for other optics than the camera's (``camera``, else its pixel size) is refused unless
@@ -140,6 +149,7 @@ def build_engine(
 
     model, planes, dpm = load_checked_model(cfg, frame_shape, pixel_size_um, camera)
     device = None if cfg.device == "auto" else cfg.device
+    engine: VolumeEngine
     if model.manifest.task == "superres":
         from infer.superres.live import superres_engine_stage
 
@@ -159,13 +169,13 @@ def build_recorder(
     planes_um: np.ndarray | None,
     frame_interval_s: float,
     run_config: RunConfig,
-    model: Any | None,
+    model: LoadedModel | None,
     extra_attrs: dict[str, Any] | None = None,
     volume_upsample: int = 1,
     inputs: tuple[Path, ...] = (),
     wait_when_behind: bool = False,
     camera: CameraOptics | None = None,
-):
+) -> RecordingWriter | None:
     """Open the recording writer, or None when the run is not recorded (never over one of ``inputs``).
 
     Its attributes say how the camera's optics (``camera``, else its pixel size) compared with the model's, and
@@ -191,7 +201,8 @@ def build_recorder(
     }
     volume_every = cfg.volume_every if planes_um is not None else 0
     volume_max_hz = None
-    if cfg.volumes == "auto" and volume_every and not wait_when_behind:  # replay stores every volume
+    if cfg.volumes == "auto" and volume_every and planes_um is not None and not wait_when_behind:
+        # (replay stores every volume)
         from storage.disk_rate import volume_budget
 
         budget = volume_budget(Path(cfg.out).parent, frame_shape=frame_shape, planes=len(planes_um),
@@ -216,7 +227,7 @@ def build_recorder(
     )
 
 
-def build_publisher(cfg: PublishConfig):
+def build_publisher(cfg: PublishConfig) -> Publisher:
     """The zmq publisher for viewers, CurveZMQ-secured when ``cfg.curve_secret_key`` is set (wire.curve)."""
     from wire.curve import ServerKeys
     from wire.messages import Publisher
@@ -226,7 +237,7 @@ def build_publisher(cfg: PublishConfig):
 
 
 def build_tracker(cfg: TrackingConfig, voxel_um: tuple[float, float, float], planes_um: np.ndarray,
-                  engine_device: str = "cpu"):
+                  engine_device: str = "cpu") -> VolumeTracker | None:
     """The live tracking stage (detection + online linking + dF/F) on ``cfg.device`` (auto: the engine's),
     or None when disabled."""
     if not cfg.enabled:

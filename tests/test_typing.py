@@ -1,5 +1,6 @@
 """mypy --strict over the modules in pyproject's [tool.mypy] files (wire format, results, lab scaffold, the
-stage Protocols and the pipeline typed against them)."""
+stage Protocols, the pipeline typed against them, and the wiring and runner that hand it each concrete stage,
+so every stage class is checked against its Protocol)."""
 
 from __future__ import annotations
 
