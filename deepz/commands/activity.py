@@ -40,7 +40,7 @@ def evaluate_activity_cmd(
     ),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch's default)."),
     recalibrate_s: float = typer.Option(
-        10.0, "--recalibrate-s", min=0.0, help="Re-scan every this many camera seconds (0 = never)."
+        5.0, "--recalibrate-s", min=0.0, help="Re-scan every this many camera seconds (0 = never)."
     ),
     drift_um: float = typer.Option(
         0.0, "--drift-um", min=0.0, help="Re-scan when the neurons moved this far (um; 0 = never)."

@@ -37,7 +37,7 @@ __all__ = ["ActivityRunConfig", "DEFAULT_METHOD", "METHODS", "evaluate_activity"
 
 DEFAULT_METHOD = "demix"
 METHODS = ("demix", "virtual-sample", "virtual-detect", "zscan")
-RECALIBRATE_S = 10.0  # the evaluation's default re-scan interval (camera seconds)
+RECALIBRATE_S = 5.0  # the evaluation's default re-scan interval (camera seconds)
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def evaluate_activity(
     scorer = ActivityScorer((h * px, w * px))
     info: dict[str, object] = {"run": asdict(cfg), "seconds_per_method": {m: 0.0 for m in methods}}
     timing = info["seconds_per_method"]
-    readout = LiveReadout(ReadoutConfig(activity=ActivityConfig(baseline_window=round(10 * cfg.rate_hz),
+    readout = LiveReadout(ReadoutConfig(activity=ActivityConfig(baseline_window=round(60 * cfg.rate_hz),
                                                                 baseline_every=50)), device=cfg.device)
     scans = _CameraScans(sim, cfg.calibration, cfg.rate_hz)
     # wait: calibrates in place, as replay does (every frame is read with the reference of its scan)
