@@ -83,6 +83,8 @@ class CalibratingSource:
         self._lock = threading.Lock()
         self._delivered = 0
         self._last_scan_end = 0.0
+        self._earlier = SourceStats()  # the streams' totals before the current one (each restart zeroes the camera's)
+        self._paused = False
 
     # ---------------------------------------------------------------- FrameSource
     @property
@@ -95,8 +97,14 @@ class CalibratingSource:
 
     @property
     def stats(self) -> SourceStats:
-        """The stream's figures since the last restart (see ``pauses`` for the scans between restarts)."""
-        return self.source.stats
+        """Frames delivered, frames lost and overflow events over every stream since the start (the frames a
+        scan cost are not lost: see ``pauses``); the delivered rate of the current stream."""
+        with self._lock:
+            if self._paused:
+                return self._earlier
+            now, before = self.source.stats, self._earlier
+            return SourceStats(before.acquired + now.acquired, before.lost + now.lost,
+                               before.overflows + now.overflows, now.rate_hz)  # fmt: skip
 
     def start(self) -> None:
         """Take the initial calibration scan, then start the camera stream."""
@@ -152,8 +160,13 @@ class CalibratingSource:
         start = time.time()
         if streaming:
             self.source.stop()
+            totals = self.stats
+            with self._lock:  # the camera's counters restart with its stream: keep what they held
+                self._earlier, self._paused = totals, True
         scan = acquire_focal_stack(self.source.core, self.offsets_um, settle_ms=self.settle_ms)
         self.source.start()
+        with self._lock:
+            self._paused = False
         end = time.time()
         pause = ScanPause(
             index=len(self.pauses),

@@ -91,12 +91,12 @@ class PipelineStats:
     read_out: RateMeter = field(default_factory=RateMeter)
     frame_to_volume: LatencyRecorder = field(default_factory=LatencyRecorder)
     skipped: int = 0
-    lost: int = 0
     frames_not_stored: int = 0
     volumes_not_stored: int = 0
     started: float = field(default_factory=time.perf_counter)
 
-    def snapshot(self, queue_depth: int = 0, recording: str | None = None) -> dict[str, Any]:
+    def snapshot(self, lost: int, queue_depth: int = 0, recording: str | None = None) -> dict[str, Any]:
+        """``lost``: the frames the source lost (its own count, the one place they are added up)."""
         recent = self.frame_to_volume.percentiles(last=200)
         return {
             "elapsed_s": round(time.perf_counter() - self.started, 3),
@@ -106,7 +106,7 @@ class PipelineStats:
             "volume_hz": round(self.volumes_out.rate(), 2),
             "latency_ms_p50": recent["p50"],
             "latency_ms_p99": recent["p99"],
-            "lost": self.lost + self.frames_not_stored,
+            "lost": lost + self.frames_not_stored,
             "skipped": self.skipped,
             "queue_depth": queue_depth,
             "recording": recording,
@@ -168,7 +168,7 @@ class Pipeline:
     # --- public ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """Current figures (thread-safe enough for a status line)."""
-        status = self.stats.snapshot(self._queue_depth(), self.recording)
+        status = self.stats.snapshot(self.source.stats.lost, self._queue_depth(), self.recording)
         if self.readout is not None:
             status.update(readout_hz=round(self.stats.read_out.rate(), 2), **self.readout.status())
         elif self._reads_out:
@@ -261,7 +261,6 @@ class Pipeline:
                 now = time.perf_counter()
                 work = _Work(t, image, meta, meta.host_time_s if self.live_source else time.time())
                 self.stats.frames_in.tick(now)  # counted once in hand: every counted frame is recorded
-                self.stats.lost += meta.lost_before
                 self._latest_frame = work
                 if self.compute is not None:
                     self._offer(self.compute, work)
@@ -542,7 +541,7 @@ class Pipeline:
             "elapsed_s": round(elapsed, 3),
             "acquisition_s": round(acquired, 3),
             "frames": frames,
-            "frames_lost": self.stats.lost,
+            "frames_lost": self.source.stats.lost,
             "frames_not_stored": self.stats.frames_not_stored,
             "volumes": volumes,
             "volumes_not_stored": self.stats.volumes_not_stored,

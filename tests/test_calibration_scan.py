@@ -4,6 +4,7 @@ images that standard validators accept, with their reference table beside them."
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 import numpy as np
@@ -80,6 +81,30 @@ def test_a_requested_scan_happens_after_the_next_frame(core) -> None:
             break
     source.stop()
     assert [(s.pause.reason, s.pause.frame_index) for s in scans] == [("start", 0), ("drift", 6)]
+
+
+def test_frames_lost_are_counted_over_every_stream_not_only_since_the_last_restart() -> None:
+    core = load_simulated_core(SimConfig(camera=CameraConfig(shape=(128, 128)), seed=2))
+    # 1 MB holds 32 frames of 128x128: a consumer taking 20 ms per frame at 200 Hz overflows it in each stream
+    camera = MicroManagerSource(core, rate_hz=200, buffer_mb=1, queue_frames=1)
+    source = CalibratingSource(camera, z_positions(-1, 1, 1), on_scan=lambda cal: None)
+    metas = []
+    try:
+        for _, meta in source.frames():
+            metas.append(meta)
+            time.sleep(0.02)
+            if len(metas) in (25, 50):
+                source.request_scan("test")
+            if len(metas) == 75:
+                break
+        stats, last_stream = source.stats, camera.stats
+        source.stop()
+    finally:
+        core.unloadAllDevices()
+    assert [p.reason for p in source.pauses] == ["start", "test", "test"]
+    assert stats.acquired == 75 and last_stream.acquired == 25
+    assert stats.lost == sum(m.lost_before for m in metas) > last_stream.lost > 0
+    assert source.stats == stats  # stopped: nothing more counted
 
 
 def test_no_focus_stage_is_one_clear_error() -> None:
