@@ -201,3 +201,23 @@ def _render_field(ref: Reference, brightness: np.ndarray, shift_px: np.ndarray) 
     values = ref.stamps.evaluate(patches, torch.as_tensor(ref.positions_um[:, 0], dtype=torch.float32)).value
     return (patches.render(torch.as_tensor(brightness, dtype=torch.float32)[:, None, None] * values)
             + BACKGROUND).double().numpy()  # fmt: skip
+
+
+def test_a_new_reference_keeps_the_ids_of_the_neurons_followed_and_numbers_the_new_ones_after_them():
+    ref, brightness = _known_reference(seed=4)
+    readout = LiveReadout(ReadoutConfig())
+    readout.follow(ref)
+    shift_px = np.array([0.8, -0.6])
+    for t in range(3):  # the specimen moved since the scan: the readout follows it
+        readout.update(_render(ref, brightness, shift_px=shift_px), t * 0.01)
+    moved = ref.positions_um + np.r_[0.0, shift_px * PX]
+    extra = np.array([[1.0, 5.0, 5.0]])  # a neuron the first scan did not find; the last one is not found again
+    fresh = dataclasses.replace(
+        ref, ids=np.arange(500, 500 + len(ref.ids)), positions_um=np.vstack([moved[:-1], extra]),
+        brightness=np.r_[brightness[:-1], 9000.0],
+    )  # fmt: skip
+    again = readout.carry_over(fresh)
+    np.testing.assert_array_equal(again.ids[:-1], ref.ids[:-1])  # the neurons found again keep their IDs
+    assert again.ids[-1] > ref.ids.max()  # a new neuron never reuses an ID
+    state = readout.update(_render(ref, brightness, shift_px=shift_px), 0.03)
+    np.testing.assert_array_equal(state.ids, again.ids)
