@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -14,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from deepz.config import load_config
+from deepz.lab.scaffold import machine
 
 
 def free_tcp_address() -> str:
@@ -35,7 +34,7 @@ def bench_pipeline(*, seconds: float, rate_hz: float, size: int, planes: int, en
     from deepz.wiring import software_versions
 
     address = free_tcp_address()
-    load_before = os.getloadavg()[0]
+    before = machine()
     with tempfile.TemporaryDirectory(prefix="deepz-bench-") as tmp:
         recording = out or Path(tmp) / "bench.zarr"
         cfg = load_config(config, {
@@ -62,8 +61,7 @@ def bench_pipeline(*, seconds: float, rate_hz: float, size: int, planes: int, en
         subscriber = json.loads(probe_json.read_text())
     return {
         "benchmark": "pipeline",
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "load_average_1m_before": round(load_before, 2)},  # other work on a shared machine
+        "machine": before,  # load_average_1m: other work on a shared machine, before the run
         "versions": software_versions(),
         "settings": {"seconds": seconds, "rate_hz": rate_hz, "size": size, "planes": planes, "engine": engine,
                      "compute": compute, "config": str(config) if config else None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ def bench_replay(workers: list[int], *, frames: int, size: int, planes: int, eng
     from deepz.cluster.replay import replay_on_cluster
     from deepz.runner import run_pipeline
     from deepz.config import load_config
+    from deepz.lab.scaffold import machine
 
     def config(out: Path):
         return load_config(None, {
@@ -58,8 +58,8 @@ def bench_replay(workers: list[int], *, frames: int, size: int, planes: int, eng
         "what": "deepz replay of one synthetic recording: single process, then local Dask clusters",
         "settings": {"frames": frames, "size": size, "planes": planes, "engine": engine,
                      "model": str(model) if model else "shipped default"},  # fmt: skip
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.machine(),
-                    "cuda": torch.cuda.is_available(), "load_average_before": os.getloadavg()},  # fmt: skip
+        "machine": machine(torch.device("cuda") if torch.cuda.is_available() else None,
+                           packages=("dask", "distributed")),  # load_average_1m: before the runs
         "runs": [],
     }
     with tempfile.TemporaryDirectory(prefix="deepz-bench-replay-") as tmp:
@@ -86,7 +86,7 @@ def bench_replay(workers: list[int], *, frames: int, size: int, planes: int, eng
                 "engines": summary["engines"],
                 "difference_from_single_process": _difference(out, Path(tmp) / "single.zarr"),
             })  # fmt: skip
-    result["machine"]["load_average_after"] = os.getloadavg()
+    result["machine"]["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     rates = {r["workers"]: r["frames_per_s"] for r in result["runs"]}
     first, last = result["runs"][0], result["runs"][-1]
     result["summary"] = {

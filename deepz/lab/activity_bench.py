@@ -4,8 +4,6 @@ the devices' readouts of the same frames agree."""
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 
 import numpy as np
@@ -13,7 +11,7 @@ import torch
 
 from acquire.sim import WormSimulator
 from deepz.lab.activity_eval import _optics
-from deepz.lab.scaffold import sim_config
+from deepz.lab.scaffold import machine, sim_config
 from track.readout import LiveReadout
 
 __all__ = ["run_activity_bench", "trace_agreement"]
@@ -76,12 +74,7 @@ def run_activity_bench(
         "neurons_simulated": neurons,
         "frames_timed": frames - 1,
         "scan_planes": len(z),
-        "environment": {
-            "cpu": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        },  # fmt: skip
+        "environment": machine(torch.device("cuda") if torch.cuda.is_available() else None),
         "results": results,
         "agreement": trace_agreement(readouts),
     }
