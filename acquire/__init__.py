@@ -1,5 +1,5 @@
-"""Acquisition: the FrameSource interface, the Micro-Manager camera loop (pymmcore-plus), focal-stack
-z-scans, replay of recorded frames, and the simulated microscope (``acquire.sim``)."""
+"""Acquisition: frame sources (deepz.protocols.FrameSource) for the Micro-Manager camera loop (pymmcore-plus),
+focal-stack z-scans, replay of recorded frames, and the simulated microscope (``acquire.sim``)."""
 
 import os
 

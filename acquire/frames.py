@@ -1,15 +1,9 @@
-"""The frame-source interface shared by live acquisition and replay: frames plus per-frame metadata."""
+"""A frame source's running totals (the FrameSource interface itself is in deepz.protocols, with the other
+stage interfaces)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Protocol, runtime_checkable
-
-import numpy as np
-
-from wire.frames import FrameMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,29 +14,3 @@ class SourceStats:
     lost: int = 0
     overflows: int = 0
     rate_hz: float = 0.0
-
-
-@runtime_checkable
-class FrameSource(Protocol):
-    """Anything that yields uint16 (H, W) frames with FrameMeta: a camera, the simulator, a recording."""
-
-    @property
-    def frame_shape(self) -> tuple[int, int]: ...
-
-    @property
-    def pixel_size_um(self) -> float: ...
-
-    @property
-    def stats(self) -> SourceStats: ...
-
-    def start(self) -> None: ...
-
-    def frames(self) -> Iterator[tuple[np.ndarray, FrameMeta]]: ...
-
-    def stop(self) -> None: ...
-
-    def __enter__(self) -> FrameSource: ...
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...

@@ -27,6 +27,7 @@ class SourceCounts(Protocol):
     def lost(self) -> int: ...
 
 
+@runtime_checkable
 class FrameSource(Protocol):
     """Frames with their metadata: the camera (acquire.mm), the calibrating camera, or a recording. ``stats``
     counts what it delivered and the frames lost before them (the sum of their ``FrameMeta.lost_before``)."""

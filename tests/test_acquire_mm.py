@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from acquire.errors import AcquisitionError
-from acquire.frames import FrameSource
+from deepz.protocols import FrameSource
 from acquire.mm import MicroManagerSource
 from acquire.sim import CameraConfig, SimConfig, WormSimulator
 from acquire.sim.devices import load_simulated_core
