@@ -22,16 +22,22 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from deepz.frame_ring import Closed as RingClosed
-from deepz.frame_ring import FrameRing, RingSpec
+from deepz.frame_ring import FrameRing, RingSpec, Taken
 from deepz.logs import configure_logging
+from deepz.protocols import HandsOverDevice
 from deepz.stages import Closed, Mailbox
+
+if TYPE_CHECKING:
+    from deepz.protocols import VolumeEngine, VolumeTracker
+    from deepz.readout_stage import ReadoutStage
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +70,9 @@ class ComputeSpec:
 class Stages(NamedTuple):
     """A compute process's stages: the engine, and each optional, the volume tracker and the frame readout."""
 
-    engine: Any
-    tracker: Any = None
-    readout: Any = None
+    engine: VolumeEngine
+    tracker: VolumeTracker | None = None
+    readout: ReadoutStage | None = None
 
 
 def build_stages(spec: ComputeSpec) -> Stages:
@@ -153,9 +159,10 @@ class ComputeProcess:
     def poll(self, timeout_s: float) -> Result | None:
         """The next result, or None after ``timeout_s``."""
         try:
-            return self.results.get(timeout=timeout_s)
+            result: Result = self.results.get(timeout=timeout_s)
         except (queue.Empty, EOFError, OSError):
             return None
+        return result
 
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
@@ -228,7 +235,7 @@ def _main(spec: ComputeSpec, frames_spec: RingSpec, volume_lock: Any, build: Cal
 def _exit_now() -> None:
     """Leave without the interpreter's (torch's) slow teardown, but unlink the named semaphores this process
     made (numcodecs' blosc mutex), which the shared resource tracker would otherwise report as leaked."""
-    mp_util._run_finalizers(0)
+    mp_util._run_finalizers(0)  # type: ignore[attr-defined]  # private, but what os._exit skips
     os._exit(0)
 
 
@@ -276,11 +283,14 @@ class _Worker:
         readout = self.stages.readout
         if readout is not None:
             readout.request_scan = lambda reason: self.results.put(Result("request_scan", -1, reason))
+        tracker = self.stages.tracker
         threads = [threading.Thread(target=self._guard("inference", self._infer), daemon=True)]
-        if self.stages.tracker is not None:
-            threads.append(threading.Thread(target=self._guard("tracking", self._track), daemon=True))
+        if tracker is not None:
+            threads.append(threading.Thread(target=self._guard("tracking", partial(self._track, tracker)),
+                                            daemon=True))
         if readout is not None:
-            threads.append(threading.Thread(target=self._guard("readout", self._read), daemon=True))
+            threads.append(threading.Thread(target=self._guard("readout", partial(self._read, readout)),
+                                            daemon=True))
         for thread in threads:
             thread.start()
         self._listen(control, readout)
@@ -326,7 +336,7 @@ class _Worker:
 
         return run
 
-    def _next_frame(self, reader: int, in_order: bool = False):
+    def _next_frame(self, reader: int, in_order: bool = False) -> Taken | None:
         """The newest frame for ``reader`` (or, ``in_order``, the next one); None once the run ended."""
         take = self.frames.take_next if in_order else self.frames.take_newest
         while not self._stop.is_set():
@@ -340,11 +350,11 @@ class _Worker:
 
     def _infer(self) -> None:
         engine = self.stages.engine
-        with_device = hasattr(engine, "run_with_device")  # the tracker gets the engine's device copy
+        hands_over = engine if isinstance(engine, HandsOverDevice) else None  # the tracker gets its device copy
         while (item := self._next_frame(INFER_READER)) is not None:
             with self._turns:
-                if with_device:
-                    volumes, on_device = engine.run_with_device(item.array[np.newaxis])
+                if hands_over is not None:
+                    volumes, on_device = hands_over.run_with_device(item.array[np.newaxis])
                     volume, for_tracker = volumes[0], on_device[0]
                 else:
                     volume = for_tracker = engine.run(item.array[np.newaxis])[0]
@@ -355,8 +365,7 @@ class _Worker:
             if self.stages.tracker is not None:
                 self._to_track.put((item.seq, float(item.meta[0]), for_tracker))
 
-    def _track(self) -> None:
-        tracker = self.stages.tracker
+    def _track(self, tracker: VolumeTracker) -> None:
         while True:
             try:
                 seq, time_s, volume = self._to_track.take()
@@ -366,8 +375,7 @@ class _Worker:
                 snap = tracker.update(seq, time_s, volume)
             self._send_snapshot("tracks", seq, snap, tracker)
 
-    def _read(self) -> None:
-        readout = self.stages.readout
+    def _read(self, readout: ReadoutStage) -> None:
         while (item := self._next_frame(READOUT_READER, in_order=True)) is not None:
             readout.apply_scans(item.seq)
             with self._turns:
