@@ -104,11 +104,10 @@ class _CameraScans:
 
     def take(self, t_s: float, reason: str, frame_index: int) -> PendingScan:
         """Scan from camera time ``t_s``, to be applied before readout frame ``frame_index``."""
-        k = np.arange(len(self.z_um))
-        stack = np.stack([self.sim.render(t_s + i / self.rate_hz, float(z)) for i, z in zip(k, self.z_um)])
-        end = t_s + len(k) / self.rate_hz
+        stack = np.stack([self.sim.render(t_s + i / self.rate_hz, float(z)) for i, z in enumerate(self.z_um)])
+        end = t_s + len(self.z_um) / self.rate_hz
         self._last_end_s = end
-        cost = 0 if reason == "start" else len(k)
+        cost = 0 if reason == "start" else len(self.z_um)
         record = ScanRecord(
             index=len(self.records), reason=reason, focus_um=0.0, z_um=self.z_um.tolist(),
             stage_um=self.z_um.tolist(), pixel_size_um=self.sim.pixel_size_um, frame_index=frame_index,
