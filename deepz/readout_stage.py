@@ -189,8 +189,12 @@ class ReadoutStage:
             self._pending.clear()
         if storing:  # a worker that finished calibrating is storing its scan: a moment
             self._calibration_done.wait()
-        for scan in unused:
-            note = {"reference": "not computed: the run ended before the readout calibrated on this scan"}
+        self._store_without_reference(unused, "the run ended before the readout calibrated on this scan")
+
+    def _store_without_reference(self, scans: list[PendingScan], why: str) -> None:
+        """Record and store scans no reference was computed for, saying why."""
+        for scan in scans:
+            note = {"reference": f"not computed: {why}"}
             record = dataclasses.replace(scan.record, n_reference=0, extra={**scan.record.extra, **note})
             self._store_scan(record, scan.stack, np.zeros(0, np.int64), np.zeros((0, 3)))
 
@@ -220,34 +224,40 @@ class ReadoutStage:
         return snap
 
     def apply_scans(self, t: int) -> None:
-        """Take over a readout a worker calibrated, then start calibrating on the next scan due by frame ``t``
-        unless a calibration is in progress: in a worker thread, or here when ``wait`` (seconds on a CPU: the
-        pipeline calls this outside its compute lock). Readout thread only."""
+        """Take over a readout a worker calibrated, then start calibrating on the newest scan due by frame
+        ``t`` unless a calibration is in progress (older due scans, taken while one was, are stored without a
+        reference: the newest describes the specimen now): in a worker thread, or here when ``wait`` (seconds
+        on a CPU: the pipeline calls this outside its compute lock). Readout thread only."""
         while True:
             with self._lock:
                 if self._ready is not None:  # a worker calibrated a copy: it takes over from here
                     self.readout, self._ready = self._ready, None
-                due = bool(self._pending) and self._pending[0].record.frame_index <= t
+                due = [p for p in self._pending if p.record.frame_index <= t]
                 if self._calibrating is not None or not due:
                     return
-                scan = self._calibrating = self._pending.popleft()
+                for _ in due:
+                    self._pending.popleft()
+                scan = self._calibrating = due[-1]
+                superseded = due[:-1]
                 self._calibration_done.clear()
             if not self.wait:
                 candidate = copy.deepcopy(self.readout)  # this thread owns the readout: a consistent copy
                 # not a daemon: torch must not be torn down under it at exit (the process aborts); a run that
                 # ended during a calibration closes at once, and its process exits when the thread is done
-                worker = threading.Thread(target=self._calibrate, args=(scan, candidate), name="calibrate")
+                worker = threading.Thread(target=self._calibrate, args=(scan, candidate, superseded),
+                                          name="calibrate")
                 worker.start()
                 return
-            self._calibrate(scan, self.readout)
+            self._calibrate(scan, self.readout, superseded)
             if self._failure is not None:
                 raise self._failure
 
-    def _calibrate(self, scan: PendingScan, readout: LiveReadoutLike) -> None:
+    def _calibrate(self, scan: PendingScan, readout: LiveReadoutLike, superseded: list[PendingScan]) -> None:
         """Calibrate (first scan) or re-calibrate ``readout`` on ``scan``, store the scan with the reference
-        found, and hand the readout over to the readout thread."""
+        found (and the ``superseded`` ones without), and hand the readout over to the readout thread."""
         record = scan.record
         try:
+            self._store_without_reference(superseded, "a newer scan came before the readout calibrated on it")
             started = time.perf_counter()
             z = np.asarray(record.z_um, np.float64)
             if self._calibrated:

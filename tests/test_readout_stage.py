@@ -62,6 +62,20 @@ def test_scans_apply_in_frame_order_and_recalibration_keeps_ids(scans_and_frames
     assert dff.shape == (len(ids), 3)
 
 
+def test_scans_taken_while_calibrating_give_way_to_the_newest(scans_and_frames) -> None:
+    scans, frames = scans_and_frames
+    stored = []
+    stage = ReadoutStage(build_readout(), optics=_optics(), store=lambda *a: stored.append(a), wait=True)
+    stage.offer_scan(PendingScan(_record(0, scans[0], 0), scans[0].stack))
+    stage.update(0, 0.0, frames[0])
+    for index in (1, 2):  # two re-scans came while the readout was busy: only the newer one is calibrated
+        stage.offer_scan(PendingScan(_record(index, scans[index - 1], 1), scans[index - 1].stack))
+    again = stage.update(1, 0.01, frames[1])
+    assert [r.index for r, *_ in stored] == [0, 1, 2] and stored[1][0].n_reference == 0
+    assert "a newer scan came" in stored[1][0].extra["reference"]
+    assert stored[2][0].n_reference == len(again.ids) > 0
+
+
 def test_live_calibration_runs_beside_the_frames_and_a_stop_does_not_wait_for_it(scans_and_frames) -> None:
     scans, frames = scans_and_frames
     stored = []
