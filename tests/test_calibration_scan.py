@@ -85,14 +85,14 @@ def test_a_requested_scan_happens_after_the_next_frame(core) -> None:
 
 def test_frames_lost_are_counted_over_every_stream_not_only_since_the_last_restart() -> None:
     core = load_simulated_core(SimConfig(camera=CameraConfig(shape=(128, 128)), seed=2))
-    # 1 MB holds 32 frames of 128x128: a consumer taking 20 ms per frame at 200 Hz overflows it in each stream
+    # 1 MB holds 32 frames of 128x128: a consumer taking 40 ms per frame at 200 Hz overflows it in each stream
     camera = MicroManagerSource(core, rate_hz=200, buffer_mb=1, queue_frames=1)
     source = CalibratingSource(camera, z_positions(-1, 1, 1), on_scan=lambda cal: None)
     metas = []
     try:
         for _, meta in source.frames():
             metas.append(meta)
-            time.sleep(0.02)
+            time.sleep(0.04)
             if len(metas) in (25, 50):
                 source.request_scan("test")
             if len(metas) == 75:
