@@ -115,7 +115,7 @@ def calibrating_source(
         source,
         scan_offsets(cfg, manifest),
         on_scan=lambda cal: stage.offer_scan(live_scan(cal)),
-        interval_s=cfg.interval_s,
+        interval_s=cfg.interval_s or None,
         settle_ms=cfg.settle_ms,
     )
     stage.request_scan = wrapped.request_scan

@@ -164,7 +164,9 @@ class CalibrationConfig(_Strict):
         None, description="Scan offsets LOW HIGH (um) relative to focus; None = the model's axial range"
     )
     step_um: float | None = Field(None, gt=0, description="Scan step (um); None = the model's axial step")
-    interval_s: float | None = Field(None, gt=0, description="Re-scan every this many seconds; None = never")
+    # measured (deepz evaluate-activity, 60 s at 100 Hz, two held-out worms): re-scans every 5 s traced 0.97-0.98
+    # of the neurons with median r 0.80-0.87; every 10 s 0.84 / 0.57; never 0.00-0.26 (the worm moves away)
+    interval_s: float = Field(5.0, ge=0, description="Re-scan every this many seconds; 0 = never")
     drift_um: float | None = Field(None, gt=0, description="Re-scan when the readout's motion exceeds this")
     settle_ms: float = Field(0.0, ge=0, description="Wait after each focus step (ms); > 0 steps the stage in software")
 

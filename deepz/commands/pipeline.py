@@ -153,7 +153,9 @@ def live(
         None, "--calibrate/--no-calibrate",
         help="Start with a focal scan and read every neuron found in it (default: on for the simulator).",
     ),
-    recalibrate_s: float = typer.Option(None, "--recalibrate-s", help="Re-scan every this many seconds."),
+    recalibrate_s: float = typer.Option(
+        None, "--recalibrate-s", help="Re-scan every this many seconds (default 5; 0 = never)."
+    ),
     compute: str = typer.Option(
         None, "--compute", help="process (default: inference and tracking never take the camera's time) | thread."
     ),

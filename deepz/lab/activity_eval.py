@@ -75,7 +75,7 @@ class ActivityRunConfig:
     def calibration(self) -> CalibrationConfig:
         """The run's scans and re-scan policy as deepz live's configuration holds them (validated there)."""
         return CalibrationConfig(z_range_um=self.scan_range_um, step_um=self.scan_step_um,
-                                 interval_s=self.recalibrate_s, drift_um=self.drift_um)  # fmt: skip
+                                 interval_s=self.recalibrate_s or 0.0, drift_um=self.drift_um)  # fmt: skip
 
 
 class _CameraScans:
@@ -98,7 +98,7 @@ class _CameraScans:
         """Why a scan starts at camera time ``t_s`` (after a readout frame), or None."""
         reason, self._requested = self._requested, None
         interval = self.cfg.interval_s
-        if reason is None and interval is not None and t_s - self._last_end_s >= interval - 1e-9:
+        if reason is None and interval > 0 and t_s - self._last_end_s >= interval - 1e-9:
             reason = "interval"
         return reason
 
