@@ -73,7 +73,7 @@ def evaluate_activity_cmd(
     root = targettrack_dir(targettrack_path) if targettrack else None  # checked before minutes of work
     cfg = ActivityRunConfig(
         seconds=seconds, rate_hz=rate, virtual_every=virtual_every, device=device,
-        recalibrate_s=recalibrate_s or None, drift_um=drift_um or None,
+        recalibrate_s=recalibrate_s, drift_um=drift_um or None,
     )  # fmt: skip
     specimens = (
         [(ex, lambda ex=ex: targettrack_worm(root, ex, seed, size)) for ex in TARGETTRACK_EXAMPLES]

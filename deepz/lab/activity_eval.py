@@ -49,7 +49,7 @@ class ActivityRunConfig:
     rate_hz: float = 100.0
     scan_range_um: tuple[float, float] = (-12.0, 12.0)
     scan_step_um: float = 0.5
-    recalibrate_s: float | None = RECALIBRATE_S  # camera s from a scan's end to the next; None = never
+    recalibrate_s: float = RECALIBRATE_S  # camera s from a scan's end to the next; 0 = never (as interval_s)
     drift_um: float | None = None  # re-scan when the followed neurons moved (median) this far; None = never
     zscan_planes: int = 32
     zscan_range_um: tuple[float, float] = (-10.0, 10.0)
@@ -61,10 +61,8 @@ class ActivityRunConfig:
             raise ValueError("seconds, rate and scan step must be positive and zscan_planes >= 2.")
         if self.virtual_every < 0:
             raise ValueError("virtual_every must be >= 0 (0 skips the Deep-Z methods).")
-        if (self.recalibrate_s is not None and self.recalibrate_s <= 0) or (
-            self.drift_um is not None and self.drift_um <= 0
-        ):
-            raise ValueError("recalibrate_s and drift_um must be positive (None: no re-scans for that).")
+        if self.recalibrate_s < 0 or (self.drift_um is not None and self.drift_um <= 0):
+            raise ValueError("recalibrate_s must be >= 0 (0: no timed re-scans), drift_um positive (None: none).")
 
     @property
     def n_frames(self) -> int:
@@ -75,7 +73,7 @@ class ActivityRunConfig:
     def calibration(self) -> CalibrationConfig:
         """The run's scans and re-scan policy as deepz live's configuration holds them (validated there)."""
         return CalibrationConfig(z_range_um=self.scan_range_um, step_um=self.scan_step_um,
-                                 interval_s=self.recalibrate_s or 0.0, drift_um=self.drift_um)  # fmt: skip
+                                 interval_s=self.recalibrate_s, drift_um=self.drift_um)  # fmt: skip
 
 
 class _CameraScans:
