@@ -62,7 +62,7 @@ class ActivityRunConfig:
         if self.virtual_every < 0:
             raise ValueError("virtual_every must be >= 0 (0 skips the Deep-Z methods).")
         if self.recalibrate_s < 0 or (self.drift_um is not None and self.drift_um <= 0):
-            raise ValueError("recalibrate_s must be >= 0 (0: no timed re-scans), drift_um positive (None: none).")
+            raise ValueError("recalibrate_s must be >= 0 (0: never) and drift_um positive (None: never).")
 
     @property
     def n_frames(self) -> int:
