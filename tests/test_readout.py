@@ -221,3 +221,25 @@ def test_a_new_reference_keeps_the_ids_of_the_neurons_followed_and_numbers_the_n
     assert again.ids[-1] > ref.ids.max()  # a new neuron never reuses an ID
     state = readout.update(_render(ref, brightness, shift_px=shift_px), 0.03)
     np.testing.assert_array_equal(state.ids, again.ids)
+
+
+def test_the_fitted_defocus_table_keeps_every_neurons_light_at_every_defocus():
+    from track.readout.calibrate import fit_stamps, ring_areas
+
+    truth = nominal_stamps(Optics(nucleus_diameter_um=3.0), PX, 10.0)  # wider nuclei than the fit starts from
+    rng = np.random.default_rng(5)
+    n = 10
+    yx = rng.uniform(14, 82, (n, 2))
+    depth = rng.uniform(-3, 3, n)
+    brightness = rng.uniform(10000, 30000, n)
+    z = np.arange(-9.0, 9.25, 0.5)
+    patches = cut_patches(torch.as_tensor(yx, dtype=torch.float32), truth.half_px, SHAPE)
+    scan = np.stack([
+        patches.render(torch.as_tensor(brightness[:, None, None]) * truth.evaluate(
+            patches, torch.as_tensor(depth - zk, dtype=torch.float32)).value).numpy() + BACKGROUND
+        for zk in z
+    ])  # fmt: skip
+    fit = fit_stamps(torch.as_tensor(scan), z, np.column_stack([depth, yx * PX]), PX, Optics())
+    flux = fit.stamps.table @ ring_areas(fit.stamps)
+    np.testing.assert_allclose(flux, 1.0, rtol=1e-4)  # a wide-field camera sees all the light at any focus
+    np.testing.assert_allclose(fit.brightness, brightness, rtol=0.06)

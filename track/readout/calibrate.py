@@ -3,7 +3,9 @@
 The scan images every neuron at many defocus values. The stamp table, each neuron's brightness and each
 plane's background are fitted jointly to the scan (non-negative multiplicative updates of a least-squares
 fit, Lee & Seung), starting from the nominal optics; only planes that see every neuron within the table's
-defocus range are used, so no light is left unmodelled.
+defocus range are used, so no light is left unmodelled. Every defocus row of the table carries unit flux:
+a wide-field camera collects a nucleus' light whatever the focus, so a brightness means the same at every
+depth and in every scan (left free, the rows' flux wandered by 5-10% from scan to scan and scaled the traces).
 """
 
 from __future__ import annotations
@@ -92,8 +94,7 @@ def fit_stamps(
     fitted = _render_scan(values, patches, brightness, background)
     signal = ((data - background[:, None, None]) ** 2).sum().clamp(min=1e-12)
     residual = float(((data - fitted) ** 2).sum() / signal)
-    final, scale = _normalised(final)
-    return StampFit(final, (brightness * scale).cpu().numpy(), planes, residual)
+    return StampFit(final, brightness.cpu().numpy(), planes, residual)
 
 
 def _initial_brightness(data, background, patches, defocus, model: StampModel) -> torch.Tensor:
@@ -145,14 +146,11 @@ def _update_table(data, fitted, patches, defocus, model: StampModel, brightness,
     ratio = torch.where(den > 0, num / den.clamp(min=1e-30), torch.ones_like(num)).reshape(n_d, n_r)
     out = table * ratio
     out[:, -1] = 0.0
-    return out
+    ring = torch.as_tensor(ring_areas(model), dtype=out.dtype, device=out.device)
+    return out / (out * ring).sum(dim=1, keepdim=True).clamp(min=1e-30)  # every row carries unit flux
 
 
-def _normalised(model: StampModel) -> tuple[StampModel, float]:
-    """The table scaled so the in-focus stamp sums to 1 over the plane, and the brightness factor that keeps
-    brightness x stamp unchanged."""
+def ring_areas(model: StampModel) -> np.ndarray:
+    """(R,) plane area (px^2) each radius column of the table stands for: a row's flux is table @ areas."""
     r = np.arange(model.table.shape[1]) * model.radius_step_px
-    ring = 2 * np.pi * np.maximum(r, model.radius_step_px / 2) * model.radius_step_px
-    focus = int(np.argmin(np.abs(model.defocus_um)))
-    total = float((model.table[focus] * ring).sum())
-    return StampModel(model.defocus_um, model.radius_step_px, (model.table / total).astype(np.float32)), total
+    return 2 * np.pi * np.maximum(r, model.radius_step_px / 2) * model.radius_step_px
