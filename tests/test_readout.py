@@ -243,3 +243,31 @@ def test_the_fitted_defocus_table_keeps_every_neurons_light_at_every_defocus():
     flux = fit.stamps.table @ ring_areas(fit.stamps)
     np.testing.assert_allclose(flux, 1.0, rtol=1e-4)  # a wide-field camera sees all the light at any focus
     np.testing.assert_allclose(fit.brightness, brightness, rtol=0.06)
+
+
+def test_a_neuron_that_leaves_the_field_gets_its_id_back_where_its_neighbours_motion_puts_it():
+    from track.readout.dormant import DormantNeurons
+
+    rng = np.random.default_rng(6)
+    found = rng.uniform(0, 20, (8, 3))
+    dormant = DormantNeurons(neighbours=4, remember_scans=2)
+    dormant.add(np.array([7]), np.array([[1.0, 2.0, 3.0]]), np.arange(100, 108), found)
+    moved = found + np.array([0.0, 2.0, -1.0])  # the body moved on; its nearest neighbour left the field too
+    still = np.argsort(np.linalg.norm(found - [1.0, 2.0, 3.0], axis=1))[1:]
+    ids, where = dormant.predict(100 + still, moved[still])
+    assert ids.tolist() == [7]
+    np.testing.assert_allclose(where[0], [1.0, 4.0, 2.0])
+    assert dormant.predict(np.array([200]), np.zeros((1, 3)))[0].size == 0  # no neighbour followed: no place
+    assert dormant.age().tolist() == [] and dormant.age().tolist() == [7] and len(dormant) == 0  # forgotten
+
+    ref, brightness = _known_reference(seed=4)
+    readout = LiveReadout(ReadoutConfig())
+    readout.follow(ref)
+    gone = dataclasses.replace(ref, ids=np.arange(500, 511), positions_um=ref.positions_um[:-1],
+                               brightness=brightness[:-1])  # fmt: skip
+    first = readout.carry_over(gone)  # the last neuron left the field
+    assert ref.ids[-1] not in first.ids
+    step = np.array([0.3, 1.2, -0.9])  # it came back, and the worm moved meanwhile
+    back = dataclasses.replace(ref, ids=np.arange(600, 612), positions_um=ref.positions_um + step)
+    again = readout.carry_over(back)
+    np.testing.assert_array_equal(again.ids, ref.ids)  # every neuron has its own ID again

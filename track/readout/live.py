@@ -14,6 +14,7 @@ from track.evaluate import match_points
 from track.online import estimate_drift
 from track.readout.calibrate import StampFitConfig
 from track.readout.demix import Demixer, DemixResult, gram_matrix
+from track.readout.dormant import DormantNeurons
 from track.readout.motion import MotionConfig, field_weights, motion_step, neighbour_weights
 from track.readout.patches import cut_patches
 from track.readout.reference import Reference, build_reference
@@ -42,10 +43,13 @@ class ReadoutConfig:
     gram_every: int = 10  # frames; neighbours move together, so their overlaps change slowly
     settle_steps: int = 20  # motion steps on the first frame after a scan (the specimen moved meanwhile)
     match_um: float = 2.0  # re-calibration: a new detection within this of a followed neuron keeps its ID
+    # re-calibration: a neuron a scan missed (e.g. out of the field) is remembered this many scans (a minute
+    # at the default 5 s re-scans) and gets its ID back when found where its neighbours' motion puts it
+    remember_scans: int = 12
 
     def __post_init__(self) -> None:
-        if self.gram_every < 1 or self.settle_steps < 1 or self.match_um <= 0:
-            raise ValueError("gram_every and settle_steps must be >= 1 and match_um > 0.")
+        if self.gram_every < 1 or self.settle_steps < 1 or self.match_um <= 0 or self.remember_scans < 1:
+            raise ValueError("gram_every, settle_steps and remember_scans must be >= 1 and match_um > 0.")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class LiveReadout:
         self.optics: Optics | None = None
         self._dff = RunningDff(self.config.activity)
         self._demixer = Demixer()
+        self._dormant = DormantNeurons(remember_scans=self.config.remember_scans)
+        self._next_id = 0
 
     def calibrate(
         self, stack: np.ndarray | torch.Tensor, z_um: np.ndarray, pixel_size_um: float, optics: Optics
@@ -83,35 +89,48 @@ class LiveReadout:
             shapes=self.config.shapes, device=self.device,
         )  # fmt: skip
         self._dff = RunningDff(self.config.activity)
+        self._dormant = DormantNeurons(remember_scans=self.config.remember_scans)
+        self._next_id = 0
         self.follow(reference)
         return reference
 
     def recalibrate(self, stack: np.ndarray | torch.Tensor, z_um: np.ndarray) -> Reference:
-        """A new scan: neurons found again (near where they were followed to) keep their IDs, new ones get new
-        IDs, and neurons not found again are dropped."""
+        """A new scan: neurons found again (near where they were followed to, or where remembered ones are
+        predicted to be) keep their IDs, new ones get new IDs, and neurons not found again are remembered."""
         if self.reference is None or self.optics is None:
             raise RuntimeError("recalibrate needs a first calibration; call calibrate first.")
         old = self.reference
         fresh = build_reference(
             stack, z_um, old.pixel_size_um, self.optics, detect=self.config.detect, fit=self.config.fit,
-            shapes=self.config.shapes, first_id=int(old.ids.max()) + 1, device=self.device,
+            shapes=self.config.shapes, first_id=self._next_id, device=self.device,
         )  # fmt: skip
         return self.carry_over(fresh)
 
     def carry_over(self, fresh: Reference) -> Reference:
         """Follow ``fresh`` from now on (a new scan's reference): its neurons near where the current ones were
-        followed to take their IDs, the others get new IDs; returns it with those IDs."""
+        followed to take their IDs, then those near where remembered neurons (ones earlier scans missed, e.g.
+        out of the field) are predicted to be take theirs, the others get new IDs; returns it with those IDs.
+        Followed neurons it missed are remembered (``remember_scans``)."""
         if self.reference is None:
             raise RuntimeError("carry_over needs a reference being followed; call calibrate first.")
-        old = self.reference
+        old, match_um = self.reference, self.config.match_um
         followed = self.positions_um()
-        shift = estimate_drift(followed, fresh.positions_um, search_um=3 * self.config.match_um)
-        new_row, old_row = match_points(fresh.positions_um, followed + shift, self.config.match_um)
+        shift = estimate_drift(followed, fresh.positions_um, search_um=3 * match_um)
+        new_row, old_row = match_points(fresh.positions_um, followed + shift, match_um)
         ids = fresh.ids.copy()
         ids[new_row] = old.ids[old_row]
         unmatched = np.setdiff1d(np.arange(len(ids)), new_row)
-        ids[unmatched] = int(old.ids.max()) + 1 + np.arange(len(unmatched))
-        self._dff.forget(np.setdiff1d(old.ids, ids))
+        remembered, predicted = self._dormant.predict(old.ids, followed)
+        back_row, back = match_points(fresh.positions_um[unmatched], predicted + shift, match_um)
+        ids[unmatched[back_row]] = remembered[back]
+        self._dormant.take(remembered[back])
+        new = np.setdiff1d(unmatched, unmatched[back_row])
+        ids[new] = self._next_id + np.arange(len(new))
+        self._next_id += len(new)
+        self._dff.forget(self._dormant.age())
+        missed = np.setdiff1d(np.arange(len(old.ids)), old_row)
+        found = fresh.positions_um[new_row]
+        self._dormant.add(old.ids[missed], followed[missed] + shift, ids[new_row], found)
         reference = replace(fresh, ids=ids)
         self.follow(reference)
         return reference
@@ -122,6 +141,7 @@ class LiveReadout:
         if reference.frame_shape[0] * reference.frame_shape[1] == 0:
             raise ValueError("The calibration frames are empty.")
         self.reference = reference
+        self._next_id = max(self._next_id, int(reference.ids.max(initial=-1)) + 1)  # IDs are never reused
         px = reference.pixel_size_um
         lateral = reference.positions_um[:, 1:] / px
         self._centres = torch.as_tensor(lateral, dtype=torch.float32, device=self.device)
@@ -136,7 +156,6 @@ class LiveReadout:
         if reference.shapes is not None:
             self._shapes = ShapeReader(reference.shapes, self.device)
             self._half = max(self._half, reference.shapes.half_px)
-        self._brightness = torch.as_tensor(reference.brightness, dtype=torch.float32, device=self.device)
         self._demixer = Demixer()
         self._since_scan = 0
 
