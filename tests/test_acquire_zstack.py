@@ -28,6 +28,15 @@ def core():
     core.unloadAllDevices()
 
 
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt here, also where this process was started with SIGINT ignored (a
+    background job); the handler before is put back."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def test_stack_is_sharpest_where_the_neurons_are(core) -> None:
     z = z_positions(-8, 8, 0.5)
     core.setPosition(0.0)
@@ -68,7 +77,7 @@ def test_out_of_range_positions_are_refused_before_moving(core) -> None:
         z_positions(1, 0, 0.5)
 
 
-def test_focus_is_restored_after_ctrl_c_mid_scan(core) -> None:
+def test_focus_is_restored_after_ctrl_c_mid_scan(core, ctrl_c) -> None:
     """A real SIGINT to this process while the stage steps: the KeyboardInterrupt still restores focus."""
     core.setPosition(3.0)
     timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT))
@@ -211,7 +220,7 @@ def test_stages_that_cannot_sequence_are_stepped(core) -> None:
         core.setProperty("Z", "SequenceMaxLength", 1000)
 
 
-def test_focus_is_restored_after_ctrl_c_mid_sequenced_scan(core) -> None:
+def test_focus_is_restored_after_ctrl_c_mid_sequenced_scan(core, ctrl_c) -> None:
     core.setPosition(-2.0)
     core.setExposure(100.0)  # 41 planes take 4 s: interrupted
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
