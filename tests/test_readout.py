@@ -279,7 +279,7 @@ def test_a_rescan_whose_model_reads_dimmer_is_linked_to_the_last_scans_scale():
     ref, brightness = _known_reference(seed=7)
     frame = _render(ref, brightness)
     brighter = StampModel(ref.stamps.defocus_um, ref.stamps.radius_step_px, ref.stamps.table * 1.25)
-    rescan = dataclasses.replace(ref, stamps=brighter)  # this scan reads each neuron 1 / 1.25 as bright
+    rescan = dataclasses.replace(ref, stamps=brighter)  # this scan's model: every neuron reads 1 / 1.25 as bright
     # a precise link splits the difference (either scan's scale is as likely off); a link as uncertain as a
     # scan's scale moves a third of the way; no link leaves the new scale
     for link_frames, link_error, power in ((5, 0.001, 0.5), (5, 0.08, 2 / 3), (0, 0.08, 1.0)):

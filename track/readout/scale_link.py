@@ -30,7 +30,7 @@ class ScaleLinks:
         self._before, self._now, self._ratios = self._now, {}, {}
 
     def observe(self, old_ids: np.ndarray, old: np.ndarray, ids: np.ndarray, new: np.ndarray) -> None:
-        """One frame read by the last scan's model (old_ids, old brightness) and this one (ids, new)."""
+        """One frame read by the previous model (old_ids, brightness) and the current one (ids, brightness)."""
         before = dict(zip(np.asarray(old_ids).tolist(), np.asarray(old, np.float64).tolist(), strict=True))
         prior = self.scan_error**2
         for i, b in zip(np.asarray(ids).tolist(), np.asarray(new, np.float64).tolist(), strict=True):
