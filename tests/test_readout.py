@@ -271,23 +271,3 @@ def test_a_neuron_that_leaves_the_field_gets_its_id_back_where_its_neighbours_mo
     back = dataclasses.replace(ref, ids=np.arange(600, 612), positions_um=ref.positions_um + step)
     again = readout.carry_over(back)
     np.testing.assert_array_equal(again.ids, ref.ids)  # every neuron has its own ID again
-
-
-def test_a_rescan_whose_model_reads_dimmer_is_linked_to_the_last_scans_scale():
-    from track.readout.stamps import StampModel
-
-    ref, brightness = _known_reference(seed=7)
-    frame = _render(ref, brightness)
-    brighter = StampModel(ref.stamps.defocus_um, ref.stamps.radius_step_px, ref.stamps.table * 1.25)
-    rescan = dataclasses.replace(ref, stamps=brighter)  # this scan's model: every neuron reads 1 / 1.25 as bright
-    # a precise link splits the difference (either scan's scale is as likely off); a link as uncertain as a
-    # scan's scale moves a third of the way; no link leaves the new scale
-    for link_frames, link_error, power in ((5, 0.001, 0.5), (5, 0.08, 2 / 3), (0, 0.08, 1.0)):
-        config = ReadoutConfig(link_frames=link_frames, scan_scale_error=0.08, link_scale_error=link_error)
-        readout = LiveReadout(config)
-        readout.follow(ref)
-        np.testing.assert_allclose(readout.update(frame, 0.0).brightness, brightness, rtol=1e-3)
-        readout.carry_over(rescan)
-        states = [readout.update(frame, 0.01 * k) for k in range(1, 8)]
-        np.testing.assert_allclose(states[-1].brightness, brightness / 1.25**power, rtol=0.01)
-        assert readout._previous is None  # the last scan's model is dropped after link_frames

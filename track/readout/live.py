@@ -3,7 +3,6 @@ each single frame at focus; re-calibration keeps the IDs of neurons found again.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -16,7 +15,6 @@ from track.online import estimate_drift
 from track.readout.calibrate import StampFitConfig
 from track.readout.demix import Demixer, DemixResult, gram_matrix
 from track.readout.dormant import DormantNeurons
-from track.readout.scale_link import ScaleLinks
 from track.readout.motion import MotionConfig, field_weights, motion_step, neighbour_weights
 from track.readout.patches import cut_patches
 from track.readout.reference import Reference, build_reference
@@ -48,17 +46,10 @@ class ReadoutConfig:
     # re-calibration: a neuron a scan missed (e.g. out of the field) is remembered this many scans (a minute
     # at the default 5 s re-scans) and gets its ID back when found where its neighbours' motion puts it
     remember_scans: int = 12
-    # re-scan: frames the last scan's model also reads, to link each neuron's brightness scale (0 = no link);
-    # the spread of a scan's scale (log; measured 5-10% at 2-6 um from focus) and of one link
-    link_frames: int = 20
-    scan_scale_error: float = 0.08
-    link_scale_error: float = 0.02
 
     def __post_init__(self) -> None:
         if self.gram_every < 1 or self.settle_steps < 1 or self.match_um <= 0 or self.remember_scans < 1:
             raise ValueError("gram_every, settle_steps and remember_scans must be >= 1 and match_um > 0.")
-        if self.link_frames < 0 or self.scan_scale_error <= 0 or self.link_scale_error <= 0:
-            raise ValueError("link_frames must be >= 0 and the scale errors positive.")
 
 
 @dataclass(frozen=True)
@@ -86,9 +77,6 @@ class LiveReadout:
         self._dff = RunningDff(self.config.activity)
         self._demixer = Demixer()
         self._dormant = DormantNeurons(remember_scans=self.config.remember_scans)
-        self._links = ScaleLinks(self.config.scan_scale_error, self.config.link_scale_error)
-        self._previous: LiveReadout | None = None
-        self._link_frames_left = 0
         self._next_id = 0
 
     def calibrate(
@@ -102,7 +90,6 @@ class LiveReadout:
         )  # fmt: skip
         self._dff = RunningDff(self.config.activity)
         self._dormant = DormantNeurons(remember_scans=self.config.remember_scans)
-        self._links = ScaleLinks(self.config.scan_scale_error, self.config.link_scale_error)
         self._next_id = 0
         self.follow(reference)
         return reference
@@ -144,13 +131,8 @@ class LiveReadout:
         missed = np.setdiff1d(np.arange(len(old.ids)), old_row)
         found = fresh.positions_um[new_row]
         self._dormant.add(old.ids[missed], followed[missed] + shift, ids[new_row], found)
-        previous = copy.copy(self)  # follow() below rebinds everything the last scan's model reads with
-        previous._previous, previous._since_scan = None, 0  # it settles on the first frame, as after a scan
         reference = replace(fresh, ids=ids)
         self.follow(reference)
-        self._links.new_scan()
-        self._previous = previous if self.config.link_frames > 0 else None
-        self._link_frames_left = self.config.link_frames
         return reference
 
     def follow(self, reference: Reference) -> None:
@@ -190,16 +172,15 @@ class LiveReadout:
         if self.reference is None:
             raise RuntimeError("No reference yet; call calibrate with a focal scan before update.")
         y = self._frame_tensor(frame)
-        result, sigma = self._read(y)
+        cfg = self.config
+        steps = cfg.settle_steps if self._since_scan == 0 else 1
+        for step in range(steps):
+            settling = step < steps - 1
+            fresh = settling or self._since_scan % cfg.gram_every == 0
+            result, sigma = self._step(y, fresh_gram=fresh)
+        self._since_scan += 1
         brightness = result.brightness.cpu().numpy()
         ids = self.reference.ids
-        if self._previous is not None:  # the frames after a re-scan: the last scan's model reads them too
-            old = self._previous._read(y)[0].brightness.cpu().numpy()
-            self._links.observe(self._previous.reference.ids, old, ids, brightness)
-            self._link_frames_left -= 1
-            if self._link_frames_left <= 0:
-                self._previous = None
-        brightness = (brightness * self._links.correction(ids)).astype(np.float32)
         confidence = (result.brightness / (sigma * result.unit_error).clamp(min=1e-12)).cpu().numpy()
         return ReadoutState(
             t_s=float(t_s),
@@ -211,17 +192,6 @@ class LiveReadout:
             axial_offset_um=self._axial,
             background=result.background,
         )
-
-    def _read(self, y: torch.Tensor) -> tuple[DemixResult, torch.Tensor]:
-        """Follow and demix one frame (several motion steps on the first frame after a scan)."""
-        cfg = self.config
-        steps = cfg.settle_steps if self._since_scan == 0 else 1
-        for step in range(steps):
-            settling = step < steps - 1
-            fresh = settling or self._since_scan % cfg.gram_every == 0
-            result, sigma = self._step(y, fresh_gram=fresh)
-        self._since_scan += 1
-        return result, sigma
 
     def _step(self, y: torch.Tensor, fresh_gram: bool) -> tuple[DemixResult, torch.Tensor]:
         """Demix at the current positions, then move the neurons by one motion step against the residual;
