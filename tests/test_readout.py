@@ -224,7 +224,8 @@ def test_a_new_reference_keeps_the_ids_of_the_neurons_followed_and_numbers_the_n
 
 
 def test_the_fitted_defocus_table_keeps_every_neurons_light_at_every_defocus():
-    from track.readout.calibrate import fit_stamps, ring_areas
+    from track.readout.calibrate import fit_stamps
+    from track.readout.stamps import ring_areas
 
     truth = nominal_stamps(Optics(nucleus_diameter_um=3.0), PX, 10.0)  # wider nuclei than the fit starts from
     rng = np.random.default_rng(5)
@@ -240,7 +241,7 @@ def test_the_fitted_defocus_table_keeps_every_neurons_light_at_every_defocus():
         for zk in z
     ])  # fmt: skip
     fit = fit_stamps(torch.as_tensor(scan), z, np.column_stack([depth, yx * PX]), PX, Optics())
-    flux = fit.stamps.table @ ring_areas(fit.stamps)
+    flux = fit.stamps.table @ ring_areas(fit.stamps.table.shape[1], fit.stamps.radius_step_px)
     np.testing.assert_allclose(flux, 1.0, rtol=1e-4)  # a wide-field camera sees all the light at any focus
     np.testing.assert_allclose(fit.brightness, brightness, rtol=0.06)
 

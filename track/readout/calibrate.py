@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from track.readout.patches import cut_patches
-from track.readout.stamps import Optics, StampModel, nominal_stamps
+from track.readout.stamps import Optics, StampModel, nominal_stamps, ring_areas
 
 __all__ = ["StampFitConfig", "StampFit", "fit_stamps"]
 
@@ -146,11 +146,5 @@ def _update_table(data, fitted, patches, defocus, model: StampModel, brightness,
     ratio = torch.where(den > 0, num / den.clamp(min=1e-30), torch.ones_like(num)).reshape(n_d, n_r)
     out = table * ratio
     out[:, -1] = 0.0
-    ring = torch.as_tensor(ring_areas(model), dtype=out.dtype, device=out.device)
+    ring = torch.as_tensor(ring_areas(n_r, model.radius_step_px), dtype=out.dtype, device=out.device)
     return out / (out * ring).sum(dim=1, keepdim=True).clamp(min=1e-30)  # every row carries unit flux
-
-
-def ring_areas(model: StampModel) -> np.ndarray:
-    """(R,) plane area (px^2) each radius column of the table stands for: a row's flux is table @ areas."""
-    r = np.arange(model.table.shape[1]) * model.radius_step_px
-    return 2 * np.pi * np.maximum(r, model.radius_step_px / 2) * model.radius_step_px

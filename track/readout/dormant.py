@@ -37,11 +37,6 @@ class DormantNeurons:
     def __len__(self) -> int:
         return len(self._items)
 
-    @property
-    def ids(self) -> np.ndarray:
-        """The remembered IDs."""
-        return np.fromiter(self._items, np.int64, len(self._items))
-
     def add(
         self, ids: np.ndarray, positions_um: np.ndarray, found_ids: np.ndarray, found_um: np.ndarray
     ) -> None:

@@ -14,7 +14,13 @@ import torch
 
 from track.readout.patches import Patches
 
-__all__ = ["Optics", "StampModel", "StampValues", "nominal_stamps"]
+__all__ = ["Optics", "StampModel", "StampValues", "nominal_stamps", "ring_areas"]
+
+
+def ring_areas(n_radii: int, radius_step_px: float) -> np.ndarray:
+    """(R,) plane area (px^2) each radius column of a stamp table stands for (a row's flux: table @ areas)."""
+    r = np.arange(n_radii) * radius_step_px
+    return 2 * np.pi * np.maximum(r, radius_step_px / 2) * radius_step_px
 
 
 @dataclass(frozen=True)
@@ -68,8 +74,7 @@ class StampModel:
     def half_for(self, max_abs_defocus_um: float, energy: float = 0.97) -> int:
         """Smallest patch half-width holding ``energy`` of the light of every stamp up to that |defocus|."""
         rows = np.abs(self.defocus_um) <= max(max_abs_defocus_um, float(np.abs(self.defocus_um).min()))
-        r = np.arange(self.table.shape[1]) * self.radius_step_px
-        ring = self.table[rows] * (2 * np.pi * np.maximum(r, self.radius_step_px / 2))[None]
+        ring = self.table[rows] * ring_areas(self.table.shape[1], self.radius_step_px)[None]
         cum = np.cumsum(ring, axis=1) / np.maximum(ring.sum(axis=1, keepdims=True), 1e-30)
         reach = (cum < energy).sum(axis=1).max() + 1
         return int(min(np.ceil(reach * self.radius_step_px) + 1, self.half_px))
@@ -132,6 +137,5 @@ def nominal_stamps(
     table = 1.0 / (1.0 + np.exp(np.clip(edge, -50, 50)))
     table += 0.01 * (r_px[None] * pixel_size_um <= 1.5 * radius_um[:, None] + 2 * soft)  # room for tails
     table[:, -1] = 0.0
-    area = table * 2 * np.pi * np.maximum(r_px, radius_step_px / 2)[None] * radius_step_px
-    table /= area.sum(axis=1, keepdims=True)
+    table /= table @ ring_areas(len(r_px), radius_step_px)[:, None]
     return StampModel(np.round(defocus, 6), radius_step_px, table.astype(np.float32))
