@@ -34,12 +34,16 @@ def test_flux_is_conserved_through_defocus(sim: WormSimulator) -> None:
     np.testing.assert_allclose(sums, 1e4, rtol=1e-4)
 
 
-def test_nuclei_near_focus_are_placed_to_sub_pixel_precision(sim: WormSimulator) -> None:
+@pytest.mark.parametrize("defocus_um", [0.5, 6.0, -9.0])
+def test_nuclei_at_any_defocus_are_placed_to_sub_pixel_precision(
+    sim: WormSimulator, defocus_um: float
+) -> None:
+    """A defocused image moves as continuously as its nucleus (no jump at pixel borders)."""
     bank = sim.stamps("widefield")
     yy, xx = np.mgrid[:200, :200]
     for y, x in ((100.3, 100.7), (99.5, 100.25)):
         img = np.zeros((200, 200), np.float32)
-        add_stamps(img, bank, np.array([[y, x]]), np.array([0.5]), np.array([1]), np.array([1e4]))
+        add_stamps(img, bank, np.array([[y, x]]), np.array([defocus_um]), np.array([1]), np.array([1e4]))
         total = img.sum(dtype=np.float64)
         assert total == pytest.approx(1e4, rel=1e-5)
         assert (img * yy).sum() / total == pytest.approx(y, abs=0.01)

@@ -11,7 +11,6 @@ from acquire.sim.config import CameraConfig
 from acquire.sim.optics import StampBank
 
 ADC_MAX = 65535
-SUBPIXEL_MAX_PX = 41  # stamps this wide or narrower (|defocus| <~ 3 um) are placed to sub-pixel precision
 
 
 def _subpixel(stamp: np.ndarray, fy: float, fx: float, electrons: float) -> np.ndarray:
@@ -38,8 +37,10 @@ def add_stamps(
 ) -> np.ndarray:
     """Add each nucleus (row, col) its stamp scaled by its electrons into ``image`` (float32, in place).
 
-    Nuclei near focus (stamps up to ``SUBPIXEL_MAX_PX`` wide) are placed with sub-pixel precision; broader,
-    defocused stamps go to the nearest pixel, an error far below their blur.
+    Every stamp is placed with sub-pixel precision, so an image moves as continuously as its nucleus. (Broad,
+    defocused stamps once went to the nearest pixel: their sharp defocus rings then jumped by a pixel as a
+    nucleus crossed a pixel border, which no camera does; a demixing fit with the simulator's own radial
+    stamps at the true positions read neurons 4-6 um from focus at trace r 0.86 instead of 0.96.)
     """
     h, w = image.shape
     planes = bank.plane_index(defocus_um)
@@ -48,12 +49,8 @@ def add_stamps(
     ):
         stamp = bank.stamps[c][j]
         half = stamp.shape[0] // 2
-        if stamp.shape[0] <= SUBPIXEL_MAX_PX:
-            r0, c0 = math.floor(y), math.floor(x)
-            patch = _subpixel(stamp, y - r0, x - c0, e)
-        else:
-            r0, c0 = round(y), round(x)
-            patch = np.float32(e) * stamp
+        r0, c0 = math.floor(y), math.floor(x)
+        patch = _subpixel(stamp, y - r0, x - c0, e)
         y0, x0 = r0 - half, c0 - half
         y1, x1 = y0 + patch.shape[0], x0 + patch.shape[1]
         if y1 <= 0 or x1 <= 0 or y0 >= h or x0 >= w:
