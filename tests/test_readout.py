@@ -13,6 +13,7 @@ from acquire.sim import CameraConfig, SimConfig, WormSimulator
 from track.evaluate import match_points
 from track.readout import LiveReadout, Optics, ReadoutConfig, Reference
 from track.readout.calibrate import StampFitConfig
+from track.readout.motion import DisplacementField, MotionConfig
 from track.readout.patches import cut_patches
 from track.readout.stamps import nominal_stamps
 
@@ -192,6 +193,28 @@ def test_motion_field_holds_neurons_with_little_information_to_their_neighbours(
     error = np.mean(errors, axis=0)
     assert np.median(error[1::4]) < 0.05  # bright neurons: their own information
     assert np.median(error[::4]) < 0.08 and error[::4].max() < 0.12  # dim ones: held by the field
+
+
+def test_the_displacement_field_predicts_a_sheared_and_turned_neighbourhood_where_a_mean_cannot():
+    """A bending body shears and turns: neighbours' displacements follow an affine field, which the field's
+    prediction recovers (their plain mean is off by the gradient times their mean offset); with the gradient
+    shrunk away it is their mean, and a neuron without neighbours is not pulled anywhere."""
+    rng = np.random.default_rng(3)
+    positions = torch.as_tensor(rng.uniform(0, 1, (60, 3)) * np.array([4.0, 30, 30]))
+    positions[0] = torch.tensor([0.0, 500.0, 500.0])  # far from every other
+    field = DisplacementField.from_positions(positions, MotionConfig(pool_um=4.0))
+    gradient = torch.tensor([[0.02, -0.05], [0.05, 0.01]], dtype=torch.float64)  # px per um (row, col)
+    displacement = torch.tensor([1.0, -2.0], dtype=torch.float64) + positions[:, 1:] @ gradient.T
+    displacement[0] = torch.tensor([7.0, 7.0])
+    trust = torch.ones(60, dtype=torch.float64)
+    affine = (field.predict(trust, displacement, ridge_um2=1e-6) - displacement)[1:].norm(dim=1)
+    mean = (field.predict(trust, displacement, ridge_um2=1e9) - displacement)[1:].norm(dim=1)
+    assert float(affine.max()) < 1e-3
+    assert float(mean.median()) > 0.02  # the mean misses by the gradient times the neighbours' mean offset
+    weights = field.weights / field.weights.sum(dim=1, keepdim=True)
+    plain = (weights @ displacement - displacement)[1:].norm(dim=1)
+    torch.testing.assert_close(mean, plain, atol=1e-6, rtol=0)
+    torch.testing.assert_close(field.predict(trust, displacement, 4.0)[0], displacement[0])
 
 
 def _render_field(ref: Reference, brightness: np.ndarray, shift_px: np.ndarray) -> np.ndarray:

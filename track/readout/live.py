@@ -15,7 +15,7 @@ from track.online import estimate_drift
 from track.readout.calibrate import StampFitConfig
 from track.readout.demix import Demixer, DemixResult, gram_matrix
 from track.readout.dormant import DormantNeurons
-from track.readout.motion import MotionConfig, field_weights, motion_step, neighbour_weights
+from track.readout.motion import DisplacementField, MotionConfig, motion_step, neighbour_weights
 from track.readout.patches import cut_patches
 from track.readout.reference import Reference, build_reference
 from track.readout.shapes import ShapeConfig, ShapeReader
@@ -147,7 +147,7 @@ class LiveReadout:
         self._centres = torch.as_tensor(lateral, dtype=torch.float32, device=self.device)
         self._scan_centres = self._centres.clone()
         scan_positions = torch.as_tensor(reference.positions_um, device=self.device)
-        self._field = field_weights(scan_positions, self.config.motion)  # neighbours as the scan found them
+        self._field = DisplacementField.from_positions(scan_positions, self.config.motion)
         self._depth = torch.as_tensor(reference.positions_um[:, 0], dtype=torch.float32, device=self.device)
         self._axial = 0.0
         reach = float(np.abs(reference.positions_um[:, 0]).max()) + 2.0

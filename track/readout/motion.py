@@ -4,9 +4,10 @@ axial offset against the residual of the forward model, lateral steps pooled ove
 At 100 Hz neurons move a few hundredths of a pixel per frame, so one step per frame, started from the last
 frame's positions, keeps them locked; pooling the normal equations of neighbours (a locally rigid motion)
 lets dim or defocused neurons, whose own position information is weak, move with their neighbourhood.
-Neighbours in a worm move together, so each neuron's displacement since the scan is also drawn towards its
-neighbours' (a smooth displacement field), in proportion to how weak its own information is: a neuron with
-little of it cannot wander off alone, and one with plenty is barely held.
+Neighbours in a worm move together, so each neuron's displacement since the scan is also drawn towards what
+its neighbours' displacements predict at its place (a locally affine field: a bending body shears and turns,
+so their plain mean is off by the field's gradient times their mean offset), in proportion to how weak its
+own information is: a neuron with little of it cannot wander off alone, and one with plenty is barely held.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from track.readout.patches import Patches
 from track.readout.stamps import StampValues
 
-__all__ = ["MotionConfig", "MotionStep", "field_weights", "motion_step", "neighbour_weights"]
+__all__ = ["DisplacementField", "MotionConfig", "MotionStep", "motion_step", "neighbour_weights"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class MotionConfig:
     # pull of each neuron's displacement since the scan towards its neighbours' information-weighted mean
     # (Gaussian weights at pool_um in 3D), relative to the median neuron's lateral information; 0 = off
     field_weight: float = 0.1
+    # shrinkage of the field's local gradient (um^2, against the neighbours' weighted offset variance): with
+    # few or lined-up neighbours the prediction falls back to their weighted mean
+    field_ridge_um2: float = 4.0
     damping: float = 1e-3  # Levenberg term relative to the mean lateral information
     max_step_px: float = 0.5
     max_axial_step_um: float = 0.1
@@ -56,13 +60,34 @@ def neighbour_weights(lateral_um: torch.Tensor, config: MotionConfig) -> torch.T
     return w
 
 
-def field_weights(positions_um: torch.Tensor, config: MotionConfig) -> torch.Tensor:
-    """(N, N) Gaussian weights of 3D distance at ``pool_um``, zero on the diagonal: who a neuron's
-    displacement is compared with."""
-    p = positions_um.double()
-    w = torch.exp(-0.5 * torch.cdist(p, p) ** 2 / config.pool_um**2)
-    w.fill_diagonal_(0.0)
-    return w
+@dataclass(frozen=True)
+class DisplacementField:
+    """Whose displacements predict each neuron's: Gaussian weights of 3D distance at ``pool_um`` (zero on the
+    diagonal) and the neighbours' offsets, both as the scan found them."""
+
+    weights: torch.Tensor  # (N, N)
+    offsets_um: torch.Tensor  # (N, N, 3): neighbour minus neuron (z, y, x)
+
+    @classmethod
+    def from_positions(cls, positions_um: torch.Tensor, config: MotionConfig) -> DisplacementField:
+        p = positions_um.double()
+        w = torch.exp(-0.5 * torch.cdist(p, p) ** 2 / config.pool_um**2)
+        w.fill_diagonal_(0.0)
+        return cls(w, p[None, :, :] - p[:, None, :])
+
+    def predict(self, trust: torch.Tensor, displacement: torch.Tensor, ridge_um2: float) -> torch.Tensor:
+        """(N, 2) each neuron's displacement as a local affine fit of its neighbours' (N, 2) predicts it, the
+        neighbours weighted by ``weights`` times their (N,) ``trust``; the gradient shrunk by ridge_um2."""
+        w = self.weights * trust[None].double()
+        x = torch.cat([torch.ones_like(self.offsets_um[..., :1]), self.offsets_um], 2)  # (N, N, 4)
+        normal = torch.einsum("nm,nmi,nmj->nij", w, x, x)
+        total = w.sum(dim=1)[:, None, None]
+        ridge = torch.tensor([1e-9, ridge_um2, ridge_um2, ridge_um2], dtype=w.dtype, device=w.device)
+        normal = normal + (total + 1e-30) * torch.diag(ridge)
+        rhs = torch.einsum("nm,nmi,mk->nik", w, x, displacement.double())
+        # the intercept's own tiny weight: a neuron without neighbours predicts itself (is not pulled)
+        rhs[:, 0] += (total[:, 0] + 1e-30) * 1e-9 * displacement.double()
+        return torch.linalg.solve(normal, rhs)[:, 0]
 
 
 def motion_step(
@@ -74,10 +99,10 @@ def motion_step(
     weights: torch.Tensor,
     config: MotionConfig,
     displacement_px: torch.Tensor | None = None,
-    field: torch.Tensor | None = None,
+    field: DisplacementField | None = None,
 ) -> MotionStep:
     """One pooled Gauss-Newton step from the residual (frame - model), whole and cut at each patch; with
-    each neuron's displacement since the scan (N, 2) px and ``field_weights``, drawn to a smooth field."""
+    each neuron's displacement since the scan (N, 2) px and its ``field``, drawn to a smooth field."""
     b = brightness[:, None, None]
     jr, jc = b * stamps.d_row, b * stamps.d_col
     g = torch.stack([(jr * residual_patches).sum(dim=(1, 2)), (jc * residual_patches).sum(dim=(1, 2))], 1)
@@ -92,10 +117,9 @@ def motion_step(
     if config.field_weight > 0 and displacement_px is not None and field is not None:
         # min_s info |s - step|^2 + pull |u + s - mean|^2, with info each neuron's own lateral information
         info = 0.5 * (h[:, 0] + h[:, 2]).double()
-        trust = field * info[None]
-        mean = (trust @ displacement_px.double()) / trust.sum(dim=1, keepdim=True).clamp(min=1e-30)
+        predicted = field.predict(info, displacement_px, config.field_ridge_um2)
         pull = config.field_weight * info.median().clamp(min=1e-30)
-        step = (info[:, None] * step + pull * (mean - displacement_px.double())) / (info + pull)[:, None]
+        step = (info[:, None] * step + pull * (predicted - displacement_px.double())) / (info + pull)[:, None]
     norm = step.norm(dim=1, keepdim=True).clamp(min=1e-12)
     step = step * (config.max_step_px / norm).clamp(max=1.0)
     axial = 0.0
