@@ -80,11 +80,11 @@ class DisplacementField:
         neighbours weighted by ``weights`` times their (N,) ``trust``; the gradient shrunk by ridge_um2."""
         w = self.weights * trust[None].double()
         x = torch.cat([torch.ones_like(self.offsets_um[..., :1]), self.offsets_um], 2)  # (N, N, 4)
-        normal = torch.einsum("nm,nmi,nmj->nij", w, x, x)
+        weighted = (x * w[..., None]).transpose(1, 2)  # (N, 4, N)
         total = w.sum(dim=1)[:, None, None]
         ridge = torch.tensor([1e-9, ridge_um2, ridge_um2, ridge_um2], dtype=w.dtype, device=w.device)
-        normal = normal + (total + 1e-30) * torch.diag(ridge)
-        rhs = torch.einsum("nm,nmi,mk->nik", w, x, displacement.double())
+        normal = weighted @ x + (total + 1e-30) * torch.diag(ridge)
+        rhs = weighted @ displacement.double()
         # the intercept's own tiny weight: a neuron without neighbours predicts itself (is not pulled)
         rhs[:, 0] += (total[:, 0] + 1e-30) * 1e-9 * displacement.double()
         return torch.linalg.solve(normal, rhs)[:, 0]
