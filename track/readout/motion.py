@@ -31,8 +31,8 @@ class MotionConfig:
     # over 5 s (median error 0.18 um, not 0.30) but hurt on seed 7 over 20 s (traced 0.71, median r 0.44,
     # against 0.76 and 0.70 with 0.1): pooling assumes a locally rigid motion the bending worm breaks
     neighbour_weight: float = 0.1
-    # pull of each neuron's displacement since the scan towards its neighbours' information-weighted mean
-    # (Gaussian weights at pool_um in 3D), relative to the median neuron's lateral information; 0 = off
+    # pull of each neuron's displacement since the scan towards what its neighbours' predict at its place
+    # (DisplacementField), relative to the median neuron's lateral information; 0 = off
     field_weight: float = 0.1
     # shrinkage of the field's local gradient (um^2, against the neighbours' weighted offset variance): with
     # few or lined-up neighbours the prediction falls back to their weighted mean
@@ -66,24 +66,24 @@ class DisplacementField:
     diagonal) and the neighbours' offsets, both as the scan found them."""
 
     weights: torch.Tensor  # (N, N)
-    offsets_um: torch.Tensor  # (N, N, 3): neighbour minus neuron (z, y, x)
+    design: torch.Tensor  # (N, N, 4): 1 and the neighbour's offset from the neuron (z, y, x) um
 
     @classmethod
     def from_positions(cls, positions_um: torch.Tensor, config: MotionConfig) -> DisplacementField:
         p = positions_um.double()
         w = torch.exp(-0.5 * torch.cdist(p, p) ** 2 / config.pool_um**2)
         w.fill_diagonal_(0.0)
-        return cls(w, p[None, :, :] - p[:, None, :])
+        offsets = p[None, :, :] - p[:, None, :]
+        return cls(w, torch.cat([torch.ones_like(offsets[..., :1]), offsets], 2))
 
     def predict(self, trust: torch.Tensor, displacement: torch.Tensor, ridge_um2: float) -> torch.Tensor:
         """(N, 2) each neuron's displacement as a local affine fit of its neighbours' (N, 2) predicts it, the
         neighbours weighted by ``weights`` times their (N,) ``trust``; the gradient shrunk by ridge_um2."""
         w = self.weights * trust[None].double()
-        x = torch.cat([torch.ones_like(self.offsets_um[..., :1]), self.offsets_um], 2)  # (N, N, 4)
-        weighted = (x * w[..., None]).transpose(1, 2)  # (N, 4, N)
+        weighted = (self.design * w[..., None]).transpose(1, 2)  # (N, 4, N)
         total = w.sum(dim=1)[:, None, None]
         ridge = torch.tensor([1e-9, ridge_um2, ridge_um2, ridge_um2], dtype=w.dtype, device=w.device)
-        normal = weighted @ x + (total + 1e-30) * torch.diag(ridge)
+        normal = weighted @ self.design + (total + 1e-30) * torch.diag(ridge)
         rhs = weighted @ displacement.double()
         # the intercept's own tiny weight: a neuron without neighbours predicts itself (is not pulled)
         rhs[:, 0] += (total[:, 0] + 1e-30) * 1e-9 * displacement.double()
@@ -115,7 +115,7 @@ def motion_step(
     det = (a * d - c * c).clamp(min=1e-30)
     step = torch.stack([(d * gp[:, 0] - c * gp[:, 1]) / det, (a * gp[:, 1] - c * gp[:, 0]) / det], 1)
     if config.field_weight > 0 and displacement_px is not None and field is not None:
-        # min_s info |s - step|^2 + pull |u + s - mean|^2, with info each neuron's own lateral information
+        # min_s info |s - step|^2 + pull |u + s - predicted|^2, info: each neuron's own lateral information
         info = 0.5 * (h[:, 0] + h[:, 2]).double()
         predicted = field.predict(info, displacement_px, config.field_ridge_um2)
         pull = config.field_weight * info.median().clamp(min=1e-30)
