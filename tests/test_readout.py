@@ -234,7 +234,8 @@ def test_a_new_reference_keeps_the_ids_of_the_neurons_followed_and_numbers_the_n
     for t in range(3):  # the specimen moved since the scan: the readout follows it
         readout.update(_render(ref, brightness, shift_px=shift_px), t * 0.01)
     moved = ref.positions_um + np.r_[0.0, shift_px * PX]
-    extra = np.array([[1.0, 5.0, 5.0]])  # a neuron the first scan did not find; the last one is not found again
+    # a neuron the first scan did not find; the last one is not found again
+    extra = np.array([[1.0, 5.0, 5.0]])
     fresh = dataclasses.replace(
         ref, ids=np.arange(500, 500 + len(ref.ids)), positions_um=np.vstack([moved[:-1], extra]),
         brightness=np.r_[brightness[:-1], 9000.0],
