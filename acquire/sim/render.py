@@ -50,11 +50,11 @@ def add_stamps(
         stamp = bank.stamps[c][j]
         half = stamp.shape[0] // 2
         r0, c0 = math.floor(y), math.floor(x)
-        patch = _subpixel(stamp, y - r0, x - c0, e)
         y0, x0 = r0 - half, c0 - half
-        y1, x1 = y0 + patch.shape[0], x0 + patch.shape[1]
+        y1, x1 = y0 + stamp.shape[0] + 1, x0 + stamp.shape[1] + 1  # the shifted stamp is one pixel wider
         if y1 <= 0 or x1 <= 0 or y0 >= h or x0 >= w:
             continue
+        patch = _subpixel(stamp, y - r0, x - c0, e)
         sy0, sx0 = max(0, -y0), max(0, -x0)
         sy1, sx1 = patch.shape[0] - max(0, y1 - h), patch.shape[1] - max(0, x1 - w)
         image[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)] += patch[sy0:sy1, sx0:sx1]
