@@ -81,12 +81,15 @@ class DisplacementField:
         neighbours weighted by ``weights`` times their (N,) ``trust``; the gradient shrunk by ridge_um2."""
         w = self.weights * trust[None].double()
         weighted = (self.design * w[..., None]).transpose(1, 2)  # (N, 4, N)
-        total = w.sum(dim=1)[:, None, None]
-        ridge = torch.tensor([1e-9, ridge_um2, ridge_um2, ridge_um2], dtype=w.dtype, device=w.device)
-        normal = weighted @ self.design + (total + 1e-30) * torch.diag(ridge)
+        total = w.sum(dim=1) + 1e-30
+        ridge = torch.tensor([0.0, ridge_um2, ridge_um2, ridge_um2], dtype=w.dtype, device=w.device)
+        normal = weighted @ self.design + total[:, None, None] * torch.diag(ridge)
         rhs = weighted @ displacement.double()
-        # the intercept's own tiny weight: a neuron without neighbours predicts itself (is not pulled)
-        rhs[:, 0] += (total[:, 0] + 1e-30) * 1e-9 * displacement.double()
+        # the intercept is also drawn, very weakly, to the neuron's own displacement: a neuron without
+        # neighbours predicts itself (is not pulled)
+        own = 1e-9 * total
+        normal[:, 0, 0] += own
+        rhs[:, 0] += own[:, None] * displacement.double()
         return torch.linalg.solve(normal, rhs)[:, 0]
 
 
