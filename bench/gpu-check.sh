@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The live GPU path and the activity readout on one GPU, in under 8 minutes, as one JSON with the GPU's name:
-#   the readout bench on CPU and GPU with their agreement (issue 17), the engine bench with --check, a 20 s
+#   the readout bench on CPU and GPU with their agreement (issue 17), the demixing readout scored on the GPU
+#   over 60 s of simulated worm (seed 11, to set beside the CPU's JSON of the same run), the engine bench with --check, a 20 s
 #   live run as a user starts it (live-gpu config: focal scan, readout and tracking), a 60 s live bench at
 #   512x512 K=32 100 Hz with tracking (compute process), the track bench, and a replay of that recording
 #   storing every 4th volume under back-pressure (every volume of 6,000 would not fit the 64 GiB disk).
@@ -22,10 +23,12 @@ if [ $DRY = 1 ]; then
   PY="${PY:-.venv/bin/python}"; DEV=cpu; SIZE=64; PLANES=4; RATE=40; SECONDS_LIVE=3; SECONDS_USER=3
   TRACK_VOLUMES=2; SECONDS_INFER=1; ENGINE=torch; LIVE_CONFIG=(); EVERY=2
   ACTIVITY=(--size 64 --neurons 12 --frames 6 --device cpu --device cpu:0)
+  EVALUATE=(--seconds 1 --size 128 --device cpu)
 else
   PY=python3; DEV=cuda; SIZE=512; PLANES=32; RATE=100; SECONDS_LIVE=60; SECONDS_USER=20; TRACK_VOLUMES=20
   SECONDS_INFER=5; ENGINE=auto; LIVE_CONFIG=(--config live-gpu); EVERY=4
   ACTIVITY=(--frames 300 --device cpu --device cuda)
+  EVALUATE=(--seconds 60 --device cuda)
   if ! $PY -c "import zarr, pymmcore_plus, useq, laptrack, psfmodels" 2>/dev/null; then  # offline install
     mkdir -p /tmp/site
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu-wheels/whl/*.whl >>"$LOG" 2>&1
@@ -65,6 +68,8 @@ json.dump({'device': '$DEV', 'gpu': torch.cuda.get_device_name(0) if cuda else N
            'cpu': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count(),
            'torch': torch.__version__, 'dry_run': bool($DRY)}, open('$WORK/device.json', 'w'), indent=2)"
 step activity 120 $PY -m deepz bench activity "${ACTIVITY[@]}" --json "$WORK/activity.json"
+step evaluate 200 $PY -m deepz evaluate-activity --seed 11 --rate 100 --method demix "${EVALUATE[@]}" \
+  --json "$WORK/evaluate.json"
 step engine 240 $PY -m deepz bench infer --device $DEV --engine $ENGINE --size $SIZE --planes $PLANES \
   --seconds $SECONDS_INFER --check --json "$WORK/infer.json"
 step live-as-started 200 $PY -m deepz bench pipeline "${LIVE_CONFIG[@]}" --seconds $SECONDS_USER --size $SIZE \
