@@ -196,6 +196,11 @@ class FrameRing:
         """
         return self._take_newer(reader, timeout_s, poll_s, newest=True)
 
+    def backlog(self, reader: int) -> int:
+        """Items put since this reader's last take (read without the lock: a hint for scheduling)."""
+        newest, last = int(self._head[1]), int(self._last[reader])
+        return newest - last if newest >= 0 else 0
+
     def take_next(self, reader: int = 0, timeout_s: float | None = None, poll_s: float = 0.001) -> Taken:
         """Like take_newest, but the oldest item newer than this reader's last: a reader that keeps up sees
         every item in order; one that falls behind by more than the ring skips what was overwritten."""

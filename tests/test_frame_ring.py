@@ -162,3 +162,14 @@ def test_take_next_sees_every_item_in_order_and_skips_only_what_was_overwritten(
     with pytest.raises(TimeoutError):
         ring.take_next(1, timeout_s=0.01)
     assert ring.take_newest(0).seq == 9  # reader 0 has its own place
+
+
+def test_backlog_counts_the_items_put_since_a_readers_last_take(ring):
+    assert ring.backlog(1) == 0
+    for seq in range(3):
+        ring.put(seq, frame(seq))
+    assert ring.backlog(1) == 3 and ring.backlog(0) == 3
+    ring.take_next(1)
+    assert ring.backlog(1) == 2
+    ring.take_newest(0)
+    assert ring.backlog(0) == 0 and ring.backlog(1) == 2

@@ -109,6 +109,8 @@ def test_every_frame_read_goes_to_the_tracks_and_traces(live_run) -> None:
         assert scan.record.n_reference > 0 or "not computed" in scan.record.extra["reference"]
     assert scans[0].record.n_reference > 0 and summary["read_out_frames"] >= 1
     assert len(np.unique(tracks["t"])) == summary["read_out_frames"]
+    not_read = summary["calibration"]["frames_not_read"]  # every frame is read or accounted for
+    assert summary["read_out_frames"] + sum(not_read.values()) == summary["frames"]
     reference = set().union(*(s.reference_ids.tolist() for s in scans))
     assert set(np.unique(tracks["id"]).tolist()) <= reference
     ids, _, dff = reader.traces()
