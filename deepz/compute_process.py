@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import multiprocessing as mp
 import multiprocessing.util as mp_util
 import os
 import queue
+import shutil
 import signal
 import threading
 import time
@@ -42,9 +44,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FRAME_SLOTS, VOLUME_SLOTS = 8, 3
-"""Ring sizes: 8 frames (80 ms at 100 Hz; inference takes the newest, the readout every frame in order while
-it keeps up); 3 volumes in flight back
+"""Ring sizes: at least 8 frames (80 ms at 100 Hz; inference takes the newest, the readout every frame in
+order); 3 volumes in flight back
 (the fewest for one reader: 512x512 x 32 planes fit a container's default 64 MB of /dev/shm)."""
+FRAME_RING_S = 2.0
+"""Seconds of frames the ring holds where /dev/shm has room: a readout that falls behind for a while (a
+re-calibration computed beside it, about a second on an H200) catches up without losing frames."""
 INFER_READER, READOUT_READER = 0, 1
 READOUT_FIRST_MAX_WAIT_S = 0.1
 """On a GPU, inference waits up to this long for the readout to catch up before each volume: the readout of
@@ -102,6 +107,18 @@ class Result(NamedTuple):
     payload: Any
 
 
+def frame_slots(spec: ComputeSpec, shm: str = "/dev/shm") -> int:
+    """Frames in the ring: FRAME_RING_S of the camera's rate, as far as ``shm`` holds them beside the volume
+    ring (float32 volumes at most), and never fewer than FRAME_SLOTS."""
+    frame_bytes = int(np.prod(spec.frame_shape)) * 2
+    wanted = math.ceil(spec.config.source.rate_hz * FRAME_RING_S)
+    if os.path.isdir(shm):
+        volumes = VOLUME_SLOTS * len(spec.planes_um) * frame_bytes * 2
+        room = int(0.8 * shutil.disk_usage(shm).free - volumes) // frame_bytes
+        wanted = min(wanted, room)
+    return max(FRAME_SLOTS, wanted)
+
+
 class ComputeProcess:
     """The acquiring side's handle: start the process, offer frames, read results, stop."""
 
@@ -110,7 +127,7 @@ class ComputeProcess:
         self.spec, self.build = spec, build
         self.start_timeout_s, self.stop_timeout_s = start_timeout_s, stop_timeout_s
         self._ctx = mp.get_context("spawn")
-        self.frames = FrameRing.create(spec.frame_shape, np.uint16, slots=FRAME_SLOTS, readers=2, meta=2,
+        self.frames = FrameRing.create(spec.frame_shape, np.uint16, slots=frame_slots(spec), readers=2, meta=2,
                                        lock=self._ctx.Lock())
         self.volumes: FrameRing | None = None
         self._volume_lock = self._ctx.Lock()  # a lock reaches a process only at its start, not through a queue

@@ -13,7 +13,7 @@ from compute_faults import build_raising, build_stalling
 from acquire.array_source import ArraySource
 from deepz import wiring
 from deepz.commands.pipeline import _print_summary
-from deepz.compute_process import ComputeProcess, ComputeSpec, build_stages
+from deepz.compute_process import FRAME_SLOTS, ComputeProcess, ComputeSpec, build_stages, frame_slots
 from deepz.config import load_config
 from deepz.optics_check import CameraOptics
 from deepz.pipeline import Pipeline, PipelineStages, RunMode
@@ -99,3 +99,11 @@ def test_a_failing_or_stalled_stage_never_stops_raw_recording(tmp_path, caplog, 
     assert ended.value.exit_code == 1
     err = capsys.readouterr().err
     assert "inference/tracking stopped early" in err and message in err and "raw frames were recorded" in err
+
+
+def test_the_frame_ring_holds_two_seconds_where_shared_memory_has_room(tmp_path):
+    cfg = _config(tmp_path / "unused.zarr")
+    spec = ComputeSpec(cfg, (SIZE, SIZE), PX, CameraOptics(PX), (3.0, PX, PX), (-6.0, -2.0, 2.0, 6.0))
+    assert frame_slots(spec, shm=str(tmp_path)) == round(2 * RATE)
+    huge = ComputeSpec(cfg, (1 << 15, 1 << 15), PX, CameraOptics(PX), (3.0, PX, PX), tuple(range(64)))
+    assert frame_slots(huge, shm=str(tmp_path)) == FRAME_SLOTS  # 2 GB frames: the fewest
