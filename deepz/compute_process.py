@@ -411,10 +411,14 @@ class _Worker:
 
     def _read(self, readout: ReadoutStage) -> None:
         last = -1
+        slack = int(0.8 * self.frames.spec.slots)  # frames the ring keeps for a readout that waits
         while (item := self._next_frame(READOUT_READER, in_order=True)) is not None:
             self.not_read["fell_behind"] += item.seq - last - 1  # overwritten in the ring before being read
             last = item.seq
             readout.apply_scans(item.seq)
+            while readout.first_calibration_running() and self.frames.backlog(READOUT_READER) < slack:
+                if self._stop.wait(0.01):
+                    return
             with self._turns:
                 snap = readout.update(item.seq, float(item.meta[0]), item.array)
             if snap is None:

@@ -158,6 +158,12 @@ class ReadoutStage:
             "calibration_frames_cost": sum(r.frames_cost for r in records),
         }
 
+    def first_calibration_running(self) -> bool:
+        """True while the first scan is being calibrated on (no reference yet): a caller whose frames are
+        buffered can wait and read them with it instead of skipping them."""
+        with self._lock:
+            return not self._calibrated and self._calibrating is not None
+
     def recent_traces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """ids (M,), times (W,) s and dF/F (M, W) over the window, NaN where a neuron had no readout."""
         with self._lock:

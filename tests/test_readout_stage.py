@@ -95,8 +95,11 @@ def test_live_readout_resumes_once_calibrated(scans_and_frames) -> None:
     scans, frames = scans_and_frames
     stage = ReadoutStage(build_readout(), optics=_optics())
     stage.offer_scan(PendingScan(_record(0, scans[0], 0), scans[0].stack))
+    assert not stage.first_calibration_running()
     assert stage.update(0, 0.0, frames[0]) is None and stage.status()["calibrations"] == 0
+    assert stage.first_calibration_running()  # a caller with buffered frames may wait for it
     assert stage._calibration_done.wait(120)
+    assert not stage.first_calibration_running()
     snap = stage.update(1, 0.01, frames[1])
     assert snap is not None and stage.status()["calibrations"] == 1 and len(snap.ids) >= 3
 
