@@ -201,8 +201,8 @@ class ComputeProcess:
             self.process.join(5)
 
     def close(self) -> None:
-        """Join or kill the process and remove the shared memory."""
-        if self.process is not None:
+        """Join or kill the process and remove the shared memory (also after a start that failed)."""
+        if self.process is not None and self.process.pid is not None:
             self.process.join(1)
             self.kill()
         for q in (self.results, self.control):

@@ -107,3 +107,13 @@ def test_the_frame_ring_holds_two_seconds_where_shared_memory_has_room(tmp_path)
     assert frame_slots(spec, shm=str(tmp_path)) == round(2 * RATE)
     huge = ComputeSpec(cfg, (1 << 15, 1 << 15), PX, CameraOptics(PX), (3.0, PX, PX), tuple(range(64)))
     assert frame_slots(huge, shm=str(tmp_path)) == FRAME_SLOTS  # 2 GB frames: the fewest
+
+
+def test_a_process_that_could_not_start_closes_cleanly(tmp_path):
+    cfg = _config(tmp_path / "unused.zarr")
+    spec = ComputeSpec(cfg, (SIZE, SIZE), PX, CameraOptics(PX), (3.0, PX, PX), (-6.0, -2.0, 2.0, 6.0))
+    compute = ComputeProcess(spec, build=lambda spec: None)  # a lambda cannot reach a spawned process
+    with pytest.raises(Exception, match="pickle") as raised:
+        compute.start()
+    assert not isinstance(raised.value, AssertionError)
+    compute.close()  # the start's own error is what the user sees, not one from closing
