@@ -131,6 +131,7 @@ def test_scans_in_a_recording_validate_as_ngff_images(live_run) -> None:
 def test_replay_applies_the_recorded_scans_again(live_run, replayed) -> None:
     (path, live), (out, summary) = live_run, replayed
     assert summary["read_out_frames"] == summary["frames"] == live["frames"]  # replay reads every frame
+    assert summary["calibration"]["frames_not_read"] == {"fell_behind": 0, "before_calibration": 0}
     original, again = read_scans(path), read_scans(out)
     assert [s.record.frame_index for s in again] == [s.record.frame_index for s in original]
     np.testing.assert_array_equal(again[0].stack, original[0].stack)
