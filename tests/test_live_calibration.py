@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from deepz.bench_pipeline import free_tcp_address
 from deepz.cli import app
+from deepz.commands.pipeline import _print_summary
 from deepz.config import load_config
 from deepz.runner import run_pipeline
 from storage import RecordingReader
@@ -99,7 +100,7 @@ def test_reference_is_plausible_and_keeps_its_ids_across_recalibrations(live_run
     assert kept > len(scans[0].reference_ids)  # and re-calibrations found them again
 
 
-def test_every_frame_read_goes_to_the_tracks_and_traces(live_run) -> None:
+def test_every_frame_read_goes_to_the_tracks_and_traces(live_run, capsys) -> None:
     path, summary = live_run
     reader = RecordingReader(path)
     tracks = reader.tracks()
@@ -111,6 +112,10 @@ def test_every_frame_read_goes_to_the_tracks_and_traces(live_run) -> None:
     assert len(np.unique(tracks["t"])) == summary["read_out_frames"]
     not_read = summary["calibration"]["frames_not_read"]  # every frame is read or accounted for
     assert summary["read_out_frames"] + sum(not_read.values()) == summary["frames"]
+    _print_summary(summary, None)  # the closing lines of `deepz live` say so
+    said = (f"readout: no value for {not_read['fell_behind']} frames it fell behind on and "
+            f"{not_read['before_calibration']} before the first calibration")
+    assert (said in capsys.readouterr().out) == any(not_read.values())
     reference = set().union(*(s.reference_ids.tolist() for s in scans))
     assert set(np.unique(tracks["id"]).tolist()) <= reference
     ids, _, dff = reader.traces()

@@ -94,6 +94,10 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
             f"in {summary['read_out_frames']} frames; re-scans paused the camera {cal['calibration_pause_s']} s "
             f"({cal['calibration_frames_cost']} frames not taken at the nominal rate)"
         )
+        not_read = cal.get("frames_not_read") or {}
+        if any(not_read.values()):
+            typer.echo(f"readout: no value for {not_read['fell_behind']} frames it fell behind on and "
+                       f"{not_read['before_calibration']} before the first calibration")
         if cal.get("store_error"):
             typer.secho(f"error: {cal['store_error']}", err=True, fg=typer.colors.RED)
     if out is not None:
