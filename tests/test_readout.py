@@ -217,6 +217,22 @@ def test_the_displacement_field_predicts_a_sheared_and_turned_neighbourhood_wher
     torch.testing.assert_close(field.predict(trust, displacement, 4.0)[0], displacement[0])
 
 
+def test_the_displacement_field_does_not_extrapolate_a_thin_slab_of_neighbours_in_depth():
+    """Neighbours near focus (a 0.5 um slab) with slightly noisy displacements predict a neuron 4 um deeper
+    from the lateral field alone: a depth gradient fitted across the slab would amplify their noise 8-fold."""
+    rng = np.random.default_rng(5)
+    positions = torch.as_tensor(rng.uniform(0, 1, (80, 3)) * np.array([0.5, 20, 20]))
+    positions[0] = torch.tensor([4.0, 10.0, 10.0])
+    field = DisplacementField.from_positions(positions, MotionConfig(pool_um=4.0))
+    gradient = torch.tensor([[0.02, -0.05], [0.05, 0.01]], dtype=torch.float64)
+    truth = torch.tensor([1.0, -2.0], dtype=torch.float64) + positions[:, 1:] @ gradient.T
+    noisy = truth + torch.as_tensor(rng.normal(0, 0.02, (80, 2)))
+    trust = torch.ones(80, dtype=torch.float64)
+    trust[0] = 0.0
+    predicted = field.predict(trust, noisy, ridge_um2=1e-6)[0]
+    assert float((predicted - truth[0]).norm()) < 0.03
+
+
 def _render_field(ref: Reference, brightness: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
     """A noise-free frame with each neuron moved by its own (N, 2) shift."""
     centres = torch.as_tensor(ref.positions_um[:, 1:] / PX + shift_px, dtype=torch.float32)
