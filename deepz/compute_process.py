@@ -111,7 +111,7 @@ def frame_slots(spec: ComputeSpec, shm: str = "/dev/shm") -> int:
     """Frames in the ring: FRAME_RING_S of the camera's rate, as far as ``shm`` holds them beside the volume
     ring (float32 volumes at most), and never fewer than FRAME_SLOTS."""
     frame_bytes = int(np.prod(spec.frame_shape)) * 2
-    wanted = math.ceil(spec.config.source.rate_hz * FRAME_RING_S)
+    wanted = math.ceil(float(spec.config.source.rate_hz) * FRAME_RING_S)
     if os.path.isdir(shm):
         volumes = VOLUME_SLOTS * len(spec.planes_um) * frame_bytes * 2
         room = int(0.8 * shutil.disk_usage(shm).free - volumes) // frame_bytes
