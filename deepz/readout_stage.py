@@ -59,7 +59,8 @@ class LiveReadoutLike(Protocol):
         self, stack: np.ndarray, z_um: np.ndarray, pixel_size_um: float, optics: Any
     ) -> Reference: ...
 
-    def recalibrate(self, stack: np.ndarray, z_um: np.ndarray) -> Reference: ...
+    def recalibrate(self, stack: np.ndarray, z_um: np.ndarray, plane_period_s: float | None = None
+                    ) -> Reference: ...
 
     def update(self, frame: np.ndarray, t_s: float) -> ReadoutState: ...
 
@@ -267,7 +268,8 @@ class ReadoutStage:
             started = time.perf_counter()
             z = np.asarray(record.z_um, np.float64)
             if self._calibrated:
-                reference = readout.recalibrate(scan.stack, z)
+                period = (record.end_host_s - record.start_host_s) / max(len(z), 1)  # planes evenly in time
+                reference = readout.recalibrate(scan.stack, z, period)
             else:
                 reference = readout.calibrate(scan.stack, z, record.pixel_size_um, self.optics)
             ids = np.asarray(reference.ids, np.int64)

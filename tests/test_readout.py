@@ -113,6 +113,27 @@ def test_calibration_finds_the_neurons_and_recalibration_keeps_their_ids():
     assert len(new) == 0 or new.min() > ref.ids.max()  # new neurons never reuse an ID
 
 
+def test_a_rescan_is_moved_to_the_scans_end_at_the_velocity_followed_before_it():
+    """A focal scan finds each neuron when it passes its depth; the neurons moved on until the scan's end at
+    the velocity followed just before it, and a re-scan's positions are moved on by that much."""
+    ref, brightness = _known_reference(seed=2)
+    readout = LiveReadout(ReadoutConfig())
+    readout.follow(ref)
+    assert readout.velocity_um_s() is None
+    v_px_s = np.array([1.0, -0.5])
+    for k in range(21):
+        readout.update(_render(ref, brightness, shift_px=v_px_s * k / 100), k / 100)
+    velocity = readout.velocity_um_s()
+    # following lags a steady motion a little
+    np.testing.assert_allclose(velocity, np.broadcast_to(v_px_s * PX, velocity.shape), rtol=0.3)
+    z = np.arange(-6.0, 6.5, 0.5)
+    moved = readout._deskewed(ref, z, plane_period_s=0.01)
+    plane = np.abs(ref.positions_um[:, :1] - z).argmin(axis=1)
+    expected = (len(z) - plane - 0.5)[:, None] * 0.01 * v_px_s * PX
+    np.testing.assert_allclose(moved.positions_um[:, 1:] - ref.positions_um[:, 1:], expected, rtol=0.2)
+    np.testing.assert_array_equal(moved.positions_um[:, 0], ref.positions_um[:, 0])
+
+
 def test_bad_input_gives_one_clear_error():
     readout = LiveReadout()
     with pytest.raises(RuntimeError, match="calibrate"):

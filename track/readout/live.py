@@ -3,6 +3,7 @@ each single frame at focus; re-calibration keeps the IDs of neurons found again.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -24,6 +25,8 @@ from track.readout.stamps import Optics
 __all__ = ["LiveReadout", "ReadoutConfig", "ReadoutState"]
 
 _CAMERA_RATE_DFF = ActivityConfig(baseline_window=6000, baseline_every=50)
+TRAIL_FRAMES = 30
+"""Followed positions kept to measure the velocity a re-scan's neurons are de-skewed with (0.3 s at 100 Hz)."""
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,16 @@ class LiveReadout:
         self.follow(reference)
         return reference
 
-    def recalibrate(self, stack: np.ndarray | torch.Tensor, z_um: np.ndarray) -> Reference:
+    def recalibrate(
+        self, stack: np.ndarray | torch.Tensor, z_um: np.ndarray, plane_period_s: float | None = None
+    ) -> Reference:
         """A new scan: neurons found again (near where they were followed to, or where remembered ones are
-        predicted to be) keep their IDs, new ones get new IDs, and neurons not found again are remembered."""
+        predicted to be) keep their IDs, new ones get new IDs, and neurons not found again are remembered.
+
+        ``plane_period_s``: the time between the scan's planes (taken in the order of ``z_um``). With it,
+        each neuron's position is moved from when the scan passed its depth to the scan's end, at the
+        velocity the followed neurons around it had just before the scan.
+        """
         if self.reference is None or self.optics is None:
             raise RuntimeError("recalibrate needs a first calibration; call calibrate first.")
         old = self.reference
@@ -104,7 +114,38 @@ class LiveReadout:
             stack, z_um, old.pixel_size_um, self.optics, detect=self.config.detect, fit=self.config.fit,
             shapes=self.config.shapes, first_id=self._next_id, device=self.device,
         )  # fmt: skip
+        if plane_period_s is not None and plane_period_s > 0:
+            fresh = self._deskewed(fresh, np.asarray(z_um, np.float64), plane_period_s)
         return self.carry_over(fresh)
+
+    def velocity_um_s(self) -> np.ndarray | None:
+        """(N, 2) lateral velocity of each followed neuron (row, col) um/s over the last frames, or None
+        before enough of them (at least 0.05 s)."""
+        if len(self._trail) < 2 or self.reference is None:
+            return None
+        (t0, first), (t1, last) = self._trail[0], self._trail[-1]
+        if t1 - t0 < 0.05:
+            return None
+        return ((last - first).double().cpu().numpy() * self.reference.pixel_size_um) / (t1 - t0)
+
+    def _deskewed(self, fresh: Reference, z_um: np.ndarray, plane_period_s: float) -> Reference:
+        """``fresh`` with each neuron moved to where it was at the scan's end: a focal scan takes a while
+        (49 planes: 0.49 s at 100 Hz), so a neuron was found when the scan passed its depth; it moved on at
+        the velocity of the followed neurons around it (Gaussian weights at ``pool_um``)."""
+        velocity = self.velocity_um_s()
+        if velocity is None or len(fresh.ids) == 0:
+            return fresh
+        followed = self.positions_um()
+        distance2 = ((fresh.positions_um[:, None, :] - followed[None, :, :]) ** 2).sum(axis=2)
+        weights = np.exp(-0.5 * distance2 / self.config.motion.pool_um**2)
+        total = weights.sum(axis=1)
+        local = (weights @ velocity) / np.maximum(total, 1e-12)[:, None]
+        local[total < 1e-6] = 0.0  # nobody followed nearby: left where the scan found it
+        plane = np.abs(fresh.positions_um[:, :1] - z_um[None, :]).argmin(axis=1)
+        before_end_s = (len(z_um) - plane - 0.5) * plane_period_s
+        positions = fresh.positions_um.copy()
+        positions[:, 1:] += local * before_end_s[:, None]
+        return replace(fresh, positions_um=positions)
 
     def carry_over(self, fresh: Reference) -> Reference:
         """Follow ``fresh`` from now on (a new scan's reference): its neurons near where the current ones were
@@ -158,6 +199,7 @@ class LiveReadout:
             self._half = max(self._half, reference.shapes.half_px)
         self._demixer = Demixer()
         self._since_scan = 0
+        self._trail: collections.deque[tuple[float, torch.Tensor]] = collections.deque(maxlen=TRAIL_FRAMES)
 
     def positions_um(self) -> np.ndarray:
         """Where the reference neurons are now (N, 3) um: z relative to focus, y, x."""
@@ -179,6 +221,7 @@ class LiveReadout:
             fresh = settling or self._since_scan % cfg.gram_every == 0
             result, sigma = self._step(y, fresh_gram=fresh)
         self._since_scan += 1
+        self._trail.append((float(t_s), self._centres.clone()))
         brightness = result.brightness.cpu().numpy()
         ids = self.reference.ids
         confidence = (result.brightness / (sigma * result.unit_error).clamp(min=1e-12)).cpu().numpy()
