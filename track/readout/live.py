@@ -26,7 +26,7 @@ __all__ = ["LiveReadout", "ReadoutConfig", "ReadoutState"]
 
 _CAMERA_RATE_DFF = ActivityConfig(baseline_window=6000, baseline_every=50)
 TRAIL_FRAMES = 30
-"""Followed positions kept to measure the velocity a re-scan's neurons are de-skewed with (0.3 s at 100 Hz)."""
+"""Followed positions kept to measure the velocity a re-scan is de-skewed with (0.3 s at 100 Hz)."""
 
 
 @dataclass(frozen=True)
