@@ -299,7 +299,6 @@ class _Worker:
         self._turns = threading.Lock() if cpu else contextlib.nullcontext()
         self._traces_sent = 0.0
         self._failed = False
-        self.not_read = {"fell_behind": 0, "before_calibration": 0}  # frames the readout has no value for
 
     def run(self, control: Any) -> None:
         readout = self.stages.readout
@@ -323,7 +322,7 @@ class _Worker:
         summary = None
         if readout is not None and not self._failed:
             readout.finish()
-            summary = {**readout.summary(), "frames_not_read": self.not_read}
+            summary = readout.summary()
         self.results.put(Result("done", -1, {"readout_summary": summary}))
 
     def _listen(self, control: Any, readout: Any) -> None:
@@ -413,7 +412,7 @@ class _Worker:
         last = -1
         slack = int(0.8 * self.frames.spec.slots)  # frames the ring keeps for a readout that waits
         while (item := self._next_frame(READOUT_READER, in_order=True)) is not None:
-            self.not_read["fell_behind"] += item.seq - last - 1  # overwritten in the ring before being read
+            readout.fell_behind(item.seq - last - 1)  # overwritten in the ring before being read
             last = item.seq
             readout.apply_scans(item.seq)
             while readout.first_calibration_running() and self.frames.backlog(READOUT_READER) < slack:
@@ -421,9 +420,7 @@ class _Worker:
                     return
             with self._turns:
                 snap = readout.update(item.seq, float(item.meta[0]), item.array)
-            if snap is None:
-                self.not_read["before_calibration"] += 1
-            else:
+            if snap is not None:
                 self._send_snapshot("readout", item.seq, snap, readout)
 
     def _send_snapshot(self, kind: str, seq: int, snap: Any, stage: Any) -> None:

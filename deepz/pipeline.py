@@ -155,7 +155,6 @@ class Pipeline:
         self._pending: collections.deque[_Work] = collections.deque()  # frames whose fate is not known yet
         self.compute_error: str | None = None  # why the compute process stopped early, if it did
         self.compute_done: dict[str, Any] | None = None
-        self.readout_not_read = {"fell_behind": 0, "before_calibration": 0}  # frames without a readout
         self._latest_traces: Traces | None = None
         self._remote_status: dict[str, Any] = {}
         self._ring_ok = True  # False once the frame ring's lock was lost (its reader died holding it)
@@ -268,7 +267,7 @@ class Pipeline:
                 else:
                     displaced = self._to_infer.put(work)
                     if self.readout is not None and self._to_read.put(work) is not None:
-                        self.readout_not_read["fell_behind"] += 1  # replaced by this one before it was read
+                        self.readout.fell_behind(1)  # replaced by this one before it was read
                     done, pending = pending, work
                     if done is not None:
                         self._record(done, skipped=displaced is not None)
@@ -486,7 +485,6 @@ class Pipeline:
             with self._compute_lock:
                 snap = readout.update(work.t, float(work.meta.camera_time_s), work.image)
             if snap is None:  # not calibrated yet
-                self.readout_not_read["before_calibration"] += 1
                 continue
             self.stats.read_out.tick()
             if recorder is not None:

@@ -137,6 +137,7 @@ class ReadoutStage:
         self._finished = False
         self._drift_requested = False
         self._anchor: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros((0, 3)))
+        self._not_read = {"fell_behind": 0, "before_calibration": 0}  # frames without a readout, and why
 
     # ---------------------------------------------------------------- any thread
     def offer_scan(self, scan: PendingScan) -> None:
@@ -175,10 +176,16 @@ class ReadoutStage:
         """The run's calibration figures and every scan's record (for the run summary and the recording)."""
         with self._lock:
             records = [dataclasses.asdict(r) for r in self.records]
+            not_read = dict(self._not_read)
         keys = ("index", "reason", "frame_index", "start_host_s", "end_host_s", "pause_s", "frames_cost",
                 "n_reference", "focus_um")
         return {**self.status(), "scans": [{k: r[k] for k in keys} for r in records],
-                "store_error": self.store_error}
+                "store_error": self.store_error, "frames_not_read": not_read}
+
+    def fell_behind(self, frames: int) -> None:
+        """Count frames the caller dropped before this stage read them (it fell behind the camera)."""
+        with self._lock:
+            self._not_read["fell_behind"] += frames
 
     def finish(self, wait_s: float = 10.0) -> None:
         """After the last frame: wait up to ``wait_s`` for a calibration in progress, then store the scans no
@@ -212,6 +219,8 @@ class ReadoutStage:
             raise self._failure
         self.apply_scans(t)
         if not self._calibrated:
+            with self._lock:
+                self._not_read["before_calibration"] += 1
             return None
         state = self.readout.update(frame, time_s)
         snap = ReadoutSnapshot(

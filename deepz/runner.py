@@ -134,7 +134,7 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
             raise
         if readout is not None:
             readout.finish()
-            summary["calibration"] = {**readout.summary(), "frames_not_read": pipeline.readout_not_read}
+            summary["calibration"] = readout.summary()
         elif compute is not None and pipeline.compute_done and pipeline.compute_done.get("readout_summary"):
             summary["calibration"] = pipeline.compute_done["readout_summary"]
         if recorder is not None:
