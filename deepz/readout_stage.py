@@ -56,8 +56,7 @@ class LiveReadoutLike(Protocol):
     """What this stage needs of the readout library (track.readout)."""
 
     def calibrate(
-        self, stack: np.ndarray, z_um: np.ndarray, pixel_size_um: float, optics: Any,
-        plane_period_s: float | None = None,
+        self, stack: np.ndarray, z_um: np.ndarray, pixel_size_um: float, optics: Any
     ) -> Reference: ...
 
     def recalibrate(self, stack: np.ndarray, z_um: np.ndarray, plane_period_s: float | None = None
@@ -277,11 +276,11 @@ class ReadoutStage:
             self._store_without_reference(superseded, "a newer scan came before the readout calibrated on it")
             started = time.perf_counter()
             z = np.asarray(record.z_um, np.float64)
-            period = (record.end_host_s - record.start_host_s) / max(len(z), 1)  # planes evenly in time
             if self._calibrated:
+                period = (record.end_host_s - record.start_host_s) / max(len(z), 1)  # planes evenly in time
                 reference = readout.recalibrate(scan.stack, z, period)
             else:
-                reference = readout.calibrate(scan.stack, z, record.pixel_size_um, self.optics, period)
+                reference = readout.calibrate(scan.stack, z, record.pixel_size_um, self.optics)
             ids = np.asarray(reference.ids, np.int64)
             positions = np.asarray(reference.positions_um, np.float64).reshape(-1, 3)
             kept = {k: v for k, v in record.extra.items() if k != "reference"}  # replay: "it had none" goes

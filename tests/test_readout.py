@@ -134,29 +134,6 @@ def test_a_rescan_is_moved_to_the_scans_end_at_the_velocity_followed_before_it()
     np.testing.assert_array_equal(moved.positions_um[:, 0], ref.positions_um[:, 0])
 
 
-def test_the_first_scan_is_deskewed_once_a_velocity_has_been_followed():
-    """No motion was followed before the first scan: after TRAIL_FRAMES frames, the scan positions the motion
-    field measures displacements from are moved on to the scan's end at the velocity followed since."""
-    from track.readout.live import TRAIL_FRAMES
-
-    ref, brightness = _known_reference(seed=3)
-    z = np.arange(-6.0, 6.5, 0.5)
-    readout = LiveReadout(ReadoutConfig())
-    readout.follow(ref, z, plane_period_s=0.01)
-    v_px_s = np.array([1.0, -0.5])
-    scan_px = ref.positions_um[:, 1:] / PX
-    for k in range(TRAIL_FRAMES):
-        np.testing.assert_allclose(readout._scan_centres.numpy(), scan_px, atol=1e-5)  # not yet
-        readout.update(_render(ref, brightness, shift_px=v_px_s * k / 100), k / 100)
-    plane = np.abs(ref.positions_um[:, :1] - z).argmin(axis=1)
-    expected = (len(z) - plane - 0.5)[:, None] * 0.01 * v_px_s
-    np.testing.assert_allclose(readout._scan_centres.numpy() - scan_px, expected, rtol=0.3, atol=0.01)
-    readout.follow(ref)  # a reference followed without its scan's timing is left as found
-    for k in range(TRAIL_FRAMES):
-        readout.update(_render(ref, brightness, shift_px=v_px_s * k / 100), k / 100)
-    np.testing.assert_allclose(readout._scan_centres.numpy(), scan_px, atol=1e-5)
-
-
 def test_bad_input_gives_one_clear_error():
     readout = LiveReadout()
     with pytest.raises(RuntimeError, match="calibrate"):

@@ -83,15 +83,9 @@ class LiveReadout:
         self._next_id = 0
 
     def calibrate(
-        self, stack: np.ndarray | torch.Tensor, z_um: np.ndarray, pixel_size_um: float, optics: Optics,
-        plane_period_s: float | None = None,
-    ) -> Reference:  # fmt: skip
-        """Build the reference from a (Z, H, W) scan at focus offsets z_um (um, relative to focus).
-
-        ``plane_period_s`` as in ``recalibrate``; no motion was followed before the first scan, so its skew
-        is taken out once the first ``TRAIL_FRAMES`` frames have been: the scan positions the motion field
-        measures displacements from are moved on to the scan's end at the velocity followed since.
-        """
+        self, stack: np.ndarray | torch.Tensor, z_um: np.ndarray, pixel_size_um: float, optics: Optics
+    ) -> Reference:
+        """Build the reference from a (Z, H, W) scan at focus offsets z_um (um, relative to focus)."""
         self.optics = optics
         reference = build_reference(
             stack, z_um, pixel_size_um, optics, detect=self.config.detect, fit=self.config.fit,
@@ -100,7 +94,7 @@ class LiveReadout:
         self._dff = RunningDff(self.config.activity)
         self._dormant = DormantNeurons(remember_scans=self.config.remember_scans)
         self._next_id = 0
-        self.follow(reference, z_um, plane_period_s)
+        self.follow(reference)
         return reference
 
     def recalibrate(
@@ -135,42 +129,23 @@ class LiveReadout:
         return ((last - first).double().cpu().numpy() * self.reference.pixel_size_um) / (t1 - t0)
 
     def _deskewed(self, fresh: Reference, z_um: np.ndarray, plane_period_s: float) -> Reference:
-        """``fresh`` with each neuron moved to where it was at the scan's end (``_skew_um``)."""
-        skew = self._skew_um(fresh.positions_um, z_um, plane_period_s)
-        if skew is None:
-            return fresh
-        positions = fresh.positions_um.copy()
-        positions[:, 1:] += skew
-        return replace(fresh, positions_um=positions)
-
-    def _skew_um(
-        self, scan_positions_um: np.ndarray, z_um: np.ndarray, plane_period_s: float
-    ) -> np.ndarray | None:
-        """(N, 2) how far each neuron a scan found moved from when the scan passed its depth to the scan's
-        end (a focal scan takes a while: 49 planes, 0.49 s at 100 Hz), at the velocity of the followed
-        neurons around it (Gaussian weights at ``pool_um``); None before a velocity is known."""
+        """``fresh`` with each neuron moved to where it was at the scan's end: a focal scan takes a while
+        (49 planes: 0.49 s at 100 Hz), so a neuron was found when the scan passed its depth; it moved on at
+        the velocity of the followed neurons around it (Gaussian weights at ``pool_um``)."""
         velocity = self.velocity_um_s()
-        if velocity is None or len(scan_positions_um) == 0:
-            return None
+        if velocity is None or len(fresh.ids) == 0:
+            return fresh
         followed = self.positions_um()
-        distance2 = ((scan_positions_um[:, None, :] - followed[None, :, :]) ** 2).sum(axis=2)
+        distance2 = ((fresh.positions_um[:, None, :] - followed[None, :, :]) ** 2).sum(axis=2)
         weights = np.exp(-0.5 * distance2 / self.config.motion.pool_um**2)
         total = weights.sum(axis=1)
         local = (weights @ velocity) / np.maximum(total, 1e-12)[:, None]
         local[total < 1e-6] = 0.0  # nobody followed nearby: left where the scan found it
-        plane = np.abs(scan_positions_um[:, :1] - z_um[None, :]).argmin(axis=1)
+        plane = np.abs(fresh.positions_um[:, :1] - z_um[None, :]).argmin(axis=1)
         before_end_s = (len(z_um) - plane - 0.5) * plane_period_s
-        return local * before_end_s[:, None]
-
-    def _deskew_first_scan(self) -> None:
-        """Move the first scan's positions, from which the motion field measures displacements, on to the
-        scan's end, now that a velocity has been followed."""
-        z_um, plane_period_s = self._skewed_scan
-        self._skewed_scan = None
-        skew = self._skew_um(self.reference.positions_um, z_um, plane_period_s)
-        if skew is not None:
-            px = self.reference.pixel_size_um
-            self._scan_centres += torch.as_tensor(skew / px, dtype=torch.float32, device=self.device)
+        positions = fresh.positions_um.copy()
+        positions[:, 1:] += local * before_end_s[:, None]
+        return replace(fresh, positions_um=positions)
 
     def carry_over(self, fresh: Reference) -> Reference:
         """Follow ``fresh`` from now on (a new scan's reference): its neurons near where the current ones were
@@ -201,12 +176,9 @@ class LiveReadout:
         self.follow(reference)
         return reference
 
-    def follow(
-        self, reference: Reference, scan_z_um: np.ndarray | None = None, plane_period_s: float | None = None
-    ) -> None:
+    def follow(self, reference: Reference) -> None:
         """Start following ``reference`` from its scan positions (calibrate and recalibrate call this; also
-        for a reference built elsewhere, e.g. restored from a recording). With the scan's focus offsets and
-        plane period, the scan's skew is taken out once ``TRAIL_FRAMES`` frames have been followed."""
+        for a reference built elsewhere, e.g. restored from a recording)."""
         if reference.frame_shape[0] * reference.frame_shape[1] == 0:
             raise ValueError("The calibration frames are empty.")
         self.reference = reference
@@ -228,9 +200,6 @@ class LiveReadout:
         self._demixer = Demixer()
         self._since_scan = 0
         self._trail: collections.deque[tuple[float, torch.Tensor]] = collections.deque(maxlen=TRAIL_FRAMES)
-        self._skewed_scan: tuple[np.ndarray, float] | None = None  # the scan, until de-skewed
-        if scan_z_um is not None and plane_period_s is not None and plane_period_s > 0:
-            self._skewed_scan = (np.asarray(scan_z_um, np.float64), float(plane_period_s))
 
     def positions_um(self) -> np.ndarray:
         """Where the reference neurons are now (N, 3) um: z relative to focus, y, x."""
@@ -253,8 +222,6 @@ class LiveReadout:
             result, sigma = self._step(y, fresh_gram=fresh)
         self._since_scan += 1
         self._trail.append((float(t_s), self._centres.clone()))
-        if self._skewed_scan is not None and len(self._trail) == TRAIL_FRAMES:
-            self._deskew_first_scan()
         brightness = result.brightness.cpu().numpy()
         ids = self.reference.ids
         confidence = (result.brightness / (sigma * result.unit_error).clamp(min=1e-12)).cpu().numpy()
