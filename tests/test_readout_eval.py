@@ -90,3 +90,32 @@ def test_the_evaluation_rescans_as_deepz_live_does_and_scores_the_frames_with_a_
     assert cal["scans"][1]["n_reference"] > 0
     assert scores["demix"].switches == 0  # the re-scan's neurons kept their IDs
     assert float(np.mean(scores["demix"].coverage)) > 0.9
+
+
+def test_the_oracle_bound_is_written_beside_the_methods_and_scored_like_them(tmp_path):
+    out = tmp_path / "activity.json"
+    result = CliRunner().invoke(app, [
+        "evaluate-activity", "--seed", "1", "--seconds", "0.5", "--size", "64", "--virtual-every", "0",
+        "--method", "demix", "--oracle-bound", "5", "--json", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    bound = data["oracle_bound"]
+    assert set(data["methods"]) == {"demix"} and KEYS <= set(bound)
+    assert bound["every_frames"] == 5 and bound["n_times"] == [10]
+    assert data["runs"]["seed 1"]["oracle_bound"]["n_times"] == [10]
+    assert bound["traced_fraction"] == 1.0 and bound["position_error_median_um"] == 0.0
+    assert bound["switches_per_neuron_minute"] == 0.0
+
+
+def test_the_oracle_bound_reads_the_activity_of_a_simulated_worm_to_photon_noise():
+    """Every neuron demixed with the simulator's own stamps at its true place: over 3 s (30 frames) the
+    traces follow the true activity."""
+    from deepz.lab.activity_bound import oracle_bound
+    from deepz.lab.activity_eval import ActivityRunConfig
+    from deepz.lab.activity_run import simulated_worm
+    from deepz.lab.activity_score import summarise
+
+    scores = summarise([oracle_bound(simulated_worm(11, 256), ActivityRunConfig(seconds=3.0), every=10)])
+    assert scores["n_neurons_scored"] > 100 and scores["n_times"] == [30]
+    assert scores["median_r"] > 0.95, scores
