@@ -15,7 +15,6 @@ import torch
 
 from acquire.sim import WormSimulator
 from acquire.sim.render import add_stamps
-from acquire.zstack import z_positions
 from deepz.lab.activity_eval import ActivityRunConfig
 from deepz.lab.activity_score import ActivityScorer, NeuronScores
 from track.readout.demix import Demixer
@@ -39,7 +38,7 @@ def oracle_bound(
     bank = sim.stamps()
     scorer = ActivityScorer((h * px, w * px))
     demixer = Demixer(max_rounds=50)
-    t_start = len(z_positions(*cfg.scan_range_um, cfg.scan_step_um)) / cfg.rate_hz
+    t_start = cfg.scan_seconds  # the frames after the first scan, as the methods read them
     for k in range(0, cfg.n_frames, every):
         t_s = t_start + k / cfg.rate_hz
         truth = sim.truth(t_s)

@@ -70,6 +70,11 @@ class ActivityRunConfig:
         return max(1, round(self.seconds * self.rate_hz))
 
     @property
+    def scan_seconds(self) -> float:
+        """Camera seconds of one calibration scan (a frame per plane): the first frame read comes after it."""
+        return len(z_positions(*self.scan_range_um, self.scan_step_um)) / self.rate_hz
+
+    @property
     def calibration(self) -> CalibrationConfig:
         """The run's scans and re-scan policy as deepz live's configuration holds them (validated there)."""
         return CalibrationConfig(z_range_um=self.scan_range_um, step_um=self.scan_step_um,
@@ -171,7 +176,7 @@ def evaluate_activity(
     stage = ReadoutStage(readout, optics=_optics(sim), drift_um=cfg.drift_um, request_scan=scans.request_scan,
                          wait=True)  # fmt: skip
     stage.offer_scan(scans.take(0.0, "start", 0))
-    t_start = len(scans.z_um) / cfg.rate_hz
+    t_start = cfg.scan_seconds
     calibration_s: list[float] = []
     zplanes = np.linspace(cfg.zscan_range_um[0], cfg.zscan_range_um[1], cfg.zscan_planes)
     dz = float(zplanes[1] - zplanes[0])
