@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from deepz.cli import app
@@ -105,7 +106,14 @@ def test_the_oracle_bound_is_written_beside_the_methods_and_scored_like_them(tmp
     assert bound["every_frames"] == 5 and bound["n_times"] == [10]
     assert data["runs"]["seed 1"]["oracle_bound"]["n_times"] == [10]
     assert bound["traced_fraction"] == 1.0 and bound["position_error_median_um"] == 0.0
-    assert bound["switches_per_neuron_minute"] == 0.0
+    assert bound["switches_per_neuron_minute"] == 0.0 and bound["lateral_error_um"] == 0.0
+    result = CliRunner().invoke(app, [
+        "evaluate-activity", "--seed", "1", "--seconds", "0.5", "--size", "64", "--virtual-every", "0",
+        "--method", "demix", "--oracle-bound", "5", "--oracle-position-error", "0.3", "--json", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    bound = json.loads(out.read_text())["oracle_bound"]
+    assert bound["lateral_error_um"] == 0.3 and bound["position_error_median_um"] > 0.1
 
 
 def test_the_oracle_bound_reads_the_activity_of_a_simulated_worm_to_photon_noise():
@@ -119,3 +127,22 @@ def test_the_oracle_bound_reads_the_activity_of_a_simulated_worm_to_photon_noise
     scores = summarise([oracle_bound(simulated_worm(11, 256), ActivityRunConfig(seconds=3.0), every=10)])
     assert scores["n_neurons_scored"] > 100 and scores["n_times"] == [30]
     assert scores["median_r"] > 0.95, scores
+
+
+def test_the_oracle_bound_with_a_position_error_shows_how_precisely_neurons_must_be_followed():
+    """The same stamps placed 0.2 um (median) off the true positions, a fresh error at every re-scan: the
+    positions the bound reports are off by that much, and its traces lose correlation (defocused neurons'
+    overlapping stamps trade light), while an exact placement is unchanged by the option."""
+    from deepz.lab.activity_bound import oracle_bound
+    from deepz.lab.activity_eval import ActivityRunConfig
+    from deepz.lab.activity_run import simulated_worm
+    from deepz.lab.activity_score import summarise
+
+    cfg = ActivityRunConfig(seconds=3.0, recalibrate_s=1.0)
+    exact = summarise([oracle_bound(simulated_worm(11, 256), cfg, every=10, lateral_error_um=0.0)])
+    off = summarise([oracle_bound(simulated_worm(11, 256), cfg, every=10, lateral_error_um=0.2)])
+    assert exact["position_error_median_um"] == 0.0
+    assert 0.17 < off["position_error_median_um"] < 0.23, off
+    assert off["median_r"] < exact["median_r"] - 0.01, (off, exact)
+    with pytest.raises(ValueError, match="lateral_error_um"):
+        oracle_bound(simulated_worm(11, 256), cfg, lateral_error_um=-1.0)

@@ -53,6 +53,10 @@ def evaluate_activity_cmd(
         0, "--oracle-bound", min=0, help="Also score the oracle bound (the simulator's own stamps at the "
         "true positions, demixed) on every Nth frame, as 'oracle_bound' (0 = not).",
     ),
+    oracle_error_um: float = typer.Option(
+        0.0, "--oracle-position-error", min=0.0, help="The oracle bound's stamps placed this far (um, "
+        "median) from the true positions, drawn afresh at every re-scan: how precisely a method must follow.",
+    ),
 ) -> None:
     """Score every activity method (demix readout, Deep-Z sampling, Deep-Z detection, mechanical z-scan)
     on a simulated run: traced fraction, trace r, position error, identity switches.
@@ -108,14 +112,15 @@ def evaluate_activity_cmd(
                 raise KeyboardInterrupt("interrupted; the scores cover the frames done")
             if oracle_every > 0:
                 with tqdm(total=cfg.n_frames, desc=f"oracle bound {name}", unit="frame") as bar:
-                    bound = oracle_bound(make(), cfg, every=oracle_every,
+                    bound = oracle_bound(make(), cfg, every=oracle_every, lateral_error_um=oracle_error_um,
                                          progress=lambda done: bar.update(done - bar.n))  # fmt: skip
                 bounds.append(bound)
                 result["runs"][name]["oracle_bound"] = summarise([bound])
                 result["oracle_bound"] = {
-                    **summarise(bounds), "every_frames": oracle_every,
+                    **summarise(bounds), "every_frames": oracle_every, "lateral_error_um": oracle_error_um,
                     "note": "not a method: every neuron demixed per frame with the simulator's own stamps at "
-                    "its true position (reads the truth); what the physics leaves within reach",
+                    "its true position (reads the truth), or lateral_error_um from it; what the physics "
+                    "leaves within reach",
                 }  # fmt: skip
                 result["wall_seconds"] = time.perf_counter() - start
     for m, s in result["methods"].items():

@@ -4,6 +4,7 @@ Every neuron whose light reaches the frame is demixed in each frame with the sim
 true position (non-negative least squares with a constant background). It reads the simulator's truth, so it
 is no method a rig could run: it measures how much of the targets the specimen's physics (neuron density,
 defocus, photon noise) leaves within reach, and so how much of a method's shortfall is its model of the frame.
+With a lateral position error it measures how precisely a method must follow the neurons for that.
 """
 
 from __future__ import annotations
@@ -27,12 +28,24 @@ MARGIN_PX = 40  # and so do neurons this far outside the field
 
 
 def oracle_bound(
-    sim: WormSimulator, cfg: ActivityRunConfig, every: int = 5, progress: Callable[[int], None] | None = None
+    sim: WormSimulator,
+    cfg: ActivityRunConfig,
+    every: int = 5,
+    progress: Callable[[int], None] | None = None,
+    lateral_error_um: float = 0.0,
 ) -> NeuronScores:
     """Scores of the oracle demixing of every ``every``-th camera frame of the run ``cfg`` describes (after
-    its first scan, through the re-scans too); ``progress`` gets the frames done."""
+    its first scan, through the re-scans too); ``progress`` gets the frames done.
+
+    ``lateral_error_um``: each neuron's stamp is placed this far (median; a random direction, 2D Gaussian)
+    from its true place, an error drawn afresh at every re-scan and held until the next, as a followed
+    position's is."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}.")
+    if lateral_error_um < 0:
+        raise ValueError(f"lateral_error_um must be >= 0, got {lateral_error_um}.")
+    sigma_px = lateral_error_um / np.sqrt(2 * np.log(2)) / sim.pixel_size_um  # a Rayleigh median
+    segment_frames = round(cfg.recalibrate_s * cfg.rate_hz) or cfg.n_frames
     px = sim.pixel_size_um
     h, w = sim.frame_shape
     bank = sim.stamps()
@@ -42,7 +55,8 @@ def oracle_bound(
     for k in range(0, cfg.n_frames, every):
         t_s = t_start + k / cfg.rate_hz
         truth = sim.truth(t_s)
-        yx = truth.positions_um[:, 1:] / px
+        error_px = np.random.default_rng([k // segment_frames, 17]).normal(0, sigma_px, (len(truth.ids), 2))
+        yx = truth.positions_um[:, 1:] / px + error_px
         near = (np.abs(truth.positions_um[:, 0]) < REACH_UM) & np.all(
             (yx > -MARGIN_PX) & (yx < np.array([h, w]) + MARGIN_PX), axis=1
         )
@@ -61,7 +75,8 @@ def oracle_bound(
         demixer.set_gram(gram)
         result = demixer.solve(torch.cat([stamps @ frame, frame.sum()[None]]))
         brightness = result.brightness.double().numpy()
-        scorer.add(ORACLE, truth, truth.ids[keep], truth.positions_um[keep], brightness)
+        placed = np.column_stack([truth.positions_um[keep, 0], yx[keep] * px])
+        scorer.add(ORACLE, truth, truth.ids[keep], placed, brightness)
         if progress is not None:
             progress(min(k + every, cfg.n_frames))
     return scorer.neuron_scores(ORACLE)
