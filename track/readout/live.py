@@ -188,7 +188,7 @@ class LiveReadout:
         self._centres = torch.as_tensor(lateral, dtype=torch.float32, device=self.device)
         self._scan_centres = self._centres.clone()
         scan_positions = torch.as_tensor(reference.positions_um, device=self.device)
-        self._field = DisplacementField.from_positions(scan_positions, self.config.motion)
+        self._field = DisplacementField.from_positions(scan_positions, self.config.motion, px)
         self._depth = torch.as_tensor(reference.positions_um[:, 0], dtype=torch.float32, device=self.device)
         self._axial = 0.0
         reach = float(np.abs(reference.positions_um[:, 0]).max()) + 2.0
