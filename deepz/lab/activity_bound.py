@@ -38,8 +38,8 @@ def oracle_bound(
     its first scan, through the re-scans too); ``progress`` gets the frames done.
 
     ``lateral_error_um``: each neuron's stamp is placed this far (median; a random direction, 2D Gaussian)
-    from its true place, an error drawn afresh at every re-scan and held until the next, as a followed
-    position's is."""
+    from its true place, an error drawn afresh every re-scan interval (``cfg.recalibrate_s``; once for a run
+    without one) and held until the next, as a followed position's is."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}.")
     if lateral_error_um < 0:

@@ -91,7 +91,7 @@ class DisplacementField:
         each known with variance noise * median(trust) / trust; and (N,) how certain that prediction is
         (1 - its posterior variance over the prior's: 0 for a neuron with no informative neighbour)."""
         t = trust.double().clamp(min=0)
-        t = t.clamp(min=1e-12 * float(t.max().clamp(min=1e-30)))
+        t = torch.maximum(t, 1e-12 * t.max().clamp(min=1e-30))  # no device sync: runs every frame
         variance = self.noise_px2 * t.median() / t
         d = displacement.double()
         mean = (t[:, None] * d).sum(dim=0) / t.sum()
