@@ -55,7 +55,8 @@ def evaluate_activity_cmd(
     ),
     oracle_error_um: float = typer.Option(
         0.0, "--oracle-position-error", min=0.0, help="The oracle bound's stamps placed this far (um, "
-        "median) from the true positions, drawn afresh at every re-scan: how precisely a method must follow.",
+        "median) from the true positions, drawn afresh every re-scan interval: how precisely a method must "
+        "follow.",
     ),
 ) -> None:
     """Score every activity method (demix readout, Deep-Z sampling, Deep-Z detection, mechanical z-scan)

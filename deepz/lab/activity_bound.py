@@ -44,9 +44,9 @@ def oracle_bound(
         raise ValueError(f"every must be >= 1, got {every}.")
     if lateral_error_um < 0:
         raise ValueError(f"lateral_error_um must be >= 0, got {lateral_error_um}.")
-    sigma_px = lateral_error_um / np.sqrt(2 * np.log(2)) / sim.pixel_size_um  # a Rayleigh median
-    segment_frames = round(cfg.recalibrate_s * cfg.rate_hz) or cfg.n_frames
     px = sim.pixel_size_um
+    sigma_px = lateral_error_um / np.sqrt(2 * np.log(2)) / px  # a Rayleigh median
+    segment_frames = round(cfg.recalibrate_s * cfg.rate_hz) or cfg.n_frames
     h, w = sim.frame_shape
     bank = sim.stamps()
     scorer = ActivityScorer((h * px, w * px))

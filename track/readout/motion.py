@@ -132,11 +132,12 @@ def motion_step(
         # predicted from the others' displacements after their own steps (from those before, the pull would
         # hold back a motion they all share: a lag of field_weight frames of motion)
         info = 0.5 * (h[:, 0] + h[:, 2]).double()
-        predicted, certainty = field.predict(info, displacement_px.double() + step)
+        displacement = displacement_px.double()
+        predicted, certainty = field.predict(info, displacement + step)
         pull = config.field_weight * info.median().clamp(min=1e-30) * certainty
-        step = (info[:, None] * step + pull[:, None] * (predicted - displacement_px.double())) / (
-            info + pull
-        ).clamp(min=1e-30)[:, None]
+        step = (info[:, None] * step + pull[:, None] * (predicted - displacement)) / (info + pull).clamp(
+            min=1e-30
+        )[:, None]
     norm = step.norm(dim=1, keepdim=True).clamp(min=1e-12)
     step = step * (config.max_step_px / norm).clamp(max=1.0)
     axial = 0.0
