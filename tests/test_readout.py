@@ -312,7 +312,7 @@ def test_the_fitted_defocus_table_keeps_every_neurons_light_at_every_defocus():
         for zk in z
     ])  # fmt: skip
     fit = fit_stamps(torch.as_tensor(scan), z, np.column_stack([depth, yx * PX]), PX, Optics())
-    flux = fit.stamps.table @ ring_areas(fit.stamps.table.shape[1], fit.stamps.radius_step_px)
+    flux = fit.stamps.table @ ring_areas(fit.stamps.table.shape[-1], fit.stamps.radius_step_px)
     np.testing.assert_allclose(flux, 1.0, rtol=1e-4)  # a wide-field camera sees all the light at any focus
     np.testing.assert_allclose(fit.brightness, brightness, rtol=0.06)
 
@@ -343,3 +343,51 @@ def test_a_neuron_that_leaves_the_field_gets_its_id_back_where_its_neighbours_mo
     back = dataclasses.replace(ref, ids=np.arange(600, 612), positions_um=ref.positions_um + step)
     again = readout.carry_over(back)
     np.testing.assert_array_equal(again.ids, ref.ids)  # every neuron has its own ID again
+
+
+def test_nuclei_of_two_sizes_get_their_own_defocus_tables():
+    from track.readout.calibrate import fit_stamps
+
+    rng = np.random.default_rng(8)
+    n = 16
+    large = np.arange(n) % 2 == 1
+    truths = [nominal_stamps(Optics(nucleus_diameter_um=d), PX, 10.0) for d in (1.8, 3.4)]
+    yx = rng.uniform(14, 82, (n, 2))
+    depth = rng.uniform(-3, 3, n)
+    brightness = rng.uniform(10000, 30000, n)
+    z = np.arange(-9.0, 9.25, 0.5)
+    patches = cut_patches(torch.as_tensor(yx, dtype=torch.float32), truths[0].half_px, SHAPE)
+
+    def plane(zk: float) -> np.ndarray:
+        defocus = torch.as_tensor(depth - zk, dtype=torch.float32)
+        values = torch.where(
+            torch.as_tensor(large)[:, None, None],
+            truths[1].evaluate(patches, defocus).value,
+            truths[0].evaluate(patches, defocus).value,
+        )
+        return patches.render(torch.as_tensor(brightness[:, None, None]) * values).numpy() + BACKGROUND
+
+    scan = torch.as_tensor(np.stack([plane(zk) for zk in z]))
+    positions = np.column_stack([depth, yx * PX])
+    fits = {g: fit_stamps(scan, z, positions, PX, Optics(), StampFitConfig(size_groups=g)) for g in (1, 2)}
+    groups = fits[2].stamps.groups
+    assert set(groups[large]) == {1} and set(groups[~large]) == {0}  # 1: the larger nuclei's table
+    error = {g: np.abs(fit.brightness / brightness - 1).max() for g, fit in fits.items()}
+    assert fits[2].relative_residual < 0.5 * fits[1].relative_residual
+    assert error[2] < error[1]
+
+    # a re-scan: neurons found again (here moved by 0.5 um) inherit their evidence, so strong earlier evidence
+    # keeps a neuron's group against this scan's, and the others keep theirs
+    from track.readout.reference import GroupMemory
+
+    evidence = fits[2].group_evidence.copy()
+    evidence[0, 1 - groups[0]] += 100.0
+    memory = GroupMemory(positions + [0.0, 0.5, 0.0], evidence, match_um=2.0)
+    inherited = memory.for_neurons(positions)
+    np.testing.assert_allclose(inherited, memory.memory * evidence)
+    two = StampFitConfig(size_groups=2)
+    again = fit_stamps(scan, z, positions, PX, Optics(), two, group_evidence=inherited)
+    assert again.stamps.groups[0] == 1 - groups[0]
+    np.testing.assert_array_equal(again.stamps.groups[1:], groups[1:])
+    far = GroupMemory(positions + [0.0, 100.0, 0.0], evidence, match_um=2.0).for_neurons(positions)
+    assert not far.any()  # nobody within 2 um (moved out of the field): every neuron starts afresh

@@ -18,7 +18,7 @@ from track.readout.demix import Demixer, DemixResult, gram_matrix
 from track.readout.dormant import DormantNeurons
 from track.readout.motion import DisplacementField, MotionConfig, motion_step, neighbour_weights
 from track.readout.patches import cut_patches
-from track.readout.reference import Reference, build_reference
+from track.readout.reference import GroupMemory, Reference, build_reference
 from track.readout.shapes import ShapeConfig, ShapeReader
 from track.readout.stamps import Optics
 
@@ -114,9 +114,12 @@ class LiveReadout:
         if self.reference is None or self.optics is None:
             raise RuntimeError("recalibrate needs a first calibration; call calibrate first.")
         old = self.reference
+        earlier = None
+        if old.group_evidence is not None:
+            earlier = GroupMemory(self.positions_um(), old.group_evidence, self.config.match_um)
         fresh = build_reference(
             stack, z_um, old.pixel_size_um, self.optics, detect=self.config.detect, fit=self.config.fit,
-            shapes=self.config.shapes, first_id=self._next_id, device=self.device,
+            shapes=self.config.shapes, first_id=self._next_id, device=self.device, earlier=earlier,
         )  # fmt: skip
         if plane_period_s is not None and plane_period_s > 0:
             fresh = self._deskewed(fresh, np.asarray(z_um, np.float64), plane_period_s)

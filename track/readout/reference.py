@@ -9,11 +9,12 @@ import numpy as np
 import torch
 
 from track.detect import DetectConfig, detect_neurons
+from track.evaluate import match_points
 from track.readout.calibrate import StampFitConfig, fit_stamps
 from track.readout.shapes import NeuronShapes, ShapeConfig, fit_shapes
 from track.readout.stamps import Optics, StampModel
 
-__all__ = ["Reference", "build_reference", "check_scan"]
+__all__ = ["GroupMemory", "Reference", "build_reference", "check_scan"]
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,30 @@ class Reference:
     frame_shape: tuple[int, int]
     fit_residual: float  # relative squared error of the forward model on the scan
     shapes: NeuronShapes | None = None  # each neuron's own stamp near focus (None: the radial table alone)
+    group_evidence: np.ndarray | None = None  # (N, G) evidence for each neuron's size group (stamps.groups)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+@dataclass(frozen=True)
+class GroupMemory:
+    """Size-group evidence of the neurons followed until a re-scan, at where they are now (N, 3) um: a new
+    scan's neuron within match_um of one starts from its evidence times ``memory``, so that a nucleus keeps
+    its table from scan to scan unless the evidence turns (measured: 30% changed group between two scans
+    on their own, and each change rescales the neuron's trace)."""
+
+    positions_um: np.ndarray
+    evidence: np.ndarray  # (N, G)
+    match_um: float
+    memory: float = 0.8
+
+    def for_neurons(self, positions_um: np.ndarray) -> np.ndarray:
+        """(M, G) evidence the neurons at positions_um (M, 3) inherit; rows of 0 for neurons seen first."""
+        rows, cols = match_points(positions_um, self.positions_um, self.match_um)
+        inherited = np.zeros((len(positions_um), self.evidence.shape[1]))
+        inherited[rows] = self.memory * self.evidence[cols]
+        return inherited
 
 
 def check_scan(stack: np.ndarray | torch.Tensor, z_um: np.ndarray) -> tuple[torch.Tensor, np.ndarray, float]:
@@ -65,9 +87,11 @@ def build_reference(
     shapes: ShapeConfig | None = None,
     first_id: int = 0,
     device: str | torch.device = "cpu",
+    earlier: GroupMemory | None = None,
 ) -> Reference:
     """Detect the scan's neurons (ids first_id, first_id + 1, ...), fit the defocus response around them
-    (the shared radial table, then each neuron's own correction near focus)."""
+    (the radial tables by nucleus size, with the evidence of ``earlier`` scans, then each neuron's own
+    correction near focus)."""
     if pixel_size_um <= 0:
         raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um}.")
     tensor, z, dz = check_scan(stack, z_um)
@@ -79,7 +103,8 @@ def build_reference(
             "No neurons were found in the calibration scan; check that the specimen is in the field and in "
             "the scan's range, and that the frames are not saturated or blank."
         )
-    fitted = fit_stamps(tensor, z, found.positions_um, pixel_size_um, optics, fit)
+    inherited = earlier.for_neurons(found.positions_um) if earlier is not None else None
+    fitted = fit_stamps(tensor, z, found.positions_um, pixel_size_um, optics, fit, group_evidence=inherited)
     shape_cfg = shapes or ShapeConfig()
     own = (
         fit_shapes(tensor, z, found.positions_um, pixel_size_um, fitted.stamps, fitted.brightness, shape_cfg)
@@ -95,4 +120,5 @@ def build_reference(
         frame_shape=(int(tensor.shape[1]), int(tensor.shape[2])),
         fit_residual=fitted.relative_residual,
         shapes=own,
+        group_evidence=fitted.group_evidence,
     )

@@ -56,25 +56,37 @@ class StampValues:
 
 @dataclass(frozen=True)
 class StampModel:
-    """S(defocus_um, radius_px) on a uniform grid; the last radius column is 0 (the stamp's edge)."""
+    """S(defocus_um, radius_px) on a uniform grid; the last radius column is 0 (the stamp's edge).
+
+    With ``groups``, the table holds one such table per group (G, D, R), and neuron n's stamp is read from
+    table ``groups[n]`` (nuclei of different sizes blur differently)."""
 
     defocus_um: np.ndarray  # (D,) uniform, increasing
     radius_step_px: float
-    table: np.ndarray  # (D, R) float32, value per pixel per unit brightness
+    table: np.ndarray  # (D, R) or (G, D, R) float32, value per pixel per unit brightness
+    groups: np.ndarray | None = None  # (N,) table of each neuron, with a (G, D, R) table
 
     def __post_init__(self) -> None:
-        if self.table.ndim != 2 or self.table.shape[0] != len(self.defocus_um) or self.table.shape[1] < 2:
-            raise ValueError(f"table {self.table.shape} must be (len(defocus_um), >= 2 radii).")
+        grouped = self.groups is not None
+        if self.table.ndim != 2 + grouped or self.table.shape[-2] != len(self.defocus_um) or (
+            self.table.shape[-1] < 2
+        ):
+            raise ValueError(
+                f"table {self.table.shape} must be ({'groups, ' * grouped}len(defocus_um), >= 2 radii)."
+            )
+        if grouped and (self.groups.min(initial=0) < 0 or self.groups.max(initial=0) >= len(self.table)):
+            raise ValueError(f"groups must index the table's {len(self.table)} groups.")
 
     @property
     def half_px(self) -> int:
         """Patch half-width that holds the whole stamp (radius grid's extent)."""
-        return int(np.ceil((self.table.shape[1] - 1) * self.radius_step_px / np.sqrt(2)))
+        return int(np.ceil((self.table.shape[-1] - 1) * self.radius_step_px / np.sqrt(2)))
 
     def half_for(self, max_abs_defocus_um: float, energy: float = 0.97) -> int:
         """Smallest patch half-width holding ``energy`` of the light of every stamp up to that |defocus|."""
         rows = np.abs(self.defocus_um) <= max(max_abs_defocus_um, float(np.abs(self.defocus_um).min()))
-        ring = self.table[rows] * ring_areas(self.table.shape[1], self.radius_step_px)[None]
+        table = self.table.reshape(-1, *self.table.shape[-2:])[:, rows].reshape(-1, self.table.shape[-1])
+        ring = table * ring_areas(table.shape[1], self.radius_step_px)[None]
         cum = np.cumsum(ring, axis=1) / np.maximum(ring.sum(axis=1, keepdims=True), 1e-30)
         reach = (cum < energy).sum(axis=1).max() + 1
         return int(min(np.ceil(reach * self.radius_step_px) + 1, self.half_px))
@@ -85,13 +97,18 @@ class StampModel:
         Each neuron's radial profile is first interpolated in defocus (N, R), then read at every pixel's
         radius: two small gathers per output instead of four from the whole table.
         """
-        table = torch.as_tensor(self.table, device=patches.dy.device)
-        n_d, n_r = table.shape
+        device = patches.dy.device
+        table = torch.as_tensor(self.table, device=device)
+        n_d, n_r = table.shape[-2:]
         d0, dd = float(self.defocus_um[0]), float(self.defocus_um[1] - self.defocus_um[0])
         u = ((defocus_um.float() - d0) / dd).clamp(0, n_d - 1)
         i0 = u.floor().clamp(max=n_d - 2).long()
         fu = (u - i0)[:, None]
-        lower, upper = table[i0], table[i0 + 1]
+        if self.groups is not None:
+            group = torch.as_tensor(self.groups, device=device)
+            lower, upper = table[group, i0], table[group, i0 + 1]
+        else:
+            lower, upper = table[i0], table[i0 + 1]
         profile = lower + fu * (upper - lower)  # (N, R)
         n = len(i0)
         r = torch.hypot(patches.dy, patches.dx).reshape(n, -1)
