@@ -107,29 +107,30 @@ def fit_stamps(
     n_groups = min(cfg.size_groups, max(1, len(positions_um) // MIN_GROUP_NEURONS))
     if group_evidence is not None and group_evidence.shape != (len(positions_um), n_groups):
         group_evidence = None  # another number of groups: start afresh
+
+    def scan_model(table, groups, brightness, background):
+        """The stamps of ``table`` and ``groups``, their values at every used plane, and the fitted scan."""
+        stamps = StampModel(model.defocus_um, model.radius_step_px, table.cpu().numpy(), groups)
+        values = [stamps.evaluate(patches, defocus[k]).value for k in range(len(planes))]
+        return stamps, values, _render_scan(values, patches, brightness, background)
+
     for it in range(cfg.iterations + (cfg.group_iterations if n_groups > 1 else 0)):
         if it == cfg.iterations:  # the shared table has settled: one table per size group from here
             shared = StampModel(model.defocus_um, model.radius_step_px, table.cpu().numpy())
             groups = _initial_groups(data, background, patches, defocus, shared, brightness, n_groups)
             table = table[None].repeat(n_groups, 1, 1)
-        current = StampModel(model.defocus_um, model.radius_step_px, table.cpu().numpy(), groups)
-        values = [current.evaluate(patches, defocus[k]).value for k in range(len(planes))]
-        fitted = _render_scan(values, patches, brightness, background)
+        current, values, fitted = scan_model(table, groups, brightness, background)
         if groups is not None and it == cfg.iterations + cfg.group_iterations // 2:
             evidence = _group_evidence(data, background, patches, defocus, current, brightness, values)
             if group_evidence is not None:
                 evidence = evidence + group_evidence
             groups = evidence.argmax(axis=1)
-            current = StampModel(model.defocus_um, model.radius_step_px, table.cpu().numpy(), groups)
-            values = [current.evaluate(patches, defocus[k]).value for k in range(len(planes))]
-            fitted = _render_scan(values, patches, brightness, background)
+            current, values, fitted = scan_model(table, groups, brightness, background)
         if it % 2 == 0:
             brightness, background = _update_brightness(data, fitted, patches, values, brightness, background)
         else:
             table = _update_table(data, fitted, patches, defocus, current, brightness, table)
-    final = StampModel(model.defocus_um, model.radius_step_px, table.cpu().numpy(), groups)
-    values = [final.evaluate(patches, defocus[k]).value for k in range(len(planes))]
-    fitted = _render_scan(values, patches, brightness, background)
+    final, values, fitted = scan_model(table, groups, brightness, background)
     signal = ((data - background[:, None, None]) ** 2).sum().clamp(min=1e-12)
     residual = float(((data - fitted) ** 2).sum() / signal)
     return StampFit(final, brightness.cpu().numpy(), planes, residual, evidence)
@@ -162,19 +163,22 @@ def _update_brightness(data, fitted, patches, values, brightness, background):
     return brightness * num / den.clamp(min=1e-12), background * scale
 
 
+def _own_light(plane, background, patches, light) -> torch.Tensor:
+    """(N, P, P) each neuron's own light in one scan plane: the plane less its background and the other
+    neurons' modelled light (``light``: every neuron's modelled light on its patch)."""
+    return patches.gather(plane - background - patches.render(light)) + light
+
+
 def _initial_groups(data, background, patches, defocus, model: StampModel, brightness, n_groups: int):
     """(N,) size group of each neuron, 0 the smallest: quantiles of its in-focus peak per unit brightness
     (a smaller nucleus packs its light into fewer pixels), read at its sharpest plane with its neighbours'
     modelled light removed."""
     nearest = defocus.abs().argmin(dim=0)  # (N,)
-    n = torch.arange(defocus.shape[1], device=data.device)
     core = torch.hypot(patches.dy, patches.dx) <= 1.5  # the centre pixels
-    peak = torch.zeros(len(n), device=data.device)
+    peak = torch.zeros(defocus.shape[1], device=data.device)
     for k in torch.unique(nearest).tolist():
-        values = model.evaluate(patches, defocus[k]).value
-        light = brightness[:, None, None] * values
-        others = patches.gather(patches.render(light)) - light
-        own = patches.gather(data[k] - background[k]) - others
+        light = brightness[:, None, None] * model.evaluate(patches, defocus[k]).value
+        own = _own_light(data[k], background[k], patches, light)
         rows = nearest == k
         peak[rows] = ((own * core).sum(dim=(1, 2)) / core.sum(dim=(1, 2)).clamp(min=1))[rows]
     score = (peak / brightness.clamp(min=1e-12)).cpu().numpy()
@@ -185,18 +189,16 @@ def _initial_groups(data, background, patches, defocus, model: StampModel, brigh
 def _group_evidence(data, background, patches, defocus, model: StampModel, brightness, values) -> np.ndarray:
     """(N, G) share of each neuron's own light over the scan (its data less the background and its
     neighbours' modelled light) that each group's table explains, at its best-fitting brightness."""
-    n_groups = model.table.shape[0]
+    tables = [StampModel(model.defocus_um, model.radius_step_px, table) for table in model.table]
     n = len(brightness)
-    cross = torch.zeros(n_groups, n, dtype=torch.float64, device=data.device)
+    cross = torch.zeros(len(tables), n, dtype=torch.float64, device=data.device)
     power = torch.zeros_like(cross)
     energy = torch.zeros(n, dtype=torch.float64, device=data.device)
     for k, value in enumerate(values):
-        light = brightness[:, None, None] * value
-        own = (patches.gather(data[k] - background[k] - patches.render(light)) + light) * patches.inside
+        own = _own_light(data[k], background[k], patches, brightness[:, None, None] * value) * patches.inside
         energy += (own * own).sum(dim=(1, 2)).double()
-        for g in range(n_groups):
-            trial = StampModel(model.defocus_um, model.radius_step_px, model.table[g])
-            candidate = trial.evaluate(patches, defocus[k]).value * patches.inside
+        for g, table in enumerate(tables):
+            candidate = table.evaluate(patches, defocus[k]).value * patches.inside
             cross[g] += (own * candidate).sum(dim=(1, 2)).double()
             power[g] += (candidate * candidate).sum(dim=(1, 2)).double()
     explained = cross.clamp(min=0) ** 2 / power.clamp(min=1e-30)  # squared error removed at the best scale
