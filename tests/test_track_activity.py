@@ -92,3 +92,61 @@ def test_filling_window_refreshes_on_schedule_for_tracks_of_any_age():
             n = len(history[i])
             f0 = np.percentile(history[i][: n if n <= 10 else n - n % 10], 20)
             assert d == pytest.approx((v - f0) / f0, rel=1e-5)
+
+
+def test_followed_baseline_matches_offline_traces_including_late_tracks():
+    """With baseline_tau, the online F0 follows the window's percentile exactly as dff_traces does, for a
+    track that starts later (NaN before) too."""
+    cfg = ActivityConfig(baseline_window=20, baseline_percentile=20, baseline_every=1, baseline_tau=10,
+                         baseline_settle=5)
+    rng = np.random.default_rng(3)
+    traces = 100 + 30 * rng.random((2, 80))
+    traces[:, 40:] -= 25  # a step the following has to catch up with
+    traces[1, :13] = np.nan  # the second track starts at sample 13
+    online = RunningDff(cfg)
+    got = np.full_like(traces, np.nan)
+    for t in range(traces.shape[1]):
+        ids = np.flatnonzero(np.isfinite(traces[:, t]))
+        got[ids, t] = online.update(ids, traces[ids, t])
+    np.testing.assert_allclose(got, dff_traces(traces, cfg), rtol=1e-5, equal_nan=True)
+
+
+def test_followed_baseline_tracks_a_bleaching_step_with_its_time_constant():
+    """After a 20% drop of a steady trace, F0 reaches the new level with time constant baseline_tau (samples
+    after the window's percentile itself has moved), and settles there."""
+    cfg = ActivityConfig(baseline_window=50, baseline_percentile=20, baseline_every=1, baseline_tau=40,
+                         baseline_settle=10)
+    dff = RunningDff(cfg)
+    trace = np.r_[np.full(200, 100.0), np.full(600, 80.0)]
+    f0 = np.array([v / (1 + dff.update(np.array([0]), np.array([v]))[0]) for v in trace])
+    assert f0[199] == pytest.approx(100.0)
+    moved = 200 + 10  # the window's 20th percentile is 80 from here on (11 of its 50 samples are 80)
+    assert f0[moved] > 98.0  # it has barely started to follow
+    assert 80 + 20 * np.exp(-1.1) < f0[moved + 40] < 80 + 20 * np.exp(-0.9)
+    assert f0[-1] == pytest.approx(80.0, rel=1e-4)
+
+
+def test_followed_baseline_keeps_the_trace_true_to_activity_from_the_start():
+    """A neuron active at the start: the window's percentile comes down over the first minute and bends the
+    dF/F; followed slowly, the dF/F stays as true to the activity as the brightness itself."""
+    rng = np.random.default_rng(4)
+    rate, n = 100, 6000
+    t = np.arange(n) / rate
+    events = np.r_[0.2, rng.uniform(0, 60, 8)]
+    activity = sum(np.where(t >= e, np.exp(-(t - e) / 1.5) * (1 - np.exp(-(t - e) / 0.1)), 0) for e in events)
+    brightness = 200 * (1 + activity) + rng.normal(0, 10, n)
+    plain = ActivityConfig(baseline_window=n, baseline_every=50)
+    followed = ActivityConfig(baseline_window=n, baseline_every=50, baseline_tau=n, baseline_settle=rate)
+    r = {
+        name: np.corrcoef(_online_dff(cfg, brightness), activity)[0, 1]
+        for name, cfg in (("plain", plain), ("followed", followed))
+    }
+    r_brightness = np.corrcoef(brightness, activity)[0, 1]
+    assert r["followed"] > r["plain"] + 0.01
+    assert r["followed"] > r_brightness - 0.01
+
+
+def _online_dff(cfg: ActivityConfig, trace: np.ndarray) -> np.ndarray:
+    """One track's online dF/F, sample by sample."""
+    dff = RunningDff(cfg)
+    return np.array([dff.update(np.array([0]), np.array([v]))[0] for v in trace])

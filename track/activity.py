@@ -1,4 +1,5 @@
-"""Neuron activity: mean intensity in a small sphere per neuron; dF/F over a running-percentile baseline."""
+"""Neuron activity: mean intensity in a small sphere per neuron; dF/F over a running-percentile baseline,
+optionally followed slowly (a baseline that moves with the activity it holds bends every trace)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ class ActivityConfig:
     The baseline F0 is at least `noise_floor` times the trace's own noise (the robust standard deviation of
     its sample-to-sample changes over the same window), so a dim or false detection, whose background-
     subtracted baseline is close to zero, gives dF/F of order one instead of hundreds.
+
+    With ``baseline_tau`` > 0, F0 is the window's percentile for a track's first ``baseline_settle``
+    samples, then follows it with that time constant (samples): slow changes such as bleaching are tracked,
+    while the percentile's early swings (a window of a few seconds holds more activity than baseline) are
+    not passed on to the trace.
     """
 
     radius_um: float = 1.2
@@ -29,6 +35,16 @@ class ActivityConfig:
     baseline_every: int = 10  # recompute the window's percentile every this many samples (cost)
     min_baseline: float = 1.0  # absolute floor of F0 (intensity units)
     noise_floor: float = 3.0  # F0 >= noise_floor * trace noise
+    baseline_tau: int = 0  # samples; 0: F0 is the window's percentile itself
+    baseline_settle: int = 100  # samples of a track before F0 starts following with baseline_tau
+
+    def __post_init__(self) -> None:
+        if self.baseline_window < 1 or self.baseline_tau < 0 or self.baseline_settle < 1:
+            raise ValueError("baseline_window and baseline_settle must be >= 1 and baseline_tau >= 0.")
+
+    def follow_rate(self) -> float:
+        """Share of the way F0 moves towards the window's percentile per sample once settled (1: at once)."""
+        return 1.0 if self.baseline_tau == 0 else float(-np.expm1(-1.0 / self.baseline_tau))
 
 
 # robust standard deviation of a series from the median absolute change between consecutive samples:
@@ -79,6 +95,7 @@ class RunningDff:
         self._buffer = np.zeros((0, self.config.baseline_window), np.float64)
         self._count = np.zeros(0, np.int64)
         self._baseline = np.zeros(0, np.float64)
+        self._followed = np.zeros(0, np.float64)  # F0 before the floors (the percentile, followed slowly)
         self._noise = np.zeros(0, np.float64)
 
     def _slots_for(self, ids: np.ndarray) -> np.ndarray:
@@ -91,6 +108,7 @@ class RunningDff:
                 self._buffer = np.vstack([self._buffer, np.zeros((grow, self._buffer.shape[1]))])
                 self._count = np.concatenate([self._count, np.zeros(grow, np.int64)])
                 self._baseline = np.concatenate([self._baseline, np.zeros(grow)])
+                self._followed = np.concatenate([self._followed, np.zeros(grow)])
                 self._noise = np.concatenate([self._noise, np.zeros(grow)])
                 self._free.extend(range(start + grow - 1, start - 1, -1))
             slot = self._free.pop()
@@ -121,7 +139,12 @@ class RunningDff:
         for age in np.unique(count[filling]).tolist():
             rows = slots[filling & (count == age)]
             self._refresh(rows, self._buffer[rows, :age])
-        return _dff(values, self._baseline[slots], self._noise[slots], self.config)
+        target = self._baseline[slots]
+        settled = count > self.config.baseline_settle
+        followed = self._followed[slots]
+        followed = np.where(settled, followed + self.config.follow_rate() * (target - followed), target)
+        self._followed[slots] = followed
+        return _dff(values, followed, self._noise[slots], self.config)
 
     def _refresh(self, slots: np.ndarray, samples: np.ndarray) -> None:
         """Recompute baseline and noise of `slots` from their samples (rows, oldest first)."""
@@ -144,10 +167,28 @@ def _dff(values: np.ndarray, baseline: np.ndarray, noise: np.ndarray, cfg: Activ
 
 
 def dff_traces(intensity: np.ndarray, config: ActivityConfig | None = None) -> np.ndarray:
-    """Offline dF/F of (M, T) intensity traces (NaN = not observed), same trailing running percentile and floor."""
+    """Offline dF/F of (M, T) intensity traces (NaN = not observed), same trailing running percentile, slow
+    following and floor."""
     cfg = config or ActivityConfig()
     frame = pd.DataFrame(np.asarray(intensity, dtype=np.float64).T)
     baseline = frame.rolling(cfg.baseline_window, min_periods=1).quantile(cfg.baseline_percentile / 100.0)
     changes = frame.diff().abs().rolling(max(1, cfg.baseline_window - 1), min_periods=1).median()
     noise = _MAD_OF_CHANGES_TO_SIGMA * changes.to_numpy().T
-    return _dff(intensity, baseline.to_numpy().T, noise, cfg)
+    return _dff(intensity, _followed(baseline.to_numpy().T, np.isfinite(intensity), cfg), noise, cfg)
+
+
+def _followed(baseline: np.ndarray, observed: np.ndarray, cfg: ActivityConfig) -> np.ndarray:
+    """(M, T) F0 of ``baseline`` (M, T) followed as RunningDff does: itself for each track's first
+    baseline_settle observed samples, then moving towards it at follow_rate per observed sample."""
+    if cfg.baseline_tau == 0:
+        return baseline
+    out = baseline.copy()
+    count = np.cumsum(observed, axis=1)
+    rate = cfg.follow_rate()
+    for t in range(1, baseline.shape[1]):
+        step = observed[:, t] & (count[:, t] > cfg.baseline_settle)
+        last = out[:, t - 1]
+        # an unobserved sample's F0 carries the last one on (a NaN window percentile is left as it is)
+        carried = np.where(observed[:, t], out[:, t], last)
+        out[:, t] = np.where(step, last + rate * (baseline[:, t] - last), carried)
+    return out

@@ -31,7 +31,7 @@ from storage.calibration import ScanRecord
 from track.activity import ActivityConfig, RunningDff, sample_intensity
 from track.live import LiveTracker, LiveTrackerConfig
 from track.online import TrackerConfig
-from track.readout import LiveReadout, Optics, ReadoutConfig
+from track.readout import LiveReadout, Optics, ReadoutConfig, camera_rate_dff
 
 __all__ = ["ActivityRunConfig", "DEFAULT_METHOD", "METHODS", "evaluate_activity", "noise_ceiling"]
 
@@ -169,8 +169,7 @@ def evaluate_activity(
     scorer = ActivityScorer((h * px, w * px))
     info: dict[str, object] = {"run": asdict(cfg), "seconds_per_method": {m: 0.0 for m in methods}}
     timing = info["seconds_per_method"]
-    readout = LiveReadout(ReadoutConfig(activity=ActivityConfig(baseline_window=round(60 * cfg.rate_hz),
-                                                                baseline_every=50)), device=cfg.device)
+    readout = LiveReadout(ReadoutConfig(activity=camera_rate_dff(cfg.rate_hz)), device=cfg.device)
     scans = _CameraScans(sim, cfg.calibration, cfg.rate_hz)
     # wait: calibrates in place, as replay does (every frame is read with the reference of its scan)
     stage = ReadoutStage(readout, optics=_optics(sim), drift_um=cfg.drift_um, request_scan=scans.request_scan,
