@@ -51,11 +51,12 @@ def readout_optics(manifest: ModelManifest) -> Any:
     return Optics(na=manifest.optics.numerical_aperture, wavelength_um=manifest.optics.wavelength_um)
 
 
-def build_readout(device: str = "cpu") -> LiveReadoutLike:
-    """The readout deepz live uses (track.readout's default method), on the inference engine's device."""
-    from track.readout.live import LiveReadout
+def build_readout(device: str = "cpu", rate_hz: float = 100.0) -> LiveReadoutLike:
+    """The readout deepz live uses (track.readout's default method), on the inference engine's device, with
+    its dF/F baseline in seconds of a camera at ``rate_hz``."""
+    from track.readout.live import LiveReadout, ReadoutConfig, camera_rate_dff
 
-    return LiveReadout(device=device)
+    return LiveReadout(ReadoutConfig(activity=camera_rate_dff(rate_hz)), device=device)
 
 
 def live_scan(cal: CalibrationScan) -> PendingScan:
@@ -83,10 +84,12 @@ def recorded_scans(recording: Path) -> list[PendingScan]:
 
 
 def build_readout_stage(
-    cfg: RunConfig, manifest: ModelManifest, *, replay_from: Path | None, device: str | None
+    cfg: RunConfig, manifest: ModelManifest, *, replay_from: Path | None, device: str | None,
+    frame_interval_s: float,
 ) -> ReadoutStage | None:
     """The readout stage of a run, or None: live when calibration is on, replay when the recording holds
-    scans; never when calibration or neuron tracking is turned off. Its scans go to the run's recording."""
+    scans; never when calibration or neuron tracking is turned off. Its scans go to the run's recording;
+    ``frame_interval_s``: the camera's (live) or the recording's (replay)."""
     if cfg.calibration.enabled is False or not cfg.tracking.enabled:
         return None
     scans = recorded_scans(replay_from) if replay_from is not None else []
@@ -95,7 +98,7 @@ def build_readout_stage(
         return None
     out = cfg.recording.out
     stage = ReadoutStage(
-        build_readout(device),
+        build_readout(device or "cpu", 1.0 / frame_interval_s),
         optics=readout_optics(manifest),
         trace_window_s=cfg.tracking.trace_window_s,
         store=CalibrationStore(out).write if out is not None else None,

@@ -71,6 +71,7 @@ class ComputeSpec:
     camera: Any  # deepz.optics_check.CameraOptics
     voxel_um: tuple[float, float, float]
     planes_um: tuple[float, ...]
+    frame_interval_s: float  # the camera's (live) or the recording's (replay): the readout's time base
     replay_from: Path | None = None  # a realtime replay: the readout calibrates on the recording's scans
     publish_period_s: float = 0.05
     log_level: int = logging.INFO
@@ -91,7 +92,10 @@ def build_stages(spec: ComputeSpec) -> Stages:
 
     cfg = spec.config
     engine, model, _ = wiring.build_engine(cfg.inference, spec.frame_shape, spec.pixel_size_um, spec.camera)
-    readout = build_readout_stage(cfg, model.manifest, replay_from=spec.replay_from, device=str(engine.device))
+    readout = build_readout_stage(
+        cfg, model.manifest, replay_from=spec.replay_from, device=str(engine.device),
+        frame_interval_s=spec.frame_interval_s,
+    )  # fmt: skip
     tracker = None
     if readout is None:
         tracker = wiring.build_tracker(cfg.tracking, spec.voxel_um, np.asarray(spec.planes_um),

@@ -80,13 +80,16 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
         readout: ReadoutStage | None = None
         tracker: VolumeTracker | None = None
         if engine is None:
-            compute = _start_compute(cfg, source, camera, voxel_um, planes, replay_from)
+            compute = _start_compute(cfg, source, camera, voxel_um, planes, frame_interval_s, replay_from)
             stack.callback(compute.close)
             # live, the camera pauses for a focal scan first and at re-scans
             if compute.info["readout"] and camera_source is not None:
                 source = calibrating_source(camera_source, cfg.calibration, model.manifest, compute)
         else:
-            readout = build_readout_stage(cfg, model.manifest, replay_from=replay_from, device=str(engine.device))
+            readout = build_readout_stage(
+                cfg, model.manifest, replay_from=replay_from, device=str(engine.device),
+                frame_interval_s=frame_interval_s,
+            )  # fmt: skip
             if readout is not None and camera_source is not None:
                 source = calibrating_source(camera_source, cfg.calibration, model.manifest, readout)
             # with a readout, every reference neuron's trace comes from it, not from tracking the volumes
@@ -143,12 +146,13 @@ def run_pipeline(cfg: RunConfig, *, replay_from: Path | None = None, realtime: b
 
 
 def _start_compute(cfg: RunConfig, source: FrameSource, camera: CameraOptics, voxel_um: tuple[float, float, float],
-                   planes: np.ndarray, replay_from: Path | None) -> ComputeProcess:
+                   planes: np.ndarray, frame_interval_s: float, replay_from: Path | None) -> ComputeProcess:
     """The compute process of a run, started: its stages are built (what building raised is raised here)."""
     from deepz.compute_process import ComputeProcess, ComputeSpec
 
     spec = ComputeSpec(cfg, source.frame_shape, source.pixel_size_um, camera, voxel_um,
-                       tuple(float(p) for p in planes), replay_from=replay_from, publish_period_s=1.0 / cfg.publish.max_hz,
+                       tuple(float(p) for p in planes), frame_interval_s, replay_from=replay_from,
+                       publish_period_s=1.0 / cfg.publish.max_hz,
                        log_level=configured_level())  # fmt: skip
     compute = ComputeProcess(spec)
     try:

@@ -43,7 +43,7 @@ def _live_run(out, frames: np.ndarray, build=build_stages, stop_timeout_s: float
     cfg = _config(out)
     model, planes, _ = wiring.load_checked_model(cfg.inference, (SIZE, SIZE), PX)
     voxel = (float(planes[1] - planes[0]), PX, PX)
-    spec = ComputeSpec(cfg, (SIZE, SIZE), PX, CameraOptics(PX), voxel, tuple(planes))
+    spec = ComputeSpec(cfg, (SIZE, SIZE), PX, CameraOptics(PX), voxel, tuple(planes), 0.01)
     compute = ComputeProcess(spec, build=build, stop_timeout_s=stop_timeout_s)
     try:
         compute.start()
@@ -103,15 +103,15 @@ def test_a_failing_or_stalled_stage_never_stops_raw_recording(tmp_path, caplog, 
 
 def test_the_frame_ring_holds_two_seconds_where_shared_memory_has_room(tmp_path):
     cfg = _config(tmp_path / "unused.zarr")
-    spec = ComputeSpec(cfg, (SIZE, SIZE), PX, CameraOptics(PX), (3.0, PX, PX), (-6.0, -2.0, 2.0, 6.0))
+    spec = ComputeSpec(cfg, (SIZE, SIZE), PX, CameraOptics(PX), (3.0, PX, PX), (-6.0, -2.0, 2.0, 6.0), 0.01)
     assert frame_slots(spec, shm=str(tmp_path)) == round(2 * RATE)
-    huge = ComputeSpec(cfg, (1 << 15, 1 << 15), PX, CameraOptics(PX), (3.0, PX, PX), tuple(range(64)))
+    huge = ComputeSpec(cfg, (1 << 15, 1 << 15), PX, CameraOptics(PX), (3.0, PX, PX), tuple(range(64)), 0.01)
     assert frame_slots(huge, shm=str(tmp_path)) == FRAME_SLOTS  # 2 GB frames: the fewest
 
 
 def test_a_process_that_could_not_start_closes_cleanly(tmp_path):
     cfg = _config(tmp_path / "unused.zarr")
-    spec = ComputeSpec(cfg, (SIZE, SIZE), PX, CameraOptics(PX), (3.0, PX, PX), (-6.0, -2.0, 2.0, 6.0))
+    spec = ComputeSpec(cfg, (SIZE, SIZE), PX, CameraOptics(PX), (3.0, PX, PX), (-6.0, -2.0, 2.0, 6.0), 0.01)
     compute = ComputeProcess(spec, build=lambda spec: None)  # a lambda cannot reach a spawned process
     with pytest.raises(Exception, match="pickle") as raised:
         compute.start()

@@ -116,3 +116,14 @@ def test_the_published_trace_window_is_thinned_to_its_column_budget(scans_and_fr
         stage.update(t, t * 0.01, frames[t % len(frames)])
     _, times, _ = stage.recent_traces()
     np.testing.assert_allclose(times, [0.0, 0.05])
+
+
+@pytest.mark.parametrize("rate_hz", [30.0, 100.0])
+def test_readout_baseline_is_in_seconds_of_the_camera(rate_hz):
+    """The run's camera (or recording) rate sets the dF/F baseline's samples: a 60 s window and time constant,
+    a 1 s settling, at any rate."""
+    activity = build_readout("cpu", rate_hz).config.activity
+    per_s = round(rate_hz)
+    assert (activity.baseline_window, activity.baseline_tau, activity.baseline_settle) == (
+        60 * per_s, 60 * per_s, per_s
+    )
