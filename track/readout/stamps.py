@@ -7,7 +7,7 @@ is read with bilinear interpolation, which also gives the derivatives the motion
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -65,6 +65,11 @@ class StampModel:
     radius_step_px: float
     table: np.ndarray  # (D, R) or (G, D, R) float32, value per pixel per unit brightness
     groups: np.ndarray | None = None  # (N,) table of each neuron, with a (G, D, R) table
+    # the table and groups as tensors on each device they were read on: evaluate runs every frame, and a copy
+    # to a GPU each time would also wait for it
+    _on_device: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         grouped = self.groups is not None
@@ -91,21 +96,27 @@ class StampModel:
         reach = (cum < energy).sum(axis=1).max() + 1
         return int(min(np.ceil(reach * self.radius_step_px) + 1, self.half_px))
 
+    def _tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The table and groups on ``device`` (copied there once)."""
+        key = str(device)
+        if key not in self._on_device:
+            groups = None if self.groups is None else torch.as_tensor(self.groups, device=device)
+            self._on_device[key] = (torch.as_tensor(self.table, device=device), groups)
+        return self._on_device[key]
+
     def evaluate(self, patches: Patches, defocus_um: torch.Tensor, derivatives: bool = False) -> StampValues:
         """Values (and, if asked, derivatives) of each neuron's stamp at (N,) defocus at its patch pixels.
 
         Each neuron's radial profile is first interpolated in defocus (N, R), then read at every pixel's
         radius: two small gathers per output instead of four from the whole table.
         """
-        device = patches.dy.device
-        table = torch.as_tensor(self.table, device=device)
+        table, group = self._tensors(patches.dy.device)
         n_d, n_r = table.shape[-2:]
         d0, dd = float(self.defocus_um[0]), float(self.defocus_um[1] - self.defocus_um[0])
         u = ((defocus_um.float() - d0) / dd).clamp(0, n_d - 1)
         i0 = u.floor().clamp(max=n_d - 2).long()
         fu = (u - i0)[:, None]
-        if self.groups is not None:
-            group = torch.as_tensor(self.groups, device=device)
+        if group is not None:
             lower, upper = table[group, i0], table[group, i0 + 1]
         else:
             lower, upper = table[i0], table[i0 + 1]
