@@ -116,9 +116,8 @@ def test_followed_baseline_tracks_a_bleaching_step_with_its_time_constant():
     after the window's percentile itself has moved), and settles there."""
     cfg = ActivityConfig(baseline_window=50, baseline_percentile=20, baseline_every=1, baseline_tau=40,
                          baseline_settle=10)
-    dff = RunningDff(cfg)
     trace = np.r_[np.full(200, 100.0), np.full(600, 80.0)]
-    f0 = np.array([v / (1 + dff.update(np.array([0]), np.array([v]))[0]) for v in trace])
+    f0 = trace / (1 + _online_dff(cfg, trace))
     assert f0[199] == pytest.approx(100.0)
     moved = 200 + 10  # the window's 20th percentile is 80 from here on (11 of its 50 samples are 80)
     assert f0[moved] > 98.0  # it has barely started to follow

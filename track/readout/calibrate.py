@@ -118,6 +118,7 @@ def fit_stamps(
         values = [stamps.evaluate(patches, defocus[k]).value for k in range(len(planes))]
         return stamps, values, _render_scan(values, patches, brightness, background)
 
+    # iterations that regroup; a fit with too few per-group iterations for that still regroups once, halfway
     regroup_at = set(range(cfg.iterations + 2, cfg.iterations + cfg.group_iterations - 1, 2)) or {
         cfg.iterations + cfg.group_iterations // 2
     }
