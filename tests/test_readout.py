@@ -345,49 +345,87 @@ def test_a_neuron_that_leaves_the_field_gets_its_id_back_where_its_neighbours_mo
     np.testing.assert_array_equal(again.ids, ref.ids)  # every neuron has its own ID again
 
 
-def test_nuclei_of_two_sizes_get_their_own_defocus_tables():
+def test_a_balls_table_is_its_psf_widened_by_the_balls_projection():
+    from track.readout.balls import ball_blur
+    from track.readout.stamps import ring_areas
+
+    n_radii, step = 60, 0.5
+    r = np.arange(n_radii) * step
+    slope = 0.8  # px of Gaussian width per um of defocus
+    sigma = 3.0 + slope * 0.25 * np.arange(-12, 13)[:, None]  # a Gaussian PSF (px) widening with defocus
+    areas = ring_areas(n_radii, step)
+    gaussian = np.exp(-(r[None] ** 2) / (2 * sigma**2))
+    gaussian[:, -1] = 0
+    psf = torch.as_tensor(gaussian / (gaussian @ areas)[:, None], dtype=torch.float32)  # unit flux per row
+    blur = ball_blur(np.array([1.5, 3.0]), 0.25, step, n_radii, PX)
+    assert blur.margin_rows == 6
+    tables = blur.apply(psf).numpy()
+    np.testing.assert_allclose(tables @ areas, 1.0, rtol=1e-4)  # a ball's image carries all its light
+
+    def spread(table: np.ndarray) -> np.ndarray:  # mean squared radius (px^2) of each row's light
+        return (table * areas * r**2).sum(-1) / (table * areas).sum(-1)
+
+    # a uniform ball of radius a projects to <r^2> = 2 a^2 / 5, and its slices' defocus offsets (mean square
+    # a^2 / 5) widen the Gaussian PSF by its slope
+    for g, diameter in enumerate(blur.diameters_um):
+        a = diameter / 2
+        expected = 2 * sigma[6:-6, 0] ** 2 + 2 * slope**2 * a**2 / 5 + 2 * (a / PX) ** 2 / 5
+        np.testing.assert_allclose(spread(tables[g]), expected, rtol=0.03)  # without the ball: -28 to -60%
+    # apply and adjoint are transposes of each other
+    probe = torch.rand(2, 13, n_radii, generator=torch.Generator().manual_seed(0))
+    left = (blur.apply(psf) * probe).sum().item()
+    np.testing.assert_allclose(left, (psf * blur.adjoint(probe)).sum().item(), rtol=1e-4)
+
+
+def test_nuclei_of_two_sizes_get_their_own_diameters():
+    from track.readout.balls import ball_blur
     from track.readout.calibrate import fit_stamps
+    from track.readout.stamps import StampModel
 
     rng = np.random.default_rng(8)
     n = 16
     large = np.arange(n) % 2 == 1
-    truths = [nominal_stamps(Optics(nucleus_diameter_um=d), PX, 10.0) for d in (1.8, 3.4)]
+    diameters = np.array([1.8, 3.4])
+    reference = nominal_stamps(Optics(), PX, 10.0)  # the fit's table grid
+    blur = ball_blur(diameters, 0.25, 0.5, reference.table.shape[1], PX)
+    point = nominal_stamps(Optics(na=0.7, nucleus_diameter_um=0.4), PX, 10.0 + 0.25 * blur.margin_rows).table
+    psf = np.zeros((len(point), reference.table.shape[1]), np.float32)
+    width = min(psf.shape[1], point.shape[1]) - 1
+    psf[:, :width] = point[:, :width]
+    truth = StampModel(reference.defocus_um, 0.5, blur.apply(torch.as_tensor(psf)).numpy(), large.astype(int))
     yx = rng.uniform(14, 82, (n, 2))
     depth = rng.uniform(-3, 3, n)
     brightness = rng.uniform(10000, 30000, n)
     z = np.arange(-9.0, 9.25, 0.5)
-    patches = cut_patches(torch.as_tensor(yx, dtype=torch.float32), truths[0].half_px, SHAPE)
+    patches = cut_patches(torch.as_tensor(yx, dtype=torch.float32), truth.half_px, SHAPE)
 
     def plane(zk: float) -> np.ndarray:
-        defocus = torch.as_tensor(depth - zk, dtype=torch.float32)
-        values = torch.where(
-            torch.as_tensor(large)[:, None, None],
-            truths[1].evaluate(patches, defocus).value,
-            truths[0].evaluate(patches, defocus).value,
-        )
+        values = truth.evaluate(patches, torch.as_tensor(depth - zk, dtype=torch.float32)).value
         return patches.render(torch.as_tensor(brightness[:, None, None]) * values).numpy() + BACKGROUND
 
     scan = torch.as_tensor(np.stack([plane(zk) for zk in z]))
     positions = np.column_stack([depth, yx * PX])
-    fits = {g: fit_stamps(scan, z, positions, PX, Optics(), StampFitConfig(size_groups=g)) for g in (1, 2)}
-    groups = fits[2].stamps.groups
-    assert set(groups[large]) == {1} and set(groups[~large]) == {0}  # 1: the larger nuclei's table
+    fits = {g: fit_stamps(scan, z, positions, PX, Optics(), StampFitConfig(size_groups=g)) for g in (1, 12)}
+    groups = fits[12].stamps.groups
+    chosen = StampFitConfig().diameters_um(Optics().nucleus_diameter_um)[groups]
+    assert chosen[large].min() > chosen[~large].max()  # every larger nucleus got a larger diameter
+    np.testing.assert_allclose(chosen, diameters[large.astype(int)], atol=0.3)
     error = {g: np.abs(fit.brightness / brightness - 1).max() for g, fit in fits.items()}
-    assert fits[2].relative_residual < 0.5 * fits[1].relative_residual
-    assert error[2] < error[1]
+    assert fits[12].relative_residual < 0.5 * fits[1].relative_residual
+    assert error[12] < error[1]
 
     # a re-scan: neurons found again (here moved by 0.5 um) inherit their evidence, so strong earlier evidence
     # keeps a neuron's group against this scan's, and the others keep theirs
     from track.readout.reference import GroupMemory
 
-    evidence = fits[2].group_evidence.copy()
-    evidence[0, 1 - groups[0]] += 100.0
+    evidence = fits[12].group_evidence.copy()
+    flipped = (groups[0] + 6) % 12
+    evidence[0, flipped] += 100.0
     memory = GroupMemory(positions + [0.0, 0.5, 0.0], evidence, match_um=2.0)
     inherited = memory.for_neurons(positions)
     np.testing.assert_allclose(inherited, memory.memory * evidence)
-    two = StampFitConfig(size_groups=2)
-    again = fit_stamps(scan, z, positions, PX, Optics(), two, group_evidence=inherited)
-    assert again.stamps.groups[0] == 1 - groups[0]
+    again = fit_stamps(scan, z, positions, PX, Optics(), group_evidence=inherited)
+    assert again.stamps.groups[0] == flipped
     np.testing.assert_array_equal(again.stamps.groups[1:], groups[1:])
     far = GroupMemory(positions + [0.0, 100.0, 0.0], evidence, match_um=2.0).for_neurons(positions)
     assert not far.any()  # nobody within 2 um (moved out of the field): every neuron starts afresh

@@ -146,9 +146,10 @@ class StampModel:
 
 def nominal_stamps(
     optics: Optics, pixel_size_um: float, max_defocus_um: float, defocus_step_um: float = 0.25,
-    radius_step_px: float = 0.5,
+    radius_step_px: float = 0.5, blur_scale: float = 1.0,
 ) -> StampModel:
-    """Starting guess from the nominal optics: a soft disc of the nucleus widened by the geometric blur.
+    """Starting guess from the nominal optics: a soft disc of the nucleus widened by the geometric blur
+    (times ``blur_scale``).
 
     Deliberately compact (measured: a vectorial PSF's faint wide tails as the start made neighbouring
     neurons leak into each other and halved the trace correlation); the fit to the scan shapes it.
@@ -157,7 +158,7 @@ def nominal_stamps(
         raise ValueError("pixel size, defocus range and step must be positive.")
     n_half = int(np.ceil(max_defocus_um / defocus_step_um))
     defocus = np.arange(-n_half, n_half + 1) * defocus_step_um
-    radius_um = np.sqrt((optics.nucleus_diameter_um / 2) ** 2 + (optics.blur_slope * defocus) ** 2)
+    radius_um = np.sqrt((optics.nucleus_diameter_um / 2) ** 2 + (blur_scale * optics.blur_slope * defocus) ** 2)
     soft = max(optics.wavelength_um / (2 * optics.na), pixel_size_um)  # edge width: the diffraction limit
     extent_px = (radius_um.max() + 4 * soft) / pixel_size_um
     r_px = np.arange(int(np.ceil(extent_px * np.sqrt(2) / radius_step_px)) + 2) * radius_step_px
