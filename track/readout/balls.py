@@ -42,7 +42,7 @@ class BallBlur:
         """The transpose of ``apply``: (G, D, R) per-table-cell sums -> (D + 2m, R) per-PSF-cell sums."""
         per_shift = torch.einsum("gds,gjrs->jdr", tables, self.weights)
         n_d = tables.shape[1]
-        out = torch.zeros(n_d + 2 * self.margin_rows, tables.shape[2], dtype=tables.dtype, device=tables.device)
+        out = tables.new_zeros(n_d + 2 * self.margin_rows, tables.shape[2])
         for j in range(per_shift.shape[0]):
             out[j : j + n_d] += per_shift[j]
         return out
@@ -53,14 +53,19 @@ class BallBlur:
 
 
 def ball_blur(
-    diameters_um: np.ndarray, defocus_step_um: float, radius_step_px: float, n_radii: int, pixel_size_um: float,
+    diameters_um: np.ndarray,
+    defocus_step_um: float,
+    radius_step_px: float,
+    n_radii: int,
+    pixel_size_um: float,
     device: torch.device | str = "cpu",
 ) -> BallBlur:
     """The map for balls of ``diameters_um`` on a table grid (defocus step, radius step in px, radii)."""
     diameters = np.asarray(diameters_um, np.float64)
     if diameters.ndim != 1 or len(diameters) == 0 or diameters.min() <= 0 or np.any(np.diff(diameters) <= 0):
         raise ValueError(f"Ball diameters must be positive and increasing; got {diameters}.")
-    weights = _ball_weights(tuple(diameters.tolist()), defocus_step_um, radius_step_px, n_radii, pixel_size_um)
+    grid = (defocus_step_um, radius_step_px, n_radii, pixel_size_um)
+    weights = _ball_weights(tuple(diameters.tolist()), *grid)
     return BallBlur(diameters, torch.tensor(weights, device=device))
 
 

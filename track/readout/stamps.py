@@ -158,7 +158,8 @@ def nominal_stamps(
         raise ValueError("pixel size, defocus range and step must be positive.")
     n_half = int(np.ceil(max_defocus_um / defocus_step_um))
     defocus = np.arange(-n_half, n_half + 1) * defocus_step_um
-    radius_um = np.sqrt((optics.nucleus_diameter_um / 2) ** 2 + (blur_scale * optics.blur_slope * defocus) ** 2)
+    blur_um = blur_scale * optics.blur_slope * defocus
+    radius_um = np.sqrt((optics.nucleus_diameter_um / 2) ** 2 + blur_um**2)
     soft = max(optics.wavelength_um / (2 * optics.na), pixel_size_um)  # edge width: the diffraction limit
     extent_px = (radius_um.max() + 4 * soft) / pixel_size_um
     r_px = np.arange(int(np.ceil(extent_px * np.sqrt(2) / radius_step_px)) + 2) * radius_step_px
