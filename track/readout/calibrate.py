@@ -21,7 +21,7 @@ import torch
 
 from track.readout.balls import BallBlur, ball_blur
 from track.readout.patches import cut_patches
-from track.readout.stamps import Optics, StampModel, nominal_stamps, ring_areas
+from track.readout.stamps import Optics, StampModel, grid_cells, nominal_stamps, ring_areas
 
 __all__ = ["StampFitConfig", "StampFit", "fit_stamps"]
 
@@ -208,10 +208,9 @@ def _group_evidence(data, background, patches, defocus, model: StampModel, brigh
     table = torch.as_tensor(model.table, device=data.device)  # (G, D, R)
     n_d, n_r = table.shape[-2:]
     n = len(brightness)
-    v = (torch.hypot(patches.dy, patches.dx) / model.radius_step_px).clamp(max=n_r - 1).reshape(n, -1)
-    j0 = v.floor().clamp(max=n_r - 2).long()
+    j0, fv = grid_cells(torch.hypot(patches.dy, patches.dx).reshape(n, -1), 0.0, model.radius_step_px, n_r)
     inside = patches.inside.reshape(n, -1).float()
-    w0, w1 = (1 - (v - j0)) * inside, (v - j0) * inside  # each pixel's weights on radii j0 and j0 + 1
+    w0, w1 = (1 - fv) * inside, fv * inside  # each pixel's weights on radii j0 and j0 + 1
 
     def onto_radii(pixels: torch.Tensor) -> torch.Tensor:  # (N, P * P) -> (N, R)
         out = torch.zeros(n, n_r, dtype=torch.float64, device=data.device)
@@ -228,9 +227,8 @@ def _group_evidence(data, background, patches, defocus, model: StampModel, brigh
     for k, value in enumerate(values):
         own = _own_light(data[k], background[k], patches, brightness[:, None, None] * value) * patches.inside
         energy += (own * own).sum(dim=(1, 2)).double()
-        u = ((defocus[k] - d0) / dd).clamp(0, n_d - 1)
-        i0 = u.floor().clamp(max=n_d - 2).long()
-        fu = (u - i0)[None, :, None]
+        i0, fu = grid_cells(defocus[k], d0, dd, n_d)
+        fu = fu[None, :, None]
         profile = (table[:, i0] * (1 - fu) + table[:, i0 + 1] * fu).double()  # (G, N, R)
         cross += (profile * onto_radii(own.reshape(n, -1))[None]).sum(dim=-1)
         neighbours = (profile[..., :-1] * profile[..., 1:] * off[:, :-1]).sum(dim=-1)
@@ -282,16 +280,13 @@ def _table_sums(data, fitted, patches, defocus, model: StampModel, brightness):
         else torch.zeros(1, 1, 1, dtype=torch.long, device=device)
     )
     d0, dd = float(model.defocus_um[0]), float(model.defocus_um[1] - model.defocus_um[0])
-    v = (torch.hypot(patches.dy, patches.dx) / model.radius_step_px).clamp(max=n_r - 1)
-    j0 = v.floor().clamp(max=n_r - 2).long()
-    fv = v - j0
+    j0, fv = grid_cells(torch.hypot(patches.dy, patches.dx), 0.0, model.radius_step_px, n_r)
     num = torch.zeros(n_tables * n_d * n_r, dtype=torch.float32, device=device)
     den = torch.zeros_like(num)
     weight_b = brightness[:, None, None] * patches.inside  # pixels outside the frame weigh nothing
     for k in range(data.shape[0]):
-        u = ((defocus[k] - d0) / dd).clamp(0, n_d - 1)
-        i0 = u.floor().clamp(max=n_d - 2).long()
-        fu = (u - i0)[:, None, None]
+        i0, fu = grid_cells(defocus[k], d0, dd, n_d)
+        fu = fu[:, None, None]
         base = (group * n_d + i0[:, None, None]) * n_r + j0
         index = torch.stack([base, base + 1, base + n_r, base + n_r + 1]).reshape(-1)
         weights = torch.stack([(1 - fu) * (1 - fv), (1 - fu) * fv, fu * (1 - fv), fu * fv]) * weight_b

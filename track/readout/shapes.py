@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from track.readout.patches import Patches, cut_patches
-from track.readout.stamps import StampModel, StampValues
+from track.readout.stamps import StampModel, StampValues, grid_cells
 
 __all__ = ["NeuronShapes", "ShapeConfig", "ShapeReader", "fit_shapes"]
 
@@ -88,9 +88,8 @@ class ShapeReader:
         n, n_planes = self._stack.shape[:2]
         p = 2 * hc + 1
         rows = torch.arange(n, device=self._stack.device)
-        u = ((defocus_um.float() - self._start) / self.shapes.d_step_um).clamp(0, n_planes - 1)
-        j0 = u.floor().clamp(max=n_planes - 2).long()
-        fu = (u - j0)[:, None, None, None]
+        j0, fu = grid_cells(defocus_um.float(), self._start, self.shapes.d_step_um, n_planes)
+        fu = fu[:, None, None, None]
         planes = self._stack[rows, j0] * (1 - fu) + self._stack[rows, j0 + 1] * fu  # (N, 4, P + 2, P + 2)
         # the patch's pixel offsets from the centre are whole pixels plus dy[:, half, half]; the grid's are
         # whole pixels minus frac: the correction is read shift = centre offset + frac pixels along

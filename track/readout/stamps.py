@@ -14,13 +14,23 @@ import torch
 
 from track.readout.patches import Patches
 
-__all__ = ["Optics", "StampModel", "StampValues", "nominal_stamps", "ring_areas"]
+__all__ = ["Optics", "StampModel", "StampValues", "grid_cells", "nominal_stamps", "ring_areas"]
 
 
 def ring_areas(n_radii: int, radius_step_px: float) -> np.ndarray:
     """(R,) plane area (px^2) each radius column of a stamp table stands for (a row's flux: table @ areas)."""
     r = np.arange(n_radii) * radius_step_px
     return 2 * np.pi * np.maximum(r, radius_step_px / 2) * radius_step_px
+
+
+def grid_cells(
+    x: torch.Tensor, first: float | torch.Tensor, step: float, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear interpolation on a uniform grid of n points: each value's lower point (long, at most n - 2)
+    and its fraction of the way to the next, the values clamped to the grid."""
+    u = ((x - first) / step).clamp(0, n - 1)
+    lower = u.floor().clamp(max=n - 2).long()
+    return lower, u - lower
 
 
 @dataclass(frozen=True)
@@ -113,9 +123,8 @@ class StampModel:
         table, group = self._tensors(patches.dy.device)
         n_d, n_r = table.shape[-2:]
         d0, dd = float(self.defocus_um[0]), float(self.defocus_um[1] - self.defocus_um[0])
-        u = ((defocus_um.float() - d0) / dd).clamp(0, n_d - 1)
-        i0 = u.floor().clamp(max=n_d - 2).long()
-        fu = (u - i0)[:, None]
+        i0, fu = grid_cells(defocus_um.float(), d0, dd, n_d)
+        fu = fu[:, None]
         if group is not None:
             lower, upper = table[group, i0], table[group, i0 + 1]
         else:
@@ -123,9 +132,7 @@ class StampModel:
         profile = lower + fu * (upper - lower)  # (N, R)
         n = len(i0)
         r = torch.hypot(patches.dy, patches.dx).reshape(n, -1)
-        v = (r / self.radius_step_px).clamp(max=n_r - 1)
-        j0 = v.floor().clamp(max=n_r - 2).long()
-        fv = v - j0
+        j0, fv = grid_cells(r, 0.0, self.radius_step_px, n_r)
         p0, p1 = profile.gather(1, j0), profile.gather(1, j0 + 1)
         shape = patches.dy.shape
         value = (p0 + fv * (p1 - p0)).reshape(shape)
