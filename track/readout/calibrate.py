@@ -138,29 +138,31 @@ def fit_stamps(
     if group_evidence is not None and group_evidence.shape != (len(positions_um), n_groups):
         group_evidence = None  # another number of sizes: start afresh
 
-    def scan_model(tables, groups, brightness, background):
-        """The stamps of ``tables`` and ``groups``, their values at every used plane, and the fitted scan."""
+    def stamps_at_planes(tables, groups):
+        """The stamps of ``tables`` and ``groups`` and their values at every used plane (they change only
+        with the tables or the groups, not with a brightness step)."""
         stamps = StampModel(model.defocus_um, model.radius_step_px, tables.cpu().numpy(), groups)
-        values = [stamps.evaluate(patches, defocus[k]).value for k in range(len(planes))]
-        return stamps, values, _render_scan(values, patches, brightness, background)
+        return stamps, [stamps.evaluate(patches, defocus[k]).value for k in range(len(planes))]
 
     regroup_at = set(range(cfg.iterations, cfg.iterations + cfg.group_iterations, 2) if n_groups > 1 else ())
+    current, values = stamps_at_planes(tables, groups)
     for it in range(cfg.iterations + (cfg.group_iterations if n_groups > 1 else 0)):
-        current, values, fitted = scan_model(tables, groups, brightness, background)
+        fitted = _render_scan(values, patches, brightness, background)
         if it in regroup_at:
             evidence = _group_evidence(data, background, patches, defocus, current, brightness, values)
             if group_evidence is not None:
                 evidence = evidence + group_evidence
             groups = evidence.argmax(axis=1)
-            current, values, fitted = scan_model(tables, groups, brightness, background)
+            current, values = stamps_at_planes(tables, groups)
+            fitted = _render_scan(values, patches, brightness, background)
         if it % 2 == 0:
             brightness, background = _update_brightness(data, fitted, patches, values, brightness, background)
         else:
             psf = _update_psf(data, fitted, patches, defocus, current, brightness, psf, blur, cfg.psf_step)
             tables = blur.apply(psf)
-    final, values, fitted = scan_model(tables, groups, brightness, background)
-    if n_groups == 1:
-        final = StampModel(model.defocus_um, model.radius_step_px, final.table[0])
+            current, values = stamps_at_planes(tables, groups)
+    fitted = _render_scan(values, patches, brightness, background)
+    final = current if n_groups > 1 else StampModel(model.defocus_um, model.radius_step_px, current.table[0])
     signal = ((data - background[:, None, None]) ** 2).sum().clamp(min=1e-12)
     residual = float(((data - fitted) ** 2).sum() / signal)
     return StampFit(final, brightness.cpu().numpy(), planes, residual, evidence)
