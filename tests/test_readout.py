@@ -317,6 +317,35 @@ def test_the_fitted_defocus_table_keeps_every_neurons_light_at_every_defocus():
     np.testing.assert_allclose(fit.brightness, brightness, rtol=0.06)
 
 
+def test_a_specimen_deeper_than_the_tables_range_is_still_calibrated():
+    """Neurons 20 um apart in depth leave no scan plane that sees them all within the table's 10 um: the fit
+    works on the planes that see all but the deepest and shallowest (held to all of them, it refuses)."""
+    from track.readout.calibrate import fit_stamps
+
+    truth = nominal_stamps(Optics(), PX, 14.0)
+    rng = np.random.default_rng(6)
+    n = 12
+    yx = rng.uniform(14, 82, (n, 2))
+    depth = np.linspace(-11.0, 9.0, n)
+    brightness = rng.uniform(10000, 30000, n)
+    z = np.arange(-12.0, 12.25, 0.5)
+    patches = cut_patches(torch.as_tensor(yx, dtype=torch.float32), truth.half_px, SHAPE)
+    scan = torch.as_tensor(np.stack([
+        patches.render(torch.as_tensor(brightness[:, None, None]) * truth.evaluate(
+            patches, torch.as_tensor(depth - zk, dtype=torch.float32)).value).numpy() + BACKGROUND
+        for zk in z
+    ]))  # fmt: skip
+    positions = np.column_stack([depth, yx * PX])
+    with pytest.raises(ValueError, match="scan at least 3 planes"):
+        fit_stamps(scan, z, positions, PX, Optics(), StampFitConfig(out_of_range_share=0.0))
+    fit = fit_stamps(scan, z, positions, PX, Optics())
+    assert len(fit.planes_used) >= 5
+    # the planes used see the middle neurons up to 5 um from their focus (within a quarter), the extremes
+    # only 9-10 um from it
+    central = np.abs(depth - np.median(depth)) <= 5.0
+    np.testing.assert_allclose(fit.brightness[central], brightness[central], rtol=0.25)
+
+
 def test_a_neuron_that_leaves_the_field_gets_its_id_back_where_its_neighbours_motion_puts_it():
     from track.readout.dormant import DormantNeurons
 
