@@ -294,6 +294,16 @@ def test_a_new_reference_keeps_the_ids_of_the_neurons_followed_and_numbers_the_n
     np.testing.assert_array_equal(state.ids, again.ids)
 
 
+def _radial_scan(truth, yx: np.ndarray, depth: np.ndarray, brightness: np.ndarray, z: np.ndarray):
+    """A hand-made (Z, H, W) scan of neurons at pixel centres yx and depths, imaged with ``truth``'s stamps."""
+    patches = cut_patches(torch.as_tensor(yx, dtype=torch.float32), truth.half_px, SHAPE)
+    return torch.as_tensor(np.stack([
+        patches.render(torch.as_tensor(brightness[:, None, None]) * truth.evaluate(
+            patches, torch.as_tensor(depth - zk, dtype=torch.float32)).value).numpy() + BACKGROUND
+        for zk in z
+    ]))  # fmt: skip
+
+
 def test_the_fitted_defocus_table_keeps_every_neurons_light_at_every_defocus():
     from track.readout.calibrate import fit_stamps
     from track.readout.stamps import ring_areas
@@ -305,13 +315,8 @@ def test_the_fitted_defocus_table_keeps_every_neurons_light_at_every_defocus():
     depth = rng.uniform(-3, 3, n)
     brightness = rng.uniform(10000, 30000, n)
     z = np.arange(-9.0, 9.25, 0.5)
-    patches = cut_patches(torch.as_tensor(yx, dtype=torch.float32), truth.half_px, SHAPE)
-    scan = np.stack([
-        patches.render(torch.as_tensor(brightness[:, None, None]) * truth.evaluate(
-            patches, torch.as_tensor(depth - zk, dtype=torch.float32)).value).numpy() + BACKGROUND
-        for zk in z
-    ])  # fmt: skip
-    fit = fit_stamps(torch.as_tensor(scan), z, np.column_stack([depth, yx * PX]), PX, Optics())
+    scan = _radial_scan(truth, yx, depth, brightness, z)
+    fit = fit_stamps(scan, z, np.column_stack([depth, yx * PX]), PX, Optics())
     flux = fit.stamps.table @ ring_areas(fit.stamps.table.shape[-1], fit.stamps.radius_step_px)
     np.testing.assert_allclose(flux, 1.0, rtol=1e-4)  # a wide-field camera sees all the light at any focus
     np.testing.assert_allclose(fit.brightness, brightness, rtol=0.06)
@@ -329,12 +334,7 @@ def test_a_specimen_deeper_than_the_tables_range_is_still_calibrated():
     depth = np.linspace(-11.0, 9.0, n)
     brightness = rng.uniform(10000, 30000, n)
     z = np.arange(-12.0, 12.25, 0.5)
-    patches = cut_patches(torch.as_tensor(yx, dtype=torch.float32), truth.half_px, SHAPE)
-    scan = torch.as_tensor(np.stack([
-        patches.render(torch.as_tensor(brightness[:, None, None]) * truth.evaluate(
-            patches, torch.as_tensor(depth - zk, dtype=torch.float32)).value).numpy() + BACKGROUND
-        for zk in z
-    ]))  # fmt: skip
+    scan = _radial_scan(truth, yx, depth, brightness, z)
     positions = np.column_stack([depth, yx * PX])
     with pytest.raises(ValueError, match="scan at least 3 planes"):
         fit_stamps(scan, z, positions, PX, Optics(), StampFitConfig(out_of_range_share=0.0))
