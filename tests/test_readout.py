@@ -294,14 +294,19 @@ def test_a_new_reference_keeps_the_ids_of_the_neurons_followed_and_numbers_the_n
     np.testing.assert_array_equal(state.ids, again.ids)
 
 
-def _radial_scan(truth, yx: np.ndarray, depth: np.ndarray, brightness: np.ndarray, z: np.ndarray):
-    """A hand-made (Z, H, W) scan of neurons at pixel centres yx and depths, imaged with ``truth``'s stamps."""
+def _radial_scan(truth, depth: np.ndarray, z: np.ndarray, seed: int):
+    """A hand-made (Z, H, W) scan of neurons at ``depth`` (random lateral positions and brightness) imaged
+    with ``truth``'s stamps: the scan, the (N, 3) positions in um and the brightness."""
+    rng = np.random.default_rng(seed)
+    yx = rng.uniform(14, 82, (len(depth), 2))
+    brightness = rng.uniform(10000, 30000, len(depth))
     patches = cut_patches(torch.as_tensor(yx, dtype=torch.float32), truth.half_px, SHAPE)
-    return torch.as_tensor(np.stack([
+    scan = torch.as_tensor(np.stack([
         patches.render(torch.as_tensor(brightness[:, None, None]) * truth.evaluate(
             patches, torch.as_tensor(depth - zk, dtype=torch.float32)).value).numpy() + BACKGROUND
         for zk in z
     ]))  # fmt: skip
+    return scan, np.column_stack([depth, yx * PX]), brightness
 
 
 def test_the_fitted_defocus_table_keeps_every_neurons_light_at_every_defocus():
@@ -309,14 +314,9 @@ def test_the_fitted_defocus_table_keeps_every_neurons_light_at_every_defocus():
     from track.readout.stamps import ring_areas
 
     truth = nominal_stamps(Optics(nucleus_diameter_um=3.0), PX, 10.0)  # wider nuclei than the fit starts from
-    rng = np.random.default_rng(5)
-    n = 10
-    yx = rng.uniform(14, 82, (n, 2))
-    depth = rng.uniform(-3, 3, n)
-    brightness = rng.uniform(10000, 30000, n)
     z = np.arange(-9.0, 9.25, 0.5)
-    scan = _radial_scan(truth, yx, depth, brightness, z)
-    fit = fit_stamps(scan, z, np.column_stack([depth, yx * PX]), PX, Optics())
+    scan, positions, brightness = _radial_scan(truth, np.random.default_rng(5).uniform(-3, 3, 10), z, seed=5)
+    fit = fit_stamps(scan, z, positions, PX, Optics())
     flux = fit.stamps.table @ ring_areas(fit.stamps.table.shape[-1], fit.stamps.radius_step_px)
     np.testing.assert_allclose(flux, 1.0, rtol=1e-4)  # a wide-field camera sees all the light at any focus
     np.testing.assert_allclose(fit.brightness, brightness, rtol=0.06)
@@ -328,14 +328,9 @@ def test_a_specimen_deeper_than_the_tables_range_is_still_calibrated():
     from track.readout.calibrate import fit_stamps
 
     truth = nominal_stamps(Optics(), PX, 14.0)
-    rng = np.random.default_rng(6)
-    n = 12
-    yx = rng.uniform(14, 82, (n, 2))
-    depth = np.linspace(-11.0, 9.0, n)
-    brightness = rng.uniform(10000, 30000, n)
+    depth = np.linspace(-11.0, 9.0, 12)
     z = np.arange(-12.0, 12.25, 0.5)
-    scan = _radial_scan(truth, yx, depth, brightness, z)
-    positions = np.column_stack([depth, yx * PX])
+    scan, positions, brightness = _radial_scan(truth, depth, z, seed=6)
     with pytest.raises(ValueError, match="scan at least 3 planes"):
         fit_stamps(scan, z, positions, PX, Optics(), StampFitConfig(out_of_range_share=0.0))
     fit = fit_stamps(scan, z, positions, PX, Optics())
