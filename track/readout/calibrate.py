@@ -159,14 +159,13 @@ def fit_stamps(
     regroup_at = set(range(cfg.iterations, cfg.iterations + cfg.group_iterations, 2) if n_groups > 1 else ())
     current, values = stamps_at_planes(tables, groups)
     for it in range(cfg.iterations + (cfg.group_iterations if n_groups > 1 else 0)):
-        fitted = _render_scan(values, patches, brightness, background)
         if it in regroup_at:
             evidence = _group_evidence(data, background, patches, defocus, current, brightness, values)
             if group_evidence is not None:
                 evidence = evidence + group_evidence
             groups = evidence.argmax(axis=1)
             current, values = stamps_at_planes(tables, groups)
-            fitted = _render_scan(values, patches, brightness, background)
+        fitted = _render_scan(values, patches, brightness, background)
         if it % 2 == 0:
             brightness, background = _update_brightness(data, fitted, patches, values, brightness, background)
         else:
