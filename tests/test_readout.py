@@ -341,6 +341,26 @@ def test_a_specimen_deeper_than_the_tables_range_is_still_calibrated():
     np.testing.assert_allclose(fit.brightness[central], brightness[central], rtol=0.25)
 
 
+def test_a_rescan_steadies_each_neurons_depth_relative_to_the_others_but_not_where_the_specimen_is():
+    from track.readout.reference import ScanMemory
+
+    rng = np.random.default_rng(3)
+    found = np.column_stack([rng.uniform(-6, 6, 20), rng.uniform(5, 25, (20, 2))])
+    jitter = rng.normal(0, 0.1, 20)
+    followed = found + np.column_stack([0.7 + jitter, np.full((20, 2), 0.3)])  # the specimen moved 0.7 um
+    followed[0, 0] += 1.0  # this neuron's depth really changed (the specimen turned): the scan's stands
+    followed[1, 1:] += 50.0  # followed out of reach: a neuron the scan finds first
+    depth = ScanMemory(followed, None, match_um=2.0, depth_memory=0.5).depths_for(found)
+    steady = np.arange(2, 20)
+    common = np.median(followed[[0, *steady], 0] - found[[0, *steady], 0])
+    expected = found[steady, 0] + 0.5 * (followed[steady, 0] - common - found[steady, 0])
+    np.testing.assert_allclose(depth[steady], expected)
+    np.testing.assert_allclose(depth[:2], found[:2, 0])
+    assert abs(np.median(depth - found[:, 0])) < 0.02  # the scan, not the followed offset, says where it is
+    off = ScanMemory(followed, None, match_um=2.0, depth_memory=0.0).depths_for(found)
+    np.testing.assert_array_equal(off, found[:, 0])
+
+
 def test_a_neuron_that_leaves_the_field_gets_its_id_back_where_its_neighbours_motion_puts_it():
     from track.readout.dormant import DormantNeurons
 
@@ -441,16 +461,16 @@ def test_nuclei_of_two_sizes_get_their_own_diameters():
     # a re-scan: neurons found again (here moved by 0.5 um) inherit their evidence, so strong earlier evidence
     # keeps a neuron's group against this scan's, and the others keep theirs (within one diameter step: the
     # flipped neighbour's light moves their fit a little)
-    from track.readout.reference import GroupMemory
+    from track.readout.reference import ScanMemory
 
     evidence = fits[12].group_evidence.copy()
     flipped = (groups[0] + 6) % 12
     evidence[0, flipped] += 100.0
-    memory = GroupMemory(positions + [0.0, 0.5, 0.0], evidence, match_um=2.0)
+    memory = ScanMemory(positions + [0.0, 0.5, 0.0], evidence, match_um=2.0)
     inherited = memory.for_neurons(positions)
     np.testing.assert_allclose(inherited, memory.memory * evidence)
     again = fit_stamps(scan, z, positions, PX, Optics(), group_evidence=inherited)
     assert again.stamps.groups[0] == flipped
     assert np.abs(again.stamps.groups[1:] - groups[1:]).max() <= 1
-    far = GroupMemory(positions + [0.0, 100.0, 0.0], evidence, match_um=2.0).for_neurons(positions)
+    far = ScanMemory(positions + [0.0, 100.0, 0.0], evidence, match_um=2.0).for_neurons(positions)
     assert not far.any()  # nobody within 2 um (moved out of the field): every neuron starts afresh

@@ -14,7 +14,7 @@ from track.readout.calibrate import StampFitConfig, fit_stamps
 from track.readout.shapes import NeuronShapes, ShapeConfig, fit_shapes
 from track.readout.stamps import Optics, StampModel
 
-__all__ = ["GroupMemory", "Reference", "build_reference", "check_scan"]
+__all__ = ["Reference", "ScanMemory", "build_reference", "check_scan"]
 
 
 @dataclass(frozen=True)
@@ -36,23 +36,46 @@ class Reference:
 
 
 @dataclass(frozen=True)
-class GroupMemory:
-    """Size-group evidence of the neurons followed until a re-scan, at where they are now (N, 3) um: a new
-    scan's neuron within match_um of one starts from its evidence times ``memory``, so that a nucleus keeps
-    its table from scan to scan unless the evidence turns (seed 17: 44% of the neurons changed group between
-    two scans on their own, 20% and then 6% with it; each change rescales the neuron's trace)."""
+class ScanMemory:
+    """What the neurons followed until a re-scan, at where they are now (N, 3) um, pass on to a new scan's
+    neuron within match_um of one: its size-group evidence times ``memory``, so that a nucleus keeps its
+    table from scan to scan unless the evidence turns (seed 17: 44% of the neurons changed group between two
+    scans on their own, 20% and then 6% with it; each change rescales the neuron's trace), and its depth
+    relative to the others, ``depth_memory`` of the way from the scan's (each scan's depths scatter by
+    0.07-0.08 um from scan to scan, and a depth error rescales a defocused neuron's reading)."""
 
     positions_um: np.ndarray
-    evidence: np.ndarray  # (N, G)
+    evidence: np.ndarray | None  # (N, G); None without size groups
     match_um: float
     memory: float = 0.8
+    depth_memory: float = 0.5
+    # a relative depth that changed by more than this since the last scan changed (a specimen turns): the
+    # new scan's stands
+    depth_change_um: float = 0.5
 
-    def for_neurons(self, positions_um: np.ndarray) -> np.ndarray:
-        """(M, G) evidence the neurons at positions_um (M, 3) inherit; rows of 0 for neurons seen first."""
+    def for_neurons(self, positions_um: np.ndarray) -> np.ndarray | None:
+        """(M, G) evidence the neurons at positions_um (M, 3) inherit, rows of 0 for neurons seen first; None
+        without evidence."""
+        if self.evidence is None:
+            return None
         rows, cols = match_points(positions_um, self.positions_um, self.match_um)
         inherited = np.zeros((len(positions_um), self.evidence.shape[1]))
         inherited[rows] = self.memory * self.evidence[cols]
         return inherited
+
+    def depths_for(self, positions_um: np.ndarray) -> np.ndarray:
+        """(M,) depths of the neurons at positions_um (M, 3): a re-found neuron's moves ``depth_memory`` of
+        the way to its followed depth, less the followed depths' common offset from this scan's (the scan
+        sets where the specimen is; the memory only steadies where each neuron is relative to the others)."""
+        depth = positions_um[:, 0].copy()
+        rows, cols = match_points(positions_um, self.positions_um, self.match_um)
+        if self.depth_memory <= 0 or len(rows) < 3:
+            return depth
+        deviation = self.positions_um[cols, 0] - depth[rows]
+        deviation -= np.median(deviation)
+        steady = np.abs(deviation) <= self.depth_change_um
+        depth[rows[steady]] += self.depth_memory * deviation[steady]
+        return depth
 
 
 def check_scan(stack: np.ndarray | torch.Tensor, z_um: np.ndarray) -> tuple[torch.Tensor, np.ndarray, float]:
@@ -87,11 +110,11 @@ def build_reference(
     shapes: ShapeConfig | None = None,
     first_id: int = 0,
     device: str | torch.device = "cpu",
-    earlier: GroupMemory | None = None,
+    earlier: ScanMemory | None = None,
 ) -> Reference:
     """Detect the scan's neurons (ids first_id, first_id + 1, ...), fit the defocus response around them
-    (the radial tables by nucleus size, with the evidence of ``earlier`` scans, then each neuron's own
-    correction near focus)."""
+    (the radial tables by nucleus size, then each neuron's own correction near focus), with what the neurons
+    followed since the ``earlier`` scan pass on (size-group evidence, steadier depths)."""
     if pixel_size_um <= 0:
         raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um}.")
     tensor, z, dz = check_scan(stack, z_um)
@@ -103,17 +126,21 @@ def build_reference(
             "No neurons were found in the calibration scan; check that the specimen is in the field and in "
             "the scan's range, and that the frames are not saturated or blank."
         )
-    inherited = earlier.for_neurons(found.positions_um) if earlier is not None else None
-    fitted = fit_stamps(tensor, z, found.positions_um, pixel_size_um, optics, fit, group_evidence=inherited)
+    positions = found.positions_um
+    inherited = None
+    if earlier is not None:
+        inherited = earlier.for_neurons(positions)
+        positions = np.column_stack([earlier.depths_for(positions), positions[:, 1:]])
+    fitted = fit_stamps(tensor, z, positions, pixel_size_um, optics, fit, group_evidence=inherited)
     shape_cfg = shapes or ShapeConfig()
     own = (
-        fit_shapes(tensor, z, found.positions_um, pixel_size_um, fitted.stamps, fitted.brightness, shape_cfg)
+        fit_shapes(tensor, z, positions, pixel_size_um, fitted.stamps, fitted.brightness, shape_cfg)
         if shape_cfg.iterations > 0
         else None
     )
     return Reference(
         ids=np.arange(first_id, first_id + len(found), dtype=np.int64),
-        positions_um=found.positions_um,
+        positions_um=positions,
         brightness=fitted.brightness,
         stamps=fitted.stamps,
         pixel_size_um=float(pixel_size_um),
