@@ -361,6 +361,27 @@ def test_a_rescan_steadies_each_neurons_depth_relative_to_the_others_but_not_whe
     np.testing.assert_array_equal(off, found[:, 0])
 
 
+def test_a_neuron_out_of_the_field_is_carried_along_as_its_neighbours_turn():
+    from track.readout.dormant import DormantNeurons
+
+    rng = np.random.default_rng(8)
+    found = np.column_stack([rng.uniform(-2, 2, 6), rng.uniform(10, 16, (6, 2))])
+    lost = np.array([0.5, 13.0, 19.0])  # 5-6 um beyond its neighbours, out of the field
+    angle = np.deg2rad(20.0)  # the body turned about the neighbours' centre and moved on
+    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+
+    def moved(p: np.ndarray) -> np.ndarray:
+        return np.column_stack([p[..., :1] + 0.4, (p[..., 1:] - 13.0) @ turn.T + 13.0 + [1.0, -2.0]])
+
+    dormant = DormantNeurons(neighbours=6)
+    dormant.add(np.array([3]), lost[None], np.arange(10, 16), found)
+    ids, where = dormant.predict(np.arange(10, 16), moved(found))
+    truth = moved(lost[None])[0]
+    error = np.linalg.norm(where[0] - truth)
+    shift_only = np.linalg.norm(lost + np.median(moved(found) - found, axis=0) - truth)
+    assert ids.tolist() == [3] and error < 0.8 and shift_only > 2.0  # a plain shift loses it (2 um match)
+
+
 def test_a_neuron_that_leaves_the_field_gets_its_id_back_where_its_neighbours_motion_puts_it():
     from track.readout.dormant import DormantNeurons
 
