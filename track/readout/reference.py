@@ -48,7 +48,7 @@ class ScanMemory:
     evidence: np.ndarray | None  # (N, G); None without size groups
     match_um: float
     memory: float = 0.8
-    depth_memory: float = 0.5
+    depth_memory: float = 0.0  # none unless asked (ReadoutConfig.depth_memory sets it for the live readout)
     # a relative depth that changed by more than this since the last scan changed (a specimen turns): the
     # new scan's stands
     depth_change_um: float = 0.5
