@@ -120,10 +120,9 @@ def test_the_published_trace_window_is_thinned_to_its_column_budget(scans_and_fr
 
 @pytest.mark.parametrize("rate_hz", [30.0, 100.0])
 def test_readout_baseline_is_in_seconds_of_the_camera(rate_hz):
-    """The run's camera (or recording) rate sets the dF/F baseline's samples: a 60 s window and time constant,
-    a 1 s settling, at any rate."""
+    """The run's camera (or recording) rate sets the dF/F baseline's samples: a 60 s window, a 600 s time
+    constant per neuron and 20 s for the shared trend, a 1 s settling, at any rate."""
     activity = build_readout("cpu", rate_hz).config.activity
     per_s = round(rate_hz)
-    assert (activity.baseline_window, activity.baseline_tau, activity.baseline_settle) == (
-        60 * per_s, 60 * per_s, per_s
-    )
+    timings = (activity.baseline_window, activity.baseline_tau, activity.common_tau, activity.baseline_settle)
+    assert timings == (60 * per_s, 600 * per_s, 20 * per_s, per_s)

@@ -149,3 +149,47 @@ def _online_dff(cfg: ActivityConfig, trace: np.ndarray) -> np.ndarray:
     """One track's online dF/F, sample by sample."""
     dff = RunningDff(cfg)
     return np.array([dff.update(np.array([0]), np.array([v]))[0] for v in trace])
+
+
+def test_shared_trend_matches_offline_traces_including_late_tracks():
+    """With common_tau, the online F0 (each track's level times the trend shared by the tracks present) is the
+    one dff_traces computes, for a track that starts later too."""
+    cfg = ActivityConfig(baseline_window=20, baseline_percentile=20, baseline_every=1, baseline_tau=30,
+                         baseline_settle=5, common_tau=8)
+    rng = np.random.default_rng(5)
+    traces = np.array([[100.0], [150.0], [220.0]]) + 30 * rng.random((3, 90))
+    traces[:, 45:] *= 0.8  # a dimming shared by all
+    traces[2, :17] = np.nan  # the third track starts at sample 17
+    online = RunningDff(cfg)
+    got = np.full_like(traces, np.nan)
+    for t in range(traces.shape[1]):
+        ids = np.flatnonzero(np.isfinite(traces[:, t]))
+        got[ids, t] = online.update(ids, traces[ids, t])
+    np.testing.assert_allclose(got, dff_traces(traces, cfg), rtol=1e-5, equal_nan=True)
+
+
+def test_a_dimming_of_every_neuron_is_followed_at_the_trends_time_constant_and_one_neurons_at_its_own():
+    """Ten steady neurons. When all dim by 20%, F0 follows with common_tau (40 samples); when one alone dims,
+    its F0 follows with its own baseline_tau (2000 samples) and the others' F0 does not move."""
+    cfg = ActivityConfig(baseline_window=50, baseline_percentile=20, baseline_every=1, baseline_tau=2000,
+                         baseline_settle=10, common_tau=40)
+    levels = 100.0 + 10 * np.arange(10)
+    dimmed = np.ones((10, 800))
+    all_dim = dimmed.copy()
+    all_dim[:, 200:] = 0.8
+    one_dims = dimmed.copy()
+    one_dims[0, 200:] = 0.8
+    moved = 200 + 10  # the window's 20th percentile is at the new level from here on
+    for scale in (all_dim, one_dims):
+        traces = levels[:, None] * scale
+        online = RunningDff(cfg)
+        ids = np.arange(10)
+        f0 = np.stack([traces[:, t] / (1 + online.update(ids, traces[:, t])) for t in range(800)], 1)
+        np.testing.assert_allclose(f0[:, 199], levels, rtol=1e-6)
+        if scale is all_dim:
+            share = (f0[:, moved + 40] - 0.8 * levels) / (0.2 * levels)  # of the way still to go
+            assert np.all((share > np.exp(-1.1)) & (share < np.exp(-0.9)))
+            np.testing.assert_allclose(f0[:, -1], 0.8 * levels, rtol=1e-3)
+        else:
+            assert f0[0, -1] > 0.8 * levels[0] + 0.2 * levels[0] * np.exp(-600 / 2000 * 1.05)
+            np.testing.assert_allclose(f0[1:, -1], levels[1:], rtol=1e-3)

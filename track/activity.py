@@ -27,6 +27,12 @@ class ActivityConfig:
     samples, then follows it with that time constant (samples): slow changes such as bleaching are tracked,
     while the percentile's early swings (a window of a few seconds holds more activity than baseline) are
     not passed on to the trace.
+
+    With ``common_tau`` > 0 as well, F0 is each track's own level, followed with ``baseline_tau``, times a
+    trend shared by all tracks, which follows the settled tracks' median ratio of percentile to level with
+    ``common_tau``. Bleaching and lamp drift dim every neuron in the field alike, so the trend can follow
+    them quickly from the whole population, while each neuron's own level, whose percentile swings with its
+    activity, is held steady.
     """
 
     radius_um: float = 1.2
@@ -37,14 +43,21 @@ class ActivityConfig:
     noise_floor: float = 3.0  # F0 >= noise_floor * trace noise
     baseline_tau: int = 0  # samples; 0: F0 is the window's percentile itself
     baseline_settle: int = 100  # samples of a track before F0 starts following with baseline_tau
+    common_tau: int = 0  # samples; > 0: a trend shared by all tracks follows their median with it
 
     def __post_init__(self) -> None:
-        if self.baseline_window < 1 or self.baseline_tau < 0 or self.baseline_settle < 1:
-            raise ValueError("baseline_window and baseline_settle must be >= 1 and baseline_tau >= 0.")
+        if min(self.baseline_window, self.baseline_settle) < 1 or min(self.baseline_tau, self.common_tau) < 0:
+            raise ValueError(
+                "baseline_window and baseline_settle must be >= 1, baseline_tau and common_tau >= 0."
+            )
 
     def follow_rate(self) -> float:
         """Share of the way F0 moves towards the window's percentile per sample once settled (1: at once)."""
         return 1.0 if self.baseline_tau == 0 else float(-np.expm1(-1.0 / self.baseline_tau))
+
+    def trend_rate(self) -> float:
+        """Share of the way the shared trend moves to the tracks' median ratio per sample (0: no trend)."""
+        return 0.0 if self.common_tau == 0 else float(-np.expm1(-1.0 / self.common_tau))
 
 
 # robust standard deviation of a series from the median absolute change between consecutive samples:
@@ -95,8 +108,9 @@ class RunningDff:
         self._buffer = np.zeros((0, self.config.baseline_window), np.float64)
         self._count = np.zeros(0, np.int64)
         self._baseline = np.zeros(0, np.float64)
-        self._followed = np.zeros(0, np.float64)  # F0 before the floors (the percentile, followed slowly)
+        self._followed = np.zeros(0, np.float64)  # each track's level: F0 before the trend and the floors
         self._noise = np.zeros(0, np.float64)
+        self._trend = 1.0  # shared by all tracks (ActivityConfig.common_tau)
 
     def _slots_for(self, ids: np.ndarray) -> np.ndarray:
         for i in ids.tolist():
@@ -142,9 +156,11 @@ class RunningDff:
         target = self._baseline[slots]
         settled = count > self.config.baseline_settle
         followed = self._followed[slots]
+        self._trend = _next_trend(self._trend, target[settled], followed[settled], self.config)
+        target = target / self._trend
         followed = np.where(settled, followed + self.config.follow_rate() * (target - followed), target)
         self._followed[slots] = followed
-        return _dff(values, followed, self._noise[slots], self.config)
+        return _dff(values, followed * self._trend, self._noise[slots], self.config)
 
     def _refresh(self, slots: np.ndarray, samples: np.ndarray) -> None:
         """Recompute baseline and noise of `slots` from their samples (rows, oldest first)."""
@@ -158,6 +174,14 @@ class RunningDff:
             slot = self._slot.pop(i, None)
             if slot is not None:
                 self._free.append(slot)
+
+
+def _next_trend(trend: float, percentile: np.ndarray, level: np.ndarray, cfg: ActivityConfig) -> float:
+    """The shared trend one sample on: towards the median ratio of settled tracks' percentile to level."""
+    usable = (percentile > 0) & (level > 0)
+    if cfg.common_tau == 0 or not usable.any():
+        return trend
+    return trend + cfg.trend_rate() * (float(np.median(percentile[usable] / level[usable])) - trend)
 
 
 def _dff(values: np.ndarray, baseline: np.ndarray, noise: np.ndarray, cfg: ActivityConfig) -> np.ndarray:
@@ -179,16 +203,20 @@ def dff_traces(intensity: np.ndarray, config: ActivityConfig | None = None) -> n
 
 def _followed(baseline: np.ndarray, observed: np.ndarray, cfg: ActivityConfig) -> np.ndarray:
     """(M, T) F0 of ``baseline`` (M, T) followed as RunningDff does: itself for each track's first
-    baseline_settle observed samples, then moving towards it at follow_rate per observed sample."""
-    if cfg.baseline_tau == 0:
+    baseline_settle observed samples, then moving towards it at follow_rate per observed sample; times the
+    trend shared by the tracks observed at each sample (common_tau)."""
+    if cfg.baseline_tau == 0 and cfg.common_tau == 0:
         return baseline
-    out = baseline.copy()
+    level = baseline.copy()
+    trend = np.ones(baseline.shape[1])
     count = np.cumsum(observed, axis=1)
     rate = cfg.follow_rate()
-    for t in range(1, baseline.shape[1]):
+    for t in range(baseline.shape[1]):
+        last = level[:, max(t - 1, 0)]
         step = observed[:, t] & (count[:, t] > cfg.baseline_settle)
-        last = out[:, t - 1]
-        # an unobserved sample's F0 carries the last one on (a NaN window percentile is left as it is)
-        carried = np.where(observed[:, t], out[:, t], last)
-        out[:, t] = np.where(step, last + rate * (baseline[:, t] - last), carried)
-    return out
+        trend[t] = _next_trend(trend[max(t - 1, 0)], baseline[step, t], last[step], cfg)
+        target = baseline[:, t] / trend[t]
+        # an unobserved sample's level carries the last one on (a NaN window percentile is left as it is)
+        carried = np.where(observed[:, t], target, last)
+        level[:, t] = np.where(step, last + rate * (target - last), carried)
+    return level * trend[None]
