@@ -118,6 +118,24 @@ def test_render_is_deterministic_for_a_seed() -> None:
     assert not np.array_equal(a.render(1.25, 0.5), a.render(1.26, 0.5))
 
 
+def test_bleaching_dims_every_nucleus_by_its_half_life_but_not_the_activity() -> None:
+    """With a bleaching half-life, brightness (and the light the camera gets from the nuclei) halves every
+    half-life from t = 0, while the activity, the dF/F a readout should report, is the unbleached one."""
+    plain = WormSimulator(SimConfig(seed=5))
+    config = SimConfig(seed=5)
+    bleaching = WormSimulator(config.model_copy(update={"worm": config.worm.model_copy(
+        update={"bleach_half_life_s": 20.0})}))  # fmt: skip
+    for t in (0.0, 20.0, 50.0):
+        a, b = plain.truth(t), bleaching.truth(t)
+        np.testing.assert_allclose(b.brightness, a.brightness * 0.5 ** (t / 20.0), rtol=1e-12)
+        np.testing.assert_array_equal(b.activity, a.activity)
+        background = plain.config.camera.background_e * np.prod(plain.frame_shape)
+        plain_light, bleached_light = (
+            s.expected_electrons(t, 0.0).astype(np.float64).sum() - background for s in (plain, bleaching)
+        )
+        assert bleached_light / plain_light == pytest.approx(0.5 ** (t / 20.0), rel=1e-3)
+
+
 def test_truth_has_the_contract_shape_and_moves(sim: WormSimulator) -> None:
     t0, t1 = sim.truth(0.0), sim.truth(5.0)
     n = sim.config.worm.n_neurons

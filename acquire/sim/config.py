@@ -102,6 +102,10 @@ class WormConfig(_Model):
     curvature_um: float = Field(10.0, ge=0, description="Sideways sag of the centreline.")
     brightness_e: float = Field(20000.0, gt=0, description="Mean photo-electrons of a baseline nucleus.")
     brightness_spread: float = Field(0.3, ge=0, description="Log-normal sigma of nucleus brightness.")
+    bleach_half_life_s: float = Field(
+        0.0, ge=0, description="Photobleaching half-life of every nucleus' brightness (s, under continuous "
+        "illumination from t = 0); 0 = none. The activity (dF/F) is not bleached."
+    )
     activity: ActivityConfig = ActivityConfig()
     motion: MotionConfig = MotionConfig()
 

@@ -111,12 +111,14 @@ class Worm:
     def truth(self, t_s: float) -> GroundTruth:
         """The ground truth at time t."""
         activity = self.activity(t_s)
+        half_life = self.config.bleach_half_life_s
+        bleached = 0.5 ** (t_s / half_life) if half_life > 0 else 1.0
         return GroundTruth(
             t_s=float(t_s),
             ids=self.ids.copy(),
             positions_um=self.positions_um(t_s),
             activity=activity,
-            brightness=self.base_brightness_e * (1 + activity),
+            brightness=self.base_brightness_e * (1 + activity) * bleached,
         )
 
 

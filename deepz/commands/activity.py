@@ -49,6 +49,10 @@ def evaluate_activity_cmd(
         None, "--method", help="Score only this method (repeat; default: all): demix, virtual-sample, "
         "virtual-detect, zscan.",
     ),
+    bleach_half_life_s: float = typer.Option(
+        0.0, "--bleach-half-life", min=0.0, help="Bleach the simulated nuclei with this half-life (s; 0 = "
+        "none): does each method's dF/F baseline follow it?",
+    ),
     oracle_every: int = typer.Option(
         0, "--oracle-bound", min=0, help="Also score the oracle bound (the simulator's own stamps at the "
         "true positions, demixed) on every Nth frame, as 'oracle_bound' (0 = not).",
@@ -86,9 +90,10 @@ def evaluate_activity_cmd(
         recalibrate_s=recalibrate_s, drift_um=drift_um or None,
     )  # fmt: skip
     specimens = (
-        [(ex, lambda ex=ex: targettrack_worm(root, ex, seed, size)) for ex in TARGETTRACK_EXAMPLES]
+        [(ex, lambda ex=ex: targettrack_worm(root, ex, seed, size, bleach_half_life_s))
+         for ex in TARGETTRACK_EXAMPLES]
         if root is not None
-        else [(f"seed {seed}", lambda: simulated_worm(seed, size))]
+        else [(f"seed {seed}", lambda: simulated_worm(seed, size, bleach_half_life_s))]
     )
     start = time.perf_counter()
     parts: dict[str, list] = {}
@@ -96,7 +101,8 @@ def evaluate_activity_cmd(
     with results_file(json_path) as result:
         result.update(
             seed=seed, size=size, specimen="targettrack" if targettrack else "simulated worm",
-            default=DEFAULT_METHOD, machine=machine(), runs={}, methods={},
+            bleach_half_life_s=bleach_half_life_s, default=DEFAULT_METHOD, machine=machine(), runs={},
+            methods={},
         )  # fmt: skip
         for name, make in specimens:
             with tqdm(total=cfg.n_frames, desc=f"activity {name}", unit="frame") as bar:
