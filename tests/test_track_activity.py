@@ -103,12 +103,8 @@ def test_followed_baseline_matches_offline_traces_including_late_tracks():
     traces = 100 + 30 * rng.random((2, 80))
     traces[:, 40:] -= 25  # a step the following has to catch up with
     traces[1, :13] = np.nan  # the second track starts at sample 13
-    online = RunningDff(cfg)
-    got = np.full_like(traces, np.nan)
-    for t in range(traces.shape[1]):
-        ids = np.flatnonzero(np.isfinite(traces[:, t]))
-        got[ids, t] = online.update(ids, traces[ids, t])
-    np.testing.assert_allclose(got, dff_traces(traces, cfg), rtol=1e-5, equal_nan=True)
+    offline = dff_traces(traces, cfg)
+    np.testing.assert_allclose(_online_traces(cfg, traces), offline, rtol=1e-5, equal_nan=True)
 
 
 def test_followed_baseline_tracks_a_bleaching_step_with_its_time_constant():
@@ -145,6 +141,16 @@ def test_followed_baseline_keeps_the_trace_true_to_activity_from_the_start():
     assert r["followed"] > r_brightness - 0.01
 
 
+def _online_traces(cfg: ActivityConfig, traces: np.ndarray) -> np.ndarray:
+    """(M, T) online dF/F of (M, T) traces, sample by sample (NaN = the track is not there)."""
+    online = RunningDff(cfg)
+    got = np.full_like(traces, np.nan)
+    for t in range(traces.shape[1]):
+        ids = np.flatnonzero(np.isfinite(traces[:, t]))
+        got[ids, t] = online.update(ids, traces[ids, t])
+    return got
+
+
 def _online_dff(cfg: ActivityConfig, trace: np.ndarray) -> np.ndarray:
     """One track's online dF/F, sample by sample."""
     dff = RunningDff(cfg)
@@ -160,12 +166,8 @@ def test_shared_trend_matches_offline_traces_including_late_tracks():
     traces = np.array([[100.0], [150.0], [220.0]]) + 30 * rng.random((3, 90))
     traces[:, 45:] *= 0.8  # a dimming shared by all
     traces[2, :17] = np.nan  # the third track starts at sample 17
-    online = RunningDff(cfg)
-    got = np.full_like(traces, np.nan)
-    for t in range(traces.shape[1]):
-        ids = np.flatnonzero(np.isfinite(traces[:, t]))
-        got[ids, t] = online.update(ids, traces[ids, t])
-    np.testing.assert_allclose(got, dff_traces(traces, cfg), rtol=1e-5, equal_nan=True)
+    offline = dff_traces(traces, cfg)
+    np.testing.assert_allclose(_online_traces(cfg, traces), offline, rtol=1e-5, equal_nan=True)
 
 
 def test_a_dimming_of_every_neuron_is_followed_at_the_trends_time_constant_and_one_neurons_at_its_own():
