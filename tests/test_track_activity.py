@@ -163,7 +163,7 @@ def test_shared_trend_matches_offline_traces_including_late_tracks():
     cfg = ActivityConfig(baseline_window=20, baseline_percentile=20, baseline_every=1, baseline_tau=30,
                          baseline_settle=5, common_tau=8)
     rng = np.random.default_rng(5)
-    traces = np.array([[100.0], [150.0], [220.0]]) + 30 * rng.random((3, 90))
+    traces = rng.uniform(100, 250, (12, 1)) + 30 * rng.random((12, 90))
     traces[:, 45:] *= 0.8  # a dimming shared by all
     traces[2, :17] = np.nan  # the third track starts at sample 17
     offline = dff_traces(traces, cfg)

@@ -60,6 +60,9 @@ class ActivityConfig:
         return 0.0 if self.common_tau == 0 else float(-np.expm1(-1.0 / self.common_tau))
 
 
+TREND_MIN_TRACKS = 10
+"""Settled tracks the shared dF/F trend needs before it moves (ActivityConfig.common_tau)."""
+
 # robust standard deviation of a series from the median absolute change between consecutive samples:
 # sigma = 1.4826 * median|x_t - x_(t-1)| / sqrt(2) for white noise
 _MAD_OF_CHANGES_TO_SIGMA = 1.4826 / np.sqrt(2.0)
@@ -177,9 +180,10 @@ class RunningDff:
 
 
 def _next_trend(trend: float, percentile: np.ndarray, level: np.ndarray, cfg: ActivityConfig) -> float:
-    """The shared trend one sample on: towards the median ratio of settled tracks' percentile to level."""
+    """The shared trend one sample on: towards the median ratio of settled tracks' percentile to level (held
+    while fewer than TREND_MIN_TRACKS tracks are settled: too few to tell a shared dimming from activity)."""
     usable = (percentile > 0) & (level > 0)
-    if cfg.common_tau == 0 or not usable.any():
+    if cfg.common_tau == 0 or usable.sum() < TREND_MIN_TRACKS:
         return trend
     return trend + cfg.trend_rate() * (float(np.median(percentile[usable] / level[usable])) - trend)
 
