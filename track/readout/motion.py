@@ -116,7 +116,7 @@ def motion_step(
 ) -> MotionStep:
     """One pooled Gauss-Newton step from the residual (frame - model), whole and cut at each patch; with
     each neuron's displacement since the scan (N, 2) px and its ``field``, drawn to a smooth field."""
-    b = brightness[:, None, None]
+    b = brightness[:, None, None] * patches.inside  # a stamp's pixels outside the frame are not observed
     jr, jc = b * stamps.d_row, b * stamps.d_col
     g = torch.stack([(jr * residual_patches).sum(dim=(1, 2)), (jc * residual_patches).sum(dim=(1, 2))], 1)
     h = torch.stack(
