@@ -41,6 +41,10 @@ class Reference(Protocol):
     ids: np.ndarray
     positions_um: np.ndarray
 
+    def found_mask(self) -> np.ndarray:
+        """(N,) True for the neurons the scan found, False for ones kept by prediction (e.g. at the edge)."""
+        ...
+
 
 class ReadoutState(Protocol):
     """The readout of one frame: every reference neuron's position, brightness, dF/F and confidence (SNR)."""
@@ -283,17 +287,19 @@ class ReadoutStage:
                 reference = readout.calibrate(scan.stack, z, record.pixel_size_um, self.optics)
             ids = np.asarray(reference.ids, np.int64)
             positions = np.asarray(reference.positions_um, np.float64).reshape(-1, 3)
+            found = reference.found_mask()  # the scan's table: its finds, not neurons kept by prediction
             kept = {k: v for k, v in record.extra.items() if k != "reference"}  # replay: "it had none" goes
-            record = dataclasses.replace(record, n_reference=len(ids), extra=kept)
-            log.info("calibration %d (%s): %d reference neurons in %.2f s", record.index, record.reason,
-                     len(ids), time.perf_counter() - started)
+            record = dataclasses.replace(record, n_reference=int(found.sum()), extra=kept)
+            log.info("calibration %d (%s): %d reference neurons (+%d kept at the field's edge) in %.2f s",
+                     record.index, record.reason, int(found.sum()), int((~found).sum()),
+                     time.perf_counter() - started)
             self._anchor = (ids, positions)
             self._drift_requested = False
             with self._lock:
                 if self._finished:  # the run ended meanwhile: finish() stored the scan already
                     return
                 self._storing = True  # finish() now waits for this store instead of making its own
-            self._store_scan(record, scan.stack, ids, positions)
+            self._store_scan(record, scan.stack, ids[found], positions[found])
             with self._lock:
                 self._ready = None if readout is self.readout else readout
                 self._calibrated = True

@@ -24,6 +24,8 @@ class _Dormant:
     position_um: np.ndarray  # (3,) where it was last followed to, in the coordinates of the scan missing it
     neighbour_ids: np.ndarray  # (K,)
     neighbour_um: np.ndarray  # (K, 3) the neighbours' positions in that scan
+    group: int | None = None  # its size group (StampModel.groups) when last followed
+    evidence: np.ndarray | None = None  # (G,) its size-group evidence then (Reference.group_evidence)
     scans: int = 0  # scans since it went dormant
 
 
@@ -41,16 +43,37 @@ class DormantNeurons:
         return len(self._items)
 
     def add(
-        self, ids: np.ndarray, positions_um: np.ndarray, found_ids: np.ndarray, found_um: np.ndarray
+        self,
+        ids: np.ndarray,
+        positions_um: np.ndarray,
+        found_ids: np.ndarray,
+        found_um: np.ndarray,
+        groups: np.ndarray | None = None,
+        evidence: np.ndarray | None = None,
     ) -> None:
         """Remember neurons (ids, (M, 3) positions) that a scan missed, with their nearest neurons it found
-        (found_ids, (F, 3) positions in that scan's coordinates)."""
+        (found_ids, (F, 3) positions in that scan's coordinates) and, if any, their size groups (M,) and
+        size-group evidence (M, G)."""
         if len(found_ids) == 0:
             return
         found_ids = np.asarray(found_ids)
-        for i, p in zip(np.asarray(ids).tolist(), np.asarray(positions_um, np.float64), strict=True):
+        positions_um = np.asarray(positions_um, np.float64)
+        for k, (i, p) in enumerate(zip(np.asarray(ids).tolist(), positions_um, strict=True)):
             near = np.argsort(np.linalg.norm(found_um - p, axis=1))[: self.neighbours]
-            self._items[int(i)] = _Dormant(p.copy(), found_ids[near].copy(), found_um[near].copy())
+            self._items[int(i)] = _Dormant(
+                p.copy(), found_ids[near].copy(), found_um[near].copy(),
+                group=None if groups is None else int(groups[k]),
+                evidence=None if evidence is None else np.array(evidence[k], np.float64),
+            )  # fmt: skip
+
+    def groups_of(self, ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The size groups (M,) and evidence (M, G) remembered for these IDs; None where not remembered."""
+        items = [self._items[int(i)] for i in np.asarray(ids).tolist()]
+        groups = None if any(d.group is None for d in items) else np.array([d.group for d in items], np.int64)
+        evidence = None
+        if items and all(d.evidence is not None for d in items):
+            evidence = np.stack([d.evidence for d in items])
+        return groups, evidence
 
     def predict(self, followed_ids: np.ndarray, followed_um: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """IDs and (M, 3) predicted positions now, from the neighbours still followed (at followed_um);

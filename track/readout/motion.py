@@ -113,9 +113,12 @@ def motion_step(
     config: MotionConfig,
     displacement_px: torch.Tensor | None = None,
     field: DisplacementField | None = None,
+    informs: torch.Tensor | None = None,
 ) -> MotionStep:
     """One pooled Gauss-Newton step from the residual (frame - model), whole and cut at each patch; with
-    each neuron's displacement since the scan (N, 2) px and its ``field``, drawn to a smooth field."""
+    each neuron's displacement since the scan (N, 2) px and its ``field``, drawn to a smooth field.
+    ``informs`` (N,): 0 for neurons whose own motion must not inform the others' (the field and the axial
+    offset), e.g. ones placed by prediction rather than found by the scan; they still follow both."""
     b = brightness[:, None, None] * patches.inside  # a stamp's pixels outside the frame are not observed
     jr, jc = b * stamps.d_row, b * stamps.d_col
     g = torch.stack([(jr * residual_patches).sum(dim=(1, 2)), (jc * residual_patches).sum(dim=(1, 2))], 1)
@@ -133,7 +136,8 @@ def motion_step(
         # hold back a motion they all share: a lag of field_weight frames of motion)
         info = 0.5 * (h[:, 0] + h[:, 2]).double()
         displacement = displacement_px.double()
-        predicted, certainty = field.predict(info, displacement + step)
+        trust = info if informs is None else info * informs.double()
+        predicted, certainty = field.predict(trust, displacement + step)
         pull = config.field_weight * info.median().clamp(min=1e-30) * certainty
         step = (info[:, None] * step + pull[:, None] * (predicted - displacement)) / (info + pull).clamp(
             min=1e-30
@@ -145,7 +149,8 @@ def motion_step(
         value = stamps.value
         # the part of each stamp's defocus derivative that a brightness change cannot mimic
         coef = (stamps.d_defocus * value).sum(dim=(1, 2)) / (value * value).sum(dim=(1, 2)).clamp(min=1e-30)
-        jz = patches.render(b * (stamps.d_defocus - coef[:, None, None] * value))
+        bz = b if informs is None else b * informs[:, None, None]
+        jz = patches.render(bz * (stamps.d_defocus - coef[:, None, None] * value))
         info = float((jz * jz).sum())
         if info > 0:
             axial = float((jz * residual_frame).sum()) / info

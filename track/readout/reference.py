@@ -3,7 +3,7 @@ to focus, and the defocus response fitted to the scan around them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -30,9 +30,56 @@ class Reference:
     fit_residual: float  # relative squared error of the forward model on the scan
     shapes: NeuronShapes | None = None  # each neuron's own stamp near focus (None: the radial table alone)
     group_evidence: np.ndarray | None = None  # (N, G) evidence for each neuron's size group (stamps.groups)
+    found: np.ndarray | None = None  # (N,) False for neurons added by prediction (with_neurons); None: all
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def found_mask(self) -> np.ndarray:
+        """(N,) True for the neurons the scan found, False for ones added by prediction."""
+        return np.ones(len(self), bool) if self.found is None else self.found.copy()
+
+    def with_neurons(
+        self,
+        ids: np.ndarray,
+        positions_um: np.ndarray,
+        groups: np.ndarray | None = None,
+        evidence: np.ndarray | None = None,
+    ) -> Reference:
+        """This reference with more neurons (ids, (M, 3) positions) that its scan did not find, e.g. ones
+        remembered just outside the field: read with the shared tables (their size ``groups``, or the
+        first), without an own correction or a scan brightness; ``evidence`` (M, G) rows, else zeros. They
+        are marked as not found by the scan (``found``)."""
+        m = len(ids)
+        if m == 0:
+            return self
+        stamps = self.stamps
+        if stamps.groups is not None:
+            extra = np.zeros(m, np.int64) if groups is None else np.asarray(groups, np.int64)
+            stamps = replace(stamps, groups=np.concatenate([stamps.groups, extra]))
+        shapes = self.shapes
+        if shapes is not None:
+            shapes = replace(
+                shapes,
+                values=np.concatenate([shapes.values, np.zeros((m, *shapes.values.shape[1:]), np.float32)]),
+                d_start_um=np.concatenate([shapes.d_start_um, np.full(m, float(shapes.d_start_um.min()))]),
+                frac_px=np.concatenate([shapes.frac_px, np.zeros((m, 2), shapes.frac_px.dtype)]),
+            )
+        group_evidence = self.group_evidence
+        if group_evidence is not None:
+            rows = np.zeros((m, group_evidence.shape[1])) if evidence is None else np.asarray(evidence)
+            group_evidence = np.concatenate([group_evidence, rows])
+        positions = np.asarray(positions_um, np.float64).reshape(m, 3)
+        return replace(
+            self,
+            ids=np.concatenate([self.ids, np.asarray(ids, self.ids.dtype)]),
+            positions_um=np.concatenate([self.positions_um, positions]),
+            brightness=np.concatenate([self.brightness, np.zeros(m, self.brightness.dtype)]),
+            stamps=stamps,
+            shapes=shapes,
+            group_evidence=group_evidence,
+            found=np.concatenate([self.found_mask(), np.zeros(m, bool)]),
+        )
 
 
 @dataclass(frozen=True)
