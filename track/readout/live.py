@@ -317,11 +317,11 @@ class LiveReadout:
         stamps = ref.stamps.evaluate(patches, defocus, derivatives=True)
         if self._shapes is not None:
             stamps = self._shapes.add_to(stamps, patches, defocus)
-        if fresh_gram or not self._demixer.has_gram:
-            # held until the next rebuild, so that the Gram matrix and the projections agree
+        rebuild = fresh_gram or not self._demixer.has_gram
+        if rebuild:  # the read mask is held until the next rebuild: the Gram matrix and projections agree
             self._read = self._readable(patches, stamps.value)
         stamps.value.mul_(self._read[:, None, None])  # a neuron not read is left out of the model
-        if fresh_gram or not self._demixer.has_gram:
+        if rebuild:
             self._demixer.set_gram(gram_matrix(patches, stamps.value))
             self._weights = neighbour_weights(self._centres * ref.pixel_size_um, self.config.motion)
         projections = torch.cat([(stamps.value * patches.gather(y)).sum(dim=(1, 2)), y.sum()[None]])
