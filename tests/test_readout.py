@@ -15,6 +15,7 @@ from track.readout import LiveReadout, Optics, ReadoutConfig, Reference
 from track.readout.calibrate import StampFitConfig
 from track.readout.motion import DisplacementField, MotionConfig
 from track.readout.patches import cut_patches
+from track.readout.shapes import NeuronShapes
 from track.readout.stamps import nominal_stamps
 
 PX = 0.325
@@ -308,8 +309,12 @@ def test_a_new_reference_keeps_the_ids_of_the_neurons_followed_and_numbers_the_n
         brightness=np.r_[brightness[:-1], 9000.0],
     )  # fmt: skip
     again = readout.carry_over(fresh)
-    np.testing.assert_array_equal(again.ids[:-1], ref.ids[:-1])  # the neurons found again keep their IDs
-    assert again.ids[-1] > ref.ids.max()  # a new neuron never reuses an ID
+    n = len(ref.ids)
+    np.testing.assert_array_equal(again.ids[: n - 1], ref.ids[:-1])  # found again: their IDs kept
+    assert again.ids[n - 1] > ref.ids.max()  # a new neuron never reuses an ID
+    # the one not found again, inside the field and away from every neuron found, stays modelled: its ID
+    np.testing.assert_array_equal(again.ids[n:], ref.ids[-1:])
+    assert again.found_mask().tolist() == [True] * n + [False]
     state = readout.update(_render(ref, brightness, shift_px=shift_px), 0.03)
     np.testing.assert_array_equal(state.ids, again.ids)
 
@@ -418,16 +423,18 @@ def test_a_neuron_that_leaves_the_field_gets_its_id_back_where_its_neighbours_mo
     assert dormant.age().tolist() == [] and dormant.age().tolist() == [7] and len(dormant) == 0  # forgotten
 
     ref, brightness = _known_reference(seed=4)
-    readout = LiveReadout(ReadoutConfig())
-    readout.follow(ref)
-    gone = dataclasses.replace(ref, ids=np.arange(500, 511), positions_um=ref.positions_um[:-1],
-                               brightness=brightness[:-1])  # fmt: skip
-    first = readout.carry_over(gone)  # the last neuron left the field
-    assert ref.ids[-1] not in first.ids
-    step = np.array([0.3, 1.2, -0.9])  # it came back, and the worm moved meanwhile
-    back = dataclasses.replace(ref, ids=np.arange(600, 612), positions_um=ref.positions_um + step)
-    again = readout.carry_over(back)
-    np.testing.assert_array_equal(again.ids, ref.ids)  # every neuron has its own ID again
+    for hidden in (False, True):  # remembered only, or also held in the model (it lies inside the field)
+        readout = LiveReadout(ReadoutConfig(hidden_neurons=hidden))
+        readout.follow(ref)
+        gone = dataclasses.replace(ref, ids=np.arange(500, 511), positions_um=ref.positions_um[:-1],
+                                   brightness=brightness[:-1])  # fmt: skip
+        first = readout.carry_over(gone)  # the scan missed the last neuron
+        assert (ref.ids[-1] in first.ids) == hidden
+        step = np.array([0.3, 1.2, -0.9])  # found again, and the worm moved meanwhile
+        back = dataclasses.replace(ref, ids=np.arange(600, 612), positions_um=ref.positions_um + step)
+        again = readout.carry_over(back)
+        np.testing.assert_array_equal(again.ids, ref.ids)  # every neuron has its own ID again
+        assert again.found_mask().all()
 
 
 def test_a_remembered_neuron_beyond_the_fields_edge_stays_modelled_while_its_light_reaches_in():
@@ -458,6 +465,44 @@ def test_a_remembered_neuron_beyond_the_fields_edge_stays_modelled_while_its_lig
     np.testing.assert_allclose(kept.positions_um[-1], positions[-2], atol=0.05)
     np.testing.assert_allclose(kept.brightness[:10], brightness[:10], rtol=0.01)
     assert read[False].brightness[0] > 1.05 * brightness[0]
+
+
+def test_a_neuron_a_rescan_missed_behind_a_neighbour_stays_modelled_and_expires_if_never_found():
+    """A scan can miss a neuron 3 um below another, laterally 1 um apart. Kept in the model where its
+    neighbours put it, the neighbour above reads its own brightness; dropped, it reads both neurons' light.
+    A neuron no scan finds again is held for ``remember_scans`` scans only."""
+    ref, brightness = _known_reference(n=12, seed=7)
+    positions = ref.positions_um.copy()
+    positions[-1] = positions[0] + [3.0, 1.0 * 0.6, 1.0 * 0.8]  # hidden below neuron 0 in the scan
+    ref = dataclasses.replace(ref, positions_um=positions)
+    frame = _render(ref, brightness)
+    rescan = dataclasses.replace(ref, ids=np.arange(500, 511), positions_um=positions[:-1],
+                                 brightness=brightness[:-1])  # fmt: skip
+    read = {}
+    for hidden in (True, False):
+        readout = LiveReadout(ReadoutConfig(hidden_neurons=hidden, remember_scans=3))
+        readout.follow(ref)
+        readout.update(frame, 0.0)
+        again = readout.carry_over(rescan)
+        assert (ref.ids[-1] in again.ids) == hidden
+        read[hidden] = readout.update(frame, 0.01)
+        if hidden:
+            np.testing.assert_allclose(read[hidden].positions_um[-1], positions[-1], atol=0.05)
+            held = [ref.ids[-1] in readout.carry_over(rescan).ids for _ in range(3)]
+            assert held == [True, True, False]  # missed by three more scans in all: forgotten
+    np.testing.assert_allclose(read[True].brightness[:11], brightness[:11], rtol=0.01)
+    assert read[False].brightness[0] > 1.1 * brightness[0]
+    # the scan's residual around its neighbours held the hidden one's light: their own corrections go
+    shapes = NeuronShapes(
+        values=np.full((11, 3, 5, 5), 1e-4, np.float32), d_start_um=positions[:-1, 0] - 1.0, d_step_um=1.0,
+        frac_px=np.zeros((11, 2)), max_defocus_um=4.0, taper_um=1.0,
+    )  # fmt: skip
+    readout = LiveReadout(ReadoutConfig())
+    readout.follow(ref)
+    again = readout.carry_over(dataclasses.replace(rescan, shapes=shapes))
+    own = np.abs(again.shapes.values).sum(axis=(1, 2, 3))
+    # neurons 0 and 9 lie 1.0 and 1.5 um from it laterally (within match_um), 3.0 and 1.4 um above it
+    assert np.flatnonzero(own == 0).tolist() == [0, 9, 11]  # and the kept neuron has none either
 
 
 def test_a_neuron_placed_by_prediction_does_not_drag_the_others_motion():

@@ -53,7 +53,8 @@ class DormantNeurons:
     ) -> None:
         """Remember neurons (ids, (M, 3) positions) that a scan missed, with their nearest neurons it found
         (found_ids, (F, 3) positions in that scan's coordinates) and, if any, their size groups (M,) and
-        size-group evidence (M, G)."""
+        size-group evidence (M, G). A neuron remembered already (modelled meanwhile, without a scan finding
+        it) keeps counting the scans it was missed by."""
         if len(found_ids) == 0:
             return
         found_ids = np.asarray(found_ids)
@@ -64,6 +65,7 @@ class DormantNeurons:
                 p.copy(), found_ids[near].copy(), found_um[near].copy(),
                 group=None if groups is None else int(groups[k]),
                 evidence=None if evidence is None else np.array(evidence[k], np.float64),
+                scans=self._items[int(i)].scans if int(i) in self._items else 0,
             )  # fmt: skip
 
     def groups_of(self, ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -39,6 +39,15 @@ class Reference:
         """(N,) True for the neurons the scan found, False for ones added by prediction."""
         return np.ones(len(self), bool) if self.found is None else self.found.copy()
 
+    def without_corrections(self, rows: np.ndarray) -> Reference:
+        """This reference with the own stamp corrections of these neurons (rows or an (N,) mask) dropped: they
+        are read with the shared tables alone."""
+        if self.shapes is None or not np.any(rows):
+            return self
+        values = self.shapes.values.copy()
+        values[rows] = 0.0
+        return replace(self, shapes=replace(self.shapes, values=values))
+
     def with_neurons(
         self,
         ids: np.ndarray,
@@ -47,9 +56,9 @@ class Reference:
         evidence: np.ndarray | None = None,
     ) -> Reference:
         """This reference with more neurons (ids, (M, 3) positions) that its scan did not find, e.g. ones
-        remembered just outside the field: read with the shared tables (their size ``groups``, or the
-        first), without an own correction or a scan brightness; ``evidence`` (M, G) rows, else zeros. They
-        are marked as not found by the scan (``found``)."""
+        remembered just outside the field or hidden behind a neighbour: read with the shared tables (their
+        size ``groups``, or the first), without an own correction or a scan brightness; ``evidence`` (M, G)
+        rows, else zeros. They are marked as not found by the scan (``found``)."""
         m = len(ids)
         if m == 0:
             return self
