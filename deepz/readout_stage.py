@@ -290,7 +290,7 @@ class ReadoutStage:
             found = reference.found_mask()  # the scan's table: its finds, not neurons kept by prediction
             kept = {k: v for k, v in record.extra.items() if k != "reference"}  # replay: "it had none" goes
             record = dataclasses.replace(record, n_reference=int(found.sum()), extra=kept)
-            log.info("calibration %d (%s): %d reference neurons (+%d kept at the field's edge) in %.2f s",
+            log.info("calibration %d (%s): %d reference neurons (+%d it missed, kept by prediction) in %.2f s",
                      record.index, record.reason, int(found.sum()), int((~found).sum()),
                      time.perf_counter() - started)
             self._anchor = (ids, positions)

@@ -233,8 +233,9 @@ class LiveReadout:
     def _with_missed_neurons(self, reference: Reference) -> Reference:
         """``reference`` with the remembered neurons its scan did not find, where their neighbours' motion
         puts them: at or beyond the field's edge while their light still reaches into it (``edge_neurons``),
-        or inside the field away from every neuron the scan found (``hidden_neurons``). Modelled, their light
-        is not read as their neighbours', and they are followed on under their IDs."""
+        or inside the field, hidden above or below a neuron the scan found (within ``match_um`` laterally,
+        further in 3D; ``hidden_neurons``). Modelled, their light is not read as their neighbours', and they
+        are followed on under their IDs."""
         remembered, predicted = self._dormant.predict(reference.ids, reference.positions_um)
         if len(remembered) == 0:
             return reference
@@ -243,9 +244,11 @@ class LiveReadout:
         beyond_px = np.max([-row, row - (h - 1), -col, col - (w - 1)], axis=0)  # < 0: inside the field
         reach_px = np.array([reference.stamps.half_for(abs(z)) for z in predicted[:, 0]])
         nearest = np.linalg.norm(predicted[:, None] - reference.positions_um[None], axis=2).min(axis=1)
+        lateral = np.linalg.norm(predicted[:, None, 1:] - reference.positions_um[None, :, 1:], axis=2)
         inside = beyond_px <= -self.config.match_um / px  # else the scan could not have found it
+        hidden = lateral.min(axis=1, initial=np.inf) < self.config.match_um  # behind or before a found one
         keep = (
-            ((inside & self.config.hidden_neurons) | (~inside & self.config.edge_neurons))
+            ((inside & hidden & self.config.hidden_neurons) | (~inside & self.config.edge_neurons))
             & (beyond_px < reach_px)
             & (np.abs(predicted[:, 0]) <= np.abs(reference.stamps.defocus_um).max())
             & (nearest > self.config.match_um)  # not a neuron the scan found
