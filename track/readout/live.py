@@ -320,7 +320,7 @@ class LiveReadout:
         self._trail.append((float(t_s), self._centres.clone()))
         brightness = result.brightness.cpu().numpy()
         ids = self.reference.ids
-        read = self._read.cpu().numpy() > 0
+        read = self._read_host
         dff = np.full(len(ids), np.nan, np.float32)  # a neuron not read has no sample (NaN: no value)
         dff[read] = self._dff.update(ids[read], brightness[read])
         confidence = (result.brightness / (sigma * result.unit_error).clamp(min=1e-12)).cpu().numpy()
@@ -347,6 +347,7 @@ class LiveReadout:
         rebuild = fresh_gram or not self._demixer.has_gram
         if rebuild:  # the read mask is held until the next rebuild: the Gram matrix and projections agree
             self._read = self._readable(patches, stamps.value)
+            self._read_host = self._read.cpu().numpy() > 0  # copied to the host once per rebuild
         stamps.value.mul_(self._read[:, None, None])  # a neuron not read is left out of the model
         if rebuild:
             self._demixer.set_gram(gram_matrix(patches, stamps.value))
