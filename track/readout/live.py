@@ -243,8 +243,9 @@ class LiveReadout:
         row, col = predicted[:, 1] / px, predicted[:, 2] / px
         beyond_px = np.max([-row, row - (h - 1), -col, col - (w - 1)], axis=0)  # < 0: inside the field
         reach_px = np.array([reference.stamps.half_for(abs(z)) for z in predicted[:, 0]])
-        nearest = np.linalg.norm(predicted[:, None] - reference.positions_um[None], axis=2).min(axis=1)
-        lateral = np.linalg.norm(predicted[:, None, 1:] - reference.positions_um[None, :, 1:], axis=2)
+        offset = predicted[:, None] - reference.positions_um[None]  # (M, N, 3): to each neuron the scan found
+        nearest = np.linalg.norm(offset, axis=2).min(axis=1)
+        lateral = np.linalg.norm(offset[..., 1:], axis=2)
         inside = beyond_px <= -self.config.match_um / px  # else the scan could not have found it
         hidden = lateral.min(axis=1, initial=np.inf) < self.config.match_um  # behind or before a found one
         keep = (
@@ -257,18 +258,15 @@ class LiveReadout:
             return reference
         groups, evidence = self._dormant.groups_of(remembered[keep])  # still remembered: scans count on
         kept = reference.with_neurons(remembered[keep], predicted[keep], groups, evidence)
-        return kept.without_corrections(self._hiding(reference, predicted[keep]))
-
-    def _hiding(self, reference: Reference, kept_um: np.ndarray) -> np.ndarray:
-        """(N,) True for the scan's neurons within ``match_um`` laterally of a kept neuron at kept_um (M, 3),
-        and within their own correction's depth range of it: the scan's residual around such a neuron held
-        the kept one's light, and its correction took that light in, which the kept neuron now models."""
         if reference.shapes is None:
-            return np.zeros(len(reference) + len(kept_um), bool)
-        found = reference.positions_um
-        lateral = np.linalg.norm(found[:, None, 1:] - kept_um[None, :, 1:], axis=2) < self.config.match_um
-        axial = np.abs(found[:, None, 0] - kept_um[None, :, 0]) < reference.shapes.max_defocus_um
-        return np.concatenate([(lateral & axial).any(axis=1), np.zeros(len(kept_um), bool)])
+            return kept
+        # the scan's residual around a found neuron laterally near a kept one, within its correction's depth
+        # range, held the kept one's light, which its correction took in: the kept neuron models it now
+        hiding = (
+            (lateral[keep] < self.config.match_um)
+            & (np.abs(offset[keep, :, 0]) < reference.shapes.max_defocus_um)
+        ).any(axis=0)
+        return kept.without_corrections(np.concatenate([hiding, np.zeros(int(keep.sum()), bool)]))
 
     def follow(self, reference: Reference) -> None:
         """Start following ``reference`` from its scan positions (calibrate and recalibrate call this; also

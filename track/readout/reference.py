@@ -39,13 +39,14 @@ class Reference:
         """(N,) True for the neurons the scan found, False for ones added by prediction."""
         return np.ones(len(self), bool) if self.found is None else self.found.copy()
 
-    def without_corrections(self, rows: np.ndarray) -> Reference:
-        """This reference with the own stamp corrections of these neurons (rows or an (N,) mask) dropped: they
-        are read with the shared tables alone."""
-        if self.shapes is None or not np.any(rows):
+    def without_corrections(self, mask: np.ndarray) -> Reference:
+        """This reference with the own stamp corrections of the neurons in the (N,) boolean ``mask`` dropped:
+        they are read with the shared tables alone."""
+        mask = np.asarray(mask, bool)
+        if self.shapes is None or not mask.any():
             return self
         values = self.shapes.values.copy()
-        values[rows] = 0.0
+        values[mask] = 0.0
         return replace(self, shapes=replace(self.shapes, values=values))
 
     def with_neurons(
