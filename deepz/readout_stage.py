@@ -329,9 +329,11 @@ class ReadoutStage:
         if self.drift_um is None or self.request_scan is None or self._drift_requested:
             return
         ids, anchor = self._anchor
-        if len(ids) == 0 or not np.array_equal(ids, state.ids):
+        # the scan's neurons still read (neurons entering the field join between scans)
+        _, now, then = np.intersect1d(state.ids, ids, assume_unique=True, return_indices=True)
+        if len(now) == 0:
             return
-        moved = np.linalg.norm(np.asarray(state.positions_um, np.float64) - anchor, axis=1)
+        moved = np.linalg.norm(np.asarray(state.positions_um, np.float64)[now] - anchor[then], axis=1)
         if float(np.median(moved)) > self.drift_um:
             self._drift_requested = True
             self.request_scan("drift")

@@ -13,6 +13,7 @@ from acquire.sim import CameraConfig, SimConfig, WormSimulator
 from track.evaluate import match_points
 from track.readout import LiveReadout, Optics, ReadoutConfig, Reference
 from track.readout.calibrate import StampFitConfig
+from track.readout.entering import Entering, EntryConfig
 from track.readout.motion import DisplacementField, MotionConfig
 from track.readout.patches import cut_patches
 from track.readout.shapes import NeuronShapes
@@ -542,6 +543,63 @@ def test_a_neuron_with_only_its_tail_in_the_frame_is_not_read():
     assert np.isfinite(state.dff[:-1]).all()  # the others are read
     assert abs(wild - brightness[-1]) > 0.2 * brightness[-1]  # what it would read from its tail
     np.testing.assert_allclose(state.brightness[:-1], brightness[:-1], rtol=0.02)
+
+
+def test_a_neuron_entering_the_field_between_scans_joins_the_model_and_frees_its_neighbour():
+    """A neuron no scan has seen comes in across the edge: averaged over ``entering.every`` frames, the
+    residual shows it where no modelled neuron is. Added at the depth whose stamp fits it, it is read and
+    followed under a new ID, and its in-field neighbour reads its own brightness again; without the search
+    that neighbour reads the newcomer's light too. A bright neuron in mid-field that the model lacks is not
+    taken (only the edge's band is searched)."""
+    ref, brightness = _known_reference(n=12, seed=10)
+    positions = ref.positions_um.copy()
+    positions[0] = [1.0, 48 * PX, 82 * PX]  # the in-field neighbour, 8 px from the newcomer
+    positions[-2] = [0.5, 40 * PX, 40 * PX]  # the model's mid-field omission
+    positions[-1] = [-1.5, 46 * PX, 90 * PX]  # entering, 5 px inside the right edge
+    truth = dataclasses.replace(ref, positions_um=positions)
+    clean = _render(truth, brightness)
+    known = dataclasses.replace(
+        truth, ids=truth.ids[:-2], positions_um=positions[:-2], brightness=brightness[:-2]
+    )
+    rng = np.random.default_rng(3)
+    read, readouts = {}, {}
+    for every in (10, 0):
+        readouts[every] = LiveReadout(ReadoutConfig(entering=EntryConfig(every=every)))
+        readouts[every].follow(known)
+        noisy = [clean + rng.normal(0, 1, SHAPE) * np.sqrt(clean) for _ in range(60)]
+        states = [readouts[every].update(frame, t * 0.01) for t, frame in enumerate(noisy)]
+        read[every] = (states[-1], np.mean([s.brightness for s in states[-10:]], axis=0))  # after settling
+    (state, mean), (_, mean_without) = read[10], read[0]
+    assert state.ids.tolist() == known.ids.tolist() + [known.ids.max() + 1]  # one newcomer, a new ID
+    assert readouts[10].reference.found_mask().tolist() == [True] * 10 + [False]  # added, not scanned
+    np.testing.assert_allclose(state.positions_um[-1, 1:], positions[-1, 1:], atol=0.1)
+    assert abs(abs(state.positions_um[-1, 0]) - 1.5) < 0.3  # a defocus, whose sign a frame cannot tell
+    assert abs(mean[-1] / brightness[-1] - 1) < 0.12
+    excess, excess_without = mean[0] / brightness[0] - 1, mean_without[0] / brightness[0] - 1
+    assert excess_without > 0.05  # without the search, the neighbour reads the newcomer's light
+    assert abs(excess) < 0.4 * excess_without  # its depth refitted at every look: its stamp takes it back
+
+
+def test_a_remembered_neuron_entering_again_gets_its_id_and_its_side_of_focus_back():
+    """A neuron a re-scan missed far beyond the edge is remembered; when a blob at its predicted place is
+    added between scans (at a defocus of the wrong sign, which a frame cannot tell), it takes back its ID
+    and the side of focus it was followed on. A blob elsewhere gets a new ID."""
+    ref, brightness = _known_reference(n=12, seed=7)
+    positions = ref.positions_um.copy()
+    positions[-1] = [3.0, 30 * PX, -60 * PX]  # far beyond the left edge: no light in the field
+    ref = dataclasses.replace(ref, positions_um=positions)
+    readout = LiveReadout(ReadoutConfig())
+    readout.follow(ref)
+    readout.update(_render(ref, brightness), 0.0)
+    rescan = dataclasses.replace(ref, ids=np.arange(500, 511), positions_um=positions[:-1],
+                                 brightness=brightness[:-1])  # fmt: skip
+    readout.carry_over(rescan)
+    assert ref.ids[-1] not in readout.reference.ids  # remembered, not modelled
+    blobs = np.array([[-2.8, 30 * PX + 0.5, -60 * PX + 0.5], [1.0, 40 * PX, 5 * PX]])
+    ids = readout.add_neurons(Entering(blobs, np.array([20000.0, 20000.0])))
+    assert ids[0] == ref.ids[-1] and ids[1] not in ref.ids and ids[1] not in rescan.ids
+    assert readout.positions_um()[-2, 0] == pytest.approx(2.8, abs=1e-4)  # its side of focus, from memory
+    assert readout.positions_um()[-1, 0] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_balls_table_is_its_psf_widened_by_the_balls_projection():

@@ -15,6 +15,7 @@ from deepz.calibration import build_readout, readout_optics
 from deepz.readout_stage import PendingScan, ReadoutStage
 from infer.model_io import default_model_path, load_manifest
 from storage.calibration import ScanRecord
+from track.readout.entering import Entering
 
 CONFIG = SimConfig(camera=CameraConfig(shape=(80, 80)), worm=WormConfig(n_neurons=40), seed=3)
 
@@ -60,6 +61,21 @@ def test_scans_apply_in_frame_order_and_recalibration_keeps_ids(scans_and_frames
     assert set(ids.tolist()) == set(first.ids.tolist()) | set(again.ids.tolist())
     np.testing.assert_allclose(times, [0.0, 0.01, 0.02])  # 3 s window: 5 ms columns, every frame kept
     assert dff.shape == (len(ids), 3)
+
+
+def test_drift_is_measured_on_the_scans_neurons_when_others_joined_since(scans_and_frames) -> None:
+    """Neurons entering the field join the readout between scans; the drift past the threshold is still
+    seen on the neurons of the scan."""
+    scans, frames = scans_and_frames
+    requests = []
+    stage = ReadoutStage(build_readout(), optics=_optics(), drift_um=1e-6, request_scan=requests.append,
+                         wait=True)  # fmt: skip
+    stage.offer_scan(PendingScan(_record(0, scans[0], 0), scans[0].stack))
+    stage.apply_scans(0)  # calibrated: the scan's neurons are the reference
+    scanned = len(stage.readout.reference)
+    stage.readout.add_neurons(Entering(np.array([[0.0, 2.0, 2.0]]), np.array([1000.0])))
+    assert len(stage.update(0, 0.0, frames[0]).ids) == scanned + 1
+    assert requests == ["drift"]
 
 
 def test_scans_taken_while_calibrating_give_way_to_the_newest(scans_and_frames) -> None:

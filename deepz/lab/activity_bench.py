@@ -58,7 +58,7 @@ def run_activity_bench(
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-            brightness.append(state.brightness)
+            brightness.append(state.brightness[: len(reference)])  # neurons added since (entering) come last
         readouts[device] = (reference.ids, np.stack(brightness))
         results[device] = {
             "frames_per_s_median": 1.0 / float(np.median(times)),

@@ -16,11 +16,12 @@ from track.online import estimate_drift
 from track.readout.calibrate import StampFitConfig
 from track.readout.demix import Demixer, DemixResult, gram_matrix
 from track.readout.dormant import DormantNeurons
+from track.readout.entering import Entering, EntryConfig, find_entering, fit_blob
 from track.readout.motion import DisplacementField, MotionConfig, motion_step, neighbour_weights
 from track.readout.patches import Patches, cut_patches
 from track.readout.reference import Reference, ScanMemory, build_reference
 from track.readout.shapes import ShapeConfig, ShapeReader
-from track.readout.stamps import Optics
+from track.readout.stamps import Optics, StampModel
 
 __all__ = ["LiveReadout", "ReadoutConfig", "ReadoutState", "camera_rate_dff"]
 TRAIL_FRAMES = 30
@@ -86,6 +87,8 @@ class ReadoutConfig:
     # r 0.959 / 0.971 / 0.944 / 0.960 -> 0.963 / 0.972 / 0.952 / 0.961, r >= 0.9 0.701 / 0.789 / 0.669 /
     # 0.706 -> 0.740 / 0.813 / 0.699 / 0.672
     hidden_neurons: bool = True
+    # between scans: neurons entering the field, found in the residual near its edge, join the model
+    entering: EntryConfig = field(default_factory=EntryConfig)
     # a neuron with less of its stamp's light in the frame than this share is not read (brightness 0, dF/F
     # NaN) and moves with its neighbours alone
     min_visible: float = 0.05
@@ -111,6 +114,19 @@ class ReadoutState:
     confidence: np.ndarray  # brightness / its standard error (a signal-to-noise ratio)
     axial_offset_um: float  # specimen's axial shift since the scan
     background: float
+
+
+def _unsigned(positions_um: np.ndarray) -> np.ndarray:
+    """(N, 3) positions with |z|: the distance from focus, as a defocused stamp shows it."""
+    return np.column_stack([np.abs(positions_um[:, 0]), positions_um[:, 1:]])
+
+
+def _one_table(stamps: StampModel) -> tuple[StampModel, int | None]:
+    """``stamps`` as one table: with size groups, the most common group's (and that group)."""
+    if stamps.groups is None:
+        return stamps, None
+    group = int(np.bincount(stamps.groups).argmax())
+    return StampModel(stamps.defocus_um, stamps.radius_step_px, stamps.table[group]), group
 
 
 class LiveReadout:
@@ -178,13 +194,14 @@ class LiveReadout:
     def _deskewed(self, fresh: Reference, z_um: np.ndarray, plane_period_s: float) -> Reference:
         """``fresh`` with each neuron moved to where it was at the scan's end: a focal scan takes a while
         (49 planes: 0.49 s at 100 Hz), so a neuron was found when the scan passed its depth; it moved on at
-        the velocity of the followed neurons around it (Gaussian weights at ``pool_um``)."""
+        the velocity of the followed neurons around it (Gaussian weights at ``pool_um``; the neurons placed by
+        prediction or added between scans echo the others' motion and count for nothing)."""
         velocity = self.velocity_um_s()
         if velocity is None or len(fresh.ids) == 0:
             return fresh
         followed = self.positions_um()
         distance2 = ((fresh.positions_um[:, None, :] - followed[None, :, :]) ** 2).sum(axis=2)
-        weights = np.exp(-0.5 * distance2 / self.config.motion.pool_um**2)
+        weights = np.exp(-0.5 * distance2 / self.config.motion.pool_um**2) * self._informs.cpu().numpy()[None]
         total = weights.sum(axis=1)
         local = (weights @ velocity) / np.maximum(total, 1e-12)[:, None]
         local[total < 1e-6] = 0.0  # nobody followed nearby: left where the scan found it
@@ -293,6 +310,10 @@ class LiveReadout:
         self._informs = torch.as_tensor(reference.found_mask(), dtype=torch.float32, device=self.device)
         self._demixer = Demixer()
         self._since_scan = 0
+        self._residual_sum: torch.Tensor | None = None
+        self._residual_frames = 0
+        self._anchored: torch.Tensor | None = None  # 0: added since the last look at the edge, still settling
+        self._added = np.zeros(len(reference), bool)  # added between scans: depth refitted at every look
         self._trail: collections.deque[tuple[float, torch.Tensor]] = collections.deque(maxlen=TRAIL_FRAMES)
 
     def positions_um(self) -> np.ndarray:
@@ -313,7 +334,7 @@ class LiveReadout:
         for step in range(steps):
             settling = step < steps - 1
             fresh = settling or self._since_scan % cfg.gram_every == 0
-            result, sigma = self._step(y, fresh_gram=fresh)
+            result, sigma, residual = self._step(y, fresh_gram=fresh)
         self._since_scan += 1
         self._trail.append((float(t_s), self._centres.clone()))
         brightness = result.brightness.cpu().numpy()
@@ -322,7 +343,7 @@ class LiveReadout:
         dff = np.full(len(ids), np.nan, np.float32)  # a neuron not read has no sample (NaN: no value)
         dff[read] = self._dff.update(ids[read], brightness[read])
         confidence = (result.brightness / (sigma * result.unit_error).clamp(min=1e-12)).cpu().numpy()
-        return ReadoutState(
+        state = ReadoutState(
             t_s=float(t_s),
             ids=ids.copy(),
             positions_um=self.positions_um(),
@@ -332,10 +353,13 @@ class LiveReadout:
             axial_offset_um=self._axial,
             background=result.background,
         )
+        if cfg.entering.every > 0:  # neurons it adds are read from the next frame on
+            self._watch_edge(residual, result.brightness)
+        return state
 
-    def _step(self, y: torch.Tensor, fresh_gram: bool) -> tuple[DemixResult, torch.Tensor]:
+    def _step(self, y: torch.Tensor, fresh_gram: bool) -> tuple[DemixResult, torch.Tensor, torch.Tensor]:
         """Demix at the current positions, then move the neurons by one motion step against the residual;
-        the demixing and the residual's RMS (the noise level of the confidence)."""
+        the demixing, the residual's RMS (the noise level of the confidence) and the residual frame."""
         ref = self.reference
         patches = cut_patches(self._centres, self._half, ref.frame_shape)
         defocus = self._depth + self._axial
@@ -356,10 +380,106 @@ class LiveReadout:
         move = motion_step(
             patches, residual, patches.gather(residual), stamps, result.brightness, self._weights,
             self.config.motion, self._centres - self._scan_centres, self._field, self._informs,
+            self._anchored,
         )  # fmt: skip
         self._centres = self._centres + move.lateral_px
         self._axial += move.axial_um
-        return result, residual.pow(2).mean().sqrt()
+        return result, residual.pow(2).mean().sqrt(), residual
+
+    def _watch_edge(self, residual: torch.Tensor, brightness: torch.Tensor) -> None:
+        """Average the residual over ``entering.every`` frames; then settle the neurons added at the last look
+        and add the neurons entering the field that it shows (``find_entering``) to the model."""
+        self._residual_sum = residual if self._residual_sum is None else self._residual_sum + residual
+        self._residual_frames += 1
+        if self._residual_frames < self.config.entering.every:
+            return
+        mean = self._residual_sum / self._residual_frames
+        self._residual_sum, self._residual_frames = None, 0
+        ref = self.reference
+        found = ref.found_mask()
+        if not found.any():
+            return
+        stamps, group = _one_table(ref.stamps)
+        max_defocus_um = float(np.abs(ref.positions_um[found, 0]).max())
+        if self._added.any():
+            self._refit_added(mean, brightness, stamps, max_defocus_um)
+        entering = find_entering(
+            mean, self._centres, stamps, ref.pixel_size_um, float(np.median(ref.brightness[found])),
+            max_defocus_um, self.config.entering,
+        )  # fmt: skip
+        if len(entering):
+            self.add_neurons(entering, group)
+
+    def _refit_added(
+        self, mean: torch.Tensor, brightness: torch.Tensor, stamps: StampModel, max_defocus_um: float
+    ) -> None:
+        """The neurons added between scans: each one's depth refitted to its own light in the averaged
+        residual (its neighbours read less of that light at each look); the ones added at the last look then
+        have their displacement drawn to the field from where they followed their own light to."""
+        rows = torch.as_tensor(np.flatnonzero(self._added), device=self.device)
+        ref = self.reference
+        defocus = self._depth[rows] + self._axial
+        patches = cut_patches(self._centres[rows], stamps.half_for(max_defocus_um), ref.frame_shape)
+        own = patches.render(brightness[rows, None, None] * stamps.evaluate(patches, defocus).value)
+        positions = ref.positions_um.copy()
+        for row, centre, now in zip(rows.tolist(), self._centres[rows], defocus.tolist(), strict=True):
+            side = int(np.sign(now))  # the side of focus it was placed on stays
+            _, depth, _ = fit_blob(mean + own, centre, stamps, max_defocus_um, reach_px=0, side=side)
+            self._depth[row] = depth - self._axial
+            positions[row, 0] = depth - self._axial
+        if self._anchored is not None:  # where the scan would have seen them: moved since as the field says
+            settling = torch.nonzero(self._anchored == 0).flatten()
+            predicted, _ = self._field.predict(self._informs + 1e-6, self._centres - self._scan_centres)
+            self._scan_centres[settling] = self._centres[settling] - predicted[settling].float()
+            scan_um = self._scan_centres[settling].double().cpu().numpy() * ref.pixel_size_um
+            positions[settling.cpu().numpy(), 1:] = scan_um
+            self._field = DisplacementField.from_positions(
+                torch.as_tensor(positions, device=self.device), self.config.motion, ref.pixel_size_um
+            )  # fmt: skip
+            self._anchored = None
+        self.reference = replace(ref, positions_um=positions)
+
+    def add_neurons(self, entering: Entering, group: int | None = None) -> np.ndarray:
+        """Model and follow more neurons from now on (e.g. ones entering the field between scans) at their
+        current (M, 3) positions, without informing the others' motion; a remembered neuron predicted within
+        ``match_um`` (the side of focus aside, which a frame seldom tells) gets its ID back and its side, the
+        others new IDs (returned). ``group``: their stamps' size group."""
+        if self.reference is None:
+            raise RuntimeError("add_neurons needs a reference being followed; call calibrate first.")
+        ref, px, m = self.reference, self.reference.pixel_size_um, len(entering)
+        ids = np.full(m, -1, np.int64)
+        remembered, predicted = self._dormant.predict(ref.ids, self.positions_um())
+        now = entering.positions_um[:, 0].copy()
+        row, back = match_points(_unsigned(entering.positions_um), _unsigned(predicted), self.config.match_um)
+        ids[row] = remembered[back]
+        now[row] = np.abs(now[row]) * np.sign(predicted[back, 0])  # the side of focus it was followed on
+        self._dormant.take(remembered[back])
+        new = ids < 0
+        ids[new] = self._next_id + np.arange(int(new.sum()))
+        centres = torch.as_tensor(entering.positions_um[:, 1:] / px, dtype=torch.float32, device=self.device)
+        depth = now - self._axial
+        groups = None if ref.stamps.groups is None else np.full(m, 0 if group is None else group, np.int64)
+        # placed where they are now (the scan's positions of the others are where they were then) until the
+        # next look at the edge draws them to the field (_refit_added)
+        self.reference = ref.with_neurons(ids, np.column_stack([depth, entering.positions_um[:, 1:]]), groups)
+        self._centres = torch.cat([self._centres, centres])
+        self._scan_centres = torch.cat([self._scan_centres, centres])
+        self._depth = torch.cat([self._depth, torch.tensor(depth, dtype=torch.float32, device=self.device)])
+        self._informs = torch.cat([self._informs, torch.zeros(m, device=self.device)])
+        self._field = DisplacementField.from_positions(
+            torch.as_tensor(self.reference.positions_um, device=self.device), self.config.motion, px
+        )  # fmt: skip
+        if self.reference.shapes is not None:
+            self._shapes = ShapeReader(self.reference.shapes, self.device)
+        self._demixer = Demixer()  # the Gram matrix and read mask are rebuilt on the next frame
+        self._added = np.concatenate([self._added, np.ones(m, bool)])
+        settled = torch.ones(len(ref), device=self.device) if self._anchored is None else self._anchored
+        self._anchored = torch.cat([settled, torch.zeros(m, device=self.device)])
+        self._trail = collections.deque(
+            ((t, torch.cat([c, centres])) for t, c in self._trail), maxlen=TRAIL_FRAMES
+        )  # fmt: skip
+        self._next_id = max(self._next_id, int(ids.max()) + 1)
+        return ids
 
     def _readable(self, patches: Patches, values: torch.Tensor) -> torch.Tensor:
         """(N,) 1 for neurons with at least ``min_visible`` of their stamp's light in the frame, else 0: from

@@ -114,11 +114,14 @@ def motion_step(
     displacement_px: torch.Tensor | None = None,
     field: DisplacementField | None = None,
     informs: torch.Tensor | None = None,
+    anchored: torch.Tensor | None = None,
 ) -> MotionStep:
     """One pooled Gauss-Newton step from the residual (frame - model), whole and cut at each patch; with
     each neuron's displacement since the scan (N, 2) px and its ``field``, drawn to a smooth field.
     ``informs`` (N,): 0 for neurons whose own motion must not inform the others' (the field and the axial
-    offset), e.g. ones placed by prediction rather than found by the scan; they still follow both."""
+    offset), e.g. ones placed by prediction rather than found by the scan; they still follow both.
+    ``anchored`` (N,): 0 for neurons not drawn to the field (yet), e.g. ones just added whose own light must
+    first settle where they are."""
     b = brightness[:, None, None] * patches.inside  # a stamp's pixels outside the frame are not observed
     jr, jc = b * stamps.d_row, b * stamps.d_col
     g = torch.stack([(jr * residual_patches).sum(dim=(1, 2)), (jc * residual_patches).sum(dim=(1, 2))], 1)
@@ -139,6 +142,8 @@ def motion_step(
         trust = info if informs is None else info * informs.double()
         predicted, certainty = field.predict(trust, displacement + step)
         pull = config.field_weight * info.median().clamp(min=1e-30) * certainty
+        if anchored is not None:
+            pull = pull * anchored.double()
         step = (info[:, None] * step + pull[:, None] * (predicted - displacement)) / (info + pull).clamp(
             min=1e-30
         )[:, None]
