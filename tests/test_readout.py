@@ -583,23 +583,26 @@ def test_a_neuron_entering_the_field_between_scans_joins_the_model_and_frees_its
 def test_a_remembered_neuron_entering_again_gets_its_id_and_its_side_of_focus_back():
     """A neuron a re-scan missed far beyond the edge is remembered; when a blob at its predicted place is
     added between scans (at a defocus of the wrong sign, which a frame cannot tell), it takes back its ID
-    and the side of focus it was followed on. A blob elsewhere gets a new ID."""
+    and the side of focus it was followed on. A blob elsewhere gets a new ID, and so does one where a
+    remembered neuron is still modelled (held at the edge): no ID is read twice."""
     ref, brightness = _known_reference(n=12, seed=7)
     positions = ref.positions_um.copy()
     positions[-1] = [3.0, 30 * PX, -60 * PX]  # far beyond the left edge: no light in the field
+    positions[-2] = [4.0, 48 * PX, -3 * PX]  # just beyond it: held in the model at the re-scan
     ref = dataclasses.replace(ref, positions_um=positions)
     readout = LiveReadout(ReadoutConfig())
     readout.follow(ref)
     readout.update(_render(ref, brightness), 0.0)
-    rescan = dataclasses.replace(ref, ids=np.arange(500, 511), positions_um=positions[:-1],
-                                 brightness=brightness[:-1])  # fmt: skip
+    rescan = dataclasses.replace(ref, ids=np.arange(500, 510), positions_um=positions[:-2],
+                                 brightness=brightness[:-2])  # fmt: skip
     readout.carry_over(rescan)
-    assert ref.ids[-1] not in readout.reference.ids  # remembered, not modelled
-    blobs = np.array([[-2.8, 30 * PX + 0.5, -60 * PX + 0.5], [1.0, 40 * PX, 5 * PX]])
-    ids = readout.add_neurons(Entering(blobs, np.array([20000.0, 20000.0])))
-    assert ids[0] == ref.ids[-1] and ids[1] not in ref.ids and ids[1] not in rescan.ids
-    assert readout.positions_um()[-2, 0] == pytest.approx(2.8, abs=1e-4)  # its side of focus, from memory
-    assert readout.positions_um()[-1, 0] == pytest.approx(1.0, abs=1e-4)
+    assert ref.ids[-1] not in readout.reference.ids and ref.ids[-2] in readout.reference.ids
+    blobs = np.array([[-2.8, 30 * PX + 0.5, -60 * PX + 0.5], [1.0, 40 * PX, 5 * PX], positions[-2]])
+    ids = readout.add_neurons(Entering(blobs, np.full(3, 20000.0)))
+    assert ids[0] == ref.ids[-1] and not np.isin(ids[1:], np.concatenate([ref.ids, rescan.ids])).any()
+    assert len(np.unique(readout.reference.ids)) == len(readout.reference.ids)
+    assert readout.positions_um()[-3, 0] == pytest.approx(2.8, abs=1e-4)  # its side of focus, from memory
+    assert readout.positions_um()[-2, 0] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_balls_table_is_its_psf_widened_by_the_balls_projection():

@@ -449,6 +449,8 @@ class LiveReadout:
         ref, px, m = self.reference, self.reference.pixel_size_um, len(entering)
         ids = np.full(m, -1, np.int64)
         remembered, predicted = self._dormant.predict(ref.ids, self.positions_um())
+        unmodelled = ~np.isin(remembered, ref.ids)  # neurons held in the model stay remembered too
+        remembered, predicted = remembered[unmodelled], predicted[unmodelled]
         now = entering.positions_um[:, 0].copy()
         row, back = match_points(_unsigned(entering.positions_um), _unsigned(predicted), self.config.match_um)
         ids[row] = remembered[back]
