@@ -18,6 +18,7 @@ from deepz.config import load_config
 from deepz.runner import run_pipeline
 from storage import RecordingReader
 from storage.calibration import read_scans, scan_image_path
+from track.readout.entering import REACH_PX, EntryConfig
 
 RATE, SIZE = 40.0, 96
 CALIBRATION = {"enabled": True, "z_range_um": [-6.0, 6.0], "step_um": 1.0, "interval_s": 2.5}
@@ -116,8 +117,16 @@ def test_every_frame_read_goes_to_the_tracks_and_traces(live_run, capsys) -> Non
     said = (f"readout: no value for {not_read['fell_behind']} frames it fell behind on and "
             f"{not_read['before_calibration']} before the first calibration")
     assert (said in capsys.readouterr().out) == any(not_read.values())
+    # a tracked ID in no scan's table is a neuron the readout added between scans (entering the field): first
+    # read after the first frame, where the readout looks for them (near the field's edge)
     reference = set().union(*(s.reference_ids.tolist() for s in scans))
-    assert set(np.unique(tracks["id"]).tolist()) <= reference
+    edge_um = EntryConfig().band_um + REACH_PX * scans[0].record.pixel_size_um
+    field_um = SIZE * scans[0].record.pixel_size_um
+    for added in set(np.unique(tracks["id"]).tolist()) - reference:
+        first = np.flatnonzero(tracks["id"] == added)[0]
+        assert tracks["t"][first] > tracks["t"].min()
+        y, x = tracks["y"][first], tracks["x"][first]
+        assert min(y, x, field_um - y, field_um - x) <= edge_um
     ids, _, dff = reader.traces()
     assert set(ids.tolist()) == set(np.unique(tracks["id"]).tolist()) and np.isfinite(dff).any()
 

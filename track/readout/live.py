@@ -87,7 +87,9 @@ class ReadoutConfig:
     # r 0.959 / 0.971 / 0.944 / 0.960 -> 0.963 / 0.972 / 0.952 / 0.961, r >= 0.9 0.701 / 0.789 / 0.669 /
     # 0.706 -> 0.740 / 0.813 / 0.699 / 0.672
     hidden_neurons: bool = True
-    # between scans: neurons entering the field, found in the residual near its edge, join the model
+    # between scans: neurons entering the field, found in the residual near its edge, join the model. 60 s,
+    # seeds 11 / 13 / 17 / 23: switches 0.008 / 0.008 / 0.008 / 0.018 -> 0.008 / 0 / 0 / 0 per neuron-minute,
+    # r >= 0.9 0.740 / 0.813 / 0.699 / 0.689 -> 0.724 / 0.813 / 0.692 / 0.681, median r within 0.002
     entering: EntryConfig = field(default_factory=EntryConfig)
     # a neuron with less of its stamp's light in the frame than this share is not read (brightness 0, dF/F
     # NaN) and moves with its neighbours alone
