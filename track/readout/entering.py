@@ -116,7 +116,8 @@ def fit_blob(
         grid = stamps.defocus_um[[int(np.abs(stamps.defocus_um).argmin())]]
     half = stamps.half_for(float(np.abs(grid).max()))
     centre, depth, _ = _best_fit(residual, _around(centre, reach_px), stamps, grid[::COARSE], half)
-    near = grid[np.abs(grid - depth) <= COARSE * float(np.diff(grid).min(initial=1.0))]
+    step_um = float(stamps.defocus_um[1] - stamps.defocus_um[0])  # the table's defocus grid is uniform
+    near = grid[np.abs(grid - depth) <= COARSE * step_um]
     return _best_fit(residual, _around(centre, min(1, reach_px)), stamps, near, half)
 
 

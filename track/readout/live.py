@@ -450,6 +450,8 @@ class LiveReadout:
             raise RuntimeError("add_neurons needs a reference being followed; call calibrate first.")
         ref, px, m = self.reference, self.reference.pixel_size_um, len(entering)
         ids = np.full(m, -1, np.int64)
+        if m == 0:
+            return ids
         remembered, predicted = self._dormant.predict(ref.ids, self.positions_um())
         unmodelled = ~np.isin(remembered, ref.ids)  # neurons held in the model stay remembered too
         remembered, predicted = remembered[unmodelled], predicted[unmodelled]
