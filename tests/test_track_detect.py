@@ -94,3 +94,19 @@ def test_gpu_matches_cpu():
     cpu = detect_neurons(vol, VOXEL)
     gpu = detect_neurons(vol, VOXEL, device="cuda")
     np.testing.assert_allclose(gpu.positions_um, cpu.positions_um, atol=1e-3)
+
+
+def test_axial_min_distance_merges_one_nucleus_peaking_twice_along_z_but_not_a_stacked_pair():
+    # a wide-field scan blurs a nucleus along z, and its image can peak twice about 1-1.8 um apart; nuclei
+    # 2 um or more across lie further apart than that
+    twin = np.array([[3.6, 5.0, 6.0], [5.1, 5.1, 6.0]])  # 1.5 um apart along z
+    brighter = 0.2 * (blob_volume(twin[:1], sigma_um=0.4) - 100.0)  # the first peak the stronger
+    twin_volume = blob_volume(twin, sigma_um=0.4) + brighter
+    stacked = np.array([[3.0, 12.0, 12.0], [5.6, 12.3, 12.0]])  # two nuclei 2.6 um apart along z
+    volume = twin_volume + blob_volume(stacked, sigma_um=0.7) - 100.0
+    isotropic = detect_neurons(volume, VOXEL)
+    assert len(isotropic) == 4
+    ellipsoid = detect_neurons(volume, VOXEL, config=DetectConfig(axial_min_distance_um=1.9))
+    assert len(ellipsoid) == 3
+    r, c = match_points(ellipsoid.positions_um, np.concatenate([twin[:1], stacked]), 0.5)
+    assert len(r) == 3  # the twin's stronger peak and both stacked nuclei

@@ -27,6 +27,9 @@ class DetectConfig:
     threshold_sigmas: float = 5.0
     relative_threshold: float = 0.1  # also drop peaks below this fraction of the 95th-percentile peak
     min_distance_um: float | None = None  # closest allowed pair of centres; None = 0.6 * nucleus_um
+    # closest allowed pair of centres straight above each other (an ellipsoid with min_distance across);
+    # None = min_distance. A wide-field focal scan blurs a nucleus along z, and its image can peak twice
+    axial_min_distance_um: float | None = None
     background_factor: float = 0.75  # background Gaussian sigma = background_factor * nucleus_um
     bin_xy: int | None = None  # average y, x pixels in bins of this size first; None = about nucleus_um / 2.5
 
@@ -40,6 +43,11 @@ class DetectConfig:
     def min_distance(self) -> float:
         """Effective closest allowed pair of centres in um."""
         return self.min_distance_um if self.min_distance_um is not None else 0.6 * self.nucleus_um
+
+    @property
+    def axial_min_distance(self) -> float:
+        """Effective closest allowed pair of centres along z in um."""
+        return self.axial_min_distance_um if self.axial_min_distance_um is not None else self.min_distance
 
 
 @dataclass(frozen=True)
@@ -138,11 +146,16 @@ def _subvoxel_offsets(band: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return offsets
 
 
-def suppress_close(pos_um: np.ndarray, strength: np.ndarray, min_distance_um: float) -> np.ndarray:
-    """Greedy suppression of points closer than min_distance_um (strongest first); kept indices in order."""
+def suppress_close(
+    pos_um: np.ndarray, strength: np.ndarray, min_distance_um: float, axial_min_distance_um: float | None = None
+) -> np.ndarray:
+    """Greedy suppression of (N, 3) z/y/x points closer than min_distance_um, or axial_min_distance_um
+    along z (an ellipsoid; None: a sphere), strongest first; kept indices in order."""
     if len(pos_um) < 2:
         return np.arange(len(pos_um))
     order = np.argsort(-strength, kind="stable")
+    if axial_min_distance_um is not None and axial_min_distance_um > 0:
+        pos_um = pos_um * np.array([min_distance_um / axial_min_distance_um, 1.0, 1.0])
     tree = cKDTree(pos_um)
     suppressed = np.zeros(len(pos_um), bool)
     for i in order:
@@ -191,5 +204,5 @@ def detect_neurons(
     offsets = _subvoxel_offsets(band, idx)
     pos = (idx.to(torch.float64) + offsets.to(torch.float64)).cpu().numpy() * voxel + np.asarray(origin_um)
     strength_np = strength.float().cpu().numpy()
-    keep = suppress_close(pos, strength_np, min_dist)
+    keep = suppress_close(pos, strength_np, min_dist, cfg.axial_min_distance)
     return Detections(pos[keep], strength_np[keep])
