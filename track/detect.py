@@ -147,7 +147,10 @@ def _subvoxel_offsets(band: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def suppress_close(
-    pos_um: np.ndarray, strength: np.ndarray, min_distance_um: float, axial_min_distance_um: float | None = None
+    pos_um: np.ndarray,
+    strength: np.ndarray,
+    min_distance_um: float,
+    axial_min_distance_um: float | None = None,
 ) -> np.ndarray:
     """Greedy suppression of (N, 3) z/y/x points closer than min_distance_um, or axial_min_distance_um
     along z (an ellipsoid; None: a sphere), strongest first; kept indices in order."""

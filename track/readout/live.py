@@ -55,8 +55,9 @@ class ReadoutConfig:
 
     # a scan's detections closer than 0.9 um across or 1.9 um along z are one nucleus (its blurred image
     # peaked twice): no two annotated nuclei of the four targettrack arrangements lie that close, while in
-    # scans of six simulated worms such twin peaks lay 0.0-0.6 um across and 1.0-1.8 um along z. Each twin followed as its own neuron split the nucleus' light and,
-    # when a re-scan gave the nucleus to the twin's ID, switched its identity
+    # scans of six simulated worms such twin peaks lay 0.0-0.6 um across and 1.0-1.8 um along z. Each twin
+    # followed as its own neuron split the nucleus' light and, when a re-scan gave the nucleus to the twin's
+    # ID, switched its identity
     detect: DetectConfig = field(default_factory=lambda: DetectConfig(axial_min_distance_um=1.9))
     fit: StampFitConfig = field(default_factory=StampFitConfig)
     shapes: ShapeConfig = field(default_factory=ShapeConfig)
