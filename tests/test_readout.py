@@ -669,7 +669,7 @@ def test_nuclei_of_two_sizes_get_their_own_diameters():
     groups = fits[12].stamps.groups
     chosen = StampFitConfig().diameters_um(Optics().nucleus_diameter_um)[groups]
     assert chosen[large].min() > chosen[~large].max()  # every larger nucleus got a larger diameter
-    np.testing.assert_allclose(chosen, diameters[large.astype(int)], atol=0.5)  # two steps of the 0.25 um grid
+    np.testing.assert_allclose(chosen, diameters[large.astype(int)], atol=0.5)  # two 0.25 um steps
     error = {g: np.abs(fit.brightness / brightness - 1).max() for g, fit in fits.items()}
     assert fits[12].relative_residual < 0.5 * fits[1].relative_residual
     assert error[12] < error[1]
@@ -690,3 +690,32 @@ def test_nuclei_of_two_sizes_get_their_own_diameters():
     assert np.abs(again.stamps.groups[1:] - groups[1:]).max() <= 1
     far = ScanMemory(positions + [0.0, 100.0, 0.0], evidence, match_um=2.0).for_neurons(positions)
     assert not far.any()  # nobody within 2 um (moved out of the field): every neuron starts afresh
+
+
+def test_a_second_look_in_the_scans_residual_finds_a_dim_neuron_merged_with_a_bright_neighbour():
+    from track.readout.reference import ResidualLook, build_reference
+
+    truth = nominal_stamps(Optics(), PX, 10.0)
+    z = np.arange(-8.0, 8.25, 0.5)
+    spread = np.array([[-2.0, 20, 20], [1.0, 20, 70], [0.0, 70, 20], [2.5, 70, 70], [-1.0, 45, 45],
+                       [3.0, 30, 48], [-3.0, 60, 50]])  # fmt: skip
+    dim = np.array([[-1.0, 45, 45 + 2.4 / PX]])  # 2.4 um beside the neuron at (45, 45) px, 40% of its light
+    depth_px = np.concatenate([spread, dim])
+    brightness = np.concatenate([np.random.default_rng(0).uniform(20000, 30000, len(spread)), [0.0]])
+    brightness[-1] = 0.4 * brightness[4]
+    patches = cut_patches(torch.as_tensor(depth_px[:, 1:], dtype=torch.float32), truth.half_px, SHAPE)
+    light = torch.as_tensor(brightness[:, None, None], dtype=torch.float32)
+    defocus = [torch.as_tensor(depth_px[:, 0] - zk, dtype=torch.float32) for zk in z]
+    planes = [patches.render(light * truth.evaluate(patches, d).value).numpy() for d in defocus]
+    scan = np.stack(planes) + BACKGROUND
+    scan = scan + np.random.default_rng(1).normal(0, 1, scan.shape) * np.sqrt(scan)
+    positions = np.column_stack([depth_px[:, 0], depth_px[:, 1:] * PX])
+    first = build_reference(scan, z, PX, Optics(), second_look=None)
+    _, seen = match_points(first.positions_um, positions, 1.0)
+    assert len(spread) not in seen  # the first pass misses the dim neuron
+    again = build_reference(scan, z, PX, Optics(), second_look=ResidualLook())
+    rows, seen = match_points(again.positions_um, positions, 1.0)
+    assert set(seen.tolist()) == set(range(len(positions)))  # every neuron, the dim one too
+    assert len(again) == len(first) + 1  # and nothing else
+    assert again.fit_residual < first.fit_residual
+    np.testing.assert_array_equal(again.ids, np.arange(len(again)))

@@ -89,6 +89,7 @@ class StampFit:
     planes_used: np.ndarray  # (K,) indices into the scan
     relative_residual: float
     group_evidence: np.ndarray | None = None  # (N, G) share of each neuron's light each table explains
+    residual: torch.Tensor | None = None  # (K, H, W) the used planes less the fitted scan
 
 
 def _planes_covering(z_um: np.ndarray, neuron_z_um: np.ndarray, max_defocus_um: float, share: float):
@@ -175,8 +176,8 @@ def fit_stamps(
     fitted = _render_scan(values, patches, brightness, background)
     final = current if n_groups > 1 else StampModel(model.defocus_um, model.radius_step_px, current.table[0])
     signal = ((data - background[:, None, None]) ** 2).sum().clamp(min=1e-12)
-    residual = float(((data - fitted) ** 2).sum() / signal)
-    return StampFit(final, brightness.cpu().numpy(), planes, residual, evidence)
+    left = data - fitted
+    return StampFit(final, brightness.cpu().numpy(), planes, float((left**2).sum() / signal), evidence, left)
 
 
 def _initial_brightness(data, background, patches, defocus, model: StampModel) -> torch.Tensor:

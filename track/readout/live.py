@@ -19,7 +19,7 @@ from track.readout.dormant import DormantNeurons
 from track.readout.entering import Entering, EntryConfig, find_entering, fit_blob
 from track.readout.motion import DisplacementField, MotionConfig, motion_step, neighbour_weights
 from track.readout.patches import Patches, cut_patches
-from track.readout.reference import Reference, ScanMemory, build_reference
+from track.readout.reference import Reference, ResidualLook, ScanMemory, build_reference
 from track.readout.shapes import ShapeConfig, ShapeReader
 from track.readout.stamps import Optics, StampModel
 
@@ -59,6 +59,8 @@ class ReadoutConfig:
     # followed as its own neuron split the nucleus' light and, when a re-scan gave the nucleus to the twin's
     # ID, switched its identity
     detect: DetectConfig = field(default_factory=lambda: DetectConfig(axial_min_distance_um=1.9))
+    # a second look for neurons in each scan's residual once the stamps are fitted (ResidualLook)
+    second_look: ResidualLook | None = field(default_factory=ResidualLook)
     fit: StampFitConfig = field(default_factory=StampFitConfig)
     shapes: ShapeConfig = field(default_factory=ShapeConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
@@ -156,7 +158,7 @@ class LiveReadout:
         self.optics = optics
         reference = build_reference(
             stack, z_um, pixel_size_um, optics, detect=self.config.detect, fit=self.config.fit,
-            shapes=self.config.shapes, device=self.device,
+            shapes=self.config.shapes, device=self.device, second_look=self.config.second_look,
         )  # fmt: skip
         self._dff = RunningDff(self.config.activity)
         self._dormant = DormantNeurons(remember_scans=self.config.remember_scans)
@@ -182,7 +184,7 @@ class LiveReadout:
         earlier = ScanMemory(followed, old.group_evidence, cfg.match_um, depth_memory=cfg.depth_memory)
         fresh = build_reference(
             stack, z_um, old.pixel_size_um, self.optics, detect=cfg.detect, fit=cfg.fit, shapes=cfg.shapes,
-            first_id=self._next_id, device=self.device, earlier=earlier,
+            first_id=self._next_id, device=self.device, earlier=earlier, second_look=cfg.second_look,
         )  # fmt: skip
         if plane_period_s is not None and plane_period_s > 0:
             fresh = self._deskewed(fresh, np.asarray(z_um, np.float64), plane_period_s)
