@@ -123,11 +123,15 @@ def frame_slots(spec: ComputeSpec, shm: str = "/dev/shm") -> int:
     return max(FRAME_SLOTS, wanted)
 
 
+# seconds the acquiring side waits for the process to finish after the last frame before it counts a stall
+STOP_TIMEOUT_S = 10.0
+
+
 class ComputeProcess:
     """The acquiring side's handle: start the process, offer frames, read results, stop."""
 
     def __init__(self, spec: ComputeSpec, *, build: Callable[[ComputeSpec], Stages] = build_stages, start_timeout_s: float = 1800.0,
-                 stop_timeout_s: float = 10.0) -> None:
+                 stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
         self.spec, self.build = spec, build
         self.start_timeout_s, self.stop_timeout_s = start_timeout_s, stop_timeout_s
         self._ctx = mp.get_context("spawn")
@@ -325,7 +329,7 @@ class _Worker:
             _join(thread)
         summary = None
         if readout is not None and not self._failed:
-            readout.finish()
+            readout.finish(wait_s=STOP_TIMEOUT_S / 2)  # a calibration in progress: within the acquiring side's wait
             summary = readout.summary()
         self.results.put(Result("done", -1, {"readout_summary": summary}))
 

@@ -337,9 +337,12 @@ class Pipeline:
                 result = compute.poll(0.5)  # what it sent just before exiting
             now = time.monotonic()
             if result is None:
-                if self._input_ended is not None and now - self._input_ended > self._stop_wait_s(compute):
-                    self._compute_failed(f"stalled: not done {self._stop_wait_s(compute):.0f} s after the last frame; "
-                                         "stopped it")  # fmt: skip
+                # after the last frame it may still be reading the frames it kept while it calibrated: a stall is
+                # a process that sends nothing for the stop wait, not one that is still catching up
+                ended = self._input_ended
+                if ended is not None and now - max(ended, quiet_since) > self._stop_wait_s(compute):
+                    self._compute_failed(f"stalled: nothing for {self._stop_wait_s(compute):.0f} s after the last "
+                                         "frame; stopped it")  # fmt: skip
                     compute.kill()
                     return
                 if not compute.alive():
