@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from track.detect import gaussian_blur
 from track.readout.patches import cut_patches
 from track.readout.stamps import StampModel
 
@@ -69,7 +70,8 @@ def find_entering(
     cfg = config or EntryConfig()
     h, w = residual.shape
     px = pixel_size_um
-    smooth = _gaussian(residual.float(), cfg.sigma_um / px)
+    sigma_px = cfg.sigma_um / px
+    smooth = gaussian_blur(residual.float()[None], (0.0, sigma_px, sigma_px))[0]
     noise = 1.4826 * (smooth - smooth.median()).abs().median()
     rows = torch.arange(h, device=residual.device)[:, None].expand(h, w)
     cols = torch.arange(w, device=residual.device)[None, :].expand(h, w)
@@ -141,13 +143,3 @@ def _best_fit(
     best = int((scale * dot).argmax())
     return centres[best // n_d], float(grid[best % n_d]), float(scale[best])
 
-
-def _gaussian(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """``image`` smoothed by a separable Gaussian of ``sigma_px`` (edges replicated)."""
-    half = max(1, int(np.ceil(3 * sigma_px)))
-    x = torch.arange(-half, half + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-0.5 * (x / sigma_px) ** 2)
-    kernel = kernel / kernel.sum()
-    out = F.pad(image[None, None], (half, half, half, half), mode="replicate")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1))
-    return F.conv2d(out, kernel.view(1, 1, -1, 1))[0, 0]

@@ -308,8 +308,7 @@ class LiveReadout:
         lateral = reference.positions_um[:, 1:] / px
         self._centres = torch.as_tensor(lateral, dtype=torch.float32, device=self.device)
         self._scan_centres = self._centres.clone()
-        scan_positions = torch.as_tensor(reference.positions_um, device=self.device)
-        self._field = DisplacementField.from_positions(scan_positions, self.config.motion, px)
+        self._field = self._field_over(reference)
         self._depth = torch.as_tensor(reference.positions_um[:, 0], dtype=torch.float32, device=self.device)
         self._axial = 0.0
         reach = float(np.abs(reference.positions_um[:, 0]).max()) + 2.0
@@ -327,6 +326,11 @@ class LiveReadout:
         self._anchored: torch.Tensor | None = None  # 0: added since the last look at the edge, still settling
         self._added = np.zeros(len(reference), bool)  # added between scans: depth refitted at every look
         self._trail: collections.deque[tuple[float, torch.Tensor]] = collections.deque(maxlen=TRAIL_FRAMES)
+
+    def _field_over(self, reference: Reference) -> DisplacementField:
+        """The motion field over ``reference``'s scan positions (after a scan, or once neurons joined)."""
+        positions = torch.as_tensor(reference.positions_um, device=self.device)
+        return DisplacementField.from_positions(positions, self.config.motion, reference.pixel_size_um)
 
     def positions_um(self) -> np.ndarray:
         """Where the reference neurons are now (N, 3) um: z relative to focus, y, x."""
@@ -445,11 +449,10 @@ class LiveReadout:
             self._scan_centres[settling] = self._centres[settling] - predicted[settling].float()
             scan_um = self._scan_centres[settling].double().cpu().numpy() * ref.pixel_size_um
             positions[settling.cpu().numpy(), 1:] = scan_um
-            self._field = DisplacementField.from_positions(
-                torch.as_tensor(positions, device=self.device), self.config.motion, ref.pixel_size_um
-            )  # fmt: skip
+        self.reference = refitted = replace(ref, positions_um=positions)
+        if self._anchored is not None:
+            self._field = self._field_over(refitted)
             self._anchored = None
-        self.reference = replace(ref, positions_um=positions)
 
     def add_neurons(self, entering: Entering, group: int | None = None) -> np.ndarray:
         """Model and follow more neurons from now on (e.g. ones entering the field between scans) at their
@@ -477,16 +480,15 @@ class LiveReadout:
         groups = None if ref.stamps.groups is None else np.full(m, 0 if group is None else group, np.int64)
         # placed where they are now (the scan's positions of the others are where they were then) until the
         # next look at the edge draws them to the field (_refit_added)
-        self.reference = ref.with_neurons(ids, np.column_stack([depth, entering.positions_um[:, 1:]]), groups)
+        joined = ref.with_neurons(ids, np.column_stack([depth, entering.positions_um[:, 1:]]), groups)
+        self.reference = joined
         self._centres = torch.cat([self._centres, centres])
         self._scan_centres = torch.cat([self._scan_centres, centres])
         self._depth = torch.cat([self._depth, torch.tensor(depth, dtype=torch.float32, device=self.device)])
         self._informs = torch.cat([self._informs, torch.zeros(m, device=self.device)])
-        self._field = DisplacementField.from_positions(
-            torch.as_tensor(self.reference.positions_um, device=self.device), self.config.motion, px
-        )  # fmt: skip
-        if self.reference.shapes is not None:
-            self._shapes = ShapeReader(self.reference.shapes, self.device)
+        self._field = self._field_over(joined)
+        if joined.shapes is not None:
+            self._shapes = ShapeReader(joined.shapes, self.device)
         self._demixer = Demixer()  # the Gram matrix and read mask are rebuilt on the next frame
         self._added = np.concatenate([self._added, np.ones(m, bool)])
         settled = torch.ones(len(ref), device=self.device) if self._anchored is None else self._anchored
