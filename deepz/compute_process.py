@@ -286,12 +286,13 @@ def _portable(exc: BaseException) -> BaseException:
         return ComputeError(f"{type(exc).__name__}: {exc}")
 
 
-def _join(thread: threading.Thread) -> None:
-    """Wait for a stage's thread, but exit at once if the acquiring process is gone (a stalled stage would
-    otherwise keep this process, and its device memory, forever)."""
+def _join(thread: threading.Thread, beat: Callable[[], None]) -> None:
+    """Wait for a stage's thread, calling ``beat`` every half second, but exit at once if the acquiring process
+    is gone (a stalled stage would otherwise keep this process, and its device memory, forever)."""
     while thread.is_alive():
         thread.join(0.5)
         _exit_if_orphaned()
+        beat()
 
 
 class _Worker:
@@ -323,15 +324,22 @@ class _Worker:
         for thread in threads:
             thread.start()
         self._listen(control, readout)
-        _join(threads[0])
+        _join(threads[0], self._calibration_beat)
         self._to_track.close()
         for thread in threads[1:]:
-            _join(thread)
+            _join(thread, self._calibration_beat)
         summary = None
         if readout is not None and not self._failed:
             readout.finish(wait_s=STOP_TIMEOUT_S / 2)  # a calibration in progress: within the acquiring side's wait
             summary = readout.summary()
         self.results.put(Result("done", -1, {"readout_summary": summary}))
+
+    def _calibration_beat(self) -> None:
+        """After the last frame, tell the acquiring side that a calibration is still running: the readout reads
+        the frames it kept once that ends (seconds on a CPU), so the quiet is work, not a stall."""
+        readout = self.stages.readout
+        if readout is not None and readout.calibrating():
+            self.results.put(Result("calibrating", -1, None))
 
     def _listen(self, control: Any, readout: Any) -> None:
         """Control messages until stop (scans for the readout), status every half second; ends when the

@@ -157,6 +157,7 @@ class Pipeline:
         self.compute_done: dict[str, Any] | None = None
         self._latest_traces: Traces | None = None
         self._remote_status: dict[str, Any] = {}
+        self._said_calibrating = False
         self._ring_ok = True  # False once the frame ring's lock was lost (its reader died holding it)
         self._input_ended: float | None = None  # when the ring was closed (monotonic s)
         # On a CPU, inference and tracking share one torch thread pool and two cores; taking turns keeps each
@@ -337,8 +338,8 @@ class Pipeline:
                 result = compute.poll(0.5)  # what it sent just before exiting
             now = time.monotonic()
             if result is None:
-                # after the last frame it may still be reading the frames it kept while it calibrated: a stall is
-                # a process that sends nothing for the stop wait, not one that is still catching up
+                # after the last frame it may still be calibrating, then reading the frames it kept meanwhile:
+                # a stall is a process that sends nothing (not even that it calibrates) for the stop wait
                 ended = self._input_ended
                 if ended is not None and now - max(ended, quiet_since) > self._stop_wait_s(compute):
                     self._compute_failed(f"stalled: nothing for {self._stop_wait_s(compute):.0f} s after the last "
@@ -392,6 +393,9 @@ class Pipeline:
             self._latest_tracks = snap
         elif kind == "status":
             self._remote_status = payload
+        elif kind == "calibrating" and not self._said_calibrating:  # after the last frame: work, not a stall
+            self._said_calibrating = True
+            log.info("compute process: finishing its calibration; the readout then reads the frames it kept")
         elif kind == "request_scan" and compute.request_scan is not None:
             compute.request_scan(payload)
         elif kind == "error":

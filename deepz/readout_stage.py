@@ -164,6 +164,11 @@ class ReadoutStage:
             "calibration_frames_cost": sum(r.frames_cost for r in records),
         }
 
+    def calibrating(self) -> bool:
+        """True while a worker calibrates on a scan."""
+        with self._lock:
+            return self._calibrating is not None
+
     def first_calibration_running(self) -> bool:
         """True while the first scan is being calibrated on (no reference yet): a caller whose frames are
         buffered can wait and read them with it instead of skipping them."""

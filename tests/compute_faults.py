@@ -33,3 +33,25 @@ def build_raising(spec: ComputeSpec) -> Stages:
 def build_stalling(spec: ComputeSpec) -> Stages:
     stages = build_stages(spec)
     return stages._replace(engine=Faulty(stages.engine, "stall", after=4))
+
+
+class SlowCalibration:
+    """The real readout, each calibration ``delay_s`` slower (as on a loaded 2-core CPU)."""
+
+    def __init__(self, readout, delay_s: float) -> None:
+        self.readout, self.delay_s = readout, delay_s
+
+    def calibrate(self, *args, **kwargs):
+        time.sleep(self.delay_s)
+        return self.readout.calibrate(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "readout":  # deepcopy probes before the copy has its state
+            raise AttributeError(name)
+        return getattr(self.readout, name)
+
+
+def build_slow_calibration(spec: ComputeSpec) -> Stages:
+    stages = build_stages(spec)
+    stages.readout.readout = SlowCalibration(stages.readout.readout, delay_s=4.0)
+    return stages
