@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from track.activity import ActivityConfig, RunningDff, dff_traces, sample_intensity
+from track.activity import ActivityConfig, RunningDff, dff_traces, kalman_gain, sample_intensity
 
 VOXEL = (0.5, 0.25, 0.25)
 
@@ -195,3 +197,43 @@ def test_a_dimming_of_every_neuron_is_followed_at_the_trends_time_constant_and_o
         else:
             assert f0[0, -1] > 0.8 * levels[0] + 0.2 * levels[0] * np.exp(-600 / 2000 * 1.05)
             np.testing.assert_allclose(f0[1:, -1], levels[1:], rtol=1e-3)
+
+
+def test_kalman_gain_is_the_steady_state_of_the_filter():
+    """The gain equals the fixed point of the Kalman recursion, is 1 without noise and falls with it."""
+    step, noise = 0.02, np.array([0.0, 0.01, 0.05])
+    variance = np.ones(3)  # posterior variance, iterated to its steady state
+    for _ in range(2000):
+        prior = variance + step**2
+        gain = prior / (prior + noise**2)
+        variance = (1 - gain) * prior
+    np.testing.assert_allclose(kalman_gain(step, noise), gain, rtol=1e-6)
+    assert kalman_gain(step, noise)[0] == 1.0 and np.all(np.diff(gain) < 0)
+
+
+def test_denoising_leaves_a_noiseless_trace_and_quiets_a_noisy_one():
+    rng = np.random.default_rng(2)
+    t = np.arange(600)
+    truth = 1 + 0.5 * (t > 300) * np.exp(-(t - 300) / 150.0)  # a calcium-like event on a flat baseline
+    cfg = ActivityConfig(baseline_window=200, baseline_every=1)
+    plain, denoised = RunningDff(cfg), RunningDff(replace(cfg, denoise_step=0.02))
+    steps = 100 + 50 * (t > 300) - 20 * (t > 450)  # noiseless: the median change is 0, so is the noise
+    one = np.array([0])
+    exact = [(plain.update(one, steps[k:k + 1])[0], denoised.update(one, steps[k:k + 1])[0]) for k in t]
+    np.testing.assert_array_equal(*np.array(exact).T)  # gain 1: nothing changed
+
+    noisy = 100 * truth + rng.normal(0, 5, len(t))
+    plain, denoised = RunningDff(cfg), RunningDff(replace(cfg, denoise_step=0.02))
+    raw = np.array([plain.update(np.array([0]), noisy[k:k + 1])[0] for k in t])
+    quiet = np.array([denoised.update(np.array([0]), noisy[k:k + 1])[0] for k in t])
+    flat = (t > 200) & (t <= 300)  # the noise estimate has settled; no activity yet
+    assert quiet[flat].std() < 0.6 * raw[flat].std()  # gain ~1/3 at this noise: ~0.45 of the noise's sd
+    late = t > 200
+    assert np.corrcoef(quiet[late], truth[late])[0, 1] > np.corrcoef(raw[late], truth[late])[0, 1] + 0.01
+    offline = dff_traces(noisy[None], replace(cfg, denoise_step=0.02))[0]
+    np.testing.assert_allclose(offline, quiet, rtol=1e-4, atol=1e-5)  # online and offline agree
+
+
+def test_denoise_step_must_not_be_negative():
+    with pytest.raises(ValueError, match="denoise_step"):
+        ActivityConfig(denoise_step=-0.1)

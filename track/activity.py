@@ -1,5 +1,6 @@
 """Neuron activity: mean intensity in a small sphere per neuron; dF/F over a running-percentile baseline,
-optionally followed slowly (a baseline that moves with the activity it holds bends every trace)."""
+optionally followed slowly (a baseline that moves with the activity it holds bends every trace), and
+optionally denoised causally against each trace's own noise."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import torch
 
 from track.volume import CheckedVolume, as_volume_tensor, gather_windows
 
-__all__ = ["ActivityConfig", "RunningDff", "dff_traces", "sample_intensity", "volume_background"]
+__all__ = [
+    "ActivityConfig", "RunningDff", "dff_traces", "kalman_gain", "sample_intensity", "volume_background"
+]
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,10 @@ class ActivityConfig:
     ``common_tau``. Bleaching and lamp drift dim every neuron in the field alike, so the trend can follow
     them quickly from the whole population, while each neuron's own level, whose percentile swings with its
     activity, is held steady.
+
+    With ``denoise_step`` > 0, each track's dF/F is followed causally with the steady-state Kalman gain of a
+    random walk of that step (dF/F per sample) observed through the track's own noise (its robust noise over
+    F0): a quiet trace passes almost unchanged, a noisy one is averaged over a few samples.
     """
 
     radius_um: float = 1.2
@@ -44,12 +51,15 @@ class ActivityConfig:
     baseline_tau: int = 0  # samples; 0: F0 is the window's percentile itself
     baseline_settle: int = 100  # samples of a track before F0 starts following with baseline_tau
     common_tau: int = 0  # samples; > 0: a trend shared by all tracks follows their median with it
+    denoise_step: float = 0.0  # dF/F per sample; > 0: each trace is denoised with a Kalman gain (above)
 
     def __post_init__(self) -> None:
         if min(self.baseline_window, self.baseline_settle) < 1 or min(self.baseline_tau, self.common_tau) < 0:
             raise ValueError(
                 "baseline_window and baseline_settle must be >= 1, baseline_tau and common_tau >= 0."
             )
+        if not self.denoise_step >= 0:
+            raise ValueError(f"denoise_step must be >= 0 (0: no denoising), got {self.denoise_step}.")
 
     def follow_rate(self) -> float:
         """Share of the way F0 moves towards the window's percentile per sample once settled (1: at once)."""
@@ -113,6 +123,7 @@ class RunningDff:
         self._baseline = np.zeros(0, np.float64)
         self._followed = np.zeros(0, np.float64)  # each track's level: F0 before the trend and the floors
         self._noise = np.zeros(0, np.float64)
+        self._denoised = np.zeros(0, np.float64)  # each track's last dF/F (ActivityConfig.denoise_step)
         self._trend = 1.0  # shared by all tracks (ActivityConfig.common_tau)
 
     def _slots_for(self, ids: np.ndarray) -> np.ndarray:
@@ -127,6 +138,7 @@ class RunningDff:
                 self._baseline = np.concatenate([self._baseline, np.zeros(grow)])
                 self._followed = np.concatenate([self._followed, np.zeros(grow)])
                 self._noise = np.concatenate([self._noise, np.zeros(grow)])
+                self._denoised = np.concatenate([self._denoised, np.zeros(grow)])
                 self._free.extend(range(start + grow - 1, start - 1, -1))
             slot = self._free.pop()
             self._count[slot] = 0
@@ -163,7 +175,14 @@ class RunningDff:
         target = target / self._trend
         followed = np.where(settled, followed + self.config.follow_rate() * (target - followed), target)
         self._followed[slots] = followed
-        return _dff(values, followed * self._trend, self._noise[slots], self.config)
+        f0 = _f0(followed * self._trend, self._noise[slots], self.config)
+        dff = (values - f0) / f0
+        if self.config.denoise_step > 0:
+            gain = kalman_gain(self.config.denoise_step, self._noise[slots] / f0)
+            last = self._denoised[slots]
+            dff = np.where(count == 1, dff, last + gain * (dff - last))  # a track starts at its first sample
+            self._denoised[slots] = dff
+        return dff.astype(np.float32)
 
     def _refresh(self, slots: np.ndarray, samples: np.ndarray) -> None:
         """Recompute baseline and noise of `slots` from their samples (rows, oldest first)."""
@@ -188,10 +207,30 @@ def _next_trend(trend: float, percentile: np.ndarray, level: np.ndarray, cfg: Ac
     return trend + cfg.trend_rate() * (float(np.median(percentile[usable] / level[usable])) - trend)
 
 
-def _dff(values: np.ndarray, baseline: np.ndarray, noise: np.ndarray, cfg: ActivityConfig) -> np.ndarray:
-    """(F - F0) / F0 with F0 = max(baseline, noise_floor * noise, min_baseline)."""
-    f0 = np.maximum(np.maximum(baseline, cfg.noise_floor * np.nan_to_num(noise)), cfg.min_baseline)
-    return ((values - f0) / f0).astype(np.float32)
+def _f0(baseline: np.ndarray, noise: np.ndarray, cfg: ActivityConfig) -> np.ndarray:
+    """F0 = max(baseline, noise_floor * noise, min_baseline)."""
+    return np.maximum(np.maximum(baseline, cfg.noise_floor * np.nan_to_num(noise)), cfg.min_baseline)
+
+
+def kalman_gain(step: float, noise: np.ndarray) -> np.ndarray:
+    """Steady-state Kalman gain of a random walk with ``step`` sd per sample observed with ``noise`` sd: the
+    share of each new sample's difference from the running estimate that the estimate takes (1 without
+    noise)."""
+    ratio = 4 * np.square(np.nan_to_num(noise)) / step**2  # 4 / lambda, lambda = (step / noise)^2
+    return 2.0 / (1.0 + np.sqrt(1.0 + ratio))
+
+
+def _denoised(dff: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """(M, T) dF/F followed causally with the (M, T) gains (RunningDff's denoising); NaN samples stay NaN and
+    hold the estimate."""
+    out = np.full_like(dff, np.nan)
+    last = np.full(dff.shape[0], np.nan)
+    for t in range(dff.shape[1]):
+        sample = dff[:, t]
+        seen = np.isfinite(sample)
+        last = np.where(seen, np.where(np.isfinite(last), last + gain[:, t] * (sample - last), sample), last)
+        out[seen, t] = last[seen]
+    return out
 
 
 def dff_traces(intensity: np.ndarray, config: ActivityConfig | None = None) -> np.ndarray:
@@ -202,7 +241,11 @@ def dff_traces(intensity: np.ndarray, config: ActivityConfig | None = None) -> n
     baseline = frame.rolling(cfg.baseline_window, min_periods=1).quantile(cfg.baseline_percentile / 100.0)
     changes = frame.diff().abs().rolling(max(1, cfg.baseline_window - 1), min_periods=1).median()
     noise = _MAD_OF_CHANGES_TO_SIGMA * changes.to_numpy().T
-    return _dff(intensity, _followed(baseline.to_numpy().T, np.isfinite(intensity), cfg), noise, cfg)
+    f0 = _f0(_followed(baseline.to_numpy().T, np.isfinite(intensity), cfg), noise, cfg)
+    dff = (intensity - f0) / f0
+    if cfg.denoise_step > 0:
+        dff = _denoised(dff, kalman_gain(cfg.denoise_step, noise / f0))
+    return dff.astype(np.float32)
 
 
 def _followed(baseline: np.ndarray, observed: np.ndarray, cfg: ActivityConfig) -> np.ndarray:
