@@ -330,7 +330,10 @@ class _Worker:
             _join(thread, self._calibration_beat)
         summary = None
         if readout is not None and not self._failed:
-            readout.finish(wait_s=STOP_TIMEOUT_S / 2)  # a calibration in progress: within the acquiring side's wait
+            # a re-calibration in progress is waited for a while (the acquiring side hears that it runs)
+            finishing = threading.Thread(target=readout.finish, args=(STOP_TIMEOUT_S / 2,), name="finish")
+            finishing.start()
+            _join(finishing, self._calibration_beat)
             summary = readout.summary()
         self.results.put(Result("done", -1, {"readout_summary": summary}))
 

@@ -36,14 +36,19 @@ def build_stalling(spec: ComputeSpec) -> Stages:
 
 
 class SlowCalibration:
-    """The real readout, each calibration ``delay_s`` slower (as on a loaded 2-core CPU)."""
+    """The real readout, each first calibration ``delay_s`` and each re-calibration ``recalibration_delay_s``
+    slower (as on a loaded 2-core CPU)."""
 
-    def __init__(self, readout, delay_s: float) -> None:
-        self.readout, self.delay_s = readout, delay_s
+    def __init__(self, readout, delay_s: float, recalibration_delay_s: float = 0.0) -> None:
+        self.readout, self.delay_s, self.recalibration_delay_s = readout, delay_s, recalibration_delay_s
 
     def calibrate(self, *args, **kwargs):
         time.sleep(self.delay_s)
         return self.readout.calibrate(*args, **kwargs)
+
+    def recalibrate(self, *args, **kwargs):
+        time.sleep(self.recalibration_delay_s)
+        return self.readout.recalibrate(*args, **kwargs)
 
     def __getattr__(self, name: str):
         if name.startswith("__") or name == "readout":  # deepcopy probes before the copy has its state
@@ -54,4 +59,10 @@ class SlowCalibration:
 def build_slow_calibration(spec: ComputeSpec) -> Stages:
     stages = build_stages(spec)
     stages.readout.readout = SlowCalibration(stages.readout.readout, delay_s=4.0)
+    return stages
+
+
+def build_slow_recalibration(spec: ComputeSpec) -> Stages:
+    stages = build_stages(spec)
+    stages.readout.readout = SlowCalibration(stages.readout.readout, delay_s=0.0, recalibration_delay_s=3.0)
     return stages
