@@ -134,7 +134,7 @@ class ReadoutState:
     ids: np.ndarray
     positions_um: np.ndarray  # (N, 3) z (relative to focus), y, x
     brightness: np.ndarray  # demixed, in the reference's units
-    dff: np.ndarray  # NaN for a neuron not read (too little of its light in the frame)
+    dff: np.ndarray  # denoised (ActivityConfig.denoise_step); NaN for a neuron not read (too little light)
     confidence: np.ndarray  # brightness / its standard error (a signal-to-noise ratio)
     axial_offset_um: float  # specimen's axial shift since the scan
     background: float
