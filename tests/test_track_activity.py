@@ -224,8 +224,8 @@ def test_denoising_leaves_a_noiseless_trace_and_quiets_a_noisy_one():
 
     noisy = 100 * truth + rng.normal(0, 5, len(t))
     plain, denoised = RunningDff(cfg), RunningDff(replace(cfg, denoise_step=0.02))
-    raw = np.array([plain.update(np.array([0]), noisy[k:k + 1])[0] for k in t])
-    quiet = np.array([denoised.update(np.array([0]), noisy[k:k + 1])[0] for k in t])
+    raw = np.array([plain.update(one, noisy[k:k + 1])[0] for k in t])
+    quiet = np.array([denoised.update(one, noisy[k:k + 1])[0] for k in t])
     flat = (t > 200) & (t <= 300)  # the noise estimate has settled; no activity yet
     assert quiet[flat].std() < 0.6 * raw[flat].std()  # gain ~1/3 at this noise: ~0.45 of the noise's sd
     late = t > 200
