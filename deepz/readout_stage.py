@@ -68,6 +68,8 @@ class LiveReadoutLike(Protocol):
 
     def update(self, frame: np.ndarray, t_s: float) -> ReadoutState: ...
 
+    def catch_up(self, current: Any) -> None: ...
+
 
 def _finite_or_nan(values: np.ndarray) -> np.ndarray:
     """float32 values with infinities (e.g. dF/F over a zero baseline) as NaN: no value, as viewers expect."""
@@ -134,6 +136,7 @@ class ReadoutStage:
         self._calibrated = False
         self._calibrating: PendingScan | None = None  # the scan a worker calibrates on now
         self._ready: LiveReadoutLike | None = None  # a worker's freshly calibrated readout, to take over
+        self._ready_catches_up = False  # it was re-calibrated while this stage's readout read on
         self._storing = False  # a worker is storing the scan it calibrated on
         self._calibration_done = threading.Event()  # set while no calibration is in progress
         self._calibration_done.set()
@@ -256,6 +259,8 @@ class ReadoutStage:
         while True:
             with self._lock:
                 if self._ready is not None:  # a worker calibrated a copy: it takes over from here
+                    if self._ready_catches_up:  # from where this one followed the specimen meanwhile
+                        self._ready.catch_up(self.readout)
                     self.readout, self._ready = self._ready, None
                 due = [p for p in self._pending if p.record.frame_index <= t]
                 if self._calibrating is not None or not due:
@@ -307,6 +312,7 @@ class ReadoutStage:
             self._store_scan(record, scan.stack, ids[found], positions[found])
             with self._lock:
                 self._ready = None if readout is self.readout else readout
+                self._ready_catches_up = self._calibrated  # a re-calibration: frames were read meanwhile
                 self._calibrated = True
         except BaseException as exc:  # noqa: BLE001 - raised in the readout thread by its next update
             self._failure = exc

@@ -190,6 +190,10 @@ class RunningDff:
         changes = np.abs(np.diff(samples, axis=1))
         self._noise[slots] = _MAD_OF_CHANGES_TO_SIGMA * np.median(changes, axis=1) if changes.shape[1] else 0.0
 
+    def track_ids(self) -> np.ndarray:
+        """The IDs of the tracks with a baseline kept now."""
+        return np.fromiter(self._slot, np.int64, len(self._slot))
+
     def forget(self, ids: np.ndarray) -> None:
         """Release the buffers of finished tracks."""
         for i in np.asarray(ids, dtype=np.int64).tolist():

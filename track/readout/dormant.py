@@ -42,6 +42,11 @@ class DormantNeurons:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def ids(self) -> np.ndarray:
+        """The IDs remembered now."""
+        return np.fromiter(self._items, np.int64, len(self._items))
+
     def add(
         self,
         ids: np.ndarray,

@@ -165,6 +165,7 @@ class LiveReadout:
         self._demixer = Demixer()
         self._dormant = DormantNeurons(remember_scans=self.config.remember_scans)
         self._next_id = 0
+        self._recalibrated_from: tuple[np.ndarray, np.ndarray] | None = None  # ids, positions (catch_up)
 
     def calibrate(
         self, stack: np.ndarray | torch.Tensor, z_um: np.ndarray, pixel_size_um: float, optics: Optics
@@ -196,6 +197,7 @@ class LiveReadout:
         old = self.reference
         cfg = self.config
         followed = self.positions_um()
+        self._recalibrated_from = (old.ids.copy(), followed.copy())
         earlier = ScanMemory(followed, old.group_evidence, cfg.match_um, depth_memory=cfg.depth_memory)
         fresh = build_reference(
             stack, z_um, old.pixel_size_um, self.optics, detect=cfg.detect, fit=cfg.fit, shapes=cfg.shapes,
@@ -204,6 +206,35 @@ class LiveReadout:
         if plane_period_s is not None and plane_period_s > 0:
             fresh = self._deskewed(fresh, np.asarray(z_um, np.float64), plane_period_s)
         return self.carry_over(fresh)
+
+    def catch_up(self, current: LiveReadout) -> None:
+        """Take over from ``current``, which kept reading frames while a copy of it (this readout) was
+        re-calibrated on a scan that ended when the copy was taken (live, a calibration takes a second or
+        more, and the specimen moves on meanwhile). Each neuron moves on by what ``current`` followed for it
+        since, or a neuron it did not follow by what it followed around it (Gaussian weights at
+        ``pool_um``); the axial offset by the median axial move; the dF/F baselines are ``current``'s (they
+        saw every frame)."""
+        if self._recalibrated_from is None or self.reference is None or current.reference is None:
+            raise RuntimeError("catch_up needs a readout re-calibrated on a copy of the one it takes over.")
+        then_ids, then = self._recalibrated_from
+        _, at_then, at_now = np.intersect1d(then_ids, current.reference.ids, return_indices=True)
+        self._recalibrated_from = None
+        if len(at_then) == 0:
+            return
+        moved = current.positions_um()[at_now] - then[at_then]  # (M, 3)
+        mine = self.positions_um()
+        distance2 = ((mine[:, None, 1:] - then[at_then][None, :, 1:]) ** 2).sum(axis=2)
+        weights = np.exp(-0.5 * distance2 / self.config.motion.pool_um**2) + 1e-12  # none near: the mean
+        lateral = (weights @ moved[:, 1:]) / weights.sum(axis=1)[:, None]
+        _, rows, theirs = np.intersect1d(self.reference.ids, then_ids[at_then], return_indices=True)
+        lateral[rows] = moved[theirs, 1:]  # a neuron followed meanwhile moves as it was followed
+        shift = lateral / self.reference.pixel_size_um
+        self._centres = self._centres + torch.as_tensor(shift, dtype=torch.float32, device=self.device)
+        self._axial += float(np.median(moved[:, 0]))
+        self._trail.clear()
+        self._dff = current._dff
+        kept = np.union1d(self.reference.ids, self._dormant.ids)
+        self._dff.forget(np.setdiff1d(self._dff.track_ids(), kept))
 
     def velocity_um_s(self) -> np.ndarray | None:
         """(N, 2) lateral velocity of each followed neuron (row, col) um/s over the last frames, or None
