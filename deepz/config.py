@@ -217,6 +217,15 @@ class RunConfig(_Strict):
             raise ValueError(f"simulator config {sim} does not exist; pass a TOML path or a shipped one (sim-10x)")
         return self
 
+    @model_validator(mode="after")
+    def _calibration_reads_neurons(self) -> RunConfig:
+        if self.calibration.enabled and not self.tracking.enabled:
+            raise ValueError(
+                "calibration.enabled (--calibrate) starts the readout of every neuron, which "
+                "tracking.enabled = false (--no-track) turns off; keep one of them"
+            )
+        return self
+
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)

@@ -35,6 +35,7 @@ def test_flags_override_the_file(tmp_path):
         ('[recording]\nvolumes = "sometimes"', "every"),
         ("[source]\nrate_hz = -1", "rate_hz"),
         ('[source]\nmm_config = "/nonexistent/rig.cfg"', "does not exist"),
+        ("[calibration]\nenabled = true\n[tracking]\nenabled = false", "--no-track.*keep one of them"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path, text, match):
