@@ -719,3 +719,32 @@ def test_a_second_look_in_the_scans_residual_finds_a_dim_neuron_merged_with_a_br
     assert len(again) == len(first) + 1  # and nothing else
     assert again.fit_residual < first.fit_residual
     np.testing.assert_array_equal(again.ids, np.arange(len(again)))
+
+
+def test_a_first_pass_neuron_between_two_nuclei_moves_onto_the_one_the_second_look_left():
+    """Two nuclei 3.1 um apart in depth gave the first pass one peak between them; the second look found the
+    lower one. The first-pass neuron's own light (the scan less the other neurons' fitted light) peaks at the
+    upper nucleus, and it moves there; neurons far from any second-look one stay where they were."""
+    from track.readout.calibrate import fit_stamps
+    from track.readout.reference import ResidualLook
+
+    truth = nominal_stamps(Optics(), PX, 10.0)
+    z = np.arange(-8.0, 8.25, 0.5)
+    depth_px = np.array([[-2.0, 20, 20], [1.0, 20, 70], [0.0, 70, 20], [2.5, 70, 70], [3.0, 30, 48],
+                         [-3.0, 62, 50], [-1.5, 45, 45], [1.6, 45, 45.6]])  # fmt: skip
+    brightness = torch.as_tensor(np.random.default_rng(0).uniform(20000, 30000, len(depth_px)))[:, None, None]
+    patches = cut_patches(torch.as_tensor(depth_px[:, 1:], dtype=torch.float32), truth.half_px, SHAPE)
+    scan = torch.stack([
+        patches.render(brightness * truth.evaluate(
+            patches, torch.as_tensor(depth_px[:, 0] - zk, dtype=torch.float32)).value) + BACKGROUND
+        for zk in z
+    ]).float()  # fmt: skip
+    scan = scan + torch.randn(scan.shape, generator=torch.Generator().manual_seed(1)) * scan.sqrt()
+    nuclei = np.column_stack([depth_px[:, 0], depth_px[:, 1:] * PX])
+    between = [0.0, 45 * PX, 45.3 * PX]
+    positions = np.concatenate([nuclei[:6], [between], nuclei[6:7] + [0.2, 0.1, 0.0]])  # last: second look's
+    fitted = fit_stamps(scan, z, positions, PX, Optics())
+    moved = ResidualLook().reposition(z, positions, len(positions) - 1, fitted, PX)
+    assert np.linalg.norm(moved[6] - nuclei[7]) < 0.4  # onto the upper nucleus
+    np.testing.assert_array_equal(moved[:6], positions[:6])
+    np.testing.assert_array_equal(moved[7], positions[7])
