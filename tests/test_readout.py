@@ -3,6 +3,7 @@ on the simulated microscope, bad input."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -748,3 +749,15 @@ def test_a_first_pass_neuron_between_two_nuclei_moves_onto_the_one_the_second_lo
     assert np.linalg.norm(moved[6] - nuclei[7]) < 0.4  # onto the upper nucleus
     np.testing.assert_array_equal(moved[:6], positions[:6])
     np.testing.assert_array_equal(moved[7], positions[7])
+
+
+def test_a_readout_and_its_live_copy_never_give_one_id_to_two_neurons():
+    """Live, a copy of the readout is re-calibrated while the readout reads on; both add neurons meanwhile
+    (entering the field, or new in the scan), and the IDs they give come from one counter."""
+    ref, _ = _known_reference(seed=4)
+    readout = LiveReadout(ReadoutConfig())
+    readout.follow(ref)
+    twin = copy.deepcopy(readout)
+    a = readout.add_neurons(Entering(np.array([[0.5, 5.0, 5.0]]), np.array([1000.0])))
+    b = twin.add_neurons(Entering(np.array([[0.5, 25.0, 5.0]]), np.array([1000.0])))
+    assert a[0] != b[0] and min(a[0], b[0]) > ref.ids.max()

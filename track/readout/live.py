@@ -4,6 +4,7 @@ each single frame at focus; re-calibration keeps the IDs of neurons found again.
 from __future__ import annotations
 
 import collections
+import threading
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -153,6 +154,35 @@ def _one_table(stamps: StampModel) -> tuple[StampModel, int | None]:
     return StampModel(stamps.defocus_um, stamps.radius_step_px, stamps.table[group]), group
 
 
+class NeuronIds:
+    """The next free neuron ID, shared by a readout and every copy made of it: live, a copy is re-calibrated
+    while the readout reads on, and both give IDs to the neurons they add; from one counter, no ID is ever
+    given to two neurons."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict) -> NeuronIds:
+        return self  # shared, not copied
+
+    def peek(self) -> int:
+        """The next ID that ``take`` would give (not reserved)."""
+        with self._lock:
+            return self._next
+
+    def take(self, n: int) -> np.ndarray:
+        """``n`` IDs no one has had."""
+        with self._lock:
+            first, self._next = self._next, self._next + n
+        return first + np.arange(n, dtype=np.int64)
+
+    def skip_to(self, first_free: int) -> None:
+        """IDs below ``first_free`` are in use (e.g. a reference restored from a recording)."""
+        with self._lock:
+            self._next = max(self._next, first_free)
+
+
 class LiveReadout:
     """Calibrate with a focal scan, then ``update`` once per frame at focus, in time order."""
 
@@ -164,7 +194,7 @@ class LiveReadout:
         self._dff = RunningDff(self.config.activity)
         self._demixer = Demixer()
         self._dormant = DormantNeurons(remember_scans=self.config.remember_scans)
-        self._next_id = 0
+        self._ids = NeuronIds()
         self._recalibrated_from: tuple[np.ndarray, np.ndarray] | None = None  # ids, positions (catch_up)
 
     def calibrate(
@@ -178,7 +208,7 @@ class LiveReadout:
         )  # fmt: skip
         self._dff = RunningDff(self.config.activity)
         self._dormant = DormantNeurons(remember_scans=self.config.remember_scans)
-        self._next_id = 0
+        self._ids = NeuronIds()
         self.follow(reference)
         return reference
 
@@ -201,7 +231,7 @@ class LiveReadout:
         earlier = ScanMemory(followed, old.group_evidence, cfg.match_um, depth_memory=cfg.depth_memory)
         fresh = build_reference(
             stack, z_um, old.pixel_size_um, self.optics, detect=cfg.detect, fit=cfg.fit, shapes=cfg.shapes,
-            first_id=self._next_id, device=self.device, earlier=earlier, second_look=cfg.second_look,
+            first_id=self._ids.peek(), device=self.device, earlier=earlier, second_look=cfg.second_look,
         )  # fmt: skip
         if plane_period_s is not None and plane_period_s > 0:
             fresh = self._deskewed(fresh, np.asarray(z_um, np.float64), plane_period_s)
@@ -286,8 +316,7 @@ class LiveReadout:
         ids[unmatched[back_row]] = remembered[back]
         self._dormant.take(remembered[back])
         new = np.setdiff1d(unmatched, unmatched[back_row])
-        ids[new] = self._next_id + np.arange(len(new))
-        self._next_id += len(new)
+        ids[new] = self._ids.take(len(new))
         expired = self._dormant.age()
         self._dff.forget(expired)
         missed = np.setdiff1d(np.arange(len(old.ids)), old_row)
@@ -346,7 +375,7 @@ class LiveReadout:
         if reference.frame_shape[0] * reference.frame_shape[1] == 0:
             raise ValueError("The calibration frames are empty.")
         self.reference = reference
-        self._next_id = max(self._next_id, int(reference.ids.max(initial=-1)) + 1)  # IDs are never reused
+        self._ids.skip_to(int(reference.ids.max(initial=-1)) + 1)  # IDs are never reused
         px = reference.pixel_size_um
         lateral = reference.positions_um[:, 1:] / px
         self._centres = torch.as_tensor(lateral, dtype=torch.float32, device=self.device)
@@ -517,7 +546,7 @@ class LiveReadout:
         now[row] = np.abs(now[row]) * np.sign(predicted[back, 0])  # the side of focus it was followed on
         self._dormant.take(remembered[back])
         new = ids < 0
-        ids[new] = self._next_id + np.arange(int(new.sum()))
+        ids[new] = self._ids.take(int(new.sum()))
         centres = torch.as_tensor(entering.positions_um[:, 1:] / px, dtype=torch.float32, device=self.device)
         depth = now - self._axial
         groups = None if ref.stamps.groups is None else np.full(m, 0 if group is None else group, np.int64)
@@ -539,7 +568,6 @@ class LiveReadout:
         self._trail = collections.deque(
             ((t, torch.cat([c, centres])) for t, c in self._trail), maxlen=TRAIL_FRAMES
         )  # fmt: skip
-        self._next_id = max(self._next_id, int(ids.max()) + 1)
         return ids
 
     def _readable(self, patches: Patches, values: torch.Tensor) -> torch.Tensor:
