@@ -291,11 +291,11 @@ def build_reference(
     if second_look is not None and fitted.residual is not None:
         missed = second_look.find(fitted.residual, z[fitted.planes_used], pixel_size_um, found, detect)
         if len(missed):
-            positions, fitted = fitted_at(np.concatenate([found.positions_um, missed]))
+            detected = np.concatenate([found.positions_um, missed])
+            positions, fitted = fitted_at(detected)
             moved = second_look.reposition(z, positions, len(found), fitted, pixel_size_um)
             rows = np.flatnonzero((moved != positions).any(axis=1))
             if len(rows):  # found anew where they were moved to: the fit starts from there
-                detected = np.concatenate([found.positions_um, missed])
                 detected[rows] = moved[rows]
                 positions, fitted = fitted_at(detected)
     shape_cfg = shapes or ShapeConfig()
