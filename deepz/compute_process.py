@@ -135,8 +135,10 @@ class ComputeProcess:
         self.spec, self.build = spec, build
         self.start_timeout_s, self.stop_timeout_s = start_timeout_s, stop_timeout_s
         self._ctx = mp.get_context("spawn")
-        self.frames = FrameRing.create(spec.frame_shape, np.uint16, slots=frame_slots(spec), readers=2, meta=2,
+        # a frame's floats: camera time, origin time, and the scans sent before it (read only after those)
+        self.frames = FrameRing.create(spec.frame_shape, np.uint16, slots=frame_slots(spec), readers=2, meta=3,
                                        lock=self._ctx.Lock())
+        self._scans_sent = 0
         self.volumes: FrameRing | None = None
         self._volume_lock = self._ctx.Lock()  # a lock reaches a process only at its start, not through a queue
         self.results: Any = self._ctx.Queue()
@@ -148,6 +150,7 @@ class ComputeProcess:
     def offer_scan(self, scan: Any) -> None:
         """A calibration scan for the readout in the process (deepz.readout_stage.PendingScan)."""
         self.send("scan", scan)
+        self._scans_sent += 1
 
     def start(self) -> dict[str, Any]:
         """Spawn the process and wait until its stages are built; raises what building them raised."""
@@ -179,7 +182,7 @@ class ComputeProcess:
 
     def offer(self, seq: int, image: np.ndarray, time_s: float, origin_s: float) -> int | None:
         """Put a frame in the ring (never waits); returns the seq it displaced untaken, if any."""
-        return self.frames.put(seq, image, (time_s, origin_s))
+        return self.frames.put(seq, image, (time_s, origin_s, self._scans_sent))
 
     def send(self, kind: str, payload: Any) -> None:
         """A control message to the process (e.g. a calibration scan)."""
@@ -304,6 +307,8 @@ class _Worker:
         self.spec, self.stages, self.frames, self.volumes, self.results = spec, stages, frames, volumes, results
         self._to_track: Mailbox[tuple[int, float, Any]] = Mailbox(latest=True)  # volume: array or tensor
         self._stop = threading.Event()
+        self._scans_received = 0  # scans the listener handed to the readout, under _scan_arrived
+        self._scan_arrived = threading.Condition()
         cpu = stages.engine.device.type == "cpu"
         self._turns = threading.Lock() if cpu else contextlib.nullcontext()
         self._traces_sent = 0.0
@@ -357,6 +362,9 @@ class _Worker:
                 return
             if kind == "scan" and readout is not None:
                 readout.offer_scan(payload)
+                with self._scan_arrived:
+                    self._scans_received += 1
+                    self._scan_arrived.notify_all()
             _exit_if_orphaned()  # nobody left to deliver to
             if readout is not None and time.monotonic() >= next_status:
                 self.results.put(Result("status", -1, readout.status()))
@@ -433,6 +441,8 @@ class _Worker:
         while (item := self._next_frame(READOUT_READER, in_order=True)) is not None:
             readout.fell_behind(item.seq - last - 1)  # overwritten in the ring before being read
             last = item.seq
+            if not self._scans_before(int(item.meta[2])):
+                return
             readout.apply_scans(item.seq)
             while readout.first_calibration_running() and self.frames.backlog(READOUT_READER) < slack:
                 if self._stop.wait(0.01):
@@ -441,6 +451,16 @@ class _Worker:
                 snap = readout.update(item.seq, float(item.meta[0]), item.array)
             if snap is not None:
                 self._send_snapshot("readout", item.seq, snap, readout)
+
+    def _scans_before(self, sent: int) -> bool:
+        """Wait until the ``sent`` scans offered before a frame reached the readout: they come through the
+        control queue, which can lag the frame ring; False once the run stopped."""
+        with self._scan_arrived:
+            while self._scans_received < sent:
+                if self._stop.is_set():
+                    return False
+                self._scan_arrived.wait(0.05)
+        return True
 
     def _send_snapshot(self, kind: str, seq: int, snap: Any, stage: Any) -> None:
         """A snapshot for the recording, with the trace window at most at the publishing rate."""

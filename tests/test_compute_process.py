@@ -112,7 +112,8 @@ def test_a_run_that_ends_during_a_calibration_waits_for_it_and_reads_every_frame
 ):
     """A live run on the simulated microscope stopped while its readout still calibrates, for longer than the
     stop wait (slowly, as on a 2-core CPU): on the first scan (the frames kept meanwhile are then read) or
-    on a re-scan (waited for a while, then stored without its reference). Either way not a stall."""
+    on a re-scan (waited for a while, then stored without its reference). Either way not a stall. The first
+    scan reaches the process after the frames that follow it, and those frames still wait for it."""
     cfg = load_config(None, {
         "source": {"size": SIZE, "rate_hz": 40.0, "neurons": 20, "seed": 3},
         "inference": {"planes": PLANES, "engine": "torch", "z_range_um": [-6.0, 6.0], "device": "cpu"},
