@@ -136,8 +136,8 @@ class ComputeProcess:
         self.start_timeout_s, self.stop_timeout_s = start_timeout_s, stop_timeout_s
         self._ctx = mp.get_context("spawn")
         # a frame's floats: camera time, origin time, and the scans sent before it (read only after those)
-        self.frames = FrameRing.create(spec.frame_shape, np.uint16, slots=frame_slots(spec), readers=2, meta=3,
-                                       lock=self._ctx.Lock())
+        self.frames = FrameRing.create(spec.frame_shape, np.uint16, slots=frame_slots(spec), readers=2,
+                                       meta=3, lock=self._ctx.Lock())
         self._scans_sent = 0
         self.volumes: FrameRing | None = None
         self._volume_lock = self._ctx.Lock()  # a lock reaches a process only at its start, not through a queue

@@ -57,8 +57,8 @@ class SlowCalibration:
 
 
 def build_slow_calibration(spec: ComputeSpec) -> Stages:
-    """A first calibration 4 s slower, on a scan that reaches the readout 0.5 s after the frames taken after it
-    (the control queue lagging the frame ring, as it can on a loaded machine)."""
+    """A first calibration 4 s slower, on a scan that reaches the readout 0.5 s after the frames taken after
+    it (the control queue lagging the frame ring, as it can on a loaded machine)."""
     stages = build_stages(spec)
     stages.readout.readout = SlowCalibration(stages.readout.readout, delay_s=4.0)
     offer = stages.readout.offer_scan
