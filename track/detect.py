@@ -13,7 +13,9 @@ from scipy.spatial import cKDTree
 
 from track.volume import CheckedVolume, as_volume_tensor
 
-__all__ = ["DetectConfig", "Detections", "detect_neurons", "gaussian_blur", "max_filter", "suppress_close"]
+__all__ = [
+    "DetectConfig", "Detections", "detect_neurons", "gaussian_blur", "max_filter", "subvoxel_offsets", "suppress_close"
+]
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,9 @@ def _noise_level(band: torch.Tensor) -> torch.Tensor:
     return 1.4826 * (sample - med).abs().median()
 
 
-def _subvoxel_offsets(band: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Per-axis 3-point parabola vertex offsets (clipped to +/-0.5 voxel) around integer peaks."""
+def subvoxel_offsets(band: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Per-axis 3-point parabola vertex offsets (clipped to +/-0.5 voxel) around integer (M, 3) peaks ``idx``
+    of a 3D ``band``; at a border the outer neighbour is the peak itself."""
     offsets = torch.zeros(idx.shape, dtype=torch.float32, device=band.device)
     for axis in range(3):
         n = band.shape[axis]
@@ -204,7 +207,7 @@ def detect_neurons(
     if cfg.relative_threshold > 0 and idx.shape[0] > 1:
         strong = strength >= cfg.relative_threshold * torch.quantile(strength, 0.95)
         idx, strength = idx[strong], strength[strong]
-    offsets = _subvoxel_offsets(band, idx)
+    offsets = subvoxel_offsets(band, idx)
     pos = (idx.to(torch.float64) + offsets.to(torch.float64)).cpu().numpy() * voxel + np.asarray(origin_um)
     strength_np = strength.float().cpu().numpy()
     keep = suppress_close(pos, strength_np, min_dist, cfg.axial_min_distance)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from track.detect import DetectConfig, Detections, detect_neurons, gaussian_blur
+from track.detect import DetectConfig, Detections, detect_neurons, gaussian_blur, subvoxel_offsets
 from track.evaluate import match_points
 from track.readout.calibrate import StampFit, StampFitConfig, fit_stamps
 from track.readout.patches import cut_patches
@@ -151,7 +151,8 @@ class ResidualLook:
     # a first-pass neuron within this (3D) of a second-look one moves to the peak of its own light (the scan
     # less every other neuron's model) within search_um along z and a third of it across: a first-pass peak
     # between two nuclei, one of which the second look found, belongs to the other (targettrack ex2, 60 s:
-    # switches 1.47 -> 0.67 per neuron-minute, r >= 0.9 0.41 -> 0.46; README). 0: no move
+    # switches 1.47 -> 0.67 per neuron-minute, r >= 0.9 0.41 -> 0.46; docs/activity-readout-log.md).
+    # 0: no move
     reposition_um: float = 3.0
     search_um: float = 2.5
 
@@ -207,7 +208,7 @@ class ResidualLook:
             box = core[lo:hi, mid - reach_px : mid + reach_px + 1, mid - reach_px : mid + reach_px + 1]
             peak = np.unravel_index(int(box.argmax()), tuple(box.shape))
             offset = np.array(peak, np.float64) - [k0 - lo, reach_px, reach_px]  # voxels from where it was
-            offset += _vertex(box.cpu().numpy(), peak)
+            offset += subvoxel_offsets(box, torch.as_tensor([peak], device=device))[0].double().cpu().numpy()
             lateral = positions_um[n, 1:] + (centre_px[row] + offset[1:]) * pixel_size_um
             there = np.array([z[k0] + offset[0] * dz, *lateral])
             if np.linalg.norm(there - positions_um[n]) < dz:
@@ -216,19 +217,6 @@ class ResidualLook:
             if np.linalg.norm(others - there, axis=1).min(initial=np.inf) >= self.clear_um:
                 positions[n] = there
         return positions
-
-
-def _vertex(values: np.ndarray, peak: tuple[int, ...]) -> np.ndarray:
-    """Sub-voxel offset of a peak along each axis: the vertex of the parabola through it and its neighbours
-    (0 at a border)."""
-    out = np.zeros(len(peak))
-    for axis, i in enumerate(peak):
-        if 0 < i < values.shape[axis] - 1:
-            at = list(peak)
-            a, b, c = (float(values[tuple(at[:axis] + [j] + at[axis + 1 :])]) for j in (i - 1, i, i + 1))
-            curve = a - 2 * b + c
-            out[axis] = 0.0 if curve >= 0 else 0.5 * (a - c) / curve
-    return out
 
 
 def check_scan(stack: np.ndarray | torch.Tensor, z_um: np.ndarray) -> tuple[torch.Tensor, np.ndarray, float]:
