@@ -308,6 +308,7 @@ class _Worker:
         self._to_track: Mailbox[tuple[int, float, Any]] = Mailbox(latest=True)  # volume: array or tensor
         self._stop = threading.Event()
         self._scans_received = 0  # scans the listener handed to the readout, under _scan_arrived
+        self._listening = True  # the listener may still hand over scans
         self._scan_arrived = threading.Condition()
         cpu = stages.engine.device.type == "cpu"
         self._turns = threading.Lock() if cpu else contextlib.nullcontext()
@@ -353,22 +354,27 @@ class _Worker:
         """Control messages until stop (scans for the readout), status every half second; ends when the
         acquiring process is gone."""
         next_status = time.monotonic()
-        while not self._stop.is_set():
-            try:
-                kind, payload = control.get(timeout=0.1)
-            except queue.Empty:
-                kind, payload = None, None
-            if kind == "stop":
-                return
-            if kind == "scan" and readout is not None:
-                readout.offer_scan(payload)
-                with self._scan_arrived:
-                    self._scans_received += 1
-                    self._scan_arrived.notify_all()
-            _exit_if_orphaned()  # nobody left to deliver to
-            if readout is not None and time.monotonic() >= next_status:
-                self.results.put(Result("status", -1, readout.status()))
-                next_status = time.monotonic() + 0.5
+        try:
+            while not self._stop.is_set():
+                try:
+                    kind, payload = control.get(timeout=0.1)
+                except queue.Empty:
+                    kind, payload = None, None
+                if kind == "stop":
+                    return
+                if kind == "scan" and readout is not None:
+                    readout.offer_scan(payload)
+                    with self._scan_arrived:
+                        self._scans_received += 1
+                        self._scan_arrived.notify_all()
+                _exit_if_orphaned()  # nobody left to deliver to
+                if readout is not None and time.monotonic() >= next_status:
+                    self.results.put(Result("status", -1, readout.status()))
+                    next_status = time.monotonic() + 0.5
+        finally:
+            with self._scan_arrived:  # no scan comes after this: the readout waits for none
+                self._listening = False
+                self._scan_arrived.notify_all()
 
     def _guard(self, stage: str, loop: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -456,7 +462,7 @@ class _Worker:
         """Wait until the ``sent`` scans offered before a frame reached the readout: they come through the
         control queue, which can lag the frame ring; False once the run stopped."""
         with self._scan_arrived:
-            while self._scans_received < sent:
+            while self._scans_received < sent and self._listening:
                 if self._stop.is_set():
                     return False
                 self._scan_arrived.wait(0.05)
