@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 NOISY_LOGGERS = ("pymmcore-plus", "zarr", "numcodecs", "asyncio", "fsspec", "PIL", "matplotlib")
 _level = logging.INFO
@@ -13,12 +14,25 @@ def configured_level() -> int:
     return _level
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is when a line is logged: a test runner, a GUI or a CLI runner may
+    swap it (and close the one it swapped in), which a handler holding the stream it was made with would
+    then write to."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: int, origin: str = "") -> None:
     """Root logging at ``level``, third-party chatter at WARNING unless debugging; ``origin`` tags each line."""
     global _level
     _level = level
     tag = f" ({origin})" if origin else ""
-    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s", force=True)
+    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s", force=True,
+                        stream=_CurrentStderr())
     for handler in logging.getLogger().handlers:
         handler.setLevel(level)  # pymmcore-plus sets the root logger to DEBUG when it is imported
     for noisy in NOISY_LOGGERS:
