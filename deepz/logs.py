@@ -31,8 +31,8 @@ def configure_logging(level: int, origin: str = "") -> None:
     global _level
     _level = level
     tag = f" ({origin})" if origin else ""
-    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s", force=True,
-                        stream=_CurrentStderr())
+    line = f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s"
+    logging.basicConfig(level=level, format=line, force=True, stream=_CurrentStderr())
     for handler in logging.getLogger().handlers:
         handler.setLevel(level)  # pymmcore-plus sets the root logger to DEBUG when it is imported
     for noisy in NOISY_LOGGERS:
