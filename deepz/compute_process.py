@@ -461,12 +461,9 @@ class _Worker:
     def _scans_before(self, sent: int) -> bool:
         """Wait until the ``sent`` scans offered before a frame reached the readout: they come through the
         control queue, which can lag the frame ring; False once the run stopped."""
-        with self._scan_arrived:
-            while self._scans_received < sent and self._listening:
-                if self._stop.is_set():
-                    return False
-                self._scan_arrived.wait(0.05)
-        return True
+        with self._scan_arrived:  # the listener notifies each scan, and its end (which a stop brings)
+            self._scan_arrived.wait_for(lambda: self._scans_received >= sent or not self._listening)
+            return self._scans_received >= sent or not self._stop.is_set()
 
     def _send_snapshot(self, kind: str, seq: int, snap: Any, stage: Any) -> None:
         """A snapshot for the recording, with the trace window at most at the publishing rate."""
