@@ -22,7 +22,7 @@ import torch
 
 from track.readout.balls import BallBlur, ball_blur
 from track.readout.patches import cut_patches
-from track.readout.stamps import Optics, StampModel, grid_cells, nominal_stamps, ring_areas
+from track.readout.stamps import Optics, RadialGrid, StampModel, grid_cells, nominal_stamps, ring_areas
 
 __all__ = ["StampFitConfig", "StampFit", "fit_stamps"]
 
@@ -135,6 +135,9 @@ def fit_stamps(
     shape = (int(data.shape[1]), int(data.shape[2]))
     centres = torch.as_tensor(positions_um[:, 1:] / pixel_size_um, dtype=torch.float32, device=device)
     patches = cut_patches(centres, model.half_for(cfg.max_defocus_um), shape)
+    grid = RadialGrid.of(patches, model.radius_step_px, model.table.shape[-1])
+    seen = torch.stack([patches.gather(plane) for plane in data])  # (K, N, P, P): the patches never move
+    seen_on_radii = torch.stack([grid.project(light) for light in seen])  # (K, N, R)
     defocus = torch.as_tensor(
         positions_um[None, :, 0] - z[planes, None],
         dtype=torch.float32,
@@ -146,7 +149,7 @@ def fit_stamps(
     groups = np.full(len(positions_um), int(np.argmin(np.abs(diameters - optics.nucleus_diameter_um))))
     tables = blur.apply(psf)
     nominal = StampModel(model.defocus_um, model.radius_step_px, tables[groups[0]].cpu().numpy())
-    brightness = _initial_brightness(data, background, patches, defocus, nominal)
+    brightness = _initial_brightness(seen, background, patches, defocus, nominal)
     evidence = None
     if group_evidence is not None and group_evidence.shape != (len(positions_um), n_groups):
         group_evidence = None  # another number of sizes: start afresh
@@ -155,22 +158,26 @@ def fit_stamps(
         """The stamps of ``tables`` and ``groups`` and their values at every used plane (they change only
         with the tables or the groups, not with a brightness step)."""
         stamps = StampModel(model.defocus_um, model.radius_step_px, tables.cpu().numpy(), groups)
-        return stamps, [stamps.evaluate(patches, defocus[k]).value for k in range(len(planes))]
+        return stamps, [stamps.evaluate(patches, defocus[k], grid=grid).value for k in range(len(planes))]
 
     regroup_at = set(range(cfg.iterations, cfg.iterations + cfg.group_iterations, 2) if n_groups > 1 else ())
     current, values = stamps_at_planes(tables, groups)
     for it in range(cfg.iterations + (cfg.group_iterations if n_groups > 1 else 0)):
         if it in regroup_at:
-            evidence = _group_evidence(data, background, patches, defocus, current, brightness, values)
+            evidence = _group_evidence(seen, background, patches, grid, defocus, current, brightness, values)
             if group_evidence is not None:
                 evidence = evidence + group_evidence
             groups = evidence.argmax(axis=1)
             current, values = stamps_at_planes(tables, groups)
         fitted = _render_scan(values, patches, brightness, background)
         if it % 2 == 0:
-            brightness, background = _update_brightness(data, fitted, patches, values, brightness, background)
+            brightness, background = _update_brightness(
+                data, seen, fitted, patches, values, brightness, background
+            )
         else:
-            psf = _update_psf(data, fitted, patches, defocus, current, brightness, psf, blur, cfg.psf_step)
+            psf = _update_psf(
+                seen_on_radii, fitted, patches, grid, defocus, current, brightness, psf, blur, cfg.psf_step
+            )
             tables = blur.apply(psf)
             current, values = stamps_at_planes(tables, groups)
     fitted = _render_scan(values, patches, brightness, background)
@@ -180,13 +187,15 @@ def fit_stamps(
     return StampFit(final, brightness.cpu().numpy(), planes, float((left**2).sum() / signal), evidence, left)
 
 
-def _initial_brightness(data, background, patches, defocus, model: StampModel) -> torch.Tensor:
-    """Light within the stamp of each neuron's sharpest plane, divided by that stamp's share of it."""
+def _initial_brightness(seen, background, patches, defocus, model: StampModel) -> torch.Tensor:
+    """Light within the stamp of each neuron's sharpest plane, divided by that stamp's share of it.
+
+    ``seen`` (K, N, P, P): every used plane gathered on the patches."""
     nearest = defocus.abs().argmin(dim=0)  # (N,)
-    n = torch.arange(defocus.shape[1], device=data.device)
+    n = torch.arange(defocus.shape[1], device=seen.device)
     values = model.evaluate(patches, defocus[nearest, n]).value
-    seen = torch.stack([patches.gather(data[k] - background[k])[i] for i, k in enumerate(nearest.tolist())])
-    return ((seen * values).sum(dim=(1, 2)) / (values**2).sum(dim=(1, 2)).clamp(min=1e-12)).clamp(min=1.0)
+    light = (seen[nearest, n] - background[nearest, None, None]) * patches.inside
+    return ((light * values).sum(dim=(1, 2)) / (values**2).sum(dim=(1, 2)).clamp(min=1e-12)).clamp(min=1.0)
 
 
 def _render_scan(values, patches, brightness, background) -> torch.Tensor:
@@ -196,55 +205,52 @@ def _render_scan(values, patches, brightness, background) -> torch.Tensor:
     )
 
 
-def _update_brightness(data, fitted, patches, values, brightness, background):
+def _update_brightness(data, seen, fitted, patches, values, brightness, background):
     """One multiplicative step of every neuron's brightness and every plane's background."""
     num = torch.zeros_like(brightness)
     den = torch.zeros_like(brightness)
     for k, value in enumerate(values):
-        num += (value * patches.gather(data[k])).sum(dim=(1, 2))
+        num += (value * seen[k]).sum(dim=(1, 2))
         den += (value * patches.gather(fitted[k])).sum(dim=(1, 2))
     scale = data.sum(dim=(1, 2)) / fitted.sum(dim=(1, 2)).clamp(min=1e-12)
     return brightness * num / den.clamp(min=1e-12), background * scale
 
 
-def _own_light(plane, background, patches, light) -> torch.Tensor:
-    """(N, P, P) each neuron's own light in one scan plane: the plane less its background and the other
-    neurons' modelled light (``light``: every neuron's modelled light on its patch)."""
-    return patches.gather(plane - background - patches.render(light)) + light
+def _own_light(seen, background, patches, light) -> torch.Tensor:
+    """(N, P, P) each neuron's own light in one scan plane (``seen``: gathered on the patches), in the frame:
+    the plane less its background and the other neurons' modelled light (``light``: every neuron's modelled
+    light on its patch)."""
+    return (seen - background - patches.gather(patches.render(light)) + light) * patches.inside
 
 
-def _group_evidence(data, background, patches, defocus, model: StampModel, brightness, values) -> np.ndarray:
+def _group_evidence(seen, background, patches, grid: RadialGrid, defocus, model: StampModel, brightness, values):
     """(N, G) share of each neuron's own light over the scan (its data less the background and its
     neighbours' modelled light) that each group's table explains, at its best-fitting brightness.
 
     A stamp is linear in its radial profile, so each plane's own light is first summed onto the profile's
     radii (N, R): every table is then scored with a product of profiles instead of a pass over the pixels."""
-    table = torch.as_tensor(model.table, device=data.device)  # (G, D, R)
+    device = seen.device
+    table = torch.as_tensor(model.table, device=device)  # (G, D, R)
     n_d, n_r = table.shape[-2:]
     n = len(brightness)
-    j0, fv = grid_cells(torch.hypot(patches.dy, patches.dx).reshape(n, -1), 0.0, model.radius_step_px, n_r)
+    j0, fv = grid.lower, grid.fraction
     inside = patches.inside.reshape(n, -1).float()
     w0, w1 = (1 - fv) * inside, fv * inside  # each pixel's weights on radii j0 and j0 + 1
-
-    def onto_radii(pixels: torch.Tensor) -> torch.Tensor:  # (N, P * P) -> (N, R)
-        out = torch.zeros(n, n_r, dtype=torch.float64, device=data.device)
-        return out.scatter_add_(1, j0, (pixels * w0).double()).scatter_add_(1, j0 + 1, (pixels * w1).double())
-
     # a profile's power on the patch: profile' Q profile, Q tridiagonal from the pixels' weights
-    diagonal = torch.zeros(n, n_r, dtype=torch.float64, device=data.device)
+    diagonal = torch.zeros(n, n_r, dtype=torch.float64, device=device)
     diagonal.scatter_add_(1, j0, (w0 * w0).double()).scatter_add_(1, j0 + 1, (w1 * w1).double())
     off = torch.zeros_like(diagonal).scatter_add_(1, j0, (w0 * w1).double())
     d0, dd = float(model.defocus_um[0]), float(model.defocus_um[1] - model.defocus_um[0])
-    cross = torch.zeros(len(table), n, dtype=torch.float64, device=data.device)
+    cross = torch.zeros(len(table), n, dtype=torch.float64, device=device)
     power = torch.zeros_like(cross)
-    energy = torch.zeros(n, dtype=torch.float64, device=data.device)
+    energy = torch.zeros(n, dtype=torch.float64, device=device)
     for k, value in enumerate(values):
-        own = _own_light(data[k], background[k], patches, brightness[:, None, None] * value) * patches.inside
+        own = _own_light(seen[k], background[k], patches, brightness[:, None, None] * value)
         energy += (own * own).sum(dim=(1, 2)).double()
         i0, fu = grid_cells(defocus[k], d0, dd, n_d)
         fu = fu[None, :, None]
         profile = (table[:, i0] * (1 - fu) + table[:, i0 + 1] * fu).double()  # (G, N, R)
-        cross += (profile * onto_radii(own.reshape(n, -1))[None]).sum(dim=-1)
+        cross += (profile * grid.project(own.double())[None]).sum(dim=-1)
         neighbours = (profile[..., :-1] * profile[..., 1:] * off[:, :-1]).sum(dim=-1)
         power += (profile**2 * diagonal).sum(dim=-1) + 2 * neighbours
     explained = cross.clamp(min=0) ** 2 / power.clamp(min=1e-30)  # squared error removed at the best scale
@@ -272,38 +278,41 @@ def _unit_flux(table: torch.Tensor, radius_step_px: float) -> torch.Tensor:
     return table / (table * ring).sum(dim=-1, keepdim=True).clamp(min=1e-30)
 
 
-def _update_psf(data, fitted, patches, defocus, model: StampModel, brightness, psf, blur: BallBlur, step):
+def _update_psf(
+    seen_on_radii, fitted, patches, grid, defocus, model: StampModel, brightness, psf, blur: BallBlur, step
+):
     """One multiplicative step of every PSF table cell: the observed over the fitted light of every ball table
     cell, weighted by interpolation and carried back to the PSF cells through the balls' map, raised to the
     power ``step``."""
-    observed, modelled = _table_sums(data, fitted, patches, defocus, model, brightness)
+    observed, modelled = _table_sums(seen_on_radii, fitted, patches, grid, defocus, model, brightness)
     num, den = blur.adjoint(observed), blur.adjoint(modelled)
     ratio = torch.where(den > 0, num / den.clamp(min=1e-30), torch.ones_like(num))
     return _unit_flux(psf * ratio**step, model.radius_step_px)
 
 
-def _table_sums(data, fitted, patches, defocus, model: StampModel, brightness):
+def _table_sums(seen_on_radii, fitted, patches, grid: RadialGrid, defocus, model: StampModel, brightness):
     """(G, D, R) observed and fitted light at every table cell, each pixel weighted by its interpolation
-    weights on the cells its neuron's stamp reads and by the neuron's brightness."""
+    weights on the cells its neuron's stamp reads and by the neuron's brightness.
+
+    The weights are a product of a pixel's radius weights and its neuron's defocus weights, so each plane's
+    light is first summed onto each neuron's radii (N, R; ``seen_on_radii`` (K, N, R) for the scan's), then
+    onto the two defocus rows it reads."""
     table = model.table.reshape(-1, *model.table.shape[-2:])
     n_tables, n_d, n_r = table.shape
-    device = data.device
+    device = seen_on_radii.device
     group = (
-        torch.as_tensor(model.groups, device=device)[:, None, None]
+        torch.as_tensor(model.groups, device=device)
         if model.groups is not None
-        else torch.zeros(1, 1, 1, dtype=torch.long, device=device)
+        else torch.zeros(len(brightness), dtype=torch.long, device=device)
     )
     d0, dd = float(model.defocus_um[0]), float(model.defocus_um[1] - model.defocus_um[0])
-    j0, fv = grid_cells(torch.hypot(patches.dy, patches.dx), 0.0, model.radius_step_px, n_r)
-    num = torch.zeros(n_tables * n_d * n_r, dtype=torch.float32, device=device)
+    num = torch.zeros(n_tables * n_d, n_r, dtype=torch.float32, device=device)
     den = torch.zeros_like(num)
-    weight_b = brightness[:, None, None] * patches.inside  # pixels outside the frame weigh nothing
-    for k in range(data.shape[0]):
+    for k in range(seen_on_radii.shape[0]):
         i0, fu = grid_cells(defocus[k], d0, dd, n_d)
-        fu = fu[:, None, None]
-        base = (group * n_d + i0[:, None, None]) * n_r + j0
-        index = torch.stack([base, base + 1, base + n_r, base + n_r + 1]).reshape(-1)
-        weights = torch.stack([(1 - fu) * (1 - fv), (1 - fu) * fv, fu * (1 - fv), fu * fv]) * weight_b
-        num.index_add_(0, index, (weights * patches.gather(data[k])).reshape(-1))
-        den.index_add_(0, index, (weights * patches.gather(fitted[k])).reshape(-1))
+        rows = torch.cat([group * n_d + i0, group * n_d + i0 + 1])
+        weights = torch.cat([(1 - fu) * brightness, fu * brightness])[:, None]
+        modelled = grid.project(patches.gather(fitted[k]))
+        num.index_add_(0, rows, weights * seen_on_radii[k].repeat(2, 1))
+        den.index_add_(0, rows, weights * modelled.repeat(2, 1))
     return num.reshape(table.shape), den.reshape(table.shape)

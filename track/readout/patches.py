@@ -15,6 +15,8 @@ class Patches:
 
     ``index`` holds flat frame indices (clamped into the frame), ``inside`` marks pixels really in the frame;
     ``dy``/``dx`` are pixel minus centre in pixels, so a radial stamp is a function of hypot(dy, dx).
+    ``slot`` is ``index`` flattened with every pixel outside the frame sent to one slot past its end, which
+    ``gather`` and ``render`` keep at 0 (a mask multiplied in took 4x as long as the gather itself).
     """
 
     index: torch.Tensor  # (N, P, P) int64
@@ -22,16 +24,18 @@ class Patches:
     dy: torch.Tensor  # (N, P, P) float32
     dx: torch.Tensor  # (N, P, P) float32
     shape: tuple[int, int]
+    slot: torch.Tensor  # (N * P * P,) int64, H * W outside the frame
 
     def gather(self, frame: torch.Tensor) -> torch.Tensor:
         """Frame values at every patch pixel (0 outside the frame): (N, P, P)."""
-        return frame.reshape(-1)[self.index] * self.inside
+        padded = torch.cat([frame.reshape(-1), frame.new_zeros(1)])
+        return padded.index_select(0, self.slot).reshape(self.index.shape)
 
     def render(self, values: torch.Tensor) -> torch.Tensor:
         """Sum (N, P, P) patch values into a zero (H, W) frame (pixels outside the frame are dropped)."""
-        out = torch.zeros(self.shape[0] * self.shape[1], dtype=values.dtype, device=values.device)
-        out.index_add_(0, self.index.reshape(-1), (values * self.inside).reshape(-1))
-        return out.reshape(self.shape)
+        out = torch.zeros(self.shape[0] * self.shape[1] + 1, dtype=values.dtype, device=values.device)
+        out.index_add_(0, self.slot, values.reshape(-1))
+        return out[:-1].reshape(self.shape)
 
 
 def cut_patches(centres_px: torch.Tensor, half: int, shape: tuple[int, int]) -> Patches:
@@ -47,4 +51,5 @@ def cut_patches(centres_px: torch.Tensor, half: int, shape: tuple[int, int]) -> 
     index = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]
     dy = (rows.to(torch.float32) - centres_px[:, 0, None].float())[:, :, None].expand(-1, -1, len(grid))
     dx = (cols.to(torch.float32) - centres_px[:, 1, None].float())[:, None, :].expand(-1, len(grid), -1)
-    return Patches(index, inside, dy.contiguous(), dx.contiguous(), (h, w))
+    slot = torch.where(inside, index, h * w).reshape(-1)
+    return Patches(index, inside, dy.contiguous(), dx.contiguous(), (h, w), slot)

@@ -14,7 +14,7 @@ import torch
 
 from track.readout.patches import Patches
 
-__all__ = ["Optics", "StampModel", "StampValues", "grid_cells", "nominal_stamps", "ring_areas"]
+__all__ = ["Optics", "RadialGrid", "StampModel", "StampValues", "grid_cells", "nominal_stamps", "ring_areas"]
 
 
 def ring_areas(n_radii: int, radius_step_px: float) -> np.ndarray:
@@ -31,6 +31,36 @@ def grid_cells(
     u = ((x - first) / step).clamp(0, n - 1)
     lower = u.floor().clamp(max=n - 2).long()
     return lower, u - lower
+
+
+@dataclass(frozen=True)
+class RadialGrid:
+    """Where each patch pixel falls on a stamp table's radius grid: the lower column and the fraction of the
+    way to the next. Worked out once for patches that stay put while many profiles are read from them or much
+    light is summed onto radii (a calibration fit), instead of at every plane and iteration."""
+
+    radius: torch.Tensor  # (N, P * P) px from the patch's centre
+    lower: torch.Tensor  # (N, P * P) long, at most R - 2
+    fraction: torch.Tensor  # (N, P * P)
+    shape: tuple[int, ...]  # (N, P, P)
+    n_radii: int
+
+    @classmethod
+    def of(cls, patches: Patches, radius_step_px: float, n_radii: int) -> RadialGrid:
+        """The grid of ``n_radii`` columns ``radius_step_px`` apart, at ``patches``' pixels."""
+        n = patches.dy.shape[0]
+        r = torch.hypot(patches.dy, patches.dx).reshape(n, -1)
+        lower, fraction = grid_cells(r, 0.0, radius_step_px, n_radii)
+        return cls(r, lower, fraction, tuple(patches.dy.shape), n_radii)
+
+    def project(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, R) (N, P, P) pixels summed onto the radius columns, each shared between its two columns by its
+        interpolation weights (the transpose of reading a profile at the pixels), in ``pixels``' dtype.
+        Pixels outside the frame must be 0 (as ``Patches.gather`` leaves them)."""
+        flat = pixels.reshape(self.lower.shape)
+        upper = flat * self.fraction.to(pixels.dtype)
+        out = torch.zeros(len(flat), self.n_radii, dtype=pixels.dtype, device=pixels.device)
+        return out.scatter_add_(1, self.lower, flat - upper).scatter_add_(1, self.lower + 1, upper)
 
 
 @dataclass(frozen=True)
@@ -114,11 +144,18 @@ class StampModel:
             self._on_device[key] = (torch.as_tensor(self.table, device=device), groups)
         return self._on_device[key]
 
-    def evaluate(self, patches: Patches, defocus_um: torch.Tensor, derivatives: bool = False) -> StampValues:
+    def evaluate(
+        self,
+        patches: Patches,
+        defocus_um: torch.Tensor,
+        derivatives: bool = False,
+        grid: RadialGrid | None = None,
+    ) -> StampValues:
         """Values (and, if asked, derivatives) of each neuron's stamp at (N,) defocus at its patch pixels.
 
         Each neuron's radial profile is first interpolated in defocus (N, R), then read at every pixel's
-        radius: two small gathers per output instead of four from the whole table.
+        radius: two small gathers per output instead of four from the whole table. ``grid``: the patches'
+        pixels on this table's radius grid, when the caller reads the same patches many times.
         """
         table, group = self._tensors(patches.dy.device)
         n_d, n_r = table.shape[-2:]
@@ -130,9 +167,8 @@ class StampModel:
         else:
             lower, upper = table[i0], table[i0 + 1]
         profile = lower + fu * (upper - lower)  # (N, R)
-        n = len(i0)
-        r = torch.hypot(patches.dy, patches.dx).reshape(n, -1)
-        j0, fv = grid_cells(r, 0.0, self.radius_step_px, n_r)
+        grid = grid or RadialGrid.of(patches, self.radius_step_px, n_r)
+        j0, fv = grid.lower, grid.fraction
         p0, p1 = profile.gather(1, j0), profile.gather(1, j0 + 1)
         shape = patches.dy.shape
         value = (p0 + fv * (p1 - p0)).reshape(shape)
@@ -141,7 +177,7 @@ class StampModel:
         slope = (upper - lower) / dd
         s0, s1 = slope.gather(1, j0), slope.gather(1, j0 + 1)
         d_r = ((p1 - p0) / self.radius_step_px).reshape(shape)
-        inv_r = (1.0 / r.clamp(min=1e-3)).reshape(shape)
+        inv_r = (1.0 / grid.radius.clamp(min=1e-3)).reshape(shape)
         # dy = pixel - centre, so moving the centre by +1 row changes r by -dy / r
         return StampValues(
             value=value,
