@@ -223,7 +223,9 @@ def _own_light(seen, background, patches, light) -> torch.Tensor:
     return (seen - background - patches.gather(patches.render(light)) + light) * patches.inside
 
 
-def _group_evidence(seen, background, patches, grid: RadialGrid, defocus, model: StampModel, brightness, values):
+def _group_evidence(
+    seen, background, patches, grid: RadialGrid, defocus, model: StampModel, brightness, values
+) -> np.ndarray:
     """(N, G) share of each neuron's own light over the scan (its data less the background and its
     neighbours' modelled light) that each group's table explains, at its best-fitting brightness.
 
