@@ -14,11 +14,12 @@ from acquire.sim import CameraConfig, SimConfig, WormSimulator
 from track.evaluate import match_points
 from track.readout import LiveReadout, Optics, ReadoutConfig, Reference
 from track.readout.calibrate import StampFitConfig
+from track.readout.demix import gram_matrix
 from track.readout.entering import Entering, EntryConfig
 from track.readout.motion import DisplacementField, MotionConfig
 from track.readout.patches import cut_patches
 from track.readout.shapes import NeuronShapes
-from track.readout.stamps import nominal_stamps
+from track.readout.stamps import RadialGrid, StampModel, nominal_stamps
 
 PX = 0.325
 SHAPE = (96, 96)
@@ -58,6 +59,34 @@ def test_demixing_recovers_known_brightness_exactly_without_noise():
     np.testing.assert_allclose(state.brightness, brightness, rtol=2e-3)
     assert abs(state.background - BACKGROUND) < 0.5
     np.testing.assert_allclose(state.positions_um, ref.positions_um, atol=0.01)
+
+
+def test_patch_sums_match_the_frames_they_stand_for_also_across_the_fields_edge():
+    """Gather and render, the Gram matrix and the sums onto a stamp's radii are each what the same sums over
+    whole frames give (the fast paths skip pixels outside the frame and whole-frame products)."""
+    ref, _ = _known_reference(n=9, seed=3)
+    centres = torch.as_tensor(ref.positions_um[:, 1:] / PX, dtype=torch.float32)
+    centres[:3] = torch.tensor([[-4.3, 20.2], [50.6, 93.1], [95.5, 101.2]])  # partly or mostly outside
+    patches = cut_patches(centres, ref.stamps.half_px, SHAPE)
+    values = ref.stamps.evaluate(patches, torch.as_tensor(ref.positions_um[:, 0], dtype=torch.float32)).value
+    alone = torch.stack([  # each stamp rendered alone into a whole frame, the frame's pixels only
+        patches.render(values * (torch.arange(len(values)) == k)[:, None, None].float()) for k in range(len(values))
+    ]).double().reshape(len(values), -1)
+    frame = torch.rand(SHAPE, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    gathered = patches.gather(frame)
+    assert gathered[~patches.inside].abs().max() == 0
+    torch.testing.assert_close((values.double() * gathered).sum(dim=(1, 2)), alone @ frame.reshape(-1))
+    gram = gram_matrix(patches, values)
+    torch.testing.assert_close(gram[:-1, :-1], alone @ alone.T)
+    torch.testing.assert_close(gram[:-1, -1], alone.sum(dim=1), rtol=1e-6, atol=1e-9)
+    profile = torch.rand(len(values), 40, generator=torch.Generator().manual_seed(1))
+    table = np.repeat(profile.numpy()[:, None], 2, axis=1)  # one table per neuron, alike at both defocus rows
+    model = StampModel(np.array([0.0, 1.0]), 0.5, table, groups=np.arange(len(values)))
+    grid = RadialGrid.of(patches, 0.5, 40)
+    read = model.evaluate(patches, torch.zeros(len(values)), grid=grid).value
+    torch.testing.assert_close(
+        (grid.project(gathered) * profile.double()).sum(dim=1), (read.double() * gathered).sum(dim=(1, 2))
+    )
 
 
 def test_demixing_error_with_noise_is_bounded_by_its_own_estimate():
