@@ -69,9 +69,8 @@ def test_patch_sums_match_the_frames_they_stand_for_also_across_the_fields_edge(
     centres[:3] = torch.tensor([[-4.3, 20.2], [50.6, 93.1], [95.5, 101.2]])  # partly or mostly outside
     patches = cut_patches(centres, ref.stamps.half_px, SHAPE)
     values = ref.stamps.evaluate(patches, torch.as_tensor(ref.positions_um[:, 0], dtype=torch.float32)).value
-    alone = torch.stack([  # each stamp rendered alone into a whole frame, the frame's pixels only
-        patches.render(values * (torch.arange(len(values)) == k)[:, None, None].float()) for k in range(len(values))
-    ]).double().reshape(len(values), -1)
+    one = torch.eye(len(values))[:, :, None, None]  # each stamp rendered alone into a whole frame
+    alone = torch.stack([patches.render(values * one[k]) for k in range(len(values))]).double().flatten(1)
     frame = torch.rand(SHAPE, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     gathered = patches.gather(frame)
     assert gathered[~patches.inside].abs().max() == 0
