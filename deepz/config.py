@@ -164,9 +164,9 @@ class CalibrationConfig(_Strict):
         None, description="Scan offsets LOW HIGH (um) relative to focus; None = the model's axial range"
     )
     step_um: float | None = Field(None, gt=0, description="Scan step (um); None = the model's axial step")
-    # measured (deepz evaluate-activity, 40 s at 100 Hz, seeds 11 / 13 / 17, 29 Nov): r >= 0.9 for 0.82 / 0.86 /
-    # 0.74 of the neurons with re-scans every 5 s, 0.76 / 0.87 / 0.74 every 3 s, 0.81 / 0.82 / 0.74 every 10 s;
-    # without re-scans the readout loses the worm within a minute (it moves about 1 um/s)
+    # measured (deepz evaluate-activity, 40 s at 100 Hz, seeds 11 / 13 / 17, 29 Nov): r >= 0.9 for
+    # 0.82 / 0.86 / 0.74 of the neurons with re-scans every 5 s, 0.76 / 0.87 / 0.74 every 3 s and
+    # 0.81 / 0.82 / 0.74 every 10 s; without re-scans the readout loses the worm (it moves about 1 um/s)
     interval_s: float = Field(5.0, ge=0, description="Re-scan every this many seconds; 0 = never")
     drift_um: float | None = Field(None, gt=0, description="Re-scan when the readout's motion exceeds this")
     settle_ms: float = Field(0.0, ge=0, description="Wait after each focus step (ms); > 0 steps the stage in software")
