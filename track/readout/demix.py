@@ -33,7 +33,7 @@ def gram_matrix(patches: Patches, values: torch.Tensor) -> torch.Tensor:
     entries = values[keep].double()
     gram = torch.zeros(n + 1, n + 1, dtype=torch.float64, device=values.device)
     if values.device.type == "cpu":
-        starts = np.concatenate([[0], np.cumsum(keep.reshape(n, -1).sum(dim=1).numpy())])
+        starts = np.concatenate([[0], np.cumsum(keep.flatten(1).sum(dim=1).numpy())])
         stamps = scipy.sparse.csr_matrix((entries.numpy(), columns.numpy(), starts), shape=(n, hw))
         gram[:n, :n] = torch.from_numpy((stamps @ stamps.T).toarray())
     else:
