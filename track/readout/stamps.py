@@ -48,8 +48,7 @@ class RadialGrid:
     @classmethod
     def of(cls, patches: Patches, radius_step_px: float, n_radii: int) -> RadialGrid:
         """The grid of ``n_radii`` columns ``radius_step_px`` apart, at ``patches``' pixels."""
-        n = patches.dy.shape[0]
-        r = torch.hypot(patches.dy, patches.dx).reshape(n, -1)
+        r = torch.hypot(patches.dy, patches.dx).flatten(1)
         lower, fraction = grid_cells(r, 0.0, radius_step_px, n_radii)
         return cls(r, lower, fraction, tuple(patches.dy.shape), n_radii)
 
