@@ -14,10 +14,11 @@ for p in manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux_2_24_x86_64 manyli
 for name in pydantic pydantic_core annotated-types typing-inspection typing_extensions zarr numcodecs donfig \
             google-crc32c pymmcore pymmcore-plus psygnal useq-schema shapely pyzmq laptrack looseversion \
             platformdirs ome-types ome-writers pydantic-extra-types pooch; do
+  v=$(version "$name" 2>/dev/null) || { echo "skipped $name: not in the venv, so not needed"; continue; }
   $PIP download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $PLATFORMS \
-      -d "$DEST/whl" "$name==$(version "$name")"
+      -d "$DEST/whl" "$name==$v"
 done
-$PIP wheel -q --no-deps -w "$DEST/whl" "trackpy==$(version trackpy)"
+if v=$(version trackpy 2>/dev/null); then $PIP wheel -q --no-deps -w "$DEST/whl" "trackpy==$v"; fi
 # psfmodels has no cp312 wheel here: ship its sdist without setuptools-scm (the device has no network)
 $PIP download -q --no-deps --no-binary :all: -d "$DEST" "psfmodels==$(version psfmodels)"
 tar xzf "$DEST"/psfmodels-*.tar.gz -C "$DEST" && rm "$DEST"/psfmodels-*.tar.gz && mv "$DEST"/psfmodels-* "$DEST/psfmodels-src"
