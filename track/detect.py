@@ -14,7 +14,13 @@ from scipy.spatial import cKDTree
 from track.volume import CheckedVolume, as_volume_tensor
 
 __all__ = [
-    "DetectConfig", "Detections", "detect_neurons", "gaussian_blur", "max_filter", "subvoxel_offsets", "suppress_close"
+    "DetectConfig",
+    "Detections",
+    "detect_neurons",
+    "gaussian_blur",
+    "max_filter",
+    "subvoxel_offsets",
+    "suppress_close",
 ]
 
 
