@@ -55,17 +55,25 @@ class DemixResult:
     """Brightness (N,) >= 0, the background level, and each brightness' standard error per unit noise."""
 
     brightness: torch.Tensor
-    background: float
+    background: torch.Tensor  # 0-d, on the device (read on the host with the rest of a frame's results)
     unit_error: torch.Tensor  # sqrt(diag(G^-1)) on the active set; inf where the neuron is clamped to 0
 
 
 class Demixer:
-    """Solves min ||frame - bg - sum_n b_n S_n||^2 with b >= 0 for one frame at a time."""
+    """Solves min ||frame - bg - sum_n b_n S_n||^2 with b >= 0 for one frame at a time.
+
+    The active set (the neurons not clamped to 0) seldom changes from frame to frame, and the Gram matrix only
+    at a rebuild, so the inverse of the Gram matrix over the active set is kept: a frame is then one
+    matrix-vector product and one check. The inverse is of the whole matrix with the clamped rows and columns
+    replaced by the identity's (same shapes every frame, no index lists: few kernels and host syncs on a GPU).
+    """
 
     def __init__(self, max_rounds: int = 4) -> None:
         self.max_rounds = max_rounds
-        self._gram: torch.Tensor | None = None
+        self._gram: torch.Tensor | None = None  # scaled to a unit diagonal
+        self._scale: torch.Tensor | None = None
         self._free: torch.Tensor | None = None
+        self._inverse: torch.Tensor | None = None  # over the active set ``_free`` (None: to be worked out)
 
     @property
     def has_gram(self) -> bool:
@@ -76,36 +84,42 @@ class Demixer:
         """Use this (N + 1, N + 1) Gram matrix from now on; a new neuron count resets the warm start."""
         if self._free is None or self._free.shape[0] != gram.shape[0]:
             self._free = torch.ones(gram.shape[0], dtype=torch.bool, device=gram.device)
-        self._gram = gram
+        self._scale = torch.diagonal(gram).clamp(min=1e-30).rsqrt()  # unit diagonal: stamps and background
+        self._gram = gram * self._scale[:, None] * self._scale[None, :]  # columns differ in scale by ~1e4
+        self._inverse = None
+
+    def _inverse_on(self, free: torch.Tensor) -> torch.Tensor:
+        """The inverse of the Gram matrix over the ``free`` rows and columns (identity elsewhere)."""
+        g = self._gram
+        eye = torch.eye(len(free), dtype=g.dtype, device=g.device)
+        active = torch.where(free[:, None] & free[None, :], g + 1e-10 * eye, eye)
+        return torch.cholesky_inverse(torch.linalg.cholesky(active))
 
     def solve(self, projections: torch.Tensor) -> DemixResult:
         """Brightness from the frame's projections onto each stamp and the background column (N + 1,)."""
-        if self._gram is None or self._free is None:
+        if self._gram is None or self._free is None or self._scale is None:
             raise RuntimeError("Demixer.solve needs a Gram matrix; call set_gram first.")
-        scale = torch.diagonal(self._gram).clamp(min=1e-30).rsqrt()  # unit diagonal: stamps and background
-        g = self._gram * scale[:, None] * scale[None, :]  # columns differ in scale by ~1e4
+        g, scale = self._gram, self._scale
         h = projections.double() * scale
-        n1 = g.shape[0]
-        free = self._free.clone()
+        free = self._free.clone()  # the last frame's active set, which _inverse (if any) is over
         free[-1] = True  # the background is unconstrained
-        eye = torch.eye(n1, dtype=g.dtype, device=g.device) * 1e-10
-        x = torch.zeros(n1, dtype=torch.float64, device=g.device)
         for _ in range(self.max_rounds):
-            idx = free.nonzero().squeeze(1)
-            chol = torch.linalg.cholesky(g[idx][:, idx] + eye[idx][:, idx])
-            x = torch.zeros_like(x)
-            x[idx] = torch.cholesky_solve(h[idx, None], chol).squeeze(1)
+            if self._inverse is None:
+                self._inverse = self._inverse_on(free)
+            x = self._inverse @ torch.where(free, h, 0.0)  # 0 on the clamped neurons
             negative = (x[:-1] < 0) & free[:-1]
             gradient = h - g @ x  # > 0 for a clamped neuron that would brighten the fit
             enter = (~free[:-1]) & (gradient[:-1] > 0)
-            if not negative.any() and not enter.any():
+            change = negative | enter
+            if not bool(change.any()):
                 break
-            free[:-1] = (free[:-1] & ~negative) | enter
+            free[:-1] ^= change  # the negative ones leave the active set, the entering ones join it
+            self._inverse = None
         x[:-1] = x[:-1].clamp(min=0)
         self._free = free
-        error = torch.full((n1,), float("inf"), dtype=torch.float64, device=g.device)
-        idx = free.nonzero().squeeze(1)
-        inverse = torch.cholesky_inverse(torch.linalg.cholesky(g[idx][:, idx] + eye[idx][:, idx]))
-        error[idx] = torch.diagonal(inverse).clamp(min=0).sqrt()
+        if self._inverse is None:  # the rounds ran out with the active set still changing
+            self._inverse = self._inverse_on(free)
+        diagonal = torch.diagonal(self._inverse).clamp(min=0).sqrt()
+        error = torch.where(free, diagonal, float("inf"))
         x, error = x * scale, error * scale
-        return DemixResult(x[:-1].float(), float(x[-1]), error[:-1].float())
+        return DemixResult(x[:-1].float(), x[-1], error[:-1].float())

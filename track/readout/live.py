@@ -425,21 +425,31 @@ class LiveReadout:
             result, sigma, residual = self._step(y, fresh_gram=fresh)
         self._since_scan += 1
         self._trail.append((float(t_s), self._centres.clone()))
-        brightness = result.brightness.cpu().numpy()
+        n = len(self.reference)
+        confidence = result.brightness / (sigma * result.unit_error).clamp(min=1e-12)
+        # everything the host needs of this frame in one copy: on a GPU each copy waits for the device
+        axial = torch.as_tensor(self._axial, dtype=torch.float64, device=self.device)
+        host = torch.cat([
+            result.brightness.double(), confidence.double(), (self._depth + self._axial).double(),
+            self._centres.double().flatten(), torch.stack([axial, result.background]),
+        ]).cpu().numpy()  # fmt: skip
+        brightness, confidence = host[:n].astype(np.float32), host[n : 2 * n].astype(np.float32)
+        lateral = host[3 * n : 5 * n].reshape(n, 2) * self.reference.pixel_size_um
+        positions = np.column_stack([host[2 * n : 3 * n], lateral])
+        self._axial, background = float(host[-2]), float(host[-1])  # a float again between frames
         ids = self.reference.ids
         read = self._read_host
         dff = np.full(len(ids), np.nan, np.float32)  # a neuron not read has no sample (NaN: no value)
         dff[read] = self._dff.update(ids[read], brightness[read])
-        confidence = (result.brightness / (sigma * result.unit_error).clamp(min=1e-12)).cpu().numpy()
         state = ReadoutState(
             t_s=float(t_s),
             ids=ids.copy(),
-            positions_um=self.positions_um(),
+            positions_um=positions,
             brightness=brightness,
             dff=dff,
             confidence=confidence,
             axial_offset_um=self._axial,
-            background=result.background,
+            background=background,
         )
         if cfg.entering.every > 0:  # neurons it adds are read from the next frame on
             self._watch_edge(residual, result.brightness)
@@ -586,7 +596,6 @@ class LiveReadout:
                 f"Frame shape {tuple(tensor.shape)} differs from the calibration scan's "
                 f"{self.reference.frame_shape}."
             )
-        tensor = tensor.to(self.device).float()
-        if not bool(torch.isfinite(tensor.sum())):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.sum())):  # checked where it is now
             raise ValueError("The frame contains NaN or infinite values.")
-        return tensor
+        return tensor.to(self.device).float()

@@ -52,10 +52,11 @@ class MotionConfig:
 
 @dataclass(frozen=True)
 class MotionStep:
-    """Lateral steps (N, 2) px (row, col) and the global axial step (um) to add to the current estimate."""
+    """Lateral steps (N, 2) px (row, col) and the global axial step (um, 0-d float64 on the device) to add to
+    the current estimate."""
 
     lateral_px: torch.Tensor
-    axial_um: float
+    axial_um: torch.Tensor
 
 
 def neighbour_weights(lateral_um: torch.Tensor, config: MotionConfig) -> torch.Tensor:
@@ -95,7 +96,11 @@ class DisplacementField:
         variance = self.noise_px2 * t.median() / t
         d = displacement.double()
         mean = (t[:, None] * d).sum(dim=0) / t.sum()
-        precision = torch.cholesky_inverse(torch.linalg.cholesky(self.kernel + torch.diag(variance)))
+        # positive definite (a kernel plus a positive diagonal): factors that do not wait to check that
+        lower = torch.linalg.cholesky_ex(self.kernel + torch.diag(variance))[0]
+        eye = torch.eye(len(t), dtype=t.dtype, device=t.device)
+        inverse_lower = torch.linalg.solve_triangular(lower, eye, upper=False)
+        precision = inverse_lower.mT @ inverse_lower
         own = torch.diagonal(precision)
         predicted = d - (precision @ (d - mean)) / own[:, None]
         prior = torch.diagonal(self.kernel)
@@ -149,15 +154,15 @@ def motion_step(
         )[:, None]
     norm = step.norm(dim=1, keepdim=True).clamp(min=1e-12)
     step = step * (config.max_step_px / norm).clamp(max=1.0)
-    axial = 0.0
+    axial = torch.zeros((), dtype=torch.float64, device=step.device)
     if config.axial:
         value = stamps.value
         # the part of each stamp's defocus derivative that a brightness change cannot mimic
         coef = (stamps.d_defocus * value).sum(dim=(1, 2)) / (value * value).sum(dim=(1, 2)).clamp(min=1e-30)
         bz = b if informs is None else b * informs[:, None, None]
         jz = patches.render(bz * (stamps.d_defocus - coef[:, None, None] * value))
-        info = float((jz * jz).sum())
-        if info > 0:
-            axial = float((jz * residual_frame).sum()) / info
-            axial = max(-config.max_axial_step_um, min(config.max_axial_step_um, axial))
+        info = (jz * jz).sum().double()
+        gain = (jz * residual_frame).sum().double() / info  # kept on the device: no wait for it each frame
+        limit = config.max_axial_step_um
+        axial = torch.where(info > 0, gain.clamp(-limit, limit), axial)
     return MotionStep(step.float(), axial)
