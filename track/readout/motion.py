@@ -128,21 +128,23 @@ def motion_step(
     ``anchored`` (N,): 0 for neurons not drawn to the field (yet), e.g. ones just added whose own light must
     first settle where they are."""
     b = brightness[:, None, None] * patches.inside  # a stamp's pixels outside the frame are not observed
-    jr, jc = b * stamps.d_row, b * stamps.d_col
-    g = torch.stack([(jr * residual_patches).sum(dim=(1, 2)), (jc * residual_patches).sum(dim=(1, 2))], 1)
-    h = torch.stack(
-        [(jr * jr).sum(dim=(1, 2)), (jr * jc).sum(dim=(1, 2)), (jc * jc).sum(dim=(1, 2))], 1
-    )
+    n = len(b)
+    # (N, 2, P * P): each neuron's Jacobian by its centre's row and column; its normal equations are small
+    # batched products (few kernels: this runs every frame)
+    jacobian = stamps.stacked[:, 1:3].flatten(2) * b.reshape(n, 1, -1)
+    g = (jacobian @ residual_patches.reshape(n, -1, 1)).squeeze(2)  # (N, 2)
+    h = (jacobian @ jacobian.mT).reshape(n, 4)  # (N, 4): rr, rc, cr, cc
     gp, hp = weights @ g.double(), weights @ h.double()
-    lam = config.damping * (hp[:, 0] + hp[:, 2]).mean().clamp(min=1e-30)
-    a, c, d = hp[:, 0] + lam, hp[:, 1], hp[:, 2] + lam
+    lam = config.damping * (hp[:, 0] + hp[:, 3]).mean().clamp(min=1e-30)
+    a, c, d = hp[:, 0] + lam, hp[:, 1], hp[:, 3] + lam
     det = (a * d - c * c).clamp(min=1e-30)
-    step = torch.stack([(d * gp[:, 0] - c * gp[:, 1]) / det, (a * gp[:, 1] - c * gp[:, 0]) / det], 1)
+    adjugate = torch.stack([d, -c, -c, a], 1).reshape(n, 2, 2)
+    step = (adjugate @ gp[:, :, None]).squeeze(2) / det[:, None]
     if config.field_weight > 0 and displacement_px is not None and field is not None:
         # min_s info |s - step|^2 + pull |u + s - predicted|^2, info: each neuron's own lateral information;
         # predicted from the others' displacements after their own steps (from those before, the pull would
         # hold back a motion they all share: a lag of field_weight frames of motion)
-        info = 0.5 * (h[:, 0] + h[:, 2]).double()
+        info = 0.5 * (h[:, 0] + h[:, 3]).double()
         displacement = displacement_px.double()
         trust = info if informs is None else info * informs.double()
         predicted, certainty = field.predict(trust, displacement + step)

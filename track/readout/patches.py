@@ -44,12 +44,15 @@ def cut_patches(centres_px: torch.Tensor, half: int, shape: tuple[int, int]) -> 
         raise ValueError(f"centres_px must be (N, 2) (row, col) pixels, got {tuple(centres_px.shape)}.")
     h, w = shape
     grid = torch.arange(-half, half + 1, device=centres_px.device)
-    base = torch.round(centres_px).long()
-    rows = base[:, 0, None] + grid[None]  # (N, P)
-    cols = base[:, 1, None] + grid[None]
-    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-    index = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]
-    dy = (rows.to(torch.float32) - centres_px[:, 0, None].float())[:, :, None].expand(-1, -1, len(grid))
-    dx = (cols.to(torch.float32) - centres_px[:, 1, None].float())[:, None, :].expand(-1, len(grid), -1)
+    lines = torch.round(centres_px).long()[:, :, None] + grid  # (N, 2, P) the patch's rows and columns
+    limits = torch.tensor([h, w], device=centres_px.device)[None, :, None]
+    within = (lines >= 0) & (lines < limits)
+    inside = within[:, 0, :, None] & within[:, 1, None, :]
+    clamped = torch.minimum(lines.clamp(min=0), limits - 1)
+    index = clamped[:, 0, :, None] * w + clamped[:, 1, None, :]
+    offsets = lines.to(torch.float32) - centres_px.float()[:, :, None]  # (N, 2, P) pixel minus centre
+    p = len(grid)
+    dy = offsets[:, 0, :, None].expand(-1, -1, p).contiguous()
+    dx = offsets[:, 1, None, :].expand(-1, p, -1).contiguous()
     slot = torch.where(inside, index, h * w).reshape(-1)
-    return Patches(index, inside, dy.contiguous(), dx.contiguous(), (h, w), slot)
+    return Patches(index, inside, dy, dx, (h, w), slot)

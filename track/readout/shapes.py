@@ -59,7 +59,7 @@ class NeuronShapes:
         edge = (self.max_defocus_um - defocus_um.abs()) / self.taper_um
         weight = edge.clamp(0, 1)
         inside = (edge > 0) & (edge < 1)
-        slope = torch.where(inside, -torch.sign(defocus_um) / self.taper_um, torch.zeros_like(edge))
+        slope = torch.where(inside, torch.sign(defocus_um) * (-1.0 / self.taper_um), 0.0)
         return weight, slope
 
 
@@ -77,6 +77,10 @@ class ShapeReader:
         self._stack = F.pad(stack, (1, 1, 1, 1))  # a zero border: shifted reads stay inside
         self._start = torch.as_tensor(shapes.d_start_um, dtype=torch.float32, device=device)
         self._frac = torch.as_tensor(shapes.frac_px, dtype=torch.float32, device=device)
+        self._rows = torch.arange(len(shapes.values), device=device)
+        self._pair = torch.arange(2, device=device)
+        self._offsets = torch.arange(shapes.values.shape[-1] + 1, device=device)
+        self._signs = torch.tensor([1.0, -1.0, -1.0, 1.0], device=device)[None, :, None, None]
 
     def add_to(self, stamps: StampValues, patches: Patches, defocus_um: torch.Tensor) -> StampValues:
         """Add each neuron's correction to its stamp (values and derivatives, if any; in place) in the middle
@@ -87,32 +91,29 @@ class ShapeReader:
             raise ValueError(f"Patches of half-width {half} px cannot hold corrections of half-width {hc}.")
         n, n_planes = self._stack.shape[:2]
         p = 2 * hc + 1
-        rows = torch.arange(n, device=self._stack.device)
         j0, fu = grid_cells(defocus_um.float(), self._start, self.shapes.d_step_um, n_planes)
-        fu = fu[:, None, None, None]
-        planes = self._stack[rows, j0] * (1 - fu) + self._stack[rows, j0 + 1] * fu  # (N, 4, P + 2, P + 2)
+        pair = self._stack[self._rows[:, None], j0[:, None] + self._pair]  # (N, 2, 4, P + 2, P + 2)
+        planes = torch.lerp(pair[:, 0], pair[:, 1], fu[:, None, None, None])
         # the patch's pixel offsets from the centre are whole pixels plus dy[:, half, half]; the grid's are
         # whole pixels minus frac: the correction is read shift = centre offset + frac pixels along
         shift = torch.stack([patches.dy[:, half, half], patches.dx[:, half, half]], 1) + self._frac
         base = shift.floor()
-        f = shift - base
+        f = (shift - base)[:, :, None, None, None]
         start = base.long() + 1  # + 1: the zero border
-        offsets = torch.arange(p + 1, device=shift.device)
-        r_idx = (start[:, 0, None] + offsets[None]).clamp(0, p + 1)  # (N, P + 1)
-        c_idx = (start[:, 1, None] + offsets[None]).clamp(0, p + 1)
-        block = planes[rows[:, None, None], :, r_idx[:, :, None], c_idx[:, None, :]]  # (N, P+1, P+1, 4)
-        fy, fx = f[:, 0, None, None, None], f[:, 1, None, None, None]
-        top = block[:, :-1, :-1] * (1 - fx) + block[:, :-1, 1:] * fx
-        bottom = block[:, 1:, :-1] * (1 - fx) + block[:, 1:, 1:] * fx
-        read = (top * (1 - fy) + bottom * fy).permute(0, 3, 1, 2)  # (N, 4, P, P)
+        r_idx = (start[:, 0, None] + self._offsets[: p + 1]).clamp(0, p + 1)  # (N, P + 1)
+        c_idx = (start[:, 1, None] + self._offsets[: p + 1]).clamp(0, p + 1)
+        block = planes[self._rows[:, None, None], :, r_idx[:, :, None], c_idx[:, None, :]]  # (N, P+1, P+1, 4)
+        top = torch.lerp(block[:, :-1, :-1], block[:, :-1, 1:], f[:, 1])
+        bottom = torch.lerp(block[:, 1:, :-1], block[:, 1:, 1:], f[:, 1])
+        read = torch.lerp(top, bottom, f[:, 0]).permute(0, 3, 1, 2)  # (N, 4, P, P)
         weight, slope = self.shapes.taper(defocus_um.float())  # 0 before the neuron's planes end
-        w = weight[:, None, None]
-        win = slice(half - hc, half + hc + 1)
-        stamps.value[:, win, win] += w * read[:, 0]
-        if stamps.d_row is not None:
-            stamps.d_row[:, win, win] -= w * read[:, 1]  # the centre +1 row reads the correction 1 row lower
-            stamps.d_col[:, win, win] -= w * read[:, 2]
-            stamps.d_defocus[:, win, win] += w * read[:, 3] + slope[:, None, None] * read[:, 0]
+        window = stamps.stacked[:, :, half - hc : half + hc + 1, half - hc : half + hc + 1]
+        if window.shape[1] == 1:
+            window += weight[:, None, None, None] * read[:, :1]
+            return stamps
+        # the centre +1 row reads the correction 1 row lower: its derivatives by the centre change sign
+        window += weight[:, None, None, None] * self._signs * read
+        window[:, 3] += slope[:, None, None] * read[:, 0]
         return stamps
 
 

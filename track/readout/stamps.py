@@ -29,7 +29,7 @@ def grid_cells(
     """Linear interpolation on a uniform grid of n points: each value's lower point (long, at most n - 2)
     and its fraction of the way to the next, the values clamped to the grid."""
     u = ((x - first) / step).clamp(0, n - 1)
-    lower = u.floor().clamp(max=n - 2).long()
+    lower = u.clamp(max=n - 2).long()  # truncation is the floor here: u >= 0
     return lower, u - lower
 
 
@@ -85,12 +85,30 @@ class Optics:
 
 @dataclass(frozen=True)
 class StampValues:
-    """Stamp values at patch pixels and their derivatives by the centre (row, col) and by the defocus."""
+    """Stamp values at patch pixels and their derivatives by the centre (row, col) and by the defocus, as one
+    (N, C, P, P) tensor: C = 1 (values) or 4 (values, d/d row, d/d col, d/d defocus); the fields are views."""
 
-    value: torch.Tensor  # (N, P, P)
-    d_row: torch.Tensor | None  # d value / d centre row (px); None unless derivatives were asked for
-    d_col: torch.Tensor | None
-    d_defocus: torch.Tensor | None  # d value / d defocus (um)
+    stacked: torch.Tensor
+
+    @property
+    def value(self) -> torch.Tensor:
+        """(N, P, P) value per unit brightness."""
+        return self.stacked[:, 0]
+
+    @property
+    def d_row(self) -> torch.Tensor | None:
+        """d value / d centre row (px); None unless derivatives were asked for."""
+        return self.stacked[:, 1] if self.stacked.shape[1] > 1 else None
+
+    @property
+    def d_col(self) -> torch.Tensor | None:
+        """d value / d centre column (px)."""
+        return self.stacked[:, 2] if self.stacked.shape[1] > 1 else None
+
+    @property
+    def d_defocus(self) -> torch.Tensor | None:
+        """d value / d defocus (um)."""
+        return self.stacked[:, 3] if self.stacked.shape[1] > 1 else None
 
 
 @dataclass(frozen=True)
@@ -160,30 +178,25 @@ class StampModel:
         n_d, n_r = table.shape[-2:]
         d0, dd = float(self.defocus_um[0]), float(self.defocus_um[1] - self.defocus_um[0])
         i0, fu = grid_cells(defocus_um.float(), d0, dd, n_d)
-        fu = fu[:, None]
-        if group is not None:
-            lower, upper = table[group, i0], table[group, i0 + 1]
-        else:
-            lower, upper = table[i0], table[i0 + 1]
-        profile = lower + fu * (upper - lower)  # (N, R)
+        pair = i0[:, None] + torch.arange(2, device=i0.device)  # (N, 2) the defocus rows either side
+        rows = table[group[:, None], pair] if group is not None else table[pair]  # (N, 2, R)
+        profile = torch.lerp(rows[:, 0], rows[:, 1], fu[:, None])  # (N, R)
         grid = grid or RadialGrid.of(patches, self.radius_step_px, n_r)
-        j0, fv = grid.lower, grid.fraction
-        p0, p1 = profile.gather(1, j0), profile.gather(1, j0 + 1)
         shape = patches.dy.shape
-        value = (p0 + fv * (p1 - p0)).reshape(shape)
+        n = shape[0]
         if not derivatives:
-            return StampValues(value, None, None, None)
-        slope = (upper - lower) / dd
-        s0, s1 = slope.gather(1, j0), slope.gather(1, j0 + 1)
-        d_r = ((p1 - p0) / self.radius_step_px).reshape(shape)
-        inv_r = (1.0 / grid.radius.clamp(min=1e-3)).reshape(shape)
+            p0, p1 = profile.gather(1, grid.lower), profile.gather(1, grid.lower + 1)
+            return StampValues(torch.lerp(p0, p1, grid.fraction).reshape(n, 1, *shape[1:]))
+        # the profile and its slope in defocus read at once: (N, 2, R) at each pixel's two radius columns
+        both = torch.stack([profile, (rows[:, 1] - rows[:, 0]) / dd], 1)
+        columns = grid.lower[:, None].expand(-1, 2, -1)
+        lower, upper = both.gather(2, columns), both.gather(2, columns + 1)  # (N, 2, P * P)
+        read = torch.lerp(lower, upper, grid.fraction[:, None])  # value, d/d defocus
         # dy = pixel - centre, so moving the centre by +1 row changes r by -dy / r
-        return StampValues(
-            value=value,
-            d_row=-d_r * patches.dy * inv_r,
-            d_col=-d_r * patches.dx * inv_r,
-            d_defocus=(s0 + fv * (s1 - s0)).reshape(shape),
-        )
+        d_r = (upper[:, :1] - lower[:, :1]) * (-1.0 / self.radius_step_px) / grid.radius.clamp(min=1e-3)[:, None]
+        offsets = torch.stack([patches.dy, patches.dx], 1).reshape(n, 2, -1)
+        stacked = torch.cat([read[:, :1], d_r * offsets, read[:, 1:]], 1)
+        return StampValues(stacked.reshape(n, 4, *shape[1:]))
 
 
 def nominal_stamps(
