@@ -40,16 +40,17 @@ class BallBlur:
 
     def adjoint(self, tables: torch.Tensor) -> torch.Tensor:
         """The transpose of ``apply``: (G, D, R) per-table-cell sums -> (D + 2m, R) per-PSF-cell sums."""
-        per_shift = torch.einsum("gds,gjrs->jdr", tables, self.weights)
-        n_d = tables.shape[1]
-        out = tables.new_zeros(n_d + 2 * self.margin_rows, tables.shape[2])
-        for j in range(per_shift.shape[0]):
-            out[j : j + n_d] += per_shift[j]
-        return out
+        per_shift = torch.einsum("gds,gjrs->jdr", tables, self.weights)  # (2m + 1, D, R)
+        n_shifts, n_d = per_shift.shape[:2]
+        device = tables.device
+        rows = torch.arange(n_shifts, device=device)[:, None] + torch.arange(n_d, device=device)
+        out = tables.new_zeros(n_d + n_shifts - 1, tables.shape[2])
+        return out.index_add_(0, rows.flatten(), per_shift.reshape(-1, tables.shape[2]))  # shift j: rows j..
 
     def _shifted(self, psf: torch.Tensor) -> torch.Tensor:
+        """(2m + 1, D, R): the PSF's rows j .. j + D - 1 for every shift j (views, no copies)."""
         n_d = psf.shape[0] - 2 * self.margin_rows
-        return torch.stack([psf[j : j + n_d] for j in range(2 * self.margin_rows + 1)])
+        return psf.unfold(0, n_d, 1).transpose(1, 2)
 
 
 def ball_blur(

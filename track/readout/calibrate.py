@@ -26,6 +26,13 @@ from track.readout.stamps import Optics, RadialGrid, StampModel, grid_cells, nom
 
 __all__ = ["StampFitConfig", "StampFit", "fit_stamps"]
 
+PLANES_PER_STEP_CPU = 4
+"""Scan planes each step of the fit works on at once on a CPU. A GPU takes all at once: one kernel launch per
+step, not one per plane (a GPU's fit went on launching them). A CPU is faster on a few planes at a time, whose
+temporaries stay in its caches. Seed 11's first scan (256x256, 135 neurons, 45 planes, one thread), twice
+each: 1 plane a step 9.7 / 9.5 s, 4 planes 8.8 / 11.1 s, 8 planes 9.8 / 12.7 s, all 45 at once 14.0 / 15.3
+s."""
+
 
 @dataclass(frozen=True)
 class StampFitConfig:
@@ -136,8 +143,10 @@ def fit_stamps(
     centres = torch.as_tensor(positions_um[:, 1:] / pixel_size_um, dtype=torch.float32, device=device)
     patches = cut_patches(centres, model.half_for(cfg.max_defocus_um), shape)
     grid = RadialGrid.of(patches, model.radius_step_px, model.table.shape[-1])
-    seen = torch.stack([patches.gather(plane) for plane in data])  # (K, N, P, P): the patches never move
-    seen_on_radii = torch.stack([grid.project(light) for light in seen])  # (K, N, R)
+    seen = patches.gather(data)  # (K, N, P, P): the patches never move
+    seen_on_radii = grid.project(seen)  # (K, N, R)
+    per_step = len(planes) if device.type != "cpu" else PLANES_PER_STEP_CPU
+    steps = [slice(k, k + per_step) for k in range(0, len(planes), per_step)]
     defocus = torch.as_tensor(
         positions_um[None, :, 0] - z[planes, None],
         dtype=torch.float32,
@@ -155,32 +164,35 @@ def fit_stamps(
         group_evidence = None  # another number of sizes: start afresh
 
     def stamps_at_planes(tables, groups):
-        """The stamps of ``tables`` and ``groups`` and their values at every used plane (they change only
-        with the tables or the groups, not with a brightness step)."""
+        """The stamps of ``tables`` and ``groups`` and their values (K, N, P, P) at every used plane (they
+        change only with the tables or the groups, not with a brightness step)."""
         stamps = StampModel(model.defocus_um, model.radius_step_px, tables.cpu().numpy(), groups)
-        return stamps, [stamps.evaluate(patches, defocus[k], grid=grid).value for k in range(len(planes))]
+        return stamps, torch.cat([grid.read(stamps.profiles(defocus[step])) for step in steps])
 
     regroup_at = set(range(cfg.iterations, cfg.iterations + cfg.group_iterations, 2) if n_groups > 1 else ())
     current, values = stamps_at_planes(tables, groups)
     for it in range(cfg.iterations + (cfg.group_iterations if n_groups > 1 else 0)):
         if it in regroup_at:
-            evidence = _group_evidence(seen, background, patches, grid, defocus, current, brightness, values)
+            evidence = _group_evidence(
+                seen, background, patches, grid, defocus, current, brightness, values, steps
+            )
             if group_evidence is not None:
                 evidence = evidence + group_evidence
             groups = evidence.argmax(axis=1)
             current, values = stamps_at_planes(tables, groups)
-        fitted = _render_scan(values, patches, brightness, background)
+        fitted = _render_scan(values, patches, brightness, background, steps)
         if it % 2 == 0:
             brightness, background = _update_brightness(
-                data, seen, fitted, patches, values, brightness, background
+                data, seen, fitted, patches, values, brightness, background, steps
             )
         else:
             psf = _update_psf(
-                seen_on_radii, fitted, patches, grid, defocus, current, brightness, psf, blur, cfg.psf_step
-            )
+                seen_on_radii, fitted, patches, grid, defocus, current, brightness, psf, blur, cfg.psf_step,
+                steps,
+            )  # fmt: skip
             tables = blur.apply(psf)
             current, values = stamps_at_planes(tables, groups)
-    fitted = _render_scan(values, patches, brightness, background)
+    fitted = _render_scan(values, patches, brightness, background, steps)
     final = current if n_groups > 1 else StampModel(model.defocus_um, model.radius_step_px, current.table[0])
     signal = ((data - background[:, None, None]) ** 2).sum().clamp(min=1e-12)
     left = data - fitted
@@ -198,33 +210,31 @@ def _initial_brightness(seen, background, patches, defocus, model: StampModel) -
     return ((light * values).sum(dim=(1, 2)) / (values**2).sum(dim=(1, 2)).clamp(min=1e-12)).clamp(min=1.0)
 
 
-def _render_scan(values, patches, brightness, background) -> torch.Tensor:
-    """The fitted scan: each plane's background plus every neuron's stamp scaled by its brightness."""
-    return torch.stack(
-        [background[k] + patches.render(brightness[:, None, None] * v) for k, v in enumerate(values)]
-    )
+def _render_scan(values, patches, brightness, background, steps) -> torch.Tensor:
+    """The fitted scan (K, H, W): each plane's background plus every neuron's stamp (``values`` (K, N, P, P))
+    scaled by its brightness; ``steps``: the plane slices worked on at once."""
+    b = brightness[:, None, None]
+    return torch.cat([background[s, None, None] + patches.render(b * values[s]) for s in steps])
 
 
-def _update_brightness(data, seen, fitted, patches, values, brightness, background):
+def _update_brightness(data, seen, fitted, patches, values, brightness, background, steps):
     """One multiplicative step of every neuron's brightness and every plane's background."""
-    num = torch.zeros_like(brightness)
-    den = torch.zeros_like(brightness)
-    for k, value in enumerate(values):
-        num += (value * seen[k]).sum(dim=(1, 2))
-        den += (value * patches.gather(fitted[k])).sum(dim=(1, 2))
+    num = sum((values[s] * seen[s]).sum(dim=(0, 2, 3)) for s in steps)
+    den = sum((values[s] * patches.gather(fitted[s])).sum(dim=(0, 2, 3)) for s in steps)
     scale = data.sum(dim=(1, 2)) / fitted.sum(dim=(1, 2)).clamp(min=1e-12)
     return brightness * num / den.clamp(min=1e-12), background * scale
 
 
 def _own_light(seen, background, patches, light) -> torch.Tensor:
-    """(N, P, P) each neuron's own light in one scan plane (``seen``: gathered on the patches), in the frame:
-    the plane less its background and the other neurons' modelled light (``light``: every neuron's modelled
-    light on its patch)."""
-    return (seen - background - patches.gather(patches.render(light)) + light) * patches.inside
+    """(K, N, P, P) each neuron's own light in every scan plane (``seen``: gathered on the patches), in the
+    frame: the planes less their (K,) backgrounds and the other neurons' modelled light (``light``: every
+    neuron's modelled light on its patch)."""
+    others = patches.gather(patches.render(light)) - light
+    return (seen - background[:, None, None, None] - others) * patches.inside
 
 
 def _group_evidence(
-    seen, background, patches, grid: RadialGrid, defocus, model: StampModel, brightness, values
+    seen, background, patches, grid: RadialGrid, defocus, model: StampModel, brightness, values, steps
 ) -> np.ndarray:
     """(N, G) share of each neuron's own light over the scan (its data less the background and its
     neighbours' modelled light) that each group's table explains, at its best-fitting brightness.
@@ -240,21 +250,20 @@ def _group_evidence(
     w0, w1 = (1 - fv) * inside, fv * inside  # each pixel's weights on radii j0 and j0 + 1
     # a profile's power on the patch: profile' Q profile, Q tridiagonal from the pixels' weights
     diagonal = torch.zeros(n, n_r, dtype=torch.float64, device=device)
-    diagonal.scatter_add_(1, j0, (w0 * w0).double()).scatter_add_(1, j0 + 1, (w1 * w1).double())
+    diagonal.scatter_add_(1, j0, (w0 * w0).double()).scatter_add_(1, grid.upper, (w1 * w1).double())
     off = torch.zeros_like(diagonal).scatter_add_(1, j0, (w0 * w1).double())
     d0, dd = float(model.defocus_um[0]), float(model.defocus_um[1] - model.defocus_um[0])
     cross = torch.zeros(len(table), n, dtype=torch.float64, device=device)
     power = torch.zeros_like(cross)
     energy = torch.zeros(n, dtype=torch.float64, device=device)
-    for k, value in enumerate(values):
-        own = _own_light(seen[k], background[k], patches, brightness[:, None, None] * value)
-        energy += (own * own).sum(dim=(1, 2)).double()
-        i0, fu = grid_cells(defocus[k], d0, dd, n_d)
-        fu = fu[None, :, None]
-        profile = (table[:, i0] * (1 - fu) + table[:, i0 + 1] * fu).double()  # (G, N, R)
-        cross += (profile * grid.project(own.double())[None]).sum(dim=-1)
-        neighbours = (profile[..., :-1] * profile[..., 1:] * off[:, :-1]).sum(dim=-1)
-        power += (profile**2 * diagonal).sum(dim=-1) + 2 * neighbours
+    for s in steps:
+        own = _own_light(seen[s], background[s], patches, brightness[:, None, None] * values[s])
+        energy += (own * own).sum(dim=(0, 2, 3)).double()
+        i0, fu = grid_cells(defocus[s], d0, dd, n_d)  # (k, N)
+        profile = torch.lerp(table[:, i0], table[:, i0 + 1], fu[..., None]).double()  # (G, k, N, R)
+        cross += (profile * grid.project(own.double())).sum(dim=(1, 3))
+        neighbours = (profile[..., :-1] * profile[..., 1:] * off[:, :-1]).sum(dim=(1, 3))
+        power += (profile**2 * diagonal).sum(dim=(1, 3)) + 2 * neighbours
     explained = cross.clamp(min=0) ** 2 / power.clamp(min=1e-30)  # squared error removed at the best scale
     return (explained / energy.clamp(min=1e-30)).T.cpu().numpy()
 
@@ -281,18 +290,21 @@ def _unit_flux(table: torch.Tensor, radius_step_px: float) -> torch.Tensor:
 
 
 def _update_psf(
-    seen_on_radii, fitted, patches, grid, defocus, model: StampModel, brightness, psf, blur: BallBlur, step
-):
+    seen_on_radii, fitted, patches, grid, defocus, model: StampModel, brightness, psf, blur: BallBlur, step,
+    steps,
+):  # fmt: skip
     """One multiplicative step of every PSF table cell: the observed over the fitted light of every ball table
     cell, weighted by interpolation and carried back to the PSF cells through the balls' map, raised to the
     power ``step``."""
-    observed, modelled = _table_sums(seen_on_radii, fitted, patches, grid, defocus, model, brightness)
+    observed, modelled = _table_sums(seen_on_radii, fitted, patches, grid, defocus, model, brightness, steps)
     num, den = blur.adjoint(observed), blur.adjoint(modelled)
     ratio = torch.where(den > 0, num / den.clamp(min=1e-30), torch.ones_like(num))
     return _unit_flux(psf * ratio**step, model.radius_step_px)
 
 
-def _table_sums(seen_on_radii, fitted, patches, grid: RadialGrid, defocus, model: StampModel, brightness):
+def _table_sums(
+    seen_on_radii, fitted, patches, grid: RadialGrid, defocus, model: StampModel, brightness, steps
+):
     """(G, D, R) observed and fitted light at every table cell, each pixel weighted by its interpolation
     weights on the cells its neuron's stamp reads and by the neuron's brightness.
 
@@ -308,13 +320,12 @@ def _table_sums(seen_on_radii, fitted, patches, grid: RadialGrid, defocus, model
         else torch.zeros(len(brightness), dtype=torch.long, device=device)
     )
     d0, dd = float(model.defocus_um[0]), float(model.defocus_um[1] - model.defocus_um[0])
+    i0, fu = grid_cells(defocus, d0, dd, n_d)  # (K, N)
+    rows = torch.cat([group * n_d + i0, group * n_d + i0 + 1], 1).flatten()  # every plane's (2N,) rows
+    weights = torch.cat([(1 - fu) * brightness, fu * brightness], 1)[..., None]  # (K, 2N, 1)
+    modelled = torch.cat([grid.project(patches.gather(fitted[s])) for s in steps])  # (K, N, R)
     num = torch.zeros(n_tables * n_d, n_r, dtype=torch.float32, device=device)
     den = torch.zeros_like(num)
-    for k in range(seen_on_radii.shape[0]):
-        i0, fu = grid_cells(defocus[k], d0, dd, n_d)
-        rows = torch.cat([group * n_d + i0, group * n_d + i0 + 1])
-        weights = torch.cat([(1 - fu) * brightness, fu * brightness])[:, None]
-        modelled = grid.project(patches.gather(fitted[k]))
-        num.index_add_(0, rows, weights * seen_on_radii[k].repeat(2, 1))
-        den.index_add_(0, rows, weights * modelled.repeat(2, 1))
+    num.index_add_(0, rows, (weights * seen_on_radii.repeat(1, 2, 1)).reshape(-1, n_r))
+    den.index_add_(0, rows, (weights * modelled.repeat(1, 2, 1)).reshape(-1, n_r))
     return num.reshape(table.shape), den.reshape(table.shape)

@@ -26,16 +26,21 @@ class Patches:
     shape: tuple[int, int]
     slot: torch.Tensor  # (N * P * P,) int64, H * W outside the frame
 
-    def gather(self, frame: torch.Tensor) -> torch.Tensor:
-        """Frame values at every patch pixel (0 outside the frame): (N, P, P)."""
-        padded = torch.cat([frame.reshape(-1), frame.new_zeros(1)])
-        return padded.index_select(0, self.slot).reshape(self.index.shape)
+    def gather(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frame values at every patch pixel (0 outside the frame): (..., H, W) -> (..., N, P, P); leading
+        dimensions (e.g. a scan's planes) are gathered at once."""
+        lead = frames.shape[:-2]
+        flat = frames.reshape(-1, self.shape[0] * self.shape[1])
+        padded = torch.cat([flat, flat.new_zeros(len(flat), 1)], 1)
+        return padded.index_select(1, self.slot).reshape(*lead, *self.index.shape)
 
     def render(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum (N, P, P) patch values into a zero (H, W) frame (pixels outside the frame are dropped)."""
-        out = torch.zeros(self.shape[0] * self.shape[1] + 1, dtype=values.dtype, device=values.device)
-        out.index_add_(0, self.slot, values.reshape(-1))
-        return out[:-1].reshape(self.shape)
+        """Sum (..., N, P, P) patch values into zero (..., H, W) frames (pixels outside them are dropped)."""
+        lead = values.shape[:-3]
+        flat = values.reshape(-1, self.slot.numel())
+        out = flat.new_zeros(len(flat), self.shape[0] * self.shape[1] + 1)
+        out.index_add_(1, self.slot, flat)
+        return out[:, :-1].reshape(*lead, *self.shape)
 
 
 def cut_patches(centres_px: torch.Tensor, half: int, shape: tuple[int, int]) -> Patches:

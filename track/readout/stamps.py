@@ -41,6 +41,7 @@ class RadialGrid:
 
     radius: torch.Tensor  # (N, P * P) px from the patch's centre
     lower: torch.Tensor  # (N, P * P) long, at most R - 2
+    upper: torch.Tensor  # lower + 1 (kept: index arithmetic on a whole scan's planes would copy it each time)
     fraction: torch.Tensor  # (N, P * P)
     shape: tuple[int, ...]  # (N, P, P)
     n_radii: int
@@ -50,16 +51,25 @@ class RadialGrid:
         """The grid of ``n_radii`` columns ``radius_step_px`` apart, at ``patches``' pixels."""
         r = torch.hypot(patches.dy, patches.dx).flatten(1)
         lower, fraction = grid_cells(r, 0.0, radius_step_px, n_radii)
-        return cls(r, lower, fraction, tuple(patches.dy.shape), n_radii)
+        return cls(r, lower, lower + 1, fraction, tuple(patches.dy.shape), n_radii)
+
+    def read(self, profiles: torch.Tensor) -> torch.Tensor:
+        """(..., N, R) radial profiles read at every patch pixel: (..., N, P, P)."""
+        lead = profiles.shape[:-2]
+        lower, upper = (index.expand(*lead, *index.shape) for index in (self.lower, self.upper))
+        below, above = profiles.gather(-1, lower), profiles.gather(-1, upper)
+        return torch.lerp(below, above, self.fraction.to(profiles.dtype)).reshape(*lead, *self.shape)
 
     def project(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(N, R) (N, P, P) pixels summed onto the radius columns, each shared between its two columns by its
-        interpolation weights (the transpose of reading a profile at the pixels), in ``pixels``' dtype.
-        Pixels outside the frame must be 0 (as ``Patches.gather`` leaves them)."""
-        flat = pixels.reshape(self.lower.shape)
-        upper = flat * self.fraction.to(pixels.dtype)
-        out = torch.zeros(len(flat), self.n_radii, dtype=pixels.dtype, device=pixels.device)
-        return out.scatter_add_(1, self.lower, flat - upper).scatter_add_(1, self.lower + 1, upper)
+        """(..., N, R) (..., N, P, P) pixels summed onto the radius columns, each shared between its two
+        columns by its interpolation weights (the transpose of ``read``), in ``pixels``' dtype. Pixels
+        outside the frame must be 0 (as ``Patches.gather`` leaves them)."""
+        lead = pixels.shape[:-3]
+        flat = pixels.reshape(*lead, *self.lower.shape)
+        lower, upper = (index.expand(*lead, *index.shape) for index in (self.lower, self.upper))
+        above = flat * self.fraction.to(pixels.dtype)
+        out = torch.zeros(*lead, len(self.lower), self.n_radii, dtype=pixels.dtype, device=pixels.device)
+        return out.scatter_add_(-1, lower, flat - above).scatter_add_(-1, upper, above)
 
 
 @dataclass(frozen=True)
@@ -174,29 +184,40 @@ class StampModel:
         radius: two small gathers per output instead of four from the whole table. ``grid``: the patches'
         pixels on this table's radius grid, when the caller reads the same patches many times.
         """
-        table, group = self._tensors(patches.dy.device)
-        n_d, n_r = table.shape[-2:]
-        d0, dd = float(self.defocus_um[0]), float(self.defocus_um[1] - self.defocus_um[0])
-        i0, fu = grid_cells(defocus_um.float(), d0, dd, n_d)
-        pair = i0[:, None] + torch.arange(2, device=i0.device)  # (N, 2) the defocus rows either side
-        rows = table[group[:, None], pair] if group is not None else table[pair]  # (N, 2, R)
+        rows, fu = self._rows_either_side(defocus_um)  # (N, 2, R)
         profile = torch.lerp(rows[:, 0], rows[:, 1], fu[:, None])  # (N, R)
-        grid = grid or RadialGrid.of(patches, self.radius_step_px, n_r)
+        grid = grid or RadialGrid.of(patches, self.radius_step_px, self.table.shape[-1])
         shape = patches.dy.shape
         n = shape[0]
         if not derivatives:
-            p0, p1 = profile.gather(1, grid.lower), profile.gather(1, grid.lower + 1)
-            return StampValues(torch.lerp(p0, p1, grid.fraction).reshape(n, 1, *shape[1:]))
+            return StampValues(grid.read(profile)[:, None])
         # the profile and its slope in defocus read at once: (N, 2, R) at each pixel's two radius columns
+        dd = float(self.defocus_um[1] - self.defocus_um[0])
         both = torch.stack([profile, (rows[:, 1] - rows[:, 0]) / dd], 1)
         columns = grid.lower[:, None].expand(-1, 2, -1)
         lower, upper = both.gather(2, columns), both.gather(2, columns + 1)  # (N, 2, P * P)
         read = torch.lerp(lower, upper, grid.fraction[:, None])  # value, d/d defocus
         # dy = pixel - centre, so moving the centre by +1 row changes r by -dy / r
-        d_r = (upper[:, :1] - lower[:, :1]) * (-1.0 / self.radius_step_px) / grid.radius.clamp(min=1e-3)[:, None]
+        slope = (upper[:, :1] - lower[:, :1]) * (-1.0 / self.radius_step_px)
+        d_r = slope / grid.radius.clamp(min=1e-3)[:, None]
         offsets = torch.stack([patches.dy, patches.dx], 1).reshape(n, 2, -1)
         stacked = torch.cat([read[:, :1], d_r * offsets, read[:, 1:]], 1)
         return StampValues(stacked.reshape(n, 4, *shape[1:]))
+
+    def profiles(self, defocus_um: torch.Tensor) -> torch.Tensor:
+        """(..., N, R) each neuron's radial profile at its (..., N) defocus (e.g. at each plane of a scan)."""
+        rows, fu = self._rows_either_side(defocus_um)
+        return torch.lerp(rows[..., 0, :], rows[..., 1, :], fu[..., None])
+
+    def _rows_either_side(self, defocus_um: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The table rows either side of each (..., N) defocus, (..., N, 2, R), and the fraction of the way
+        to the second."""
+        table, group = self._tensors(defocus_um.device)
+        n_d = table.shape[-2]
+        d0, dd = float(self.defocus_um[0]), float(self.defocus_um[1] - self.defocus_um[0])
+        i0, fu = grid_cells(defocus_um.float(), d0, dd, n_d)
+        pair = i0[..., None] + torch.arange(2, device=i0.device)  # the defocus rows either side
+        return (table[group[:, None], pair] if group is not None else table[pair]), fu
 
 
 def nominal_stamps(
