@@ -146,34 +146,47 @@ def fit_shapes(
     values = torch.zeros(n, planes_per, 2 * cfg.half_px + 1, 2 * cfg.half_px + 1, device=device)
     depth = torch.as_tensor(positions_um[:, 0], dtype=torch.float32, device=device)
     used = np.flatnonzero((np.abs(positions_um[:, 0][None] - z[:, None]) <= (m + 0.5) * dz).any(axis=1))
-    light, residual0, radial_window, seen, j_of = {}, {}, {}, {}, {}
-    for k in used.tolist():
+    # every (plane, neuron) pair the corrections are fitted on: plane u of ``used`` sees neuron n at its
+    # correction's plane j. All pairs are worked on at once: a kernel per step, not one per plane (a GPU's
+    # time went on launching those)
+    hw = shape[0] * shape[1]
+    light = torch.zeros(len(used), hw + 1, device=device)  # each plane's modelled light; a zero slot last
+    residual0 = torch.zeros_like(light)
+    empty = np.zeros(0, np.int64)
+    plane_of, neuron_of, j_of = [empty], [empty], [empty]
+    radial = [torch.zeros(0, *values.shape[-2:], device=device)]
+    for u, k in enumerate(used.tolist()):
         defocus = depth - float(z[k])
-        light[k] = full.render(b[:, None, None] * stamps.evaluate(full, defocus).value)
-        rest = stack[k].float() - light[k]
-        residual0[k] = rest - rest.median()  # the plane's background: most pixels see no neuron's core
+        light[u, :hw] = full.render(b[:, None, None] * stamps.evaluate(full, defocus).value).flatten()
+        rest = stack[k].float().flatten() - light[u, :hw]
+        residual0[u, :hw] = rest - rest.median()  # the plane's background: most pixels see no neuron's core
         j = m - (k - nearest)
         idx = np.flatnonzero((j >= 0) & (j < planes_per))
-        seen[k] = torch.as_tensor(idx, device=device)
-        j_of[k] = torch.as_tensor(j[idx], device=device)
-        radial_window[k] = stamps.evaluate(window, defocus).value[seen[k]]
+        plane_of.append(np.full(len(idx), u))
+        neuron_of.append(idx)
+        j_of.append(j[idx])
+        radial.append(stamps.evaluate(window, defocus).value[torch.as_tensor(idx, device=device)])
+    plane = torch.as_tensor(np.concatenate(plane_of), device=device)
+    neuron = torch.as_tensor(np.concatenate(neuron_of), device=device)
+    j = torch.as_tensor(np.concatenate(j_of), device=device)
+    radial_window = torch.cat(radial)  # (pairs, P, P)
+    # each pair's window pixels in the planes' flat (U, H * W + 1) frames (outside: that plane's zero slot)
+    pixels = (window.slot.reshape(n, -1)[neuron] + plane[:, None] * (hw + 1)).flatten()
+    bp = b[neuron, None, None]
     for _ in range(cfg.iterations):
+        corr = values[neuron, j]  # (pairs, P, P)
+        corrected = torch.zeros_like(light).flatten().index_add_(0, pixels, (bp * corr).flatten())
+        corrected = corrected.reshape(light.shape)
+        corrected[:, -1] = 0  # the zero slots stay 0
+        residual = (residual0 - corrected).flatten()[pixels].reshape(corr.shape)
+        total = (light + corrected).flatten()[pixels].reshape(corr.shape)  # all neurons' light
+        total = total.clamp(min=1e-6)
+        stamp = radial_window + corr
+        share = (bp * stamp / total).clamp(0, 1)
+        delta = share * residual / bp
+        along = (delta * stamp).sum(dim=(1, 2)) / (stamp * stamp).sum(dim=(1, 2)).clamp(min=1e-12)
         update = torch.zeros_like(values)
-        for k in used.tolist():
-            idx, j = seen[k], j_of[k]
-            if len(idx) == 0:
-                continue
-            corr = values[idx, j]
-            extra = torch.zeros_like(window.dy)
-            extra[idx] = b[idx, None, None] * corr
-            corrected = window.render(extra)
-            residual = window.gather(residual0[k] - corrected)[idx]
-            total = window.gather(light[k] + corrected)[idx].clamp(min=1e-6)  # all neurons' light
-            stamp = radial_window[k] + corr
-            share = (b[idx, None, None] * stamp / total).clamp(0, 1)
-            delta = share * residual / b[idx, None, None]
-            along = (delta * stamp).sum(dim=(1, 2)) / (stamp * stamp).sum(dim=(1, 2)).clamp(min=1e-12)
-            update[idx, j] = delta - along[:, None, None] * stamp  # a brightness change is not a shape
+        update[neuron, j] = delta - along[:, None, None] * stamp  # a brightness change is not a shape
         values = values + _smooth_planes(update)
     return NeuronShapes(
         values=values.cpu().numpy().astype(np.float32), d_start_um=d_start.astype(np.float64), d_step_um=dz,
