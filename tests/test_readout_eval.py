@@ -54,6 +54,9 @@ def test_bench_activity_writes_frame_rates(tmp_path):
     cpu = data["results"]["cpu"]
     assert cpu["frames_per_s_median"] > 0 and cpu["neurons_in_reference"] > 0
     assert data["frame_shape"] == [64, 64] and data["frames_timed"] == 3
+    # a frame makes a few hundred torch calls, few of them waiting for the device; a calibration thousands
+    assert 50 < cpu["torch_calls_per_frame"] < 2000 and 0 < cpu["torch_waits_per_frame"] < 10
+    assert cpu["torch_calls_per_calibration"] > 10 * cpu["torch_calls_per_frame"]
 
 
 def test_a_neuron_that_leaves_the_field_is_scored_over_the_times_it_is_in_it():

@@ -12,6 +12,7 @@ import torch
 from acquire.sim import WormSimulator
 from deepz.lab.activity_eval import _optics
 from deepz.lab.scaffold import machine, sim_config
+from deepz.lab.torch_calls import count_torch_calls
 from track.readout import LiveReadout
 
 __all__ = ["run_activity_bench", "trace_agreement"]
@@ -29,7 +30,8 @@ def _simulator(size: int, neurons: int, seed: int) -> WormSimulator:
 def run_activity_bench(
     *, size: int = 512, neurons: int = 200, frames: int = 100, devices: list[str] | None = None, seed: int = 0
 ) -> dict[str, object]:
-    """Calibrate once per device, then time ``update`` over ``frames`` pre-rendered frames."""
+    """Calibrate once per device, then time ``update`` over ``frames`` pre-rendered frames; then count the
+    torch calls of a calibration and of the frames again (untimed: the profiler slows them)."""
     if size < 32 or neurons < 1 or frames < 2:
         raise ValueError("size must be >= 32, neurons >= 1 and frames >= 2.")
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -60,6 +62,13 @@ def run_activity_bench(
             times.append(time.perf_counter() - t0)
             brightness.append(state.brightness[: len(reference)])  # neurons added since (entering) come last
         readouts[device] = (reference.ids, np.stack(brightness))
+        t_end = t_start + len(stream) / 100
+        frame_calls = count_torch_calls(
+            lambda: [readout.update(f, t_end + k / 100) for k, f in enumerate(stream[1:])]
+        )  # fmt: skip
+        calibration_calls = count_torch_calls(
+            lambda: LiveReadout(device=device).calibrate(stack, z, sim.pixel_size_um, _optics(sim))
+        )  # fmt: skip
         results[device] = {
             "frames_per_s_median": 1.0 / float(np.median(times)),
             "frames_per_s_mean": len(times) / float(np.sum(times)),
@@ -67,6 +76,9 @@ def run_activity_bench(
             "calibration_s": calibration_s,
             "neurons_in_reference": len(reference),
             "keeps_up_with_100_hz": bool(np.median(times) <= 0.01),
+            "torch_calls_per_frame": frame_calls.calls / len(times),
+            "torch_waits_per_frame": frame_calls.waits / len(times),
+            "torch_calls_per_calibration": calibration_calls.calls,
         }
     return {
         "benchmark": "activity",
