@@ -374,6 +374,22 @@ def test_the_fitted_defocus_table_keeps_every_neurons_light_at_every_defocus():
     np.testing.assert_allclose(fit.brightness, brightness, rtol=0.06)
 
 
+def test_the_fit_is_the_same_whatever_number_of_scan_planes_it_works_on_at_once():
+    """A GPU fits every plane at once, a CPU a few at a time: the same sums in another order. 37 planes in
+    steps of 1, 4 (the last step holds 1) and all 37 give one fit."""
+    from track.readout.calibrate import fit_stamps
+
+    truth = nominal_stamps(Optics(nucleus_diameter_um=3.0), PX, 10.0)
+    z = np.arange(-9.0, 9.25, 0.5)
+    scan, positions, _ = _radial_scan(truth, np.random.default_rng(7).uniform(-3, 3, 10), z, seed=7)
+    fits = [fit_stamps(scan, z, positions, PX, Optics(), StampFitConfig(planes_per_step=k)) for k in (1, 4, 37)]
+    for fit in fits[1:]:
+        np.testing.assert_allclose(fit.stamps.table, fits[0].stamps.table, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(fit.brightness, fits[0].brightness, rtol=1e-4)
+        np.testing.assert_array_equal(fit.stamps.groups, fits[0].stamps.groups)
+        assert fit.relative_residual == pytest.approx(fits[0].relative_residual, rel=1e-4)
+
+
 def test_a_specimen_deeper_than_the_tables_range_is_still_calibrated():
     """Neurons 20 um apart in depth leave no scan plane that sees them all within the table's 10 um: the fit
     works on the planes that see all but the deepest and shallowest (held to all of them, it refuses)."""

@@ -27,11 +27,9 @@ from track.readout.stamps import Optics, RadialGrid, StampModel, grid_cells, nom
 __all__ = ["StampFitConfig", "StampFit", "fit_stamps"]
 
 PLANES_PER_STEP_CPU = 4
-"""Scan planes each step of the fit works on at once on a CPU. A GPU takes all at once: one kernel launch per
-step, not one per plane (a GPU's fit went on launching them). A CPU is faster on a few planes at a time, whose
-temporaries stay in its caches. Seed 11's first scan (256x256, 135 neurons, 45 planes, one thread), twice
-each: 1 plane a step 9.7 / 9.5 s, 4 planes 8.8 / 11.1 s, 8 planes 9.8 / 12.7 s, all 45 at once 14.0 / 15.3
-s."""
+"""Scan planes the fit works on at once on a CPU by default. Seed 11's first scan (256x256, 135 neurons, 45
+planes, one thread), twice each: 1 plane a step 9.7 / 9.5 s, 4 planes 8.8 / 11.1 s, 8 planes 9.8 / 12.7 s,
+all 45 at once 14.0 / 15.3 s."""
 
 
 @dataclass(frozen=True)
@@ -69,16 +67,27 @@ class StampFitConfig:
     # -> 10% off the simulator's; 60 s, seeds 11 / 13 / 17 / 23: median r 0.931 / 0.956 / 0.913 / 0.939 ->
     # 0.934 / 0.959 / 0.917 / 0.944, r >= 0.9 for 0.59 / 0.72 / 0.57 / 0.63 -> 0.62 / 0.72 / 0.59 / 0.66
     psf_step: float = 4.0
+    # scan planes each step of the fit works on at once; 0: all on a GPU (one kernel launch per step, not one
+    # per plane: a GPU's fit went on launching them), PLANES_PER_STEP_CPU on a CPU, whose caches favour a few
+    planes_per_step: int = 0
 
     def __post_init__(self) -> None:
-        if self.size_groups < 1 or self.iterations < 1 or self.group_iterations < 0:
-            raise ValueError("size_groups and iterations must be >= 1 and group_iterations >= 0.")
+        if min(self.size_groups, self.iterations) < 1 or min(self.group_iterations, self.planes_per_step) < 0:
+            raise ValueError(
+                "size_groups and iterations must be >= 1, group_iterations and planes_per_step >= 0."
+            )
         if not 0 <= self.out_of_range_share < 0.5:
             raise ValueError(f"out_of_range_share must be in [0, 0.5), got {self.out_of_range_share}.")
         if self.start_blur_scale <= 0 or self.psf_step <= 0:
             raise ValueError(f"start_blur_scale and psf_step must be positive, got {self}.")
         if not 0 < self.size_range[0] <= 1 <= self.size_range[1]:
             raise ValueError(f"size_range {self.size_range} must hold 1 (the nominal diameter) and be > 0.")
+
+    def planes_at_once(self, n_planes: int, device: torch.device) -> int:
+        """Scan planes each step of the fit works on at once on ``device``."""
+        if self.planes_per_step > 0:
+            return min(self.planes_per_step, n_planes)
+        return n_planes if device.type != "cpu" else PLANES_PER_STEP_CPU
 
     def diameters_um(self, nominal_um: float) -> np.ndarray:
         """The nucleus diameters the fit chooses from."""
@@ -145,7 +154,7 @@ def fit_stamps(
     grid = RadialGrid.of(patches, model.radius_step_px, model.table.shape[-1])
     seen = patches.gather(data)  # (K, N, P, P): the patches never move
     seen_on_radii = grid.project(seen)  # (K, N, R)
-    per_step = len(planes) if device.type != "cpu" else PLANES_PER_STEP_CPU
+    per_step = cfg.planes_at_once(len(planes), device)
     steps = [slice(k, k + per_step) for k in range(0, len(planes), per_step)]
     defocus = torch.as_tensor(
         positions_um[None, :, 0] - z[planes, None],
