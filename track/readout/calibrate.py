@@ -26,10 +26,11 @@ from track.readout.stamps import Optics, RadialGrid, StampModel, grid_cells, nom
 
 __all__ = ["StampFitConfig", "StampFit", "fit_stamps"]
 
-PLANES_PER_STEP_CPU = 4
-"""Scan planes the fit works on at once on a CPU by default. Seed 11's first scan (256x256, 135 neurons, 45
-planes, one thread), twice each: 1 plane a step 9.7 / 9.5 s, 4 planes 8.8 / 11.1 s, 8 planes 9.8 / 12.7 s,
-all 45 at once 14.0 / 15.3 s."""
+PLANES_PER_STEP_CPU = 1
+"""Scan planes the fit works on at once on a CPU by default: one, whose temporaries stay in the caches. One
+thread, run alternately on this (noisy) 2-core machine: seed 11's first scan (256x256, 135 neurons, 45 planes)
+1 plane a step 9.7 / 9.5 s, 4 planes 8.8 / 11.1 s, 8 planes 9.8 / 12.7 s, all at once 14.0 / 15.3 s; the
+bench's worm (512x512, 200 neurons) 1 plane 15.1 / 16.2 s, 2 planes 19.9 / 18.7 s, 4 planes 16.6 / 26.4 s."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class StampFitConfig:
     # 0.934 / 0.959 / 0.917 / 0.944, r >= 0.9 for 0.59 / 0.72 / 0.57 / 0.63 -> 0.62 / 0.72 / 0.59 / 0.66
     psf_step: float = 4.0
     # scan planes each step of the fit works on at once; 0: all on a GPU (one kernel launch per step, not one
-    # per plane: a GPU's fit went on launching them), PLANES_PER_STEP_CPU on a CPU, whose caches favour a few
+    # per plane: a GPU's fit went on launching them), PLANES_PER_STEP_CPU on a CPU (its caches favour one)
     planes_per_step: int = 0
 
     def __post_init__(self) -> None:
