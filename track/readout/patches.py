@@ -50,11 +50,9 @@ def cut_patches(centres_px: torch.Tensor, half: int, shape: tuple[int, int]) -> 
     h, w = shape
     grid = torch.arange(-half, half + 1, device=centres_px.device)
     lines = torch.round(centres_px).long()[:, :, None] + grid  # (N, 2, P) the patch's rows and columns
-    limits = torch.tensor([h, w], device=centres_px.device)[None, :, None]
-    within = (lines >= 0) & (lines < limits)
-    inside = within[:, 0, :, None] & within[:, 1, None, :]
-    clamped = torch.minimum(lines.clamp(min=0), limits - 1)
-    index = clamped[:, 0, :, None] * w + clamped[:, 1, None, :]
+    rows, cols = lines[:, 0], lines[:, 1]
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    index = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]
     offsets = lines.to(torch.float32) - centres_px.float()[:, :, None]  # (N, 2, P) pixel minus centre
     p = len(grid)
     dy = offsets[:, 0, :, None].expand(-1, -1, p).contiguous()
