@@ -194,8 +194,9 @@ class StampModel:
         # the profile and its slope in defocus read at once: (N, 2, R) at each pixel's two radius columns
         dd = float(self.defocus_um[1] - self.defocus_um[0])
         both = torch.stack([profile, (rows[:, 1] - rows[:, 0]) / dd], 1)
-        columns = grid.lower[:, None].expand(-1, 2, -1)
-        lower, upper = both.gather(2, columns), both.gather(2, columns + 1)  # (N, 2, P * P)
+        # (N, 2, P * P) at each pixel's lower and upper radius column
+        at = [column[:, None].expand(-1, 2, -1) for column in (grid.lower, grid.upper)]
+        lower, upper = both.gather(2, at[0]), both.gather(2, at[1])
         read = torch.lerp(lower, upper, grid.fraction[:, None])  # value, d/d defocus
         # dy = pixel - centre, so moving the centre by +1 row changes r by -dy / r
         slope = (upper[:, :1] - lower[:, :1]) * (-1.0 / self.radius_step_px)
