@@ -375,7 +375,7 @@ def test_the_fitted_defocus_table_keeps_every_neurons_light_at_every_defocus():
 
 
 def test_the_fit_is_the_same_whatever_number_of_scan_planes_it_works_on_at_once():
-    """A GPU fits every plane at once, a CPU a few at a time: the same sums in another order. 37 planes in
+    """A GPU fits every plane at once, a CPU one at a time: the same sums in another order. 37 planes in
     steps of 1, 4 (the last step holds 1) and all 37 give one fit."""
     from track.readout.calibrate import fit_stamps
 

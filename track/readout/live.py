@@ -596,6 +596,7 @@ class LiveReadout:
                 f"Frame shape {tuple(tensor.shape)} differs from the calibration scan's "
                 f"{self.reference.frame_shape}."
             )
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.sum())):  # checked where it is now
+        # checked before the copy to the device: a host frame is checked without waiting for the device
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.sum())):
             raise ValueError("The frame contains NaN or infinite values.")
         return tensor.to(self.device).float()

@@ -79,7 +79,7 @@ class ShapeReader:
         self._frac = torch.as_tensor(shapes.frac_px, dtype=torch.float32, device=device)
         self._rows = torch.arange(len(shapes.values), device=device)
         self._pair = torch.arange(2, device=device)
-        self._offsets = torch.arange(shapes.values.shape[-1] + 1, device=device)
+        self._offsets = torch.arange(shapes.values.shape[-1] + 1, device=device)  # P + 1 rows or columns read
         self._signs = torch.tensor([1.0, -1.0, -1.0, 1.0], device=device)[None, :, None, None]
 
     def add_to(self, stamps: StampValues, patches: Patches, defocus_um: torch.Tensor) -> StampValues:
@@ -100,8 +100,8 @@ class ShapeReader:
         base = shift.floor()
         f = (shift - base)[:, :, None, None, None]
         start = base.long() + 1  # + 1: the zero border
-        r_idx = (start[:, 0, None] + self._offsets[: p + 1]).clamp(0, p + 1)  # (N, P + 1)
-        c_idx = (start[:, 1, None] + self._offsets[: p + 1]).clamp(0, p + 1)
+        r_idx = (start[:, 0, None] + self._offsets).clamp(0, p + 1)  # (N, P + 1)
+        c_idx = (start[:, 1, None] + self._offsets).clamp(0, p + 1)
         block = planes[self._rows[:, None, None], :, r_idx[:, :, None], c_idx[:, None, :]]  # (N, P+1, P+1, 4)
         top = torch.lerp(block[:, :-1, :-1], block[:, :-1, 1:], f[:, 1])
         bottom = torch.lerp(block[:, 1:, :-1], block[:, 1:, 1:], f[:, 1])
