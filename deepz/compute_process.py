@@ -34,6 +34,7 @@ import numpy as np
 from deepz.frame_ring import Closed as RingClosed
 from deepz.frame_ring import FrameRing, RingSpec, Taken
 from deepz.logs import configure_logging
+from deepz.process_errors import portable
 from deepz.protocols import HandsOverDevice
 from deepz.stages import Closed, Mailbox
 
@@ -242,7 +243,7 @@ def _main(spec: ComputeSpec, frames_spec: RingSpec, volume_lock: Any, build: Cal
             os.nice(10)
         probe = engine.run(np.zeros((1, *spec.frame_shape), np.uint16))[0]  # warms up, and gives the shape
     except BaseException as exc:
-        results.put(Result("error", -1, {"stage": "startup", "exception": _portable(exc),
+        results.put(Result("error", -1, {"stage": "startup", "exception": portable(exc, ComputeError),
                                          "traceback": traceback.format_exc()}))
         return
     results.put(Result("ready", -1, {"engine": engine.name, "device": str(engine.device),
@@ -276,17 +277,6 @@ def _exit_if_orphaned() -> None:
     parent = mp.parent_process()
     if parent is not None and not parent.is_alive():
         _exit_now()
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """The exception itself when it survives pickling, else a ComputeError with its text."""
-    import pickle
-
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        return ComputeError(f"{type(exc).__name__}: {exc}")
 
 
 def _join(thread: threading.Thread, beat: Callable[[], None]) -> None:
@@ -382,7 +372,8 @@ class _Worker:
                 loop()
             except BaseException as exc:
                 self._failed = True
-                self.results.put(Result("error", -1, {"stage": stage, "exception": _portable(exc),
+                failure = portable(exc, ComputeError)
+                self.results.put(Result("error", -1, {"stage": stage, "exception": failure,
                                                       "traceback": traceback.format_exc()}))
                 self._stop.set()
                 self.frames.close(lock_timeout_s=0.1)

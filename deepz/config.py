@@ -170,6 +170,10 @@ class CalibrationConfig(_Strict):
     interval_s: float = Field(5.0, ge=0, description="Re-scan every this many seconds; 0 = never")
     drift_um: float | None = Field(None, gt=0, description="Re-scan when the readout's motion exceeds this")
     settle_ms: float = Field(0.0, ge=0, description="Wait after each focus step (ms); > 0 steps the stage in software")
+    worker: Literal["auto", "process", "thread"] = Field(
+        "auto", description="Where live calibrations run beside the readout: a process of their own, a thread "
+        "(they share the readout's interpreter), or auto: a process on a GPU, a thread on a CPU"
+    )
 
     @field_validator("z_range_um")
     @classmethod

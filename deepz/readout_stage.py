@@ -3,12 +3,13 @@ every frame it is handed, and keeps the recent dF/F window that viewers are sent
 
 Scans arrive from the acquisition thread (live: the calibrating camera source) or from a recording (replay)
 tagged with the frame index they precede. From that frame on, the readout calibrates on it: the first scan
-calibrates, later ones re-calibrate (reference IDs carry over). Calibrating takes seconds on a CPU, so live it
-runs in a worker thread on a copy of the readout while the readout goes on reading frames with the reference
-it has (none before the first calibration), and the copy takes over once calibrated; the camera and inference
-never wait, and a stop waits for it only briefly. Replay calibrates in place, so every frame is read with the
-reference it had live. Each scan is then stored with its reference neurons; one the run ended before
-calibrating on is stored without them.
+calibrates, later ones re-calibrate (reference IDs carry over). Calibrating takes seconds, so live a
+``Calibrator`` calibrates a copy of the readout (in a process of its own, deepz.calibration_process, or in a
+thread) while the readout goes on reading frames with the reference it has (none before the first
+calibration), and the copy takes over once calibrated; the camera and inference never wait, and a stop waits
+for it only briefly. Replay calibrates in place, so every frame is read with the reference it had live. Each
+scan is then stored with its reference neurons; one the run ended before calibrating on is stored without
+them.
 """
 
 from __future__ import annotations
@@ -90,6 +91,52 @@ class ReadoutSnapshot:
 
 
 @dataclass(frozen=True)
+class CalibrationJob:
+    """A calibration to make: the scan (Z, H, W) at focus offsets ``z_um``; a first one with the pixel size
+    and optics, a re-calibration with the time between the scan's planes (None: unknown)."""
+
+    stack: np.ndarray
+    z_um: np.ndarray
+    first: bool
+    pixel_size_um: float
+    optics: Any
+    plane_period_s: float | None = None
+
+    def run(self, readout: LiveReadoutLike) -> Reference:
+        """Calibrate ``readout`` in place; returns its reference."""
+        if self.first:
+            return readout.calibrate(self.stack, self.z_um, self.pixel_size_um, self.optics)
+        return readout.recalibrate(self.stack, self.z_um, self.plane_period_s)
+
+
+class Calibrator(Protocol):
+    """Where live calibrations run beside the readout: ``hold`` copies the readout as it is (in the readout
+    thread, which owns it), ``calibrate`` calibrates that copy (in a worker thread) and returns it with its
+    reference; ``close`` at the run's end."""
+
+    def hold(self, readout: LiveReadoutLike) -> Any: ...
+
+    def calibrate(self, held: Any, job: CalibrationJob) -> tuple[LiveReadoutLike, Reference]: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadCalibrator:
+    """Calibrates in the worker thread itself, in the readout's process: simple, but the two share one
+    interpreter, so a calibration slows the readout (a deepz.calibration_process.CalibrationProcess does
+    not)."""
+
+    def hold(self, readout: LiveReadoutLike) -> LiveReadoutLike:
+        return copy.deepcopy(readout)
+
+    def calibrate(self, held: LiveReadoutLike, job: CalibrationJob) -> tuple[LiveReadoutLike, Reference]:
+        return held, job.run(held)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
 class PendingScan:
     """A scan to apply before frame ``record.frame_index``."""
 
@@ -105,7 +152,8 @@ class ReadoutStage:
 
     ``store`` (optional) receives each scan with its reference (ids, positions); ``drift_um`` with
     ``request_scan``: ask for a new scan when the followed neurons moved (median) that far from the scan's;
-    ``wait``: calibrate in the calling thread (replay) instead of a worker (live).
+    ``calibrator``: calibrate beside the readout with it (live; the stage closes it at ``finish``), None: in
+    place, in the calling thread (replay).
     """
 
     def __init__(
@@ -117,7 +165,7 @@ class ReadoutStage:
         store: StoreScan | None = None,
         drift_um: float | None = None,
         request_scan: Callable[[str], None] | None = None,
-        wait: bool = False,
+        calibrator: Calibrator | None = None,
     ) -> None:
         self.readout = readout
         self.optics = optics
@@ -125,7 +173,7 @@ class ReadoutStage:
         self.store = store
         self.drift_um = drift_um
         self.request_scan = request_scan
-        self.wait = wait
+        self.calibrator = calibrator
         self.store_error: str | None = None
         self.records: list[ScanRecord] = []
         self._pending: collections.deque[PendingScan] = collections.deque()
@@ -216,6 +264,8 @@ class ReadoutStage:
         if storing:  # a worker that finished calibrating is storing its scan: a moment
             self._calibration_done.wait()
         self._store_without_reference(unused, "the run ended before the readout calibrated on this scan")
+        if self.calibrator is not None:
+            self.calibrator.close()
 
     def _store_without_reference(self, scans: list[PendingScan], why: str) -> None:
         """Record and store scans no reference was computed for, saying why."""
@@ -254,8 +304,9 @@ class ReadoutStage:
     def apply_scans(self, t: int) -> None:
         """Take over a readout a worker calibrated, then start calibrating on the newest scan due by frame
         ``t`` unless a calibration is in progress (older due scans, taken while one was, are stored without a
-        reference: the newest describes the specimen now): in a worker thread, or here when ``wait`` (seconds
-        on a CPU: the pipeline calls this outside its compute lock). Readout thread only."""
+        reference: the newest describes the specimen now): with the calibrator in a worker thread, or here
+        without one (seconds on a CPU: the pipeline calls this outside its compute lock). Readout thread
+        only."""
         while True:
             with self._lock:
                 if self._ready is not None:  # a worker calibrated a copy: it takes over from here
@@ -270,31 +321,34 @@ class ReadoutStage:
                 scan = self._calibrating = due[-1]
                 superseded = due[:-1]
                 self._calibration_done.clear()
-            if not self.wait:
-                candidate = copy.deepcopy(self.readout)  # this thread owns the readout: a consistent copy
+            if self.calibrator is not None:
+                held = self.calibrator.hold(self.readout)  # this thread owns the readout: a consistent copy
                 # not a daemon: torch must not be torn down under it at exit (the process aborts); a run that
                 # ended during a calibration closes at once, and its process exits when the thread is done
-                worker = threading.Thread(target=self._calibrate, args=(scan, candidate, superseded),
+                worker = threading.Thread(target=self._calibrate, args=(scan, held, superseded),
                                           name="calibrate")
                 worker.start()
                 return
-            self._calibrate(scan, self.readout, superseded)
+            self._calibrate(scan, None, superseded)
             if self._failure is not None:
                 raise self._failure
 
-    def _calibrate(self, scan: PendingScan, readout: LiveReadoutLike, superseded: list[PendingScan]) -> None:
-        """Calibrate (first scan) or re-calibrate ``readout`` on ``scan``, store the scan with the reference
-        found (and the ``superseded`` ones without), and hand the readout over to the readout thread."""
+    def _calibrate(self, scan: PendingScan, held: Any, superseded: list[PendingScan]) -> None:
+        """Calibrate (first scan) or re-calibrate on ``scan`` the readout the calibrator ``held`` (None: this
+        stage's own, in place), store the scan with the reference found (and the ``superseded`` ones
+        without), and hand the readout over to the readout thread."""
         record = scan.record
         try:
             self._store_without_reference(superseded, "a newer scan came before the readout calibrated on it")
             started = time.perf_counter()
             z = np.asarray(record.z_um, np.float64)
-            if self._calibrated:
-                period = (record.end_host_s - record.start_host_s) / max(len(z), 1)  # planes evenly in time
-                reference = readout.recalibrate(scan.stack, z, period)
+            period = (record.end_host_s - record.start_host_s) / max(len(z), 1)  # planes evenly in time
+            first = not self._calibrated
+            job = CalibrationJob(scan.stack, z, first, record.pixel_size_um, self.optics, period)
+            if held is None or self.calibrator is None:
+                readout, reference = self.readout, job.run(self.readout)
             else:
-                reference = readout.calibrate(scan.stack, z, record.pixel_size_um, self.optics)
+                readout, reference = self.calibrator.calibrate(held, job)
             ids = np.asarray(reference.ids, np.int64)
             positions = np.asarray(reference.positions_um, np.float64).reshape(-1, 3)
             found = reference.found_mask()  # the scan's table: its finds, not neurons kept by prediction
@@ -315,7 +369,8 @@ class ReadoutStage:
                 self._ready_catches_up = self._calibrated  # a re-calibration: frames were read meanwhile
                 self._calibrated = True
         except BaseException as exc:  # noqa: BLE001 - raised in the readout thread by its next update
-            self._failure = exc
+            if not self._finished:  # else the run ended first (its calibrator closed under it): not raised
+                self._failure = exc
         finally:
             with self._lock:
                 self._calibrating, self._storing = None, False

@@ -21,7 +21,9 @@ from storage.calibration import read_scans, scan_image_path
 from track.readout.entering import REACH_PX, EntryConfig
 
 RATE, SIZE = 40.0, 96
-CALIBRATION = {"enabled": True, "z_range_um": [-6.0, 6.0], "step_um": 1.0, "interval_s": 2.5}
+# calibrations in a process of their own (the GPU default; on a CPU a thread, which the other live tests use)
+CALIBRATION = {"enabled": True, "z_range_um": [-6.0, 6.0], "step_um": 1.0, "interval_s": 2.5,
+               "worker": "process"}
 
 
 def _config(out: Path, **extra) -> object:
@@ -38,7 +40,8 @@ def _config(out: Path, **extra) -> object:
 
 @pytest.fixture(scope="module")
 def live_run(tmp_path_factory):
-    """A 6 s live run at 40 Hz that scans at the start and re-scans every 2.5 s."""
+    """A 6 s live run at 40 Hz that scans at the start and re-scans every 2.5 s, calibrating in a process of
+    its own beside the compute process's readout."""
     path = tmp_path_factory.mktemp("calibrated") / "live.zarr"
     return path, run_pipeline(_config(path, duration_s=6.0))
 

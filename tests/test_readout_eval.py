@@ -57,6 +57,10 @@ def test_bench_activity_writes_frame_rates(tmp_path):
     # a frame makes a few hundred torch calls, few of them waiting for the device; a calibration thousands
     assert 50 < cpu["torch_calls_per_frame"] < 2000 and 0 < cpu["torch_waits_per_frame"] < 10
     assert cpu["torch_calls_per_calibration"] > 10 * cpu["torch_calls_per_frame"]
+    # frames read while a copy re-calibrated beside the readout, in a thread and in a process of its own
+    for beside in (cpu["while_recalibrating"][worker] for worker in ("thread", "process")):
+        assert beside["frames_read"] >= 1 and beside["recalibration_s"] > 0
+        assert beside["frames_per_s"] == pytest.approx(beside["frames_read"] / beside["seconds"])
 
 
 def test_a_neuron_that_leaves_the_field_is_scored_over_the_times_it_is_in_it():

@@ -1,7 +1,7 @@
 """The readout stage with the real readout on scans of the simulated microscope: a scan applies before the
 frame it precedes, re-calibration keeps IDs, every scan is handed to storage with its reference (or without
 one when the run ended first), drift past the threshold asks the camera for a new scan once, and live the
-calibration runs beside the frames instead of holding them."""
+calibration runs beside the frames instead of holding them (in a thread, or in a process of its own)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pytest
 from acquire.sim import CameraConfig, SimConfig, WormConfig, WormSimulator
 from acquire.sim.devices import load_simulated_core
 from acquire.zstack import acquire_focal_stack, z_positions
-from deepz.calibration import build_readout, readout_optics
-from deepz.readout_stage import PendingScan, ReadoutSnapshot, ReadoutStage
+from deepz.calibration import build_readout, live_calibrator, readout_optics
+from deepz.config import CalibrationConfig
+from deepz.readout_stage import PendingScan, ReadoutSnapshot, ReadoutStage, ThreadCalibrator
 from infer.model_io import default_model_path, load_manifest
 from storage.calibration import ScanRecord
 from track.evaluate import match_points
@@ -49,7 +50,7 @@ def test_scans_apply_in_frame_order_and_recalibration_keeps_ids(scans_and_frames
     scans, frames = scans_and_frames
     stored, requests = [], []
     stage = ReadoutStage(build_readout(), optics=_optics(), store=lambda *args: stored.append(args),
-                         drift_um=1e-6, request_scan=requests.append, wait=True, trace_window_s=3.0)
+                         drift_um=1e-6, request_scan=requests.append, trace_window_s=3.0)
     stage.offer_scan(PendingScan(_record(0, scans[0], 0), scans[0].stack))
     stage.offer_scan(PendingScan(_record(1, scans[1], 2), scans[1].stack))
     first = stage.update(0, 0.0, frames[0])
@@ -73,8 +74,7 @@ def test_drift_is_measured_on_the_scans_neurons_when_others_joined_since(scans_a
     seen on the neurons of the scan."""
     scans, frames = scans_and_frames
     requests = []
-    stage = ReadoutStage(build_readout(), optics=_optics(), drift_um=1e-6, request_scan=requests.append,
-                         wait=True)  # fmt: skip
+    stage = ReadoutStage(build_readout(), optics=_optics(), drift_um=1e-6, request_scan=requests.append)
     stage.offer_scan(PendingScan(_record(0, scans[0], 0), scans[0].stack))
     stage.apply_scans(0)  # calibrated: the scan's neurons are the reference
     scanned = len(stage.readout.reference)
@@ -86,7 +86,7 @@ def test_drift_is_measured_on_the_scans_neurons_when_others_joined_since(scans_a
 def test_scans_taken_while_calibrating_give_way_to_the_newest(scans_and_frames) -> None:
     scans, frames = scans_and_frames
     stored = []
-    stage = ReadoutStage(build_readout(), optics=_optics(), store=lambda *a: stored.append(a), wait=True)
+    stage = ReadoutStage(build_readout(), optics=_optics(), store=lambda *a: stored.append(a))
     stage.offer_scan(PendingScan(_record(0, scans[0], 0), scans[0].stack))
     stage.update(0, 0.0, frames[0])
     for index in (1, 2):  # two re-scans came while the readout was busy: only the newer one is calibrated
@@ -100,10 +100,13 @@ def test_scans_taken_while_calibrating_give_way_to_the_newest(scans_and_frames) 
     assert newest[0].n_reference == len(newest[2]) > 0 and set(newest[2].tolist()) <= set(again.ids.tolist())
 
 
-def test_live_calibration_runs_beside_the_frames_and_a_stop_does_not_wait_for_it(scans_and_frames) -> None:
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_live_calibration_runs_beside_the_frames_and_a_stop_does_not_wait_for_it(scans_and_frames, worker):
     scans, frames = scans_and_frames
     stored = []
-    stage = ReadoutStage(build_readout(), optics=_optics(), store=lambda *args: stored.append(args))
+    readout = build_readout()
+    stage = ReadoutStage(readout, optics=_optics(), store=lambda *args: stored.append(args),
+                         calibrator=live_calibrator(CalibrationConfig(worker=worker), readout))
     stage.offer_scan(PendingScan(_record(0, scans[0], 1), scans[0].stack))
     assert stage.update(0, 0.0, frames[0]) is None  # not due yet
     assert stage.update(1, 0.01, frames[1]) is None  # due: calibration starts in a worker, the frame goes on
@@ -115,9 +118,12 @@ def test_live_calibration_runs_beside_the_frames_and_a_stop_does_not_wait_for_it
     assert len(stored) == 2 and stage.summary()["calibrations"] == 2
 
 
-def test_live_readout_resumes_once_calibrated(scans_and_frames) -> None:
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_live_readout_resumes_once_calibrated(scans_and_frames, worker) -> None:
     scans, frames = scans_and_frames
-    stage = ReadoutStage(build_readout(), optics=_optics())
+    readout = build_readout()
+    calibrator = live_calibrator(CalibrationConfig(worker=worker), readout)
+    stage = ReadoutStage(readout, optics=_optics(), calibrator=calibrator)
     stage.offer_scan(PendingScan(_record(0, scans[0], 0), scans[0].stack))
     assert not stage.first_calibration_running()
     assert stage.update(0, 0.0, frames[0]) is None and stage.status()["calibrations"] == 0
@@ -126,6 +132,7 @@ def test_live_readout_resumes_once_calibrated(scans_and_frames) -> None:
     assert not stage.first_calibration_running()
     snap = stage.update(1, 0.01, frames[1])
     assert snap is not None and stage.status()["calibrations"] == 1 and len(snap.ids) >= 3
+    stage.finish()
 
 
 def _optics():
@@ -134,7 +141,7 @@ def _optics():
 
 def test_the_published_trace_window_is_thinned_to_its_column_budget(scans_and_frames) -> None:
     scans, frames = scans_and_frames
-    stage = ReadoutStage(build_readout(), optics=_optics(), wait=True, trace_window_s=30.0)
+    stage = ReadoutStage(build_readout(), optics=_optics(), trace_window_s=30.0)
     stage.offer_scan(PendingScan(_record(0, scans[0], 0), scans[0].stack))
     for t in range(8):  # 100 Hz frames; a 30 s window of at most 600 columns keeps one per 50 ms
         stage.update(t, t * 0.01, frames[t % len(frames)])
@@ -172,7 +179,7 @@ def test_a_live_recalibration_that_took_seconds_takes_over_where_the_specimen_is
     z = np.arange(-10.0, 10.5, 1.0)
     _GatedRecalibration.gate.clear()
     readout = _GatedRecalibration(ReadoutConfig(fit=StampFitConfig(iterations=6)))
-    stage = ReadoutStage(readout, optics=Optics())
+    stage = ReadoutStage(readout, optics=Optics(), calibrator=ThreadCalibrator())
 
     def scan_at(index: int, t_s: float, frame_index: int) -> PendingScan:
         stack = np.stack([sim.render(t_s + k / 100, float(zk)) for k, zk in enumerate(z)])

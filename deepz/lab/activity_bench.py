@@ -1,18 +1,27 @@
 """`deepz bench activity`: frames/s of the live readout (track.readout.LiveReadout.update) on a simulated
-worm, per device; calibration time reported apart (it runs once per scan, not per frame), and how closely
+worm, per device; calibration time reported apart (it runs once per scan, not per frame), the frames/s while
+a re-calibration runs beside the readout (live: in a thread or in a process of its own), and how closely
 the devices' readouts of the same frames agree."""
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from acquire.sim import WormSimulator
+from deepz.calibration import live_calibrator
+from deepz.calibration_process import CalibrationProcess
+from deepz.config import CalibrationConfig
 from deepz.lab.activity_eval import _optics
 from deepz.lab.scaffold import machine, sim_config
 from deepz.lab.torch_calls import count_torch_calls
+from deepz.readout_stage import CalibrationJob
 from track.readout import LiveReadout, ReadoutConfig
 from track.readout.calibrate import StampFitConfig
 
@@ -31,9 +40,10 @@ def _simulator(size: int, neurons: int, seed: int) -> WormSimulator:
 def run_activity_bench(
     *, size: int = 512, neurons: int = 200, frames: int = 100, devices: list[str] | None = None, seed: int = 0
 ) -> dict[str, object]:
-    """Calibrate once per device, then time ``update`` over ``frames`` pre-rendered frames; then count the
-    torch calls of the frames again and of a calibration that fits every scan plane at once, as on a GPU
-    (untimed: the profiler slows them)."""
+    """Calibrate once per device, then time ``update`` over ``frames`` pre-rendered frames; then read them
+    on (back and forth) while the scan is re-calibrated on by each live calibrator; then count the torch
+    calls of the frames again and of a calibration that fits every scan plane at once, as on a GPU (untimed:
+    the profiler slows them)."""
     if size < 32 or neurons < 1 or frames < 2:
         raise ValueError("size must be >= 32, neurons >= 1 and frames >= 2.")
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -64,7 +74,17 @@ def run_activity_bench(
             times.append(time.perf_counter() - t0)
             brightness.append(state.brightness[: len(reference)])  # neurons added since (entering) come last
         readouts[device] = (reference.ids, np.stack(brightness))
-        t_end = t_start + len(stream) / 100
+        rescan = CalibrationJob(stack, z, first=False, pixel_size_um=sim.pixel_size_um, optics=_optics(sim),
+                                plane_period_s=0.01)  # fmt: skip
+        # on from the last frame, back and forth through the stream: the motion stays continuous
+        order = list(range(len(stream) - 2, -1, -1)) + list(range(1, len(stream)))
+        frames_on = (stream[order[k % len(order)]] for k in itertools.count())
+        t_next = t_start + len(stream) / 100
+        beside: dict[str, Any] = {}
+        for worker in ("thread", "process"):
+            beside[worker] = _read_while_recalibrating(readout, worker, rescan, frames_on, t_next)
+            t_next += beside[worker]["frames_read"] / 100
+        t_end = t_next
         frame_calls = count_torch_calls(
             lambda: [readout.update(f, t_end + k / 100) for k, f in enumerate(stream[1:])]
         )  # fmt: skip
@@ -82,6 +102,7 @@ def run_activity_bench(
             "torch_calls_per_frame": frame_calls.calls / len(times),
             "torch_waits_per_frame": frame_calls.waits / len(times),
             "torch_calls_per_calibration": calibration_calls.calls,
+            "while_recalibrating": beside,
         }
     return {
         "benchmark": "activity",
@@ -93,6 +114,49 @@ def run_activity_bench(
         "results": results,
         "agreement": trace_agreement(readouts),
     }
+
+
+def _read_while_recalibrating(
+    readout: LiveReadout, worker: str, job: CalibrationJob, frames: Iterator[np.ndarray], t_s: float
+) -> dict[str, Any]:
+    """Frames/s of ``readout`` reading ``frames`` while a copy re-calibrates on ``job`` beside it, as live
+    (``worker``: "thread" or "process"): from taking the copy (``hold``, in the readout's thread) until the
+    calibrated copy is back. A process has calibrated once before (untimed), as it has live by a re-scan."""
+    calibrator = live_calibrator(CalibrationConfig(worker=worker), readout, str(readout.device))
+    if isinstance(calibrator, CalibrationProcess):
+        calibrator.calibrate(calibrator.hold(readout), job)
+    done = threading.Event()
+    calibration_s, failure = 0.0, None
+
+    def calibrate(held: Any) -> None:
+        nonlocal calibration_s, failure
+        t0 = time.perf_counter()
+        try:
+            calibrator.calibrate(held, job)
+        except Exception as exc:  # noqa: BLE001 - raised in the bench's thread below
+            failure = exc
+        finally:
+            calibration_s = time.perf_counter() - t0
+            done.set()
+
+    try:
+        t0 = time.perf_counter()
+        held = calibrator.hold(readout)
+        hold_s = time.perf_counter() - t0
+        thread = threading.Thread(target=calibrate, args=(held,), name="calibrate")
+        thread.start()
+        read = 0
+        while not done.is_set():
+            readout.update(next(frames), t_s + read / 100)
+            read += 1
+        seconds = time.perf_counter() - t0
+        thread.join()
+    finally:
+        calibrator.close()
+    if failure is not None:
+        raise failure
+    return {"frames_read": read, "seconds": seconds, "frames_per_s": read / seconds, "hold_s": hold_s,
+            "recalibration_s": calibration_s}
 
 
 def trace_agreement(readouts: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, object] | None:

@@ -172,8 +172,7 @@ def evaluate_activity(
     readout = LiveReadout(ReadoutConfig(activity=camera_rate_dff(cfg.rate_hz)), device=cfg.device)
     scans = _CameraScans(sim, cfg.calibration, cfg.rate_hz)
     # wait: calibrates in place, as replay does (every frame is read with the reference of its scan)
-    stage = ReadoutStage(readout, optics=_optics(sim), drift_um=cfg.drift_um, request_scan=scans.request_scan,
-                         wait=True)  # fmt: skip
+    stage = ReadoutStage(readout, optics=_optics(sim), drift_um=cfg.drift_um, request_scan=scans.request_scan)
     stage.offer_scan(scans.take(0.0, "start", 0))
     t_start = cfg.scan_seconds
     calibration_s: list[float] = []

@@ -166,6 +166,14 @@ class NeuronIds:
     def __deepcopy__(self, memo: dict) -> NeuronIds:
         return self  # shared, not copied
 
+    def __getstate__(self) -> dict:
+        """Pickled (e.g. to another process) as the next free ID: a lock does not travel."""
+        with self._lock:
+            return {"next": self._next}
+
+    def __setstate__(self, state: dict) -> None:
+        self._next, self._lock = state["next"], threading.Lock()
+
     def peek(self) -> int:
         """The next ID that ``take`` would give (not reserved)."""
         with self._lock:
