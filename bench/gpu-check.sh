@@ -68,7 +68,7 @@ cuda = torch.cuda.is_available() and '$DEV' == 'cuda'
 json.dump({'device': '$DEV', 'gpu': torch.cuda.get_device_name(0) if cuda else None,
            'cpu': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count(),
            'torch': torch.__version__, 'dry_run': bool($DRY)}, open('$WORK/device.json', 'w'), indent=2)"
-step activity 150 $PY -m deepz bench activity "${ACTIVITY[@]}" --json "$WORK/activity.json"
+step activity 200 $PY -m deepz bench activity "${ACTIVITY[@]}" --json "$WORK/activity.json"
 step evaluate 200 $PY -m deepz evaluate-activity --seed 11 --rate 100 --method demix "${EVALUATE[@]}" \
   --json "$WORK/evaluate.json"
 step engine 240 $PY -m deepz bench infer --device $DEV --engine $ENGINE --size $SIZE --planes $PLANES \
