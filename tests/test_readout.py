@@ -14,6 +14,7 @@ from acquire.sim import CameraConfig, SimConfig, WormSimulator
 from track.evaluate import match_points
 from track.readout import LiveReadout, Optics, ReadoutConfig, Reference
 from track.readout.calibrate import StampFitConfig
+from track.readout import demix
 from track.readout.demix import gram_matrix
 from track.readout.entering import Entering, EntryConfig
 from track.readout.motion import DisplacementField, MotionConfig
@@ -61,9 +62,12 @@ def test_demixing_recovers_known_brightness_exactly_without_noise():
     np.testing.assert_allclose(state.positions_um, ref.positions_um, atol=0.01)
 
 
-def test_patch_sums_match_the_frames_they_stand_for_also_across_the_fields_edge():
-    """Gather and render, the Gram matrix and the sums onto a stamp's radii are each what the same sums over
-    whole frames give (the fast paths skip pixels outside the frame and whole-frame products)."""
+@pytest.mark.parametrize("overlap_chunk", [demix.OVERLAP_CHUNK, 1])
+def test_patch_sums_match_the_frames_they_stand_for_also_across_the_fields_edge(monkeypatch, overlap_chunk):
+    """Gather and render, the Gram matrix (scipy's on a CPU; the overlapping patches' on a GPU, in steps of
+    ``overlap_chunk`` pixels: 1 is a pair a step) and the sums onto a stamp's radii are each what the same
+    sums over whole frames give (the fast paths skip pixels outside the frame and whole-frame products)."""
+    monkeypatch.setattr(demix, "OVERLAP_CHUNK", overlap_chunk)
     ref, _ = _known_reference(n=9, seed=3)
     centres = torch.as_tensor(ref.positions_um[:, 1:] / PX, dtype=torch.float32)
     centres[:3] = torch.tensor([[-4.3, 20.2], [50.6, 93.1], [95.5, 101.2]])  # partly or mostly outside
@@ -77,6 +81,7 @@ def test_patch_sums_match_the_frames_they_stand_for_also_across_the_fields_edge(
     torch.testing.assert_close((values.double() * gathered).sum(dim=(1, 2)), alone @ frame.reshape(-1))
     gram = gram_matrix(patches, values)
     torch.testing.assert_close(gram[:-1, :-1], alone @ alone.T)
+    torch.testing.assert_close(demix.overlap_gram(patches, values), alone @ alone.T)
     torch.testing.assert_close(gram[:-1, -1], alone.sum(dim=1), rtol=1e-6, atol=1e-9)
     profile = torch.rand(len(values), 40, generator=torch.Generator().manual_seed(1))
     table = np.repeat(profile.numpy()[:, None], 2, axis=1)  # one table per neuron, alike at both defocus rows

@@ -25,6 +25,7 @@ class Patches:
     dx: torch.Tensor  # (N, P, P) float32
     shape: tuple[int, int]
     slot: torch.Tensor  # (N * P * P,) int64, H * W outside the frame
+    corner: torch.Tensor  # (N, 2) int64 frame row and column of each patch's first pixel (may lie outside)
 
     def gather(self, frames: torch.Tensor) -> torch.Tensor:
         """Frame values at every patch pixel (0 outside the frame): (..., H, W) -> (..., N, P, P); leading
@@ -58,4 +59,4 @@ def cut_patches(centres_px: torch.Tensor, half: int, shape: tuple[int, int]) -> 
     dy = offsets[:, 0, :, None].expand(-1, -1, p).contiguous()
     dx = offsets[:, 1, None, :].expand(-1, p, -1).contiguous()
     slot = torch.where(inside, index, h * w).reshape(-1)
-    return Patches(index, inside, dy, dx, (h, w), slot)
+    return Patches(index, inside, dy, dx, (h, w), slot, lines[:, :, 0])
