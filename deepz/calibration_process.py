@@ -59,6 +59,7 @@ class CalibrationProcess:
         os.close(child_fd)
         self._lock = threading.Lock()
         self._closed, self._ready = False, False
+        self._exit_code: int | None = None  # the child's, once it exited before it was closed
         self._end = weakref.finalize(self, _end, self._child, self._conn)  # also when dropped unclosed
         self._conn.send({"threads": _torch_threads(), "log_level": logging.getLogger().getEffectiveLevel(),
                          "preload": list(preload), "device": device})  # fmt: skip
@@ -66,6 +67,12 @@ class CalibrationProcess:
     @property
     def pid(self) -> int:
         return self._child.pid
+
+    @property
+    def where(self) -> str:
+        if self._exit_code is None:
+            return "a process of its own"
+        return f"the readout's process (its own exited with code {self._exit_code})"
 
     def hold(self, readout: LiveReadoutLike) -> tuple[bytes, list[Any]]:
         """The readout pickled as it is now (readout thread), and the shared objects it refers to."""
@@ -89,10 +96,11 @@ class CalibrationProcess:
                 except (EOFError, OSError) as exc:
                     if self._closed:
                         raise CalibrationProcessError("closed while calibrating") from exc
-            if self._end.alive:  # the child's end, seen for the first time
+            if self._exit_code is None:  # the child's end, seen for the first time
                 self._end()
+                self._exit_code = self._child.returncode
                 log.warning("the calibration process exited with code %s; calibrating in this process from "
-                            "now on", self._child.returncode)  # fmt: skip
+                            "now on", self._exit_code)  # fmt: skip
         readout = _loads(data, lambda key: shared[key])
         return readout, job.run(readout)
 

@@ -112,7 +112,10 @@ class CalibrationJob:
 class Calibrator(Protocol):
     """Where live calibrations run beside the readout: ``hold`` copies the readout as it is (in the readout
     thread, which owns it), ``calibrate`` calibrates that copy (in a worker thread) and returns it with its
-    reference; ``close`` at the run's end."""
+    reference; ``close`` at the run's end. ``where`` says where, for the run's summary."""
+
+    @property
+    def where(self) -> str: ...
 
     def hold(self, readout: LiveReadoutLike) -> Any: ...
 
@@ -125,6 +128,8 @@ class ThreadCalibrator:
     """Calibrates in the worker thread itself, in the readout's process: simple, but the two share one
     interpreter, so a calibration slows the readout (a deepz.calibration_process.CalibrationProcess does
     not)."""
+
+    where = "a thread beside the readout"
 
     def hold(self, readout: LiveReadoutLike) -> LiveReadoutLike:
         return copy.deepcopy(readout)
@@ -239,8 +244,9 @@ class ReadoutStage:
             not_read = dict(self._not_read)
         keys = ("index", "reason", "frame_index", "start_host_s", "end_host_s", "pause_s", "frames_cost",
                 "n_reference", "focus_um")
+        where = "place (replay)" if self.calibrator is None else self.calibrator.where
         return {**self.status(), "scans": [{k: r[k] for k in keys} for r in records],
-                "store_error": self.store_error, "frames_not_read": not_read}
+                "store_error": self.store_error, "frames_not_read": not_read, "calibrated_in": where}
 
     def fell_behind(self, frames: int) -> None:
         """Count frames the caller dropped before this stage read them (it fell behind the camera)."""

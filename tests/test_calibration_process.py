@@ -110,6 +110,7 @@ def test_once_the_process_died_calibrations_are_made_here_and_closing_or_droppin
     _, reference = process.calibrate(process.hold(LiveReadout(CONFIG)), _first(_scan(sim, 0.0)))
     assert len(reference.ids) >= 10
     assert "calibration process exited with code -9; calibrating in this process" in caplog.text
+    assert process.where == "the readout's process (its own exited with code -9)"
     process.close()
     with pytest.raises(CalibrationProcessError, match="closed"):
         process.calibrate(process.hold(LiveReadout(CONFIG)), _first(_scan(sim, 0.0)))

@@ -72,6 +72,7 @@ def test_live_run_scans_first_then_recalibrates_and_records_the_pauses(live_run)
     assert summary["frames_lost"] == 0  # the frames a pause cost are not lost frames
     stored = RecordingReader(path).attrs["summary"]["calibration"]
     assert stored["calibrations"] == cal["calibrations"]
+    assert cal["calibrated_in"] == "a process of its own"  # and it calibrated every scan it was given
 
 
 def test_reference_is_plausible_and_keeps_its_ids_across_recalibrations(live_run, replayed) -> None:
@@ -119,7 +120,8 @@ def test_every_frame_read_goes_to_the_tracks_and_traces(live_run, capsys) -> Non
     _print_summary(summary, None)  # the closing lines of `deepz live` say so
     said = (f"readout: no value for {not_read['fell_behind']} frames it fell behind on and "
             f"{not_read['before_calibration']} before the first calibration")
-    assert (said in capsys.readouterr().out) == any(not_read.values())
+    printed = capsys.readouterr().out
+    assert (said in printed) == any(not_read.values()) and "calibrated in a process of its own" in printed
     # a tracked ID in no scan's table is a neuron the readout added between scans (entering the field): first
     # read after the first frame, where the readout looks for them (near the field's edge)
     reference = set().union(*(s.reference_ids.tolist() for s in scans))

@@ -92,7 +92,8 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
         typer.echo(
             f"calibration: {cal['calibrations']} focal scans, {cal['reference_neurons']} reference neurons read "
             f"in {summary['read_out_frames']} frames; re-scans paused the camera {cal['calibration_pause_s']} s "
-            f"({cal['calibration_frames_cost']} frames not taken at the nominal rate)"
+            f"({cal['calibration_frames_cost']} frames not taken at the nominal rate); calibrated in "
+            f"{cal.get('calibrated_in', 'place')}"
         )
         not_read = cal.get("frames_not_read") or {}
         if any(not_read.values()):
