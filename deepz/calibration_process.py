@@ -123,7 +123,7 @@ class CalibrationProcess:
         try:
             self._conn.send(("value", getattr(shared[key], method)(*args)))
         except Exception as exc:  # noqa: BLE001 - raised in the child, where the call was made
-            self._conn.send(("raised", exc))
+            self._conn.send(("raised", portable(exc, CalibrationProcessError)))
 
     def close(self) -> None:
         """End the child (at once: it holds nothing to save); a calibration in progress raises."""
@@ -204,12 +204,11 @@ def serve() -> None:
     configure_logging(setup["log_level"], origin="calibration process")
     for module in setup["preload"]:
         __import__(module)
-    if setup["threads"] is not None or setup["device"] != "cpu":
-        import torch
+    import torch
 
-        if setup["threads"] is not None:
-            torch.set_num_threads(setup["threads"])
-        torch.zeros(1, device=setup["device"])  # the device's context, made now
+    if setup["threads"] is not None:
+        torch.set_num_threads(setup["threads"])
+    torch.zeros(1, device=setup["device"])  # the device's context, made now
     conn.send(("ready",))
     while True:
         try:
