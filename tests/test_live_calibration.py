@@ -4,6 +4,11 @@ the frames it cost are recorded, reference IDs carry over), its replay, and bad 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +160,48 @@ def test_replay_applies_the_recorded_scans_again(live_run, replayed) -> None:
     assert [s.record.frame_index for s in again] == [s.record.frame_index for s in original]
     np.testing.assert_array_equal(again[0].stack, original[0].stack)
     assert len(np.unique(RecordingReader(out).tracks()["t"])) == live["frames"]
+
+
+CALIBRATION_PROCESS = b"deepz.calibration_process import serve"  # in its command line
+
+
+def _calibration_processes() -> set[int]:
+    """PIDs of the calibration processes running on this machine (deepz.calibration_process)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and CALIBRATION_PROCESS in (entry / "cmdline").read_bytes():
+                pids.add(int(entry.name))
+    return pids
+
+
+def test_a_live_run_whose_calibration_process_dies_calibrates_on_in_the_readouts_process(tmp_path) -> None:
+    """The calibration process killed (as for memory) a second into the run: the readout goes on, calibrating
+    each scan in its own process, and the run says so."""
+    before = _calibration_processes()
+    killed: list[int] = []
+
+    def kill_it() -> None:
+        deadline = time.monotonic() + 60
+        while not killed and time.monotonic() < deadline:
+            if found := _calibration_processes() - before:
+                time.sleep(1.0)
+                pid = found.pop()
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_it)
+    killer.start()
+    path = tmp_path / "live.zarr"
+    summary = run_pipeline(_config(path, duration_s=6.0))
+    killer.join()
+    assert killed, "no calibration process was started"
+    cal = summary["calibration"]
+    assert cal["calibrated_in"] == "the readout's process (its own exited with code -9)"
+    scans = read_scans(path)
+    assert len(scans) >= 2 and scans[0].record.n_reference > 0  # the first scan, calibrated here after all
+    assert summary["read_out_frames"] > 0 and summary["compute_error"] is None
 
 
 def test_deepz_calibrate_stores_the_scan_and_its_reference(tmp_path) -> None:
