@@ -51,8 +51,8 @@ class CalibrationProcess:
         ours, theirs = socket.socketpair()
         self._conn = Connection(ours.detach())
         child_fd = theirs.detach()
-        # -P: no working directory on the path; the child imports exactly the modules this process does
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        # -P and this process's path ('' is its working directory): the child imports the modules it does
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
         serve_here = "from deepz.calibration_process import serve; serve()"
         self._child = subprocess.Popen([sys.executable, "-P", "-c", serve_here, str(child_fd)],
                                        pass_fds=(child_fd,), env=env, stdin=subprocess.DEVNULL)
