@@ -61,8 +61,8 @@ class CalibrationProcess:
         self._closed, self._ready = False, False
         self._exit_code: int | None = None  # the child's, once it exited before it was closed
         self._end = weakref.finalize(self, _end, self._child, self._conn)  # also when dropped unclosed
-        self._conn.send({"threads": _torch_threads(), "log_level": logging.getLogger().getEffectiveLevel(),
-                         "preload": list(preload), "device": device})  # fmt: skip
+        self._conn.send({"log_level": logging.getLogger().getEffectiveLevel(), "preload": list(preload),
+                         "device": device})  # fmt: skip
 
     @property
     def pid(self) -> int:
@@ -138,11 +138,6 @@ def _end(child: subprocess.Popen, conn: Connection) -> None:
     conn.close()
 
 
-def _torch_threads() -> int | None:
-    torch = sys.modules.get("torch")
-    return None if torch is None else torch.get_num_threads()
-
-
 def _register(obj: Any, types: tuple[type, ...], shared: list[Any]) -> int | None:
     """The key of ``obj`` among the ``shared`` objects if it is of a shared type (added on first sight)."""
     if not types or not isinstance(obj, types):
@@ -206,8 +201,9 @@ def serve() -> None:
         __import__(module)
     import torch
 
-    if setup["threads"] is not None:
-        torch.set_num_threads(setup["threads"])
+    # one CPU thread: the readout keeps the cores (with as many threads as the run's beside it, the two
+    # processes' thread pools spin against each other: the readout read half as many frames at 64x64)
+    torch.set_num_threads(1)
     torch.zeros(1, device=setup["device"])  # the device's context, made now
     conn.send(("ready",))
     while True:
