@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The live GPU path and the activity readout on one GPU, in under 8 minutes, as one JSON with the GPU's name:
-#   the readout bench on CPU and GPU with their agreement (issue 17), the demixing readout scored on the GPU
+#   the readout bench on CPU and GPU with their agreement (issue 17; with frames/s beside a re-calibration in
+#   a thread and in a process of its own, `while_recalibrating`), the demixing readout scored on the GPU
 #   over 60 s of simulated worm (seed 11, to set beside the CPU's JSON of the same run), the engine bench
-#   with --check, a 20 s live run as a user starts it (live-gpu config: focal scan, readout and tracking), a
+#   with --check, a 20 s live run as a user starts it (live-gpu config: focal scan, readout and tracking; its
+#   summary's calibration.calibrated_in says where it calibrated), a
 #   60 s live bench at 512x512 K=32 100 Hz with tracking (compute process), the track bench, and a replay of
 #   that recording
 #   storing every 4th volume under back-pressure (every volume of 6,000 would not fit the 64 GiB disk).
