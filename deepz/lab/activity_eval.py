@@ -171,7 +171,7 @@ def evaluate_activity(
     timing = info["seconds_per_method"]
     readout = LiveReadout(ReadoutConfig(activity=camera_rate_dff(cfg.rate_hz)), device=cfg.device)
     scans = _CameraScans(sim, cfg.calibration, cfg.rate_hz)
-    # wait: calibrates in place, as replay does (every frame is read with the reference of its scan)
+    # no calibrator: calibrates in place, as replay does (every frame is read with the reference of its scan)
     stage = ReadoutStage(readout, optics=_optics(sim), drift_um=cfg.drift_um, request_scan=scans.request_scan)
     stage.offer_scan(scans.take(0.0, "start", 0))
     t_start = cfg.scan_seconds
